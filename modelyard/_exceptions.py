@@ -1,0 +1,69 @@
+"""The modelyard exception tree. Foreign errors are translated at the boundary with `raise ... from exc`.
+
+ModelyardError
+├── ConfigError              bad or missing configuration
+├── InvalidInput             a work item or file line failed validation (carries the field)
+├── BrokerError              Kafka unreachable, broker failed to start
+├── ProviderError            a model call failed after the SDK's own retries
+│   └── RateLimited          the provider asked us to wait (carries retry_after)
+├── StorageError             ClickHouse unreachable or rejected a write
+│   └── Backpressure         the sink is holding back (carries retry_after)
+└── ProcessError             a child process failed to start or stop
+"""
+
+from __future__ import annotations
+
+
+class ModelyardError(Exception):
+    """Root of every error modelyard raises on purpose."""
+
+    hint: str = ""
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint or self.hint
+
+    def one_line(self) -> str:
+        return f"{self}. Fix: {self.hint}" if self.hint else str(self)
+
+
+class ConfigError(ModelyardError):
+    hint = "check MODELYARD_* environment variables and the YAML file named by MODELYARD_CONFIG"
+
+
+class InvalidInput(ModelyardError):
+    def __init__(self, message: str, *, field: str | None = None, reason: str = "validation") -> None:
+        super().__init__(message)
+        self.field = field
+        self.reason = reason
+
+
+class BrokerError(ModelyardError):
+    hint = "start Kafka with `modelyard broker start` or set MODELYARD_KAFKA__BOOTSTRAP_SERVERS"
+
+
+class ProviderError(ModelyardError):
+    def __init__(self, message: str, *, provider: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.retryable = retryable
+
+
+class RateLimited(ProviderError):
+    def __init__(self, message: str, *, provider: str, retry_after: float | None) -> None:
+        super().__init__(message, provider=provider, retryable=True)
+        self.retry_after = retry_after
+
+
+class StorageError(ModelyardError):
+    hint = "check MODELYARD_CLICKHOUSE__DSN; a chdb:// path may be held by another process"
+
+
+class Backpressure(StorageError):
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ProcessError(ModelyardError):
+    hint = "see the process log under .modelyard/logs/"

@@ -1,0 +1,45 @@
+"""Result: the outcome of one attempt at one job, with the provider's own token usage."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from schemas.work_item import TaskType
+
+
+class ResultStatus(StrEnum):
+    OK = "ok"
+    ERROR = "error"
+
+
+class Usage(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_tokens: int = Field(default=0, ge=0, description="Uncached input tokens.")
+    cached_input_tokens: int = Field(default=0, ge=0, description="Input tokens read from the provider's cache.")
+    cache_write_tokens: int = Field(default=0, ge=0)
+    output_tokens: int = Field(default=0, ge=0)
+    reasoning_tokens: int = Field(default=0, ge=0, description="Part of output_tokens spent reasoning.")
+
+
+class Result(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = 1
+    job_id: str
+    attempt: int = Field(ge=1)
+    tenant: str
+    task_type: TaskType
+    pool: str
+    provider: str
+    model: str
+    status: ResultStatus
+    output: str | None = None
+    confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+    error: str | None = Field(default=None, max_length=2000)
+    usage: Usage = Usage()
+    latency_ms: float = Field(ge=0.0)
+    completed_at: AwareDatetime

@@ -1,0 +1,121 @@
+"""OpenAI-compatible chat completions through the official async SDK: vLLM, OpenAI, any compatible server."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import openai
+from openai import AsyncOpenAI
+
+from modelyard._exceptions import ProviderError, RateLimited
+from modelyard.settings import PoolSettings, ProviderSettings
+from schemas import TaskType, Usage, WorkItem
+from workers.backends.base import Completion
+from workers.prompts import conversation, system_prompt
+
+
+class OpenAIChatBackend:
+    """One pool's model behind the chat-completions API. SDK retries (with Retry-After) are the only retries."""
+
+    def __init__(self, provider: str, settings: ProviderSettings, pool: PoolSettings, base_url: str | None = None) -> None:
+        self.provider = provider
+        self.dialect = settings.api
+        self.pool = pool
+        key = settings.api_key.get_secret_value() if settings.api_key else "unused"
+        self.client = AsyncOpenAI(
+            api_key=key, base_url=base_url or settings.base_url, timeout=settings.timeout_s, max_retries=settings.max_retries
+        )
+
+    async def complete(self, item: WorkItem, task_type: TaskType) -> Completion:
+        try:
+            response = await self.client.chat.completions.create(**self.request(item, task_type))
+        except openai.APIError as exc:
+            raise translate_openai_error(exc, self.provider) from exc
+        choice = response.choices[0]
+        return Completion(
+            output=choice.message.content or "",
+            usage=usage_from_openai(response.usage),
+            model=response.model or self.pool.model,
+            confidence=confidence_from_logprobs(choice.logprobs),
+        )
+
+    def request(self, item: WorkItem, task_type: TaskType) -> dict[str, Any]:
+        messages = [{"role": "system", "content": system_prompt(item, task_type)}]
+        messages += [{"role": m.role, "content": m.content} for m in conversation(item)]
+        request: dict[str, Any] = {
+            "model": self.pool.model,
+            "messages": messages,
+            "max_tokens": item.params.max_output_tokens or self.pool.max_output_tokens,
+            "temperature": 0,
+        }
+        return request | self._structured(item, task_type)
+
+    def _structured(self, item: WorkItem, task_type: TaskType) -> dict[str, Any]:
+        labels, schema = item.params.labels, item.params.json_schema
+        if task_type is TaskType.CLASSIFICATION and labels:
+            if self.dialect == "vllm":
+                return {"logprobs": True, "extra_body": {"structured_outputs": {"choice": labels}}}
+            enum_schema = {"type": "string", "enum": labels}
+            return {"logprobs": True, "response_format": _json_schema_format("label", enum_schema)}
+        if task_type is TaskType.EXTRACTION and schema:
+            if self.dialect == "vllm":
+                return {"extra_body": {"structured_outputs": {"json": schema}}}
+            return {"response_format": _json_schema_format("extraction", schema)}
+        return {}
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def _json_schema_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema}}
+
+
+def usage_from_openai(usage: Any) -> Usage:
+    """OpenAI counts cached tokens inside prompt_tokens; we store them apart so each is priced once."""
+    if usage is None:
+        return Usage()
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = (getattr(details, "cached_tokens", 0) or 0) if details else 0
+    out_details = getattr(usage, "completion_tokens_details", None)
+    reasoning = (getattr(out_details, "reasoning_tokens", 0) or 0) if out_details else 0
+    return Usage(
+        input_tokens=usage.prompt_tokens - cached,
+        cached_input_tokens=cached,
+        output_tokens=usage.completion_tokens,
+        reasoning_tokens=reasoning,
+    )
+
+
+def confidence_from_logprobs(logprobs: Any) -> float | None:
+    """Probability of the first generated token: for a constrained label it decides the answer."""
+    content = getattr(logprobs, "content", None) if logprobs else None
+    if not content:
+        return None
+    return min(1.0, math.exp(content[0].logprob))
+
+
+def translate_openai_error(exc: openai.APIError, provider: str) -> ProviderError:
+    if isinstance(exc, openai.RateLimitError):
+        return RateLimited(f"{provider}: rate limited after retries", provider=provider, retry_after=_retry_after(exc))
+    if isinstance(exc, openai.APIStatusError):
+        retryable = exc.status_code >= 500 or exc.status_code in (408, 409)
+        return ProviderError(f"{provider}: HTTP {exc.status_code}: {_message(exc)}", provider=provider, retryable=retryable)
+    if isinstance(exc, openai.APITimeoutError):
+        return ProviderError(f"{provider}: request timed out", provider=provider, retryable=True)
+    return ProviderError(f"{provider}: {type(exc).__name__}: {exc.message}", provider=provider, retryable=True)
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    value = exc.response.headers.get("retry-after")
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def _message(exc: openai.APIStatusError) -> str:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error", body)
+    return str(error.get("message", exc.message) if isinstance(error, dict) else exc.message)[:300]
