@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.structs import OffsetAndMetadata
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from modelyard._exceptions import BrokerError
@@ -54,3 +56,34 @@ async def _create_ignoring_existing(admin: AIOKafkaAdminClient, topics: list[New
         await admin.create_topics(topics)
     except TopicAlreadyExistsError:
         pass
+
+
+async def assigned_partitions(consumer: AIOKafkaConsumer, timeout: float = 30.0) -> set[TopicPartition]:
+    """Partitions of a started group-less consumer (it takes them all once metadata arrives)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not consumer.assignment():
+        if asyncio.get_running_loop().time() > deadline:
+            raise BrokerError(f"no partitions assigned for {consumer.subscription()}")
+        await asyncio.sleep(0.05)
+    return set(consumer.assignment())
+
+
+async def group_lag(settings: Settings, group: str, topic: str) -> int:
+    """Records on `topic` not yet committed by consumer group `group` (app_id-prefixed, as workers name it)."""
+    admin = AIOKafkaAdminClient(**settings.kafka.client_options())
+    consumer = AIOKafkaConsumer(topic, **settings.kafka.client_options(), enable_auto_commit=False)
+    await admin.start()
+    await consumer.start()
+    try:
+        partitions = await assigned_partitions(consumer)
+        ends = await consumer.end_offsets(list(partitions))
+        committed = await admin.list_consumer_group_offsets(f"{settings.app_id}.{group}", partitions=list(partitions))
+        return sum(end - _committed(committed, tp) for tp, end in ends.items())
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+def _committed(committed: dict[TopicPartition, OffsetAndMetadata], tp: TopicPartition) -> int:
+    entry = committed.get(tp)
+    return entry.offset if entry is not None and entry.offset >= 0 else 0

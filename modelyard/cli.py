@@ -1,0 +1,141 @@
+"""The `modelyard` command. Each subcommand is a thin call into the wired components (modelyard.app)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from modelyard._exceptions import ModelyardError
+from modelyard.settings import Settings, load_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    console = Console(stderr=True)
+    try:
+        return int(args.handler(load_settings(), args, console) or 0)
+    except ModelyardError as exc:
+        console.print(f"[red]error:[/red] {exc.one_line()}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelyard", description="Bulk LLM work: Kafka in, model pools, costs in ClickHouse.")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def command(name: str, handler, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("schema", cmd_schema, "print the JSON Schema of a wire message")
+    p.add_argument("name", nargs="?", default="work-item", choices=["work-item", "assignment", "result", "dead-letter"])
+    p = command("submit", cmd_submit, "validate a JSONL file of work items and produce them to Kafka")
+    p.add_argument("file", type=Path)
+    p = command("broker", cmd_broker, "start, stop or check the local Kafka broker (KRaft, no Docker)")
+    p.add_argument("action", choices=["start", "stop", "status"])
+    command("topics", cmd_topics, "create modelyard's topics (idempotent)")
+    command("router", lambda s, a, c: _run("run_router", s), "run the Faust router process")
+    p = command("pool", lambda s, a, c: _run("run_pool", s, a.name), "run one worker pool process")
+    p.add_argument("name")
+    command("sink", lambda s, a, c: _run("run_sink", s), "run the ClickHouse sink process")
+    command("simulator", lambda s, a, c: _run("run_simulator", s), "run the local OpenAI/Anthropic simulator")
+    command("migrate", cmd_migrate, "apply ClickHouse migrations")
+    p = command("sql", cmd_sql, "run a query on the configured ClickHouse (chdb: only while the sink is stopped)")
+    p.add_argument("query")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p = command("demo", cmd_demo, "run the whole pipeline on a bundled sample and print costs")
+    p.add_argument("--limit", type=int, default=None, help="submit only the first N sample lines")
+    return parser
+
+
+def _run(name: str, settings: Settings, *args: str) -> int:
+    from modelyard import app
+
+    getattr(app, name)(settings, *args)
+    return 0
+
+
+def cmd_schema(settings: Settings, args: argparse.Namespace, console: Console) -> int:
+    from schemas import SCHEMAS
+
+    print(json.dumps(SCHEMAS[args.name].model_json_schema(), indent=2))
+    return 0
+
+
+def cmd_submit(settings: Settings, args: argparse.Namespace, console: Console) -> int:
+    from modelyard.submit import JobSubmitter, print_summary
+
+    if not args.file.is_file():
+        raise ModelyardError(f"no such file: {args.file}", hint="pass a JSONL file with one work item per line")
+    summary = asyncio.run(JobSubmitter(settings, console).submit_file(args.file))
+    print_summary(summary, console)
+    return 0 if summary.ok else 1
+
+
+def cmd_broker(settings: Settings, args: argparse.Namespace, console: Console) -> int:
+    from modelyard.broker import LocalKafkaBroker
+
+    broker = LocalKafkaBroker(settings)
+    where = settings.kafka.bootstrap_servers
+    if args.action == "start":
+        with console.status(f"starting Kafka on {where}..."):
+            started = broker.start()
+        console.print(f"Kafka {'started' if started else 'already running'} on {where} (data in {broker.data_dir})")
+    elif args.action == "stop":
+        console.print("Kafka stopped" if broker.stop() else "no broker started from this directory is running")
+    else:
+        running = broker.is_running()
+        console.print(f"Kafka on {where}: {'running' if running else 'not running'}")
+        return 0 if running else 1
+    return 0
+
+
+def cmd_topics(settings: Settings, args: argparse.Namespace, console: Console) -> int:
+    from modelyard.topics import ensure_topics
+
+    for name, partitions in asyncio.run(ensure_topics(settings)).items():
+        console.print(f"{name}: {partitions} partitions")
+    return 0
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace, console: Console) -> int:
+    from workers.clickhouse import ClickHouseStore
+
+    store = ClickHouseStore(settings.clickhouse)
+    try:
+        console.print(f"applied migrations: {store.migrate() or 'none (up to date)'}")
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_sql(settings: Settings, args: argparse.Namespace, console: Console) -> int:
+    from modelyard.demo import cost_table
+    from workers.clickhouse import ClickHouseStore
+
+    store = ClickHouseStore(settings.clickhouse)
+    try:
+        names, rows = store.query_with_names(args.query)
+    finally:
+        store.close()
+    if args.format == "json":
+        sys.stdout.write(json.dumps([dict(zip(names, row)) for row in rows], default=str) + "\n")
+    else:
+        Console().print(cost_table(names, rows, title=""))
+    return 0
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace, console: Console) -> int:
+    from modelyard.demo import Demo
+
+    Demo(settings, Console(width=max(Console().width, 150)), limit=args.limit).run()
+    return 0

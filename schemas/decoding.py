@@ -1,0 +1,74 @@
+"""Decode wire bytes once into a model, or say exactly why not (reason + offending field). Never raises."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from schemas.dead_letter import DeadLetter
+
+MAX_MESSAGE_BYTES = 1_000_000
+Model = TypeVar("Model", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class DecodeFailure:
+    reason: str
+    field: str | None
+    error: str
+
+    def dead_letter(self, raw: bytes, stage: str, **source: object) -> DeadLetter:
+        return DeadLetter(
+            stage=stage, reason=self.reason, field=self.field, error=self.error,
+            original_b64=base64.b64encode(raw).decode(), at=datetime.now(UTC), **source,
+        )
+
+
+def decode(model: type[Model], raw: bytes | None) -> Model | DecodeFailure:
+    if raw is None:
+        return DecodeFailure("empty", None, "message has no value")
+    if len(raw) > MAX_MESSAGE_BYTES:
+        return DecodeFailure("oversized", None, f"message is {len(raw)} bytes; the limit is {MAX_MESSAGE_BYTES}")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return DecodeFailure("invalid_json", None, f"not valid JSON: {exc}")
+    if not isinstance(data, dict):
+        return DecodeFailure("invalid_json", None, f"expected a JSON object, got {type(data).__name__}")
+    return validate(model, data)
+
+
+def validate(model: type[Model], data: dict[str, object]) -> Model | DecodeFailure:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        return describe(exc)
+
+
+def describe(exc: ValidationError) -> DecodeFailure:
+    """The most specific error, its field as a dotted path (union branch names left out).
+
+    Model-level validators start their message with the field they blame ("params.labels is ...")."""
+    errors = exc.errors(include_url=False)
+    first = max(errors, key=lambda e: len(e["loc"]))
+    parts = [str(p) for p in first["loc"] if not _is_union_tag(p)]
+    message = str(first["msg"]).removeprefix("Value error, ")
+    field = ".".join(parts) or _leading_field(message)
+    reason = "unsupported_schema_version" if field == "schema_version" else "validation"
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    text = message if not parts else f"{field}: {message}"
+    return DecodeFailure(reason, field, f"{text}{more}")
+
+
+def _is_union_tag(part: object) -> bool:
+    return isinstance(part, str) and ("[" in part or part.startswith(("constrained-", "function-")) or part in {"str", "list"})
+
+
+def _leading_field(message: str) -> str | None:
+    word = message.split(" ", 1)[0]
+    return word if word.replace(".", "").replace("_", "").isalnum() and "." in word else None

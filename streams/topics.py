@@ -1,0 +1,22 @@
+"""Faust topic objects for the router: the jobs source, one topic per pool, the dead-letter topic."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faust
+
+from modelyard.settings import Settings
+
+
+@dataclass(frozen=True)
+class RouterTopics:
+    jobs: faust.TopicT
+    outputs: dict[str, faust.TopicT]
+
+    @classmethod
+    def declare(cls, app: faust.App, settings: Settings) -> RouterTopics:
+        kafka = settings.kafka
+        names = [kafka.pool_topic(pool) for pool in settings.pools] + [kafka.dead_letter_topic]
+        outputs = {name: app.topic(name, key_type=bytes, value_type=bytes) for name in names}
+        return cls(jobs=app.topic(kafka.jobs_topic, key_type=bytes, value_type=bytes), outputs=outputs)

@@ -1,0 +1,129 @@
+"""ClickHouseStore: the only door to ClickHouse, through clickhouse-connect (chdb:// embedded or http(s):// server).
+
+chdb holds one engine per process and one process per data path, so exactly one long-running process
+(the sink) opens a chdb path; analyst commands open it when the sink is stopped, or use a server DSN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from modelyard._exceptions import StorageError
+from modelyard.settings import ClickHouseSettings
+from schemas import Result
+from schemas.migrations import load_migrations
+from workers.pricing import Cost
+
+RESULT_COLUMNS = (
+    "job_id", "attempt", "tenant", "task_type", "pool", "provider", "model", "status", "output", "confidence",
+    "error", "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens",
+    "latency_ms", "completed_at",
+)
+COST_COLUMNS = (
+    "job_id", "attempt", "tenant", "task_type", "pool", "provider", "model", "input_tokens", "cached_input_tokens",
+    "cache_write_tokens", "output_tokens", "input_cost_usd", "cached_input_cost_usd", "cache_write_cost_usd",
+    "output_cost_usd", "total_cost_usd", "catalog_version", "completed_at",
+)
+
+
+def resolve_dsn(dsn: str) -> str:
+    """chdb:// paths are made absolute so every process names the same directory."""
+    if not dsn.startswith("chdb://") or dsn.startswith("chdb:///"):
+        return dsn
+    path = Path(dsn.removeprefix("chdb://")).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return f"chdb://{path}"
+
+
+class ClickHouseStore:
+    def __init__(self, settings: ClickHouseSettings) -> None:
+        self.dsn = resolve_dsn(settings.dsn)
+        password = settings.password.get_secret_value() if settings.password else ""
+        try:
+            self.client = clickhouse_connect.get_client(dsn=self.dsn, password=password, database=settings.database)
+        except Exception as exc:  # clickhouse-connect raises several unrelated types at connect
+            raise StorageError(f"cannot open ClickHouse at {_redacted(self.dsn)}: {str(exc)[:300]}") from exc
+
+    def migrate(self) -> list[int]:
+        """Apply bundled migrations not yet recorded; returns the versions applied now."""
+        self.command(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
+            "applied_at DateTime DEFAULT now()) ENGINE = MergeTree ORDER BY version"
+        )
+        done = {row[0] for row in self.query("SELECT version FROM schema_migrations")}
+        applied = []
+        for migration in load_migrations():
+            if migration.version in done:
+                continue
+            for statement in migration.statements:
+                self.command(statement)
+            self.insert("schema_migrations", [(migration.version, migration.name)], ("version", "name"))
+            applied.append(migration.version)
+        return applied
+
+    def write_results(self, results: Sequence[Result], costs: Sequence[Cost]) -> None:
+        """Insert results then their cost rows; both tables dedup on (job_id, attempt)."""
+        self.insert("results", [_result_row(r) for r in results], RESULT_COLUMNS)
+        self.insert("cost_ledger", [_cost_row(r, c) for r, c in zip(results, costs, strict=True)], COST_COLUMNS)
+
+    def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
+        if not rows:
+            return
+        try:
+            self.client.insert(table, rows, column_names=list(columns))
+        except (ClickHouseError, OSError) as exc:
+            raise StorageError(f"insert into {table} failed: {str(exc)[:300]}") from exc
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        try:
+            return self.client.query(sql, parameters=parameters).result_rows
+        except (ClickHouseError, OSError) as exc:
+            raise StorageError(f"query failed: {str(exc)[:300]}") from exc
+
+    def query_with_names(self, sql: str, parameters: dict[str, Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
+        try:
+            result = self.client.query(sql, parameters=parameters)
+        except (ClickHouseError, OSError) as exc:
+            raise StorageError(f"query failed: {str(exc)[:300]}") from exc
+        return list(result.column_names), result.result_rows
+
+    def command(self, sql: str) -> None:
+        try:
+            self.client.command(sql)
+        except (ClickHouseError, OSError) as exc:
+            raise StorageError(f"command failed: {str(exc)[:300]}") from exc
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _result_row(r: Result) -> tuple[Any, ...]:
+    u = r.usage
+    return (
+        r.job_id, r.attempt, r.tenant, r.task_type.value, r.pool, r.provider, r.model, r.status.value, r.output or "",
+        r.confidence, r.error, u.input_tokens, u.cached_input_tokens, u.cache_write_tokens, u.output_tokens,
+        u.reasoning_tokens, r.latency_ms, r.completed_at,
+    )
+
+
+def _cost_row(r: Result, c: Cost) -> tuple[Any, ...]:
+    u = r.usage
+    return (
+        r.job_id, r.attempt, r.tenant, r.task_type.value, r.pool, r.provider, r.model, u.input_tokens,
+        u.cached_input_tokens, u.cache_write_tokens, u.output_tokens, c.input_usd, c.cached_input_usd,
+        c.cache_write_usd, c.output_usd, c.total_usd, c.catalog_version, r.completed_at,
+    )
+
+
+def _redacted(dsn: str) -> str:
+    """A DSN without its password, for messages."""
+    if "@" not in dsn or "://" not in dsn:
+        return dsn
+    scheme, rest = dsn.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"

@@ -1,0 +1,154 @@
+"""PoolWorker: one pool's process. Consumes its topic, calls the model with bounded concurrency, produces
+one Result per assignment, and commits an offset only after the Result for it is acknowledged by Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from modelyard._exceptions import ProviderError
+from modelyard.settings import Settings
+from schemas import Assignment, Result, ResultStatus
+from schemas.decoding import DecodeFailure, decode
+from workers.backends.base import ModelBackend
+from workers.kafka_clients import make_consumer, make_producer
+from workers.offsets import OffsetTracker
+
+log = logging.getLogger("modelyard.pool")
+COMMIT_INTERVAL_S = 0.5
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, worker: PoolWorker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.worker.drain()
+        await self.worker.commit()
+        self.worker.offsets.forget(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("assigned %s", sorted(tp.partition for tp in assigned))
+
+
+class PoolWorker:
+    def __init__(self, settings: Settings, pool: str, backend: ModelBackend) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.backend = backend
+        self.concurrency = settings.pools[pool].concurrency
+        self.offsets = OffsetTracker()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.processed = 0
+        self._last_commit = time.monotonic()
+        self._fatal: BaseException | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set, then drain in-flight calls and commit. Clients live inside the running loop."""
+        topic = self.settings.kafka.pool_topic(self.pool)
+        self.consumer = make_consumer(self.settings, topic, f"pool.{self.pool}", _Rebalance(self), self.concurrency)
+        self.producer = make_producer(self.settings)
+        await self.producer.start()
+        await self.consumer.start()
+        try:
+            await self._consume(stop)
+        finally:
+            await self.drain()
+            await self.commit()
+            await self.consumer.stop()
+            await self.producer.stop()
+            await self.backend.close()
+        if self._fatal:
+            raise self._fatal
+
+    async def _consume(self, stop: asyncio.Event) -> None:
+        while not stop.is_set() and self._fatal is None:
+            free = self.concurrency - len(self.tasks)
+            if free <= 0:
+                await asyncio.wait(self.tasks, timeout=0.2, return_when=asyncio.FIRST_COMPLETED)
+            else:
+                batches = await self.consumer.getmany(timeout_ms=200, max_records=free)
+                for tp, records in batches.items():
+                    for record in records:
+                        self._start(tp, record)
+            if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
+                await self.commit()
+
+    def _start(self, tp: TopicPartition, record: ConsumerRecord) -> None:
+        self.offsets.started(tp, record.offset)
+        task = asyncio.create_task(self._handle(tp, record))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _handle(self, tp: TopicPartition, record: ConsumerRecord) -> None:
+        try:
+            topic, key, value = await self._outcome(record)
+            await (await self.producer.send(topic, value=value, key=key))
+        except Exception as exc:  # Kafka refused the result: stop; the offset stays uncommitted and replays
+            log.error("cannot produce the result of offset %s: %r", record.offset, exc)
+            self._fatal = exc
+            return
+        self.offsets.finished(tp, record.offset)
+        self.processed += 1
+
+    async def _outcome(self, record: ConsumerRecord) -> tuple[str, bytes | None, bytes]:
+        assignment = decode(Assignment, record.value)
+        if isinstance(assignment, DecodeFailure):
+            letter = assignment.dead_letter(
+                record.value or b"", "pool", source_topic=record.topic, source_partition=record.partition,
+                source_offset=record.offset,
+            )
+            return self.settings.kafka.dead_letter_topic, record.key, letter.model_dump_json().encode()
+        result = await self._attempt(assignment)
+        return self.settings.kafka.results_topic, result.job_id.encode(), result.model_dump_json().encode()
+
+    async def _attempt(self, assignment: Assignment) -> Result:
+        item, started = assignment.item, time.perf_counter()
+        base = {
+            "job_id": item.job_id, "attempt": assignment.attempt, "tenant": item.tenant,
+            "task_type": assignment.task_type, "pool": self.pool, "provider": self.backend.provider,
+        }
+        try:
+            done = await self.backend.complete(item, assignment.task_type)
+        except ProviderError as exc:
+            return _failed(base, self.settings.pools[self.pool].model, str(exc), started)
+        except Exception as exc:  # a defect of ours: record it against the job rather than lose the job
+            log.exception("backend crashed on job %s", item.job_id)
+            return _failed(base, self.settings.pools[self.pool].model, f"internal: {type(exc).__name__}", started)
+        return Result(
+            **base, model=done.model, status=ResultStatus.OK, output=done.output, confidence=done.confidence,
+            usage=done.usage, latency_ms=_elapsed_ms(started), completed_at=datetime.now(UTC),
+        )
+
+    async def drain(self) -> None:
+        """Wait for every in-flight call to finish and its result to be produced."""
+        if self.tasks:
+            await asyncio.gather(*list(self.tasks), return_exceptions=True)
+
+    async def commit(self) -> None:
+        self._last_commit = time.monotonic()
+        ready = self.offsets.committable()
+        if not ready:
+            return
+        try:
+            await self.consumer.commit(ready)
+        except Exception as exc:  # e.g. a rebalance in progress; the next commit carries these offsets
+            log.warning("commit deferred: %r", exc)
+            return
+        self.offsets.mark_committed(ready)
+
+
+def _failed(base: dict[str, object], model: str, error: str, started: float) -> Result:
+    return Result(
+        **base, model=model, status=ResultStatus.ERROR, error=error[:2000],
+        latency_ms=_elapsed_ms(started), completed_at=datetime.now(UTC),
+    )
+
+
+def _elapsed_ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)

@@ -1,0 +1,123 @@
+"""ClickHouseSink: results topic -> results + cost_ledger tables.
+
+Adds records to a batch, flushes by size or time, writes with clickhouse-connect off the event loop, and
+commits the batch's offsets only after the write succeeded. While ClickHouse is unavailable it holds the
+batch (consuming nothing more) and retries with backoff. Replays are harmless: both tables dedup on
+(job_id, attempt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from modelyard._exceptions import Backpressure, StorageError
+from modelyard.settings import Settings
+from schemas import Result
+from schemas.decoding import DecodeFailure, decode
+from workers.clickhouse import ClickHouseStore
+from workers.kafka_clients import make_consumer, make_producer
+from workers.pricing import PriceCatalog
+
+log = logging.getLogger("modelyard.sink")
+
+
+@dataclass
+class Batch:
+    results: list[Result] = field(default_factory=list)
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    rejected: list[ConsumerRecord] = field(default_factory=list)
+    opened_at: float = field(default_factory=time.monotonic)
+
+    def add(self, record: ConsumerRecord) -> None:
+        self.offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
+        value = decode(Result, record.value)
+        if isinstance(value, DecodeFailure):
+            self.rejected.append(record)
+        else:
+            self.results.append(value)
+
+    def __len__(self) -> int:
+        return len(self.results) + len(self.rejected)
+
+
+class ClickHouseSink:
+    def __init__(self, settings: Settings, store: ClickHouseStore, catalog: PriceCatalog) -> None:
+        self.settings = settings
+        self.store = store
+        self.catalog = catalog
+        self.written = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume, batch, write, commit; until `stop` is set. aiokafka clients live inside the running loop."""
+        kafka, batch_size = self.settings.kafka, self.settings.sink.batch_size
+        self.consumer = make_consumer(self.settings, kafka.results_topic, "sink", max_records=batch_size)
+        self.producer = make_producer(self.settings)
+        await self.producer.start()
+        await self.consumer.start()
+        batch = Batch()
+        try:
+            while not stop.is_set():
+                await self._fill(batch)
+                if self._due(batch):
+                    await self._flush_until_written(batch, stop)
+                    batch = Batch()
+            if len(batch):
+                await self._flush_until_written(batch, stop, attempts=3)
+        finally:
+            await self.consumer.stop()
+            await self.producer.stop()
+
+    async def _fill(self, batch: Batch) -> None:
+        room = self.settings.sink.batch_size - len(batch)
+        timeout_ms = int(self.settings.sink.flush_interval_s * 1000)
+        polled = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max(1, room))
+        for records in polled.values():
+            for record in records:
+                batch.add(record)
+
+    def _due(self, batch: Batch) -> bool:
+        if not len(batch):
+            return False
+        full = len(batch) >= self.settings.sink.batch_size
+        return full or time.monotonic() - batch.opened_at >= self.settings.sink.flush_interval_s
+
+    async def _flush_until_written(self, batch: Batch, stop: asyncio.Event, attempts: int | None = None) -> None:
+        """Write, then commit. Hold the batch and retry while ClickHouse refuses it."""
+        tries = 0
+        while True:
+            try:
+                await self.flush(batch)
+                return
+            except Backpressure as exc:
+                tries += 1
+                if attempts is not None and tries >= attempts:
+                    log.error("giving up on a batch of %d at shutdown; it will replay: %s", len(batch), exc)
+                    return
+                log.warning("%s; retrying in %.1fs", exc, exc.retry_after)
+                await asyncio.sleep(exc.retry_after)
+
+    async def flush(self, batch: Batch) -> None:
+        costs = [self.catalog.cost(r) for r in batch.results]
+        try:
+            await asyncio.to_thread(self.store.write_results, batch.results, costs)
+        except StorageError as exc:
+            raise Backpressure(f"ClickHouse write failed: {exc}", retry_after=self.settings.sink.retry_backoff_s) from exc
+        await self._dead_letter(batch.rejected)
+        await self.consumer.commit(batch.offsets)
+        self.written += len(batch.results)
+
+    async def _dead_letter(self, records: list[ConsumerRecord]) -> None:
+        for record in records:
+            failure = decode(Result, record.value)
+            assert isinstance(failure, DecodeFailure)
+            letter = failure.dead_letter(
+                record.value or b"", "sink", source_topic=record.topic, source_partition=record.partition,
+                source_offset=record.offset,
+            )
+            await self.producer.send_and_wait(self.settings.kafka.dead_letter_topic, letter.model_dump_json().encode())
