@@ -113,7 +113,7 @@ class ProviderSimulator:
             return failure
         prompt = "\n".join(_content_text(m.get("content")) for m in body.get("messages", []))
         answer = self._answer(prompt, _openai_choices(body), _openai_schema(body), body)
-        prompt_tokens, cached = self._prompt_tokens(body.get("messages", []))
+        prompt_tokens, cached = self._prompt_tokens("openai", body.get("messages", []))
         text = answer.text if answer.text is not None else orjson.dumps(answer.tool_input).decode()
         completion_tokens = count_tokens(text)
         self.stats["openai.200"] += 1
@@ -143,7 +143,7 @@ class ProviderSimulator:
         prompt = "\n".join(_content_text(m.get("content")) for m in messages)
         tool = _anthropic_tool(body)
         answer = self._answer(prompt, None, tool["input_schema"] if tool else None, body)
-        prompt_tokens, cached = self._prompt_tokens(messages)
+        prompt_tokens, cached = self._prompt_tokens("anthropic", messages)
         if tool:
             content = [{"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:24]}", "name": tool["name"], "input": answer.tool_input}]
             out_tokens, stop = count_tokens(orjson.dumps(answer.tool_input).decode()), "tool_use"
@@ -170,14 +170,14 @@ class ProviderSimulator:
         words = prompt.split()[: max(1, min(budget, 48) - 3)]
         return Answer("Simulated answer: " + " ".join(words), None, confidence)
 
-    def _prompt_tokens(self, messages: list[dict[str, Any]]) -> tuple[int, int]:
-        """Total prompt tokens, and how many of them a repeated system prefix serves from cache."""
+    def _prompt_tokens(self, api: str, messages: list[dict[str, Any]]) -> tuple[int, int]:
+        """Total prompt tokens, and how many of them a repeated system prefix serves from this API's cache."""
         total = sum(count_tokens(_content_text(m.get("content"))) for m in messages)
         system = next((_content_text(m.get("content")) for m in messages if m.get("role") == "system"), "")
         prefix_tokens = count_tokens(system) if system else 0
         if prefix_tokens < CACHEABLE_PREFIX_TOKENS:
             return total, 0
-        key = _digest(system)
+        key = _digest(api + system)
         cached = prefix_tokens if key in self.seen_prefixes else 0
         self.seen_prefixes.add(key)
         return total, cached

@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from modelyard.settings import Settings
+from modelyard.topics import ensure_topics
 from schemas import WorkItem
 from schemas.decoding import DecodeFailure, decode
 from workers.kafka_clients import make_producer
@@ -75,6 +76,7 @@ class JobSubmitter:
 
     async def submit_lines(self, lines: Iterable[tuple[int, bytes]], total: int, source: str) -> SubmitSummary:
         summary, started = SubmitSummary(), time.perf_counter()
+        await ensure_topics(self.settings)
         producer = make_producer(self.settings)
         await producer.start()
         try:

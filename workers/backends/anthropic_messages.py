@@ -12,6 +12,7 @@ from modelyard._exceptions import ProviderError, RateLimited
 from modelyard.settings import PoolSettings, ProviderSettings
 from schemas import TaskType, Usage, WorkItem
 from workers.backends.base import Completion
+from workers.backends.openai_chat import label_schema
 from workers.prompts import conversation, system_prompt
 
 ANSWER_TOOL = "answer"
@@ -52,8 +53,7 @@ class AnthropicBackend:
 
 def _answer_schema(item: WorkItem, task_type: TaskType) -> dict[str, Any] | None:
     if task_type is TaskType.CLASSIFICATION and item.params.labels:
-        label = {"type": "string", "enum": item.params.labels}
-        return {"type": "object", "properties": {"label": label}, "required": ["label"]}
+        return label_schema(item.params.labels)
     if task_type is TaskType.EXTRACTION and item.params.json_schema:
         return item.params.json_schema
     return None

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import openai
+import orjson
 from openai import AsyncOpenAI
 
 from modelyard._exceptions import ProviderError, RateLimited
@@ -34,7 +35,7 @@ class OpenAIChatBackend:
             raise translate_openai_error(exc, self.provider) from exc
         choice = response.choices[0]
         return Completion(
-            output=choice.message.content or "",
+            output=self._answer(choice.message.content or "", task_type),
             usage=usage_from_openai(response.usage),
             model=response.model or self.pool.model,
             confidence=confidence_from_logprobs(choice.logprobs),
@@ -56,16 +57,30 @@ class OpenAIChatBackend:
         if task_type is TaskType.CLASSIFICATION and labels:
             if self.dialect == "vllm":
                 return {"logprobs": True, "extra_body": {"structured_outputs": {"choice": labels}}}
-            enum_schema = {"type": "string", "enum": labels}
-            return {"logprobs": True, "response_format": _json_schema_format("label", enum_schema)}
+            return {"logprobs": True, "response_format": _json_schema_format("label", label_schema(labels))}
         if task_type is TaskType.EXTRACTION and schema:
             if self.dialect == "vllm":
                 return {"extra_body": {"structured_outputs": {"json": schema}}}
             return {"response_format": _json_schema_format("extraction", schema)}
         return {}
 
+    def _answer(self, content: str, task_type: TaskType) -> str:
+        """vLLM's choice constraint returns the bare label; OpenAI's JSON schema returns {"label": ...}."""
+        if task_type is not TaskType.CLASSIFICATION or self.dialect == "vllm":
+            return content
+        try:
+            return str(orjson.loads(content)["label"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return content
+
     async def close(self) -> None:
         await self.client.close()
+
+
+def label_schema(labels: list[str]) -> dict[str, Any]:
+    """Structured-output schemas must have an object at the root: the label goes in one enum field."""
+    label = {"type": "string", "enum": labels}
+    return {"type": "object", "properties": {"label": label}, "required": ["label"], "additionalProperties": False}
 
 
 def _json_schema_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,90 @@
+"""Shared fixtures. Kafka is always real: a testcontainers broker where a Docker engine runs, else the
+project's local KRaft broker (jars from Maven) on a free port, or MODELYARD_TEST_KAFKA if set."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from modelyard.settings import Settings, load_settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def docker_engine_available() -> bool:
+    if not shutil.which("docker"):
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if os.environ.get("MODELYARD_TEST_KAFKA"):
+        yield os.environ["MODELYARD_TEST_KAFKA"]
+    elif docker_engine_available():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer("apache/kafka:4.1.1").with_kraft() as container:
+            yield container.get_bootstrap_server()
+    else:
+        yield from _local_broker(tmp_path_factory.mktemp("kafka"))
+
+
+def _local_broker(data_dir: Path) -> Iterator[str]:
+    from modelyard.broker import LocalKafkaBroker
+
+    port = free_port()
+    while _port_taken(port + 1):
+        port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    broker = LocalKafkaBroker(load_settings(kafka={"bootstrap_servers": bootstrap}, local_broker={"data_dir": data_dir}))
+    broker.start()
+    try:
+        yield bootstrap
+    finally:
+        broker.stop()
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def run_id() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def pipeline_env(kafka_bootstrap: str, tmp_path: Path, run_id: str) -> dict[str, str]:
+    """Environment for one isolated pipeline: own topics, groups, ClickHouse path, simulator port."""
+    return {
+        "MODELYARD_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "MODELYARD_KAFKA__TOPIC_PREFIX": f"t{run_id}",
+        "MODELYARD_KAFKA__SESSION_TIMEOUT_MS": "6000",
+        "MODELYARD_APP_ID": f"test-{run_id}",
+        "MODELYARD_STATE_DIR": str(tmp_path / "state"),
+        "MODELYARD_CLICKHOUSE__DSN": f"chdb://{tmp_path / 'chdb'}",
+        "MODELYARD_SIMULATOR__PORT": str(free_port()),
+        "MODELYARD_SIMULATOR__LATENCY_MS": "5",
+        "MODELYARD_SIMULATOR__JITTER_MS": "2",
+        "MODELYARD_SINK__FLUSH_INTERVAL_S": "0.2",
+    }
+
+
+@pytest.fixture
+def pipeline_settings(pipeline_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for name, value in pipeline_env.items():
+        monkeypatch.setenv(name, value)
+    return load_settings()

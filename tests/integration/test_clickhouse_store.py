@@ -1,0 +1,61 @@
+"""ClickHouseStore against a real embedded ClickHouse engine (chdb) through clickhouse-connect."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from modelyard.settings import load_settings
+from schemas import Result
+from workers.clickhouse import ClickHouseStore, _redacted
+from workers.pricing import PriceCatalog
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseStore]:
+    path: Path = tmp_path_factory.mktemp("chdb")
+    store = ClickHouseStore(load_settings(clickhouse={"dsn": f"chdb://{path}"}).clickhouse)
+    yield store
+    store.close()
+
+
+def result(job_id: str, attempt: int = 1, output: str = "ok") -> Result:
+    return Result(
+        job_id=job_id, attempt=attempt, tenant="acme", task_type="classification", pool="frontier",
+        provider="anthropic", model="claude-sonnet-5", status="ok", output=output,
+        usage={"input_tokens": 1000, "cached_input_tokens": 200, "output_tokens": 10},
+        latency_ms=12.5, completed_at=datetime.now(UTC),
+    )
+
+
+def test_migrations_apply_once(store: ClickHouseStore) -> None:
+    first = store.migrate()
+    assert store.migrate() == []
+    assert first in ([1], [])
+    tables = {row[0] for row in store.query("SHOW TABLES")}
+    assert {"results", "cost_ledger", "schema_migrations"} <= tables
+
+
+def test_replayed_results_bill_once(store: ClickHouseStore) -> None:
+    store.migrate()
+    catalog = PriceCatalog.load()
+    batch = [result("replay-1"), result("replay-2"), result("replay-2", attempt=2)]
+    costs = [catalog.cost(r) for r in batch]
+    store.write_results(batch, costs)
+    store.write_results(batch[:2], costs[:2])  # a replay after a crash before commit
+    rows = store.query(
+        "SELECT job_id, attempt, total_cost_usd FROM cost_ledger FINAL WHERE startsWith(job_id, 'replay-') ORDER BY job_id, attempt"
+    )
+    expected = Decimal("0.003") + Decimal("0.00006") + Decimal("0.00015")
+    assert rows == [("replay-1", 1, expected), ("replay-2", 1, expected), ("replay-2", 2, expected)]
+    assert store.query("SELECT count() FROM results FINAL WHERE startsWith(job_id, 'replay-')") == [(3,)]
+
+
+def test_dsn_password_is_redacted_in_messages() -> None:
+    assert _redacted("https://analyst:hunter2@ch.example:8443/db") == "https://analyst:***@ch.example:8443/db"
