@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	@echo "==> [1/2] Python environment in $(VENV) (first time: ~1-2 min; chdb is ~900 MB)"
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	@$(BIN)/pip install --disable-pip-version-check -q --upgrade pip
-	@$(BIN)/pip install --disable-pip-version-check --progress-bar on -e ".[test]" | grep -E "^(Successfully|ERROR)" || true
+	@$(BIN)/pip install --disable-pip-version-check -e ".[test]" > $(VENV)/pip.log 2>&1 || (tail -n 20 $(VENV)/pip.log; echo "error: pip install failed (full log: $(VENV)/pip.log)"; exit 1)
 	@$(BIN)/python -c "import faust, aiokafka, chdb, openai, anthropic, clickhouse_connect" || (echo "error: Python install failed; rerun 'make install' and read pip's output" && exit 1)
 	@touch $@
 

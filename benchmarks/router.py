@@ -1,0 +1,149 @@
+"""Router throughput vs a raw aiokafka consume -> produce pass-through, same broker, same messages, one run.
+
+Throughput is measured the same way for both: N / (last output timestamp - first output timestamp), so
+process start-up and group joins are excluded. Usage:
+
+    .venv/bin/python benchmarks/router.py --messages 100000            # one router process, 4 partitions
+    .venv/bin/python benchmarks/router.py --messages 100000 --scaling  # also 2 routers on 8 partitions
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from modelyard.broker import LocalKafkaBroker  # noqa: E402
+from modelyard.demo import sample_lines  # noqa: E402
+from modelyard.processes import ProcessSupervisor  # noqa: E402
+from modelyard.settings import Settings, load_settings  # noqa: E402
+from modelyard.topics import ensure_topics  # noqa: E402
+from schemas import WorkItem  # noqa: E402
+from schemas.decoding import decode  # noqa: E402
+
+console = Console(stderr=True)
+
+
+def messages(n: int) -> list[tuple[bytes, bytes]]:
+    valid = [orjson.loads(raw) for _, raw in sample_lines("bench") if isinstance(decode(WorkItem, raw), WorkItem)]
+    out = []
+    for i in range(n):
+        job = dict(valid[i % len(valid)], job_id=f"bench-{i}")
+        out.append((job["job_id"].encode(), orjson.dumps(job)))
+    return out
+
+
+async def produce(settings: Settings, topic: str, batch: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(**settings.kafka.client_options(), linger_ms=20, max_batch_size=512 * 1024)
+    await producer.start()
+    try:
+        for start in range(0, len(batch), 5000):
+            await asyncio.gather(*[await producer.send(topic, value=v, key=k) for k, v in batch[start : start + 5000]])
+    finally:
+        await producer.stop()
+
+
+async def span_of_outputs(settings: Settings, topics: list[str], n: int, timeout: float) -> float:
+    """Seconds between the first and last of n output records (by their Kafka timestamps)."""
+    consumer = AIOKafkaConsumer(*topics, **settings.kafka.client_options(), auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    first, last, seen = float("inf"), 0.0, 0
+    deadline = time.monotonic() + timeout
+    try:
+        while seen < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {seen}/{n} outputs after {timeout:.0f}s")
+            for records in (await consumer.getmany(timeout_ms=500, max_records=10000)).values():
+                seen += len(records)
+                first = min(first, min(r.timestamp for r in records))
+                last = max(last, max(r.timestamp for r in records))
+    finally:
+        await consumer.stop()
+    return max(last - first, 1) / 1000
+
+
+async def raw_passthrough(settings: Settings, source: str, sink: str, n: int) -> None:
+    consumer = AIOKafkaConsumer(source, **settings.kafka.client_options(), auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=5000)
+    producer = AIOKafkaProducer(**settings.kafka.client_options(), linger_ms=5, max_batch_size=256 * 1024)
+    await consumer.start()
+    await producer.start()
+    done = 0
+    try:
+        while done < n:
+            for records in (await consumer.getmany(timeout_ms=500, max_records=5000)).values():
+                for record in records:
+                    await producer.send(sink, value=record.value, key=record.key)
+                done += sum(1 for _ in records)
+        await producer.flush()
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+def scenario_settings(base: Settings, prefix: str, partitions: int) -> Settings:
+    return base.model_copy(update={"kafka": base.kafka.model_copy(update={"topic_prefix": prefix, "partitions": partitions}), "app_id": prefix})
+
+
+async def run_raw(base: Settings, batch: list[tuple[bytes, bytes]], partitions: int) -> float:
+    settings = scenario_settings(base, f"bench-raw-{uuid.uuid4().hex[:6]}", partitions)
+    await ensure_topics(settings)
+    await produce(settings, settings.kafka.jobs_topic, batch)
+    out = settings.kafka.pool_topic("slm")
+    await raw_passthrough(settings, settings.kafka.jobs_topic, out, len(batch))
+    return len(batch) / await span_of_outputs(settings, [out], len(batch), 120)
+
+
+async def run_router(base: Settings, batch: list[tuple[bytes, bytes]], partitions: int, routers: int) -> float:
+    settings = scenario_settings(base, f"bench-router-{uuid.uuid4().hex[:6]}", partitions)
+    await ensure_topics(settings)
+    await produce(settings, settings.kafka.jobs_topic, batch)
+    env = {"MODELYARD_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix, "MODELYARD_KAFKA__PARTITIONS": str(partitions),
+           "MODELYARD_APP_ID": settings.app_id, "MODELYARD_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+           "MODELYARD_LOG_LEVEL": "WARNING"}
+    outputs = [settings.kafka.pool_topic(p) for p in settings.pools] + [settings.kafka.dead_letter_topic]
+    with ProcessSupervisor(Path(".modelyard/logs/bench"), env=env) as supervisor:
+        for i in range(routers):
+            supervisor.start(f"router-{i}", "router")
+        return len(batch) / await span_of_outputs(settings, outputs, len(batch), 600)
+
+
+async def main(args: argparse.Namespace) -> None:
+    base = load_settings()
+    broker = LocalKafkaBroker(base)
+    started = broker.start()
+    try:
+        batch = messages(args.messages)
+        console.print(f"{len(batch):,} messages of ~{sum(len(v) for _, v in batch) // len(batch)} bytes; broker {base.kafka.bootstrap_servers}")
+        table = Table("scenario", "partitions", "processes", "msg/s", "ratio vs raw", title="router throughput")
+        with console.status("raw aiokafka pass-through..."):
+            raw = await run_raw(base, batch, 4)
+        table.add_row("raw aiokafka consume -> produce", "4", "1", f"{raw:,.0f}", "1.00x")
+        with console.status("modelyard router (1 process)..."):
+            one = await run_router(base, batch, 4, 1)
+        table.add_row("modelyard router", "4", "1", f"{one:,.0f}", f"{one / raw:.2f}x")
+        if args.scaling:
+            with console.status("modelyard router (2 processes)..."):
+                two = await run_router(base, batch, 8, 2)
+            table.add_row("modelyard router", "8", "2", f"{two:,.0f}", f"{two / raw:.2f}x ({two / one:.2f}x of 1 process)")
+        Console().print(table)
+    finally:
+        if started:
+            broker.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--scaling", action="store_true")
+    asyncio.run(main(parser.parse_args()))
