@@ -20,7 +20,7 @@ from modelyard.broker import LocalKafkaBroker
 from modelyard.processes import ProcessSupervisor, wait_for_port
 from modelyard.settings import Settings
 from modelyard.submit import JobSubmitter, print_summary
-from modelyard.topics import assigned_partitions, ensure_topics, group_lag
+from modelyard.topics import assigned_partitions, ensure_topics, group_lag, sink_topics
 
 STALL_TIMEOUT_S = 180.0
 
@@ -142,7 +142,7 @@ class Demo:
     async def _await_sink(self) -> None:
         with self.console.status("waiting for the sink to write every result to ClickHouse..."):
             deadline = time.monotonic() + STALL_TIMEOUT_S
-            while await group_lag(self.settings, "sink", self.settings.kafka.results_topic) > 0:
+            while await group_lag(self.settings, "sink", sink_topics(self.settings)) > 0:
                 self.supervisor.check_alive()
                 if time.monotonic() > deadline:
                     raise ProcessError("the sink did not catch up with the results topic")

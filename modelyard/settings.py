@@ -96,6 +96,16 @@ class PoolSettings(Section):
     max_output_tokens: int = Field(default=256, ge=1)
 
 
+class RouterSettings(Section):
+    policy_file: Path | None = Field(default=None, description="Routing-policy YAML; without it, `routes` is the policy.")
+    reload_interval_s: float = Field(default=1.0, gt=0, description="How often the policy file's mtime is checked.")
+    known_tenants: list[str] | None = Field(default=None, description="When set, other tenants are dead-lettered.")
+    dedup_window_s: float = Field(default=600.0, ge=0)
+    dedup_max_entries: int = Field(default=1_000_000, ge=0)
+    novelty_dims: int = Field(default=1024, ge=16)
+    novelty_save_interval_s: float = Field(default=30.0, gt=0)
+
+
 class SinkSettings(Section):
     batch_size: int = Field(default=2000, ge=1)
     flush_interval_s: float = Field(default=0.5, gt=0)
@@ -168,6 +178,7 @@ class Settings(BaseSettings):
     pools: dict[str, PoolSettings] = Field(default_factory=_default_pools)
     routes: dict[TaskType, str] = Field(default_factory=_default_routes)
     default_pool: str = "frontier"
+    router: RouterSettings = RouterSettings()
     sink: SinkSettings = SinkSettings()
     simulator: SimulatorSettings = SimulatorSettings()
     prices_file: Path | None = None
@@ -210,6 +221,10 @@ class Settings(BaseSettings):
     @cached_property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
+
+    @property
+    def novelty_state_file(self) -> Path:
+        return self.state_dir / f"{self.app_id}-novelty.npz"
 
     def pool_provider(self, pool: str) -> ProviderSettings:
         return self.providers[self.pools[pool].provider]

@@ -68,10 +68,15 @@ async def assigned_partitions(consumer: AIOKafkaConsumer, timeout: float = 30.0)
     return set(consumer.assignment())
 
 
-async def group_lag(settings: Settings, group: str, topic: str) -> int:
-    """Records on `topic` not yet committed by consumer group `group` (app_id-prefixed, as workers name it)."""
+def sink_topics(settings: Settings) -> list[str]:
+    """What the sink consumes: results, and every pool topic (for routing decisions)."""
+    return [settings.kafka.results_topic, *(settings.kafka.pool_topic(pool) for pool in settings.pools)]
+
+
+async def group_lag(settings: Settings, group: str, topics: list[str]) -> int:
+    """Records on `topics` not yet committed by consumer group `group` (app_id-prefixed, as workers name it)."""
     admin = AIOKafkaAdminClient(**settings.kafka.client_options())
-    consumer = AIOKafkaConsumer(topic, **settings.kafka.client_options(), enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(*topics, **settings.kafka.client_options(), enable_auto_commit=False)
     await admin.start()
     await consumer.start()
     try:

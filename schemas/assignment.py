@@ -17,6 +17,9 @@ class Assignment(BaseModel):
     task_type: TaskType
     task_reason: str = Field(max_length=500, description="Why this task type (hint, or the rule that inferred it).")
     pool: str = Field(min_length=1, max_length=64)
-    reason: str = Field(max_length=500, description="Which routing rule chose the pool.")
+    rule: str = Field(default="", max_length=100, description="Name of the rule that chose the pool.")
+    reason: str = Field(max_length=500, description="Why that rule chose the pool.")
+    novelty_score: float | None = Field(default=None, ge=0, le=1, description="1 - cosine to the task's centroid.")
+    input_tokens_est: int = Field(default=0, ge=0)
     attempt: int = Field(default=1, ge=1)
     routed_at: AwareDatetime

@@ -1,14 +1,28 @@
-"""RoutingPolicy: decode once, tag the task type, pick a pool from the task -> pool table. No Faust here."""
+"""RoutingPolicy: validate each record once, tag its task, apply the routing rules and the novelty check.
+
+No Faust here: the router agent, `modelyard route --explain` and the tests all call the same code.
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import math
+import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
+import orjson
+from pydantic import ValidationError
+
+from modelyard._exceptions import ConfigError
 from modelyard.settings import Settings
-from schemas import Assignment, TaskType, WorkItem
-from schemas.decoding import DecodeFailure, decode
+from schemas import TaskType, WorkItem
+from schemas.decoding import MAX_MESSAGE_BYTES, DecodeFailure, describe
+from streams.dedup import RecentJobIds
+from streams.novelty import NoveltyDetector
+from streams.rules import ItemFeatures, PolicyFile, Rule, load_policy_file, policy_from_routes
+from streams.tagging import tag_task
 
 log = logging.getLogger("modelyard.router")
 
@@ -27,37 +41,121 @@ class Outgoing:
     value: bytes
 
 
-def infer_task(item: WorkItem) -> tuple[TaskType, str]:
-    """The task hint when given; otherwise read it off the item's shape."""
-    if item.task is not None:
-        return item.task, "hint"
-    if item.params.labels:
-        return TaskType.CLASSIFICATION, "inferred: params.labels present"
-    if item.params.json_schema:
-        return TaskType.EXTRACTION, "inferred: params.json_schema present"
-    return TaskType.OTHER, "inferred: no labels or schema"
+@dataclass(frozen=True)
+class RuleCheck:
+    scope: str
+    rule: str
+    pool: str
+    failure: str | None
+
+
+@dataclass(frozen=True)
+class Decision:
+    task_type: TaskType
+    task_reason: str
+    pool: str
+    rule: str
+    reason: str
+    features: ItemFeatures
+    novelty_score: float | None = None
+    checks: list[RuleCheck] = field(default_factory=list)
+
+
+def estimate_tokens(text: str) -> int:
+    return math.ceil(len(text) / 4)
+
+
+class PolicySource:
+    """The current policy; re-reads the YAML file when its mtime changes (an invalid file keeps the old policy)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.path = settings.router.policy_file
+        self.interval = settings.router.reload_interval_s
+        self.pools = set(settings.pools)
+        self._mtime = self._stat()
+        self._checked = time.monotonic()
+        if self.path is None:
+            self.policy = policy_from_routes(settings.routes, settings.default_pool, self.pools)
+        else:
+            self.policy = load_policy_file(self.path, self.pools)
+
+    def current(self) -> PolicyFile:
+        if self.path is not None and time.monotonic() - self._checked >= self.interval:
+            self._checked = time.monotonic()
+            self._maybe_reload()
+        return self.policy
+
+    def _maybe_reload(self) -> None:
+        mtime = self._stat()
+        if mtime == self._mtime:
+            return
+        self._mtime = mtime
+        try:
+            self.policy = load_policy_file(self.path, self.pools)  # type: ignore[arg-type]
+            log.info("routing policy reloaded from %s", self.path)
+        except ConfigError as exc:
+            log.error("routing policy not reloaded, keeping the previous one: %s", exc)
+
+    def _stat(self) -> float | None:
+        try:
+            return self.path.stat().st_mtime_ns if self.path else None
+        except OSError:
+            return None
 
 
 class RoutingPolicy:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, source: PolicySource | None = None) -> None:
         self.kafka = settings.kafka
-        self.routes = dict(settings.routes)
-        self.default_pool = settings.default_pool
+        self.source = source or PolicySource(settings)
+        router = settings.router
+        self.known_tenants = set(router.known_tenants) if router.known_tenants is not None else None
+        self.recent = RecentJobIds(router.dedup_window_s, router.dedup_max_entries)
+        self.novelty = NoveltyDetector(router.novelty_dims, self.source.current().novelty.min_samples)
 
-    def pool_for(self, task_type: TaskType) -> tuple[str, str]:
-        pool = self.routes.get(task_type)
-        if pool is None:
-            return self.default_pool, "default pool"
-        return pool, f"route {task_type.value} -> {pool}"
-
-    def assign(self, item: WorkItem) -> Assignment:
-        task_type, task_reason = infer_task(item)
-        pool, reason = self.pool_for(task_type)
-        return Assignment(
-            item=item, task_type=task_type, task_reason=task_reason, pool=pool, reason=reason,
-            routed_at=datetime.now(UTC),
+    # -- decisions ----------------------------------------------------------------------------------
+    def decide(self, item: WorkItem, now: datetime | None = None, learn: bool = True) -> Decision:
+        now = now or datetime.now(UTC)
+        policy = self.source.current()
+        task_type, task_reason = tag_task(item)
+        features = ItemFeatures(
+            task_type=task_type, tenant=item.tenant, input_tokens=estimate_tokens(item.input_text()),
+            priority=item.priority, label_count=len(item.params.labels or ()), deadline=item.deadline,
         )
+        checks, chosen = self._first_match(policy, features, now)
+        if chosen is None:
+            tenant = policy.tenants.get(item.tenant)
+            pool = tenant.default_pool if tenant and tenant.default_pool else policy.default_pool
+            decision = Decision(task_type, task_reason, pool, "default", "no rule matched", features, None, checks)
+        else:
+            decision = Decision(task_type, task_reason, chosen.pool, chosen.name, f"rule {chosen.name} matched", features, None, checks)
+        return self._apply_novelty(policy, item, decision, learn)
 
+    def _first_match(self, policy: PolicyFile, f: ItemFeatures, now: datetime) -> tuple[list[RuleCheck], Rule | None]:
+        tenant = policy.tenants.get(f.tenant)
+        scoped = [(f"tenant {f.tenant}", r) for r in (tenant.rules if tenant else [])] + [("global", r) for r in policy.rules]
+        checks = []
+        for scope, rule in scoped:
+            failure = rule.when.first_failure(f, now)
+            checks.append(RuleCheck(scope, rule.name, rule.pool, failure))
+            if failure is None:
+                return checks, rule
+        return checks, None
+
+    def _apply_novelty(self, policy: PolicyFile, item: WorkItem, decision: Decision, learn: bool) -> Decision:
+        novelty = policy.novelty
+        if not novelty.enabled or decision.pool not in novelty.applies_to:
+            return decision
+        if decision.task_type is TaskType.OTHER:
+            return _divert(decision, novelty.pool, 1.0, "unknown task type")
+        vec = self.novelty.vector(item.input_text())
+        score = self.novelty.score(decision.task_type.value, vec)
+        if score is not None and score >= novelty.threshold:
+            return _divert(decision, novelty.pool, score, f"novelty {score:.3f} >= {novelty.threshold}")
+        if learn:
+            self.novelty.learn(decision.task_type.value, vec)
+        return Decision(**{**decision.__dict__, "novelty_score": score})
+
+    # -- records ------------------------------------------------------------------------------------
     def route(self, raw: bytes | None, source: Source) -> Outgoing:
         """One input record -> one output record (its pool's topic, or the dead-letter topic). Never raises."""
         try:
@@ -67,12 +165,26 @@ class RoutingPolicy:
             return self._dead(DecodeFailure("router_error", None, f"{type(exc).__name__}: {exc}"), raw, source)
 
     def _route(self, raw: bytes | None, source: Source) -> Outgoing:
-        item = decode(WorkItem, raw)
+        item = self._validate(raw, source)
         if isinstance(item, DecodeFailure):
             return self._dead(item, raw, source)
-        assignment = self.assign(item)
-        topic = self.kafka.pool_topic(assignment.pool)
-        return Outgoing(topic, item.job_id.encode(), assignment.model_dump_json().encode())
+        decision = self.decide(item)
+        return Outgoing(self.kafka.pool_topic(decision.pool), item.job_id.encode(), assignment_json(raw, decision))  # type: ignore[arg-type]
+
+    def _validate(self, raw: bytes | None, source: Source) -> WorkItem | DecodeFailure:
+        if not raw:
+            return DecodeFailure("empty", None, "message has no value")
+        if len(raw) > MAX_MESSAGE_BYTES:
+            return DecodeFailure("oversized", None, f"message is {len(raw)} bytes; the limit is {MAX_MESSAGE_BYTES}")
+        try:
+            item = WorkItem.model_validate_json(raw)
+        except ValidationError as exc:
+            return _json_failure(exc) or describe(exc)
+        if self.known_tenants is not None and item.tenant not in self.known_tenants:
+            return DecodeFailure("unknown_tenant", "tenant", f"tenant {item.tenant!r} is not configured")
+        if self.recent.is_duplicate(item.job_id, source.partition, source.offset):
+            return DecodeFailure("duplicate_job_id", "job_id", f"job_id {item.job_id!r} was already submitted")
+        return item
 
     def _dead(self, failure: DecodeFailure, raw: bytes | None, source: Source) -> Outgoing:
         letter = failure.dead_letter(
@@ -80,3 +192,29 @@ class RoutingPolicy:
             source_offset=source.offset,
         )
         return Outgoing(self.kafka.dead_letter_topic, None, letter.model_dump_json().encode())
+
+    def save_novelty(self, path: Path) -> None:
+        self.novelty.save(path)
+
+
+def _divert(decision: Decision, pool: str, score: float, why: str) -> Decision:
+    return Decision(**{**decision.__dict__, "pool": pool, "rule": "novelty", "reason": why, "novelty_score": score})
+
+
+def _json_failure(exc: ValidationError) -> DecodeFailure | None:
+    first = exc.errors(include_url=False)[0]
+    if first["type"] == "json_invalid":
+        return DecodeFailure("invalid_json", None, f"not valid JSON: {first['msg']}")
+    if first["type"] == "model_type":
+        return DecodeFailure("invalid_json", None, "expected a JSON object")
+    return None
+
+
+def assignment_json(raw: bytes, d: Decision) -> bytes:
+    """The Assignment wire record, embedding the already-validated item bytes as they came (no re-encoding)."""
+    return orjson.dumps({
+        "schema_version": 1, "item": orjson.Fragment(raw), "task_type": d.task_type.value,
+        "task_reason": d.task_reason[:500], "pool": d.pool, "rule": d.rule, "reason": d.reason[:500],
+        "novelty_score": d.novelty_score, "input_tokens_est": d.features.input_tokens, "attempt": 1,
+        "routed_at": datetime.now(UTC),
+    })

@@ -8,6 +8,8 @@ durable in Kafka (at-least-once; downstream dedups on job_id/attempt).
 
 from __future__ import annotations
 
+import logging
+
 import faust
 
 from modelyard.settings import Settings
@@ -15,6 +17,7 @@ from streams.app import create_app
 from streams.policy import RoutingPolicy, Source
 from streams.topics import RouterTopics
 
+log = logging.getLogger("modelyard.router")
 BATCH_MAX = 2000
 BATCH_WITHIN_S = 0.05
 
@@ -36,7 +39,20 @@ async def route_batch(app: faust.App, policy: RoutingPolicy, events: list[faust.
         await producer.send(outgoing.topic, outgoing.key, outgoing.value, partition=None, timestamp=None, headers=None)
 
 
+def register_novelty_state(app: faust.App, policy: RoutingPolicy, settings: Settings) -> None:
+    """Centroids survive restarts: loaded at start, saved periodically (and read by `route --explain`)."""
+    path = settings.novelty_state_file
+    if policy.novelty.load(path):
+        log.info("novelty centroids loaded from %s", path)
+
+    @app.timer(settings.router.novelty_save_interval_s)
+    async def save_novelty() -> None:
+        policy.save_novelty(path)
+
+
 def build_router(settings: Settings) -> faust.App:
     app = create_app(settings)
-    register_router(app, RouterTopics.declare(app, settings), RoutingPolicy(settings))
+    policy = RoutingPolicy(settings)
+    register_router(app, RouterTopics.declare(app, settings), policy)
+    register_novelty_state(app, policy, settings)
     return app

@@ -15,7 +15,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from modelyard._exceptions import StorageError
 from modelyard.settings import ClickHouseSettings
-from schemas import Result
+from schemas import Assignment, Result
 from schemas.migrations import load_migrations
 from workers.pricing import Cost
 
@@ -66,10 +66,11 @@ class ClickHouseStore:
             applied.append(migration.version)
         return applied
 
-    def write_results(self, results: Sequence[Result], costs: Sequence[Cost]) -> None:
-        """Insert results then their cost rows; both tables dedup on (job_id, attempt)."""
+    def write_batch(self, results: Sequence[Result], costs: Sequence[Cost], decisions: Sequence[Assignment] = ()) -> None:
+        """Insert results, their cost rows and routing decisions; every table dedups on (job_id, attempt)."""
         self.insert("results", [_result_row(r) for r in results], RESULT_COLUMNS)
         self.insert("cost_ledger", [_cost_row(r, c) for r, c in zip(results, costs, strict=True)], COST_COLUMNS)
+        self.insert("routing_decisions", [_decision_row(a) for a in decisions], DECISION_COLUMNS)
 
     def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
         if not rows:
@@ -101,6 +102,11 @@ class ClickHouseStore:
     def close(self) -> None:
         self.client.close()
 
+DECISION_COLUMNS = (
+    "job_id", "attempt", "tenant", "task_type", "task_reason", "pool", "rule", "reason", "novelty_score",
+    "input_tokens_est", "priority", "routed_at",
+)
+
 
 def _result_row(r: Result) -> tuple[Any, ...]:
     u = r.usage
@@ -117,6 +123,13 @@ def _cost_row(r: Result, c: Cost) -> tuple[Any, ...]:
         r.job_id, r.attempt, r.tenant, r.task_type.value, r.pool, r.provider, r.model, u.input_tokens,
         u.cached_input_tokens, u.cache_write_tokens, u.output_tokens, c.input_usd, c.cached_input_usd,
         c.cache_write_usd, c.output_usd, c.total_usd, c.catalog_version, r.completed_at,
+    )
+
+
+def _decision_row(a: Assignment) -> tuple[Any, ...]:
+    return (
+        a.item.job_id, a.attempt, a.item.tenant, a.task_type.value, a.task_reason, a.pool, a.rule, a.reason,
+        a.novelty_score, a.input_tokens_est, a.item.priority, a.routed_at,
     )
 
 

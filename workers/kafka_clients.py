@@ -8,7 +8,7 @@ from modelyard.settings import Settings
 
 
 def make_consumer(
-    settings: Settings, topic: str, group: str, listener: ConsumerRebalanceListener | None = None, max_records: int = 500
+    settings: Settings, topic: str | list[str], group: str, listener: ConsumerRebalanceListener | None = None, max_records: int = 500
 ) -> AIOKafkaConsumer:
     """A manually committed consumer: offsets move only after the work for them is durable downstream."""
     consumer = AIOKafkaConsumer(
@@ -20,7 +20,7 @@ def make_consumer(
         heartbeat_interval_ms=max(500, settings.kafka.session_timeout_ms // 5),
         **settings.kafka.client_options(),
     )
-    consumer.subscribe([topic], listener=listener)
+    consumer.subscribe([topic] if isinstance(topic, str) else topic, listener=listener)
     return consumer
 
 

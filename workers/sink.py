@@ -1,4 +1,4 @@
-"""ClickHouseSink: results topic -> results + cost_ledger tables.
+"""ClickHouseSink: results topic -> results + cost_ledger tables; pool topics -> routing_decisions.
 
 Adds records to a batch, flushes by size or time, writes with clickhouse-connect off the event loop, and
 commits the batch's offsets only after the write succeeded. While ClickHouse is unavailable it holds the
@@ -18,7 +18,8 @@ from aiokafka.structs import ConsumerRecord
 
 from modelyard._exceptions import Backpressure, StorageError
 from modelyard.settings import Settings
-from schemas import Result
+from modelyard.topics import sink_topics
+from schemas import Assignment, Result
 from schemas.decoding import DecodeFailure, decode
 from workers.clickhouse import ClickHouseStore
 from workers.kafka_clients import make_consumer, make_producer
@@ -29,21 +30,26 @@ log = logging.getLogger("modelyard.sink")
 
 @dataclass
 class Batch:
+    results_topic: str
     results: list[Result] = field(default_factory=list)
+    decisions: list[Assignment] = field(default_factory=list)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
-    rejected: list[ConsumerRecord] = field(default_factory=list)
+    rejected: list[tuple[ConsumerRecord, DecodeFailure]] = field(default_factory=list)
     opened_at: float = field(default_factory=time.monotonic)
 
     def add(self, record: ConsumerRecord) -> None:
         self.offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
-        value = decode(Result, record.value)
+        is_result = record.topic == self.results_topic
+        value = decode(Result if is_result else Assignment, record.value)
         if isinstance(value, DecodeFailure):
-            self.rejected.append(record)
+            self.rejected.append((record, value))
+        elif is_result:
+            self.results.append(value)  # type: ignore[arg-type]
         else:
-            self.results.append(value)
+            self.decisions.append(value)  # type: ignore[arg-type]
 
     def __len__(self) -> int:
-        return len(self.results) + len(self.rejected)
+        return len(self.results) + len(self.decisions) + len(self.rejected)
 
 
 class ClickHouseSink:
@@ -56,22 +62,25 @@ class ClickHouseSink:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume, batch, write, commit; until `stop` is set. aiokafka clients live inside the running loop."""
         kafka, batch_size = self.settings.kafka, self.settings.sink.batch_size
-        self.consumer = make_consumer(self.settings, kafka.results_topic, "sink", max_records=batch_size)
+        self.consumer = make_consumer(self.settings, sink_topics(self.settings), "sink", max_records=batch_size)
         self.producer = make_producer(self.settings)
         await self.producer.start()
         await self.consumer.start()
-        batch = Batch()
+        batch = self._new_batch()
         try:
             while not stop.is_set():
                 await self._fill(batch)
                 if self._due(batch):
                     await self._flush_until_written(batch, stop)
-                    batch = Batch()
+                    batch = self._new_batch()
             if len(batch):
                 await self._flush_until_written(batch, stop, attempts=3)
         finally:
             await self.consumer.stop()
             await self.producer.stop()
+
+    def _new_batch(self) -> Batch:
+        return Batch(self.settings.kafka.results_topic)
 
     async def _fill(self, batch: Batch) -> None:
         room = self.settings.sink.batch_size - len(batch)
@@ -105,17 +114,15 @@ class ClickHouseSink:
     async def flush(self, batch: Batch) -> None:
         costs = [self.catalog.cost(r) for r in batch.results]
         try:
-            await asyncio.to_thread(self.store.write_results, batch.results, costs)
+            await asyncio.to_thread(self.store.write_batch, batch.results, costs, batch.decisions)
         except StorageError as exc:
             raise Backpressure(f"ClickHouse write failed: {exc}", retry_after=self.settings.sink.retry_backoff_s) from exc
         await self._dead_letter(batch.rejected)
         await self.consumer.commit(batch.offsets)
         self.written += len(batch.results)
 
-    async def _dead_letter(self, records: list[ConsumerRecord]) -> None:
-        for record in records:
-            failure = decode(Result, record.value)
-            assert isinstance(failure, DecodeFailure)
+    async def _dead_letter(self, rejected: list[tuple[ConsumerRecord, DecodeFailure]]) -> None:
+        for record, failure in rejected:
             letter = failure.dead_letter(
                 record.value or b"", "sink", source_topic=record.topic, source_partition=record.partition,
                 source_offset=record.offset,

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from modelyard.demo import sample_lines
 from modelyard.processes import ProcessSupervisor, wait_for_port
 from modelyard.settings import Settings
-from modelyard.topics import ensure_topics, group_lag
+from modelyard.topics import ensure_topics, group_lag, sink_topics
 from schemas import DeadLetter, WorkItem
 from schemas.decoding import decode
 
@@ -69,7 +69,7 @@ async def produce_raw(settings: Settings, value: bytes) -> None:
 
 async def wait_for_sink(settings: Settings, supervisor: ProcessSupervisor, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
-    while await group_lag(settings, "sink", settings.kafka.results_topic) > 0:
+    while await group_lag(settings, "sink", sink_topics(settings)) > 0:
         supervisor.check_alive()
         assert time.monotonic() < deadline, "sink did not catch up"
         await asyncio.sleep(0.3)
@@ -113,6 +113,9 @@ def test_every_job_gets_exactly_one_result_and_one_cost_row(
     assert set(by_pool) == {"slm", "frontier"}
     assert all(r["n"] == r["ok"] and int(r["tokens"]) > 0 for r in by_pool.values())
     assert all(float(r["usd"]) > 0 for r in costs)
+    decisions = rows(pipeline_env, "SELECT job_id, count() AS n, any(rule) AS rule, any(pool) AS pool FROM routing_decisions GROUP BY job_id")
+    assert sorted(r["job_id"] for r in decisions) == sorted(job_ids) and {r["n"] for r in decisions} == {1}
+    assert all(r["rule"] for r in decisions)
 
     letters = [DeadLetter.model_validate_json(v) for v in asyncio.run(read_topic(settings, settings.kafka.dead_letter_topic, 4, timeout=30))]
     assert sorted((d.stage, d.source_line, d.field) for d in letters if d.stage == "submit") == [

@@ -1,0 +1,139 @@
+"""Routing-policy file: ordered rules over item features, each naming a pool; per-tenant overrides; novelty.
+
+A rule matches when every condition it sets holds. Tenant rules are tried before the global ones, and a
+tenant's default pool replaces the global default. Validated by pydantic; pools must exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from modelyard._exceptions import ConfigError
+from schemas import TaskType
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+@dataclass(frozen=True)
+class ItemFeatures:
+    """What rules may look at, computed once per item."""
+
+    task_type: TaskType
+    tenant: str
+    input_tokens: int
+    priority: int
+    label_count: int
+    deadline: datetime | None
+
+
+class Condition(Strict):
+    task: list[TaskType] | None = None
+    tenants: list[str] | None = None
+    min_input_tokens: int | None = Field(default=None, ge=0)
+    max_input_tokens: int | None = Field(default=None, ge=0)
+    min_priority: int | None = Field(default=None, ge=0, le=9)
+    max_priority: int | None = Field(default=None, ge=0, le=9)
+    min_labels: int | None = Field(default=None, ge=0)
+    max_labels: int | None = Field(default=None, ge=0)
+    deadline_within_s: float | None = Field(default=None, gt=0, description="Has a deadline at most this far away.")
+    has_deadline: bool | None = None
+
+    def first_failure(self, f: ItemFeatures, now: datetime) -> str | None:
+        """None when every set condition holds, else a sentence naming the first one that does not."""
+        if self.task is not None and f.task_type not in self.task:
+            return f"task {f.task_type.value} not in {[t.value for t in self.task]}"
+        if self.tenants is not None and f.tenant not in self.tenants:
+            return f"tenant {f.tenant} not in {self.tenants}"
+        for name, value, low, high in (
+            ("input_tokens", f.input_tokens, self.min_input_tokens, self.max_input_tokens),
+            ("priority", f.priority, self.min_priority, self.max_priority),
+            ("labels", f.label_count, self.min_labels, self.max_labels),
+        ):
+            if low is not None and value < low:
+                return f"{name} {value} < {low}"
+            if high is not None and value > high:
+                return f"{name} {value} > {high}"
+        if self.has_deadline is not None and (f.deadline is not None) != self.has_deadline:
+            return f"has_deadline is not {self.has_deadline}"
+        if self._deadline_too_far(f, now):
+            return f"deadline not within {self.deadline_within_s}s"
+        return None
+
+    def _deadline_too_far(self, f: ItemFeatures, now: datetime) -> bool:
+        if self.deadline_within_s is None:
+            return False
+        return f.deadline is None or (f.deadline - now).total_seconds() > self.deadline_within_s
+
+class Rule(Strict):
+    name: str = Field(min_length=1, max_length=100)
+    when: Condition = Condition()
+    pool: str
+
+
+class TenantPolicy(Strict):
+    rules: list[Rule] = Field(default_factory=list)
+    default_pool: str | None = None
+
+
+class NoveltyPolicy(Strict):
+    enabled: bool = True
+    threshold: float = Field(default=0.75, gt=0, le=1, description="Score at or above which an item is novel.")
+    pool: str = "frontier"
+    applies_to: list[str] = Field(default_factory=lambda: ["slm"], description="Pools whose items may be diverted.")
+    min_samples: int = Field(default=50, ge=1, description="Items a task's centroid needs before it scores.")
+
+
+class PolicyFile(Strict):
+    version: int = 1
+    default_pool: str
+    rules: list[Rule] = Field(default_factory=list)
+    tenants: dict[str, TenantPolicy] = Field(default_factory=dict)
+    novelty: NoveltyPolicy = NoveltyPolicy()
+
+    @model_validator(mode="after")
+    def _unique_rule_names(self) -> PolicyFile:
+        names = [r.name for r in self.rules] + [r.name for t in self.tenants.values() for r in t.rules]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"rules: duplicate rule names {duplicates}")
+        return self
+
+    def pools_named(self) -> set[str]:
+        pools = {self.default_pool, self.novelty.pool, *(r.pool for r in self.rules)}
+        for tenant in self.tenants.values():
+            pools |= {r.pool for r in tenant.rules} | ({tenant.default_pool} if tenant.default_pool else set())
+        return pools
+
+    def check_pools(self, known: set[str], source: str) -> PolicyFile:
+        unknown = sorted(self.pools_named() - known)
+        if unknown:
+            raise ConfigError(f"routing policy {source}: unknown pools {unknown}; configured pools are {sorted(known)}")
+        return self
+
+
+def load_policy_file(path: Path, known_pools: set[str]) -> PolicyFile:
+    try:
+        data = yaml.safe_load(path.read_text())
+        policy = PolicyFile.model_validate(data)
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read routing policy {path}: {exc}") from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "policy"
+        raise ConfigError(f"routing policy {path}: {where}: {first['msg']}") from exc
+    return policy.check_pools(known_pools, str(path))
+
+
+def policy_from_routes(routes: dict[TaskType, str], default_pool: str, known_pools: set[str]) -> PolicyFile:
+    """The simple task -> pool table of the settings, as a policy with one rule per task."""
+    rules = [Rule(name=f"task-{task.value}", when=Condition(task=[task]), pool=pool) for task, pool in routes.items()]
+    novelty_pool = default_pool if default_pool in known_pools else next(iter(known_pools))
+    novelty = NoveltyPolicy(pool=novelty_pool, applies_to=[p for p in ("slm",) if p in known_pools])
+    return PolicyFile(default_pool=default_pool, rules=rules, novelty=novelty)
