@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from modelyard._exceptions import ModelyardError
+from modelyard._exceptions import InvalidInput, ModelyardError
 from modelyard.settings import Settings, load_settings
 
 
@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     p = command("sql", cmd_sql, "run a query on the configured ClickHouse (chdb: only while the sink is stopped)")
     p.add_argument("query")
     p.add_argument("--format", choices=["table", "json"], default="table")
+    p = command("route", cmd_route, "show how the router would route one work item, rule by rule")
+    p.add_argument("item", type=Path, help="a JSON file with one work item ('-' for stdin)")
+    p.add_argument("--explain", action="store_true", help="print every rule checked and why (the default output)")
     p = command("demo", cmd_demo, "run the whole pipeline on a bundled sample and print costs")
     p.add_argument("--limit", type=int, default=None, help="submit only the first N sample lines")
     return parser
@@ -132,6 +135,40 @@ def cmd_sql(settings: Settings, args: argparse.Namespace, console: Console) -> i
     else:
         Console().print(cost_table(names, rows, title=""))
     return 0
+
+
+def cmd_route(settings: Settings, args: argparse.Namespace, console: Console) -> int:
+    from schemas import WorkItem
+    from schemas.decoding import DecodeFailure, decode
+    from streams.policy import RoutingPolicy
+
+    raw = sys.stdin.buffer.read() if str(args.item) == "-" else _read_bytes(args.item)
+    item = decode(WorkItem, raw)
+    if isinstance(item, DecodeFailure):
+        raise InvalidInput(f"invalid work item ({item.reason}): {item.error}", field=item.field)
+    policy = RoutingPolicy(settings)
+    learned = policy.novelty.load(settings.novelty_state_file)
+    decision = policy.decide(item, learn=False)
+    out = Console()
+    out.print(f"task type: [bold]{decision.task_type.value}[/bold] ({decision.task_reason})")
+    out.print(f"features: input_tokens~{decision.features.input_tokens} priority={decision.features.priority} "
+              f"labels={decision.features.label_count} deadline={decision.features.deadline or '-'}")
+    for check in decision.checks:
+        mark = "[red]x[/red]" if check.failure else "[green]v[/green]"
+        out.print(f"  {mark} {check.scope} rule {check.rule} -> {check.pool}" + (f": {check.failure}" if check.failure else ""))
+    novelty = policy.source.current().novelty
+    score = "not scored" if decision.novelty_score is None else f"{decision.novelty_score:.3f}"
+    state = "learned centroids loaded" if learned else "no centroids learned yet"
+    out.print(f"novelty: {score} (threshold {novelty.threshold}, applies to {novelty.applies_to}; {state})")
+    out.print(f"pool: [bold]{decision.pool}[/bold] via {decision.rule}: {decision.reason} -> topic {settings.kafka.pool_topic(decision.pool)}")
+    return 0
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ModelyardError(f"cannot read {path}: {exc.strerror}", hint="pass a JSON file with one work item") from exc
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace, console: Console) -> int:

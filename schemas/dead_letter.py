@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+MAX_ORIGINAL_BYTES = 512 * 1024  # keeps a dead letter under Kafka's default 1 MiB message size
+
 
 class DeadLetter(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -20,5 +22,7 @@ class DeadLetter(BaseModel):
     source_partition: int | None = None
     source_offset: int | None = None
     source_line: int | None = None
-    original_b64: str = Field(description="The original bytes, base64-encoded.")
+    original_b64: str = Field(description="The original bytes, base64-encoded (the first MAX_ORIGINAL_BYTES).")
+    original_bytes: int = Field(default=0, ge=0, description="Size of the original message.")
+    original_truncated: bool = False
     at: AwareDatetime

@@ -10,7 +10,7 @@ from typing import TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from schemas.dead_letter import DeadLetter
+from schemas.dead_letter import MAX_ORIGINAL_BYTES, DeadLetter
 
 MAX_MESSAGE_BYTES = 1_000_000
 Model = TypeVar("Model", bound=BaseModel)
@@ -25,7 +25,8 @@ class DecodeFailure:
     def dead_letter(self, raw: bytes, stage: str, **source: object) -> DeadLetter:
         return DeadLetter(
             stage=stage, reason=self.reason, field=self.field, error=self.error,
-            original_b64=base64.b64encode(raw).decode(), at=datetime.now(UTC), **source,
+            original_b64=base64.b64encode(raw[:MAX_ORIGINAL_BYTES]).decode(), original_bytes=len(raw),
+            original_truncated=len(raw) > MAX_ORIGINAL_BYTES, at=datetime.now(UTC), **source,
         )
 
 

@@ -9,6 +9,7 @@ durable in Kafka (at-least-once; downstream dedups on job_id/attempt).
 from __future__ import annotations
 
 import logging
+import os
 
 import faust
 
@@ -36,7 +37,21 @@ async def route_batch(app: faust.App, policy: RoutingPolicy, events: list[faust.
     for event in events:
         message = event.message
         outgoing = policy.route(message.value, Source(message.topic, message.partition, message.offset))
-        await producer.send(outgoing.topic, outgoing.key, outgoing.value, partition=None, timestamp=None, headers=None)
+        try:
+            await producer.send(outgoing.topic, outgoing.key, outgoing.value, partition=None, timestamp=None, headers=None)
+        except Exception as exc:  # noqa: BLE001
+            crash_without_commit(exc, message)
+
+
+def crash_without_commit(exc: BaseException, message: faust.types.tuples.Message) -> None:
+    """A record we cannot produce must not be acked: a crashed Faust agent acks its events, so exit at once,
+    leaving this batch uncommitted; the restarted router replays it (at-least-once)."""
+    log.critical(
+        "cannot produce the output of %s[%s]@%s (%r); exiting so the batch replays after restart",
+        message.topic, message.partition, message.offset, exc,
+    )
+    logging.shutdown()
+    os._exit(70)
 
 
 def register_novelty_state(app: faust.App, policy: RoutingPolicy, settings: Settings) -> None:

@@ -180,6 +180,8 @@ def test_malformed_records_go_to_dead_letter_with_reason_and_source(raw: bytes |
     letter = DeadLetter.model_validate_json(out.value)
     assert out.topic == "modelyard.deadletter"
     assert (letter.reason, letter.field) == (reason, field)
+    assert len(out.value) < 1_000_000 and letter.original_bytes == len(raw or b"")
+    assert letter.original_truncated == (len(raw or b"") > 512 * 1024)
     assert (letter.stage, letter.source_topic, letter.source_partition, letter.source_offset) == ("router", "modelyard.jobs", 0, 7)
 
 

@@ -1,0 +1,87 @@
+"""The Faust router process against real Kafka: dead letters in a stream of valid items; crash and restart."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from modelyard.processes import ProcessSupervisor
+from modelyard.settings import Settings
+from modelyard.topics import ensure_topics
+from schemas import Assignment, DeadLetter
+from tests.unit.test_policy import BATTERY
+
+pytestmark = pytest.mark.integration
+
+
+def valid(n: int, prefix: str = "ok") -> bytes:
+    return orjson.dumps({"job_id": f"{prefix}-{n}", "tenant": "acme", "input": f"ticket {n}", "params": {"labels": ["a", "b"]}})
+
+
+async def produce(settings: Settings, values: list[bytes | None]) -> None:
+    producer = AIOKafkaProducer(**settings.kafka.client_options(), max_request_size=4 * 1024 * 1024)
+    await producer.start()
+    try:
+        futures = [await producer.send(settings.kafka.jobs_topic, value=v, key=b"k", partition=0) for v in values]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def collect(settings: Settings, expected: int, timeout: float, stop_early: int | None = None) -> list[tuple[str, bytes]]:
+    """Output records until `expected` distinct ones (replays count once) or `stop_early` records arrived."""
+    topics = [settings.kafka.pool_topic(p) for p in settings.pools] + [settings.kafka.dead_letter_topic]
+    consumer = AIOKafkaConsumer(*topics, **settings.kafka.client_options(), auto_offset_reset="earliest", max_partition_fetch_bytes=8 * 1024 * 1024)
+    await consumer.start()
+    out: list[tuple[str, bytes]] = []
+    distinct: set[bytes] = set()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and len(out) < (stop_early or float("inf")) and len(distinct) < expected:
+            for records in (await consumer.getmany(timeout_ms=300)).values():
+                out += [(r.topic, r.value) for r in records]
+                distinct |= {r.key or r.value for r in records}
+    finally:
+        await consumer.stop()
+    return out
+
+
+def test_malformed_records_are_dead_lettered_while_valid_ones_around_them_route(
+    pipeline_env: dict[str, str], pipeline_settings: Settings, tmp_path: Path
+) -> None:
+    settings = pipeline_settings
+    asyncio.run(ensure_topics(settings))
+    values: list[bytes | None] = []
+    for n, (raw, _, _) in enumerate(BATTERY):
+        values += [valid(2 * n), raw, valid(2 * n + 1)]
+    asyncio.run(produce(settings, values))
+    with ProcessSupervisor(tmp_path / "logs", env=pipeline_env) as supervisor:
+        supervisor.start("router", "router")
+        out = asyncio.run(collect(settings, len(values), timeout=90))
+    routed = [Assignment.model_validate_json(v) for t, v in out if t != settings.kafka.dead_letter_topic]
+    letters = [DeadLetter.model_validate_json(v) for t, v in out if t == settings.kafka.dead_letter_topic]
+    assert sorted(a.item.job_id for a in routed) == sorted(f"ok-{n}" for n in range(2 * len(BATTERY)))
+    assert [(d.reason, d.field) for d in sorted(letters, key=lambda d: d.source_offset)] == [(r, f) for _, r, f in BATTERY]
+    assert [d.source_offset for d in sorted(letters, key=lambda d: d.source_offset)] == [3 * n + 1 for n in range(len(BATTERY))]
+
+
+def test_router_killed_mid_stream_loses_nothing(pipeline_env: dict[str, str], pipeline_settings: Settings, tmp_path: Path) -> None:
+    settings, total = pipeline_settings, 20_000
+    asyncio.run(ensure_topics(settings))
+    asyncio.run(produce(settings, [valid(n, "kill") for n in range(total)]))
+    with ProcessSupervisor(tmp_path / "logs", env=pipeline_env) as supervisor:
+        supervisor.start("router", "router")
+        partial = asyncio.run(collect(settings, total, timeout=90, stop_early=2_000))
+        supervisor.kill("router")
+        assert 0 < len(partial) < total, "the router should have been killed mid-stream"
+        supervisor.start("router-restarted", "router")
+        out = asyncio.run(collect(settings, total, timeout=180))
+    job_ids = Counter(Assignment.model_validate_json(v).item.job_id for _, v in out)
+    assert set(job_ids) == {f"kill-{n}" for n in range(total)}
+    assert sum(job_ids.values()) - total < total  # replays after the kill are bounded by what was uncommitted
