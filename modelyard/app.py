@@ -79,7 +79,7 @@ def run_sink(settings: Settings) -> None:
     store = ClickHouseStore(settings.clickhouse)
     applied = store.migrate()
     log.info("ClickHouse ready; migrations applied now: %s", applied or "none")
-    sink = ClickHouseSink(settings, store, PriceCatalog.load(settings.prices_file))
+    sink = ClickHouseSink(settings, store, PriceCatalog.load(settings.costs.prices_dir, settings.costs.reference_model))
     try:
         asyncio.run(serve(settings, sink))
     finally:

@@ -112,6 +112,11 @@ class SinkSettings(Section):
     retry_backoff_s: float = Field(default=1.0, gt=0)
 
 
+class CostSettings(Section):
+    prices_dir: Path | None = Field(default=None, description="Directory of per-provider price YAML files; default bundled.")
+    reference_model: str | None = Field(default="claude-sonnet-5", description="Frontier model savings are measured against.")
+
+
 class SimulatorSettings(Section):
     host: str = "127.0.0.1"
     port: int = 8765
@@ -181,7 +186,7 @@ class Settings(BaseSettings):
     router: RouterSettings = RouterSettings()
     sink: SinkSettings = SinkSettings()
     simulator: SimulatorSettings = SimulatorSettings()
-    prices_file: Path | None = None
+    costs: CostSettings = CostSettings()
 
     @classmethod
     def settings_customise_sources(

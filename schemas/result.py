@@ -42,4 +42,5 @@ class Result(BaseModel):
     error: str | None = Field(default=None, max_length=2000)
     usage: Usage = Usage()
     latency_ms: float = Field(ge=0.0)
+    batch: bool = Field(default=False, description="Served through a provider's discounted batch API.")
     completed_at: AwareDatetime

@@ -22,12 +22,13 @@ from workers.pricing import Cost
 RESULT_COLUMNS = (
     "job_id", "attempt", "tenant", "task_type", "pool", "provider", "model", "status", "output", "confidence",
     "error", "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens",
-    "latency_ms", "completed_at",
+    "latency_ms", "batch", "completed_at",
 )
 COST_COLUMNS = (
     "job_id", "attempt", "tenant", "task_type", "pool", "provider", "model", "input_tokens", "cached_input_tokens",
-    "cache_write_tokens", "output_tokens", "input_cost_usd", "cached_input_cost_usd", "cache_write_cost_usd",
-    "output_cost_usd", "total_cost_usd", "catalog_version", "completed_at",
+    "cache_write_tokens", "output_tokens", "reasoning_tokens", "input_cost_usd", "cached_input_cost_usd",
+    "cache_write_cost_usd", "output_cost_usd", "reasoning_cost_usd", "total_cost_usd", "catalog_version", "batch",
+    "self_hosted", "reference_model", "reference_cost_usd", "savings_usd", "completed_at",
 )
 
 
@@ -67,10 +68,29 @@ class ClickHouseStore:
         return applied
 
     def write_batch(self, results: Sequence[Result], costs: Sequence[Cost], decisions: Sequence[Assignment] = ()) -> None:
-        """Insert results, their cost rows and routing decisions; every table dedups on (job_id, attempt)."""
-        self.insert("results", [_result_row(r) for r in results], RESULT_COLUMNS)
-        self.insert("cost_ledger", [_cost_row(r, c) for r, c in zip(results, costs, strict=True)], COST_COLUMNS)
-        self.insert("routing_decisions", [_decision_row(a) for a in decisions], DECISION_COLUMNS)
+        """Insert results, their cost rows and routing decisions, skipping (job_id, attempt) keys already stored.
+
+        The skip keeps replays out of the raw tables (and so out of the daily rollup view); the tables'
+        ReplacingMergeTree engine is the backstop when two sinks race during a rebalance."""
+        by_key = {(r.job_id, r.attempt): (r, c) for r, c in zip(results, costs, strict=True)}
+        fresh = self.unseen("results", list(by_key))
+        pairs = [pair for key, pair in by_key.items() if key in fresh]
+        self.insert("results", [_result_row(r) for r, _ in pairs], RESULT_COLUMNS)
+        self.insert("cost_ledger", [_cost_row(r, c) for r, c in pairs], COST_COLUMNS)
+        decided = {(a.item.job_id, a.attempt): a for a in decisions}
+        new_decisions = self.unseen("routing_decisions", list(decided))
+        rows = [_decision_row(a) for key, a in decided.items() if key in new_decisions]
+        self.insert("routing_decisions", rows, DECISION_COLUMNS)
+
+    def unseen(self, table: str, keys: list[tuple[str, int]]) -> set[tuple[str, int]]:
+        """The keys not yet stored in `table` (keyed by job_id, attempt)."""
+        if not keys:
+            return set()
+        job_ids = sorted({job_id for job_id, _ in keys})
+        stored = self.query(
+            f"SELECT job_id, attempt FROM {table} WHERE job_id IN {{ids:Array(String)}}", {"ids": job_ids}
+        )
+        return set(keys) - {(job_id, int(attempt)) for job_id, attempt in stored}
 
     def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
         if not rows:
@@ -113,7 +133,7 @@ def _result_row(r: Result) -> tuple[Any, ...]:
     return (
         r.job_id, r.attempt, r.tenant, r.task_type.value, r.pool, r.provider, r.model, r.status.value, r.output or "",
         r.confidence, r.error, u.input_tokens, u.cached_input_tokens, u.cache_write_tokens, u.output_tokens,
-        u.reasoning_tokens, r.latency_ms, r.completed_at,
+        u.reasoning_tokens, r.latency_ms, int(r.batch), r.completed_at,
     )
 
 
@@ -121,8 +141,9 @@ def _cost_row(r: Result, c: Cost) -> tuple[Any, ...]:
     u = r.usage
     return (
         r.job_id, r.attempt, r.tenant, r.task_type.value, r.pool, r.provider, r.model, u.input_tokens,
-        u.cached_input_tokens, u.cache_write_tokens, u.output_tokens, c.input_usd, c.cached_input_usd,
-        c.cache_write_usd, c.output_usd, c.total_usd, c.catalog_version, r.completed_at,
+        u.cached_input_tokens, u.cache_write_tokens, u.output_tokens, u.reasoning_tokens, c.input_usd,
+        c.cached_input_usd, c.cache_write_usd, c.output_usd, c.reasoning_usd, c.total_usd, c.catalog_version,
+        int(r.batch), int(c.self_hosted), c.reference_model, c.reference_usd, c.savings_usd, r.completed_at,
     )
 
 
