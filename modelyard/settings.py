@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -112,9 +113,18 @@ class SinkSettings(Section):
     retry_backoff_s: float = Field(default=1.0, gt=0)
 
 
+class BudgetSettings(Section):
+    daily_usd: Decimal | None = Field(default=None, ge=0)
+    monthly_usd: Decimal | None = Field(default=None, ge=0)
+    action: Literal["reject", "downgrade", "defer"] = Field(
+        default="downgrade", description="What the router does with frontier-bound items once over budget."
+    )
+
+
 class CostSettings(Section):
     prices_dir: Path | None = Field(default=None, description="Directory of per-provider price YAML files; default bundled.")
     reference_model: str | None = Field(default="claude-sonnet-5", description="Frontier model savings are measured against.")
+    budgets: dict[str, BudgetSettings] = Field(default_factory=dict, description="Per-tenant spend limits.")
 
 
 class SimulatorSettings(Section):

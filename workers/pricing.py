@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from importlib import resources
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from schemas import Result, Usage
 MILLION = Decimal(1_000_000)
 ZERO = Decimal(0)
 SECONDS_PER_HOUR = Decimal(3600)
+PRECISION = Decimal("1e-12")  # the ledger's Decimal(24, 12): amounts are rounded once, here, so sums stay exact
 
 
 class Strict(BaseModel):
@@ -89,7 +90,7 @@ class Rates:
             self.cache_write * usage.cache_write_tokens, self.output * visible_output,
             self.reasoning * usage.reasoning_tokens,
         )
-        return tuple(a * scale / MILLION for a in amounts)  # type: ignore[return-value]
+        return tuple((a * scale / MILLION).quantize(PRECISION, ROUND_HALF_EVEN) for a in amounts)  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
