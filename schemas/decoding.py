@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
-import orjson
 from pydantic import BaseModel, ValidationError
 
 from schemas.dead_letter import MAX_ORIGINAL_BYTES, DeadLetter
@@ -31,17 +30,24 @@ class DecodeFailure:
 
 
 def decode(model: type[Model], raw: bytes | None) -> Model | DecodeFailure:
-    if raw is None:
+    """Parse and validate in one pass (pydantic-core's JSON parser)."""
+    if not raw:
         return DecodeFailure("empty", None, "message has no value")
     if len(raw) > MAX_MESSAGE_BYTES:
         return DecodeFailure("oversized", None, f"message is {len(raw)} bytes; the limit is {MAX_MESSAGE_BYTES}")
     try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        return DecodeFailure("invalid_json", None, f"not valid JSON: {exc}")
-    if not isinstance(data, dict):
-        return DecodeFailure("invalid_json", None, f"expected a JSON object, got {type(data).__name__}")
-    return validate(model, data)
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        return _json_failure(exc) or describe(exc)
+
+
+def _json_failure(exc: ValidationError) -> DecodeFailure | None:
+    first = exc.errors(include_url=False)[0]
+    if first["type"] == "json_invalid":
+        return DecodeFailure("invalid_json", None, f"not valid JSON: {first['msg']}")
+    if first["type"] == "model_type":
+        return DecodeFailure("invalid_json", None, "expected a JSON object")
+    return None
 
 
 def validate(model: type[Model], data: dict[str, object]) -> Model | DecodeFailure:

@@ -13,12 +13,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
-from pydantic import ValidationError
 
 from modelyard._exceptions import ConfigError
 from modelyard.settings import Settings
 from schemas import TaskType, WorkItem
-from schemas.decoding import MAX_MESSAGE_BYTES, DecodeFailure, describe
+from schemas.decoding import DecodeFailure, decode
 from streams.dedup import RecentJobIds
 from streams.novelty import NoveltyDetector
 from streams.rules import ItemFeatures, PolicyFile, Rule, load_policy_file, policy_from_routes
@@ -172,14 +171,9 @@ class RoutingPolicy:
         return Outgoing(self.kafka.pool_topic(decision.pool), item.job_id.encode(), assignment_json(raw, decision))  # type: ignore[arg-type]
 
     def _validate(self, raw: bytes | None, source: Source) -> WorkItem | DecodeFailure:
-        if not raw:
-            return DecodeFailure("empty", None, "message has no value")
-        if len(raw) > MAX_MESSAGE_BYTES:
-            return DecodeFailure("oversized", None, f"message is {len(raw)} bytes; the limit is {MAX_MESSAGE_BYTES}")
-        try:
-            item = WorkItem.model_validate_json(raw)
-        except ValidationError as exc:
-            return _json_failure(exc) or describe(exc)
+        item = decode(WorkItem, raw)
+        if isinstance(item, DecodeFailure):
+            return item
         if self.known_tenants is not None and item.tenant not in self.known_tenants:
             return DecodeFailure("unknown_tenant", "tenant", f"tenant {item.tenant!r} is not configured")
         if self.recent.is_duplicate(item.job_id, source.partition, source.offset):
@@ -199,15 +193,6 @@ class RoutingPolicy:
 
 def _divert(decision: Decision, pool: str, score: float, why: str) -> Decision:
     return Decision(**{**decision.__dict__, "pool": pool, "rule": "novelty", "reason": why, "novelty_score": score})
-
-
-def _json_failure(exc: ValidationError) -> DecodeFailure | None:
-    first = exc.errors(include_url=False)[0]
-    if first["type"] == "json_invalid":
-        return DecodeFailure("invalid_json", None, f"not valid JSON: {first['msg']}")
-    if first["type"] == "model_type":
-        return DecodeFailure("invalid_json", None, "expected a JSON object")
-    return None
 
 
 def assignment_json(raw: bytes, d: Decision) -> bytes:

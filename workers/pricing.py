@@ -9,6 +9,7 @@ reference frontier model would have charged for the same tokens.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from importlib import resources
@@ -137,11 +138,15 @@ class PriceCatalog:
         return ",".join(self.versions)
 
     def rates(self, model: str, at: datetime) -> Rates | None:
+        return self._rates_on(model, at.date())
+
+    @lru_cache(maxsize=4096)  # noqa: B019 - the catalog is immutable and lives as long as the process
+    def _rates_on(self, model: str, day: date) -> Rates | None:
         found = self.by_model.get(model)
         if found is None:
             return None
         prices, entries = found
-        current = [e for e in entries if e.effective_from <= at.date()]
+        current = [e for e in entries if e.effective_from <= day]
         entry = current[-1] if current else entries[0]
         return _resolve(prices, entry)
 

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from modelyard._exceptions import Backpressure, StorageError
@@ -58,6 +59,7 @@ class ClickHouseSink:
         self.store = store
         self.catalog = catalog
         self.written = 0
+        self.consumed = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume, batch, write, commit; until `stop` is set. aiokafka clients live inside the running loop."""
@@ -66,13 +68,17 @@ class ClickHouseSink:
         self.producer = make_producer(self.settings)
         await self.producer.start()
         await self.consumer.start()
-        batch = self._new_batch()
+        batch, writing = self._new_batch(), None
         try:
             while not stop.is_set():
                 await self._fill(batch)
                 if self._due(batch):
-                    await self._flush_until_written(batch, stop)
+                    if writing is not None:
+                        await writing  # at most one batch written while the next one fills
+                    writing = asyncio.create_task(self._flush_until_written(batch, stop))
                     batch = self._new_batch()
+            if writing is not None:
+                await writing
             if len(batch):
                 await self._flush_until_written(batch, stop, attempts=3)
         finally:
@@ -87,6 +93,7 @@ class ClickHouseSink:
         timeout_ms = int(self.settings.sink.flush_interval_s * 1000)
         polled = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max(1, room))
         for records in polled.values():
+            self.consumed += len(records)
             for record in records:
                 batch.add(record)
 
@@ -112,14 +119,21 @@ class ClickHouseSink:
                 await asyncio.sleep(exc.retry_after)
 
     async def flush(self, batch: Batch) -> None:
-        costs = [self.catalog.cost(r) for r in batch.results]
+        """Price and write off the event loop (chdb releases the GIL while it inserts), then commit."""
         try:
-            await asyncio.to_thread(self.store.write_batch, batch.results, costs, batch.decisions)
+            await asyncio.to_thread(self._price_and_write, batch)
         except StorageError as exc:
             raise Backpressure(f"ClickHouse write failed: {exc}", retry_after=self.settings.sink.retry_backoff_s) from exc
         await self._dead_letter(batch.rejected)
-        await self.consumer.commit(batch.offsets)
+        try:
+            await self.consumer.commit(batch.offsets)
+        except KafkaError as exc:  # e.g. the partitions moved in a rebalance: the new owner replays, the store skips
+            log.warning("commit after write failed (%r); the batch will replay and be skipped as already stored", exc)
         self.written += len(batch.results)
+
+    def _price_and_write(self, batch: Batch) -> None:
+        costs = [self.catalog.cost(r) for r in batch.results]
+        self.store.write_batch(batch.results, costs, batch.decisions)
 
     async def _dead_letter(self, rejected: list[tuple[ConsumerRecord, DecodeFailure]]) -> None:
         for record, failure in rejected:

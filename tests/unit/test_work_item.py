@@ -28,7 +28,7 @@ def test_chat_input_flattens_to_text() -> None:
     [
         (b"not json", "invalid_json", None),
         (b"[1, 2]", "invalid_json", None),
-        (b"", "invalid_json", None),
+        (b"", "empty", None),
         (encode(input=None), "validation", "input"),
         (orjson.dumps({"job_id": "j", "tenant": "t"}), "validation", "input"),
         (encode(job_id="has space"), "validation", "job_id"),
