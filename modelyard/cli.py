@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
     p.add_argument("--plot", type=Path, help="also write a stacked bar chart (PNG) of cost by the first two dimensions")
     p.add_argument("--prices", type=Path, help="reprice: directory of price YAML files (the new catalog version)")
+    p = command("deferred", cmd_deferred, "release items parked by a budget's 'defer' action back to the jobs topic")
+    p.add_argument("action", choices=["release"])
     p = command("route", cmd_route, "show how the router would route one work item, rule by rule")
     p.add_argument("item", type=Path, help="a JSON file with one work item ('-' for stdin)")
     p.add_argument("--explain", action="store_true", help="print every rule checked and why (the default output)")
@@ -179,6 +181,14 @@ def _print_table(table, fmt: str, title: str) -> None:
         sys.stdout.write(table.to_json() + "\n")
     else:
         Console(width=max(Console().width, 150)).print(cost_table(table.names, table.rows, title=title))
+
+
+def cmd_deferred(settings: Settings, args: argparse.Namespace, console: Console) -> int:
+    from modelyard.deferred import release_deferred
+
+    moved = asyncio.run(release_deferred(settings))
+    console.print(f"released {moved} deferred items to {settings.kafka.jobs_topic} (the router checks budgets again)")
+    return 0
 
 
 def cmd_route(settings: Settings, args: argparse.Namespace, console: Console) -> int:

@@ -47,6 +47,14 @@ class KafkaSettings(Section):
     def dead_letter_topic(self) -> str:
         return self.topic("deadletter")
 
+    @property
+    def deferred_topic(self) -> str:
+        return self.topic("deferred")
+
+    @property
+    def spend_topic(self) -> str:
+        return self.topic("spend")
+
     def pool_topic(self, pool: str) -> str:
         return self.topic(f"pool.{pool}")
 
@@ -125,6 +133,8 @@ class CostSettings(Section):
     prices_dir: Path | None = Field(default=None, description="Directory of per-provider price YAML files; default bundled.")
     reference_model: str | None = Field(default="claude-sonnet-5", description="Frontier model savings are measured against.")
     budgets: dict[str, BudgetSettings] = Field(default_factory=dict, description="Per-tenant spend limits.")
+    budget_pools: list[str] = Field(default_factory=lambda: ["frontier"], description="Pools whose spend budgets guard.")
+    downgrade_pool: str = Field(default="slm", description="Where 'downgrade' sends over-budget items.")
 
 
 class SimulatorSettings(Section):
@@ -228,9 +238,10 @@ class Settings(BaseSettings):
         for name, pool in self.pools.items():
             if pool.provider not in self.providers:
                 raise ValueError(f"pools.{name}.provider: unknown provider {pool.provider!r}")
-        for task, pool in {**self.routes, "default_pool": self.default_pool}.items():
+        named = {**self.routes, "default_pool": self.default_pool, "costs.downgrade_pool": self.costs.downgrade_pool}
+        for where, pool in named.items():
             if pool not in self.pools:
-                raise ValueError(f"routes.{task}: unknown pool {pool!r}")
+                raise ValueError(f"{'routes.' if where in self.routes else ''}{where}: unknown pool {pool!r}")
         return self
 
     @cached_property

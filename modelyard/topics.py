@@ -13,10 +13,16 @@ from modelyard._exceptions import BrokerError
 from modelyard.settings import Settings
 
 
+COMPACTED = {"cleanup.policy": "compact"}  # the spend topic keeps the latest figures per tenant
+
+
 def topic_plan(settings: Settings) -> dict[str, int]:
     """Every topic modelyard uses -> its partition count."""
     kafka = settings.kafka
-    plan = {kafka.jobs_topic: kafka.partitions, kafka.results_topic: kafka.partitions, kafka.dead_letter_topic: 1}
+    plan = {
+        kafka.jobs_topic: kafka.partitions, kafka.results_topic: kafka.partitions, kafka.dead_letter_topic: 1,
+        kafka.deferred_topic: kafka.partitions, kafka.spend_topic: 1,
+    }
     for pool in settings.pools:
         plan[kafka.pool_topic(pool)] = kafka.pool_partitions.get(pool, kafka.partitions)
     return plan
@@ -42,7 +48,8 @@ async def _create(settings: Settings, plan: dict[str, int]) -> None:
     try:
         existing = set(await admin.list_topics())
         missing = [
-            NewTopic(name, num_partitions=n, replication_factor=settings.kafka.replication_factor)
+            NewTopic(name, num_partitions=n, replication_factor=settings.kafka.replication_factor,
+                     topic_configs=COMPACTED if name == settings.kafka.spend_topic else {})
             for name, n in plan.items() if name not in existing
         ]
         if missing:

@@ -29,6 +29,10 @@ class RecentJobIds:
         self._seen[job_id] = (now, partition, offset)
         return False
 
+    def forget(self, job_id: str) -> None:
+        """Let this job_id come back later at another offset (a deferred item released again)."""
+        self._seen.pop(job_id, None)
+
     def _evict(self, now: float) -> None:
         seen = self._seen
         while seen and (len(seen) > self.max_entries or next(iter(seen.values()))[0] < now - self.window_s):

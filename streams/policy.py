@@ -18,6 +18,7 @@ from modelyard._exceptions import ConfigError
 from modelyard.settings import Settings
 from schemas import TaskType, WorkItem
 from schemas.decoding import DecodeFailure, decode
+from streams.budgets import BudgetBook, Overrun
 from streams.dedup import RecentJobIds
 from streams.novelty import NoveltyDetector
 from streams.rules import ItemFeatures, PolicyFile, Rule, load_policy_file, policy_from_routes
@@ -109,6 +110,8 @@ class RoutingPolicy:
         router = settings.router
         self.known_tenants = set(router.known_tenants) if router.known_tenants is not None else None
         self.recent = RecentJobIds(router.dedup_window_s, router.dedup_max_entries)
+        self.costs = settings.costs
+        self.budgets = BudgetBook(settings.costs.budgets)
         self.novelty = NoveltyDetector(router.novelty_dims, self.source.current().novelty.min_samples)
 
     # -- decisions ----------------------------------------------------------------------------------
@@ -168,7 +171,26 @@ class RoutingPolicy:
         if isinstance(item, DecodeFailure):
             return self._dead(item, raw, source)
         decision = self.decide(item)
+        overrun = self._overrun(item, decision)
+        if overrun is not None:
+            return self._over_budget(overrun, item, decision, raw, source)  # type: ignore[arg-type]
         return Outgoing(self.kafka.pool_topic(decision.pool), item.job_id.encode(), assignment_json(raw, decision))  # type: ignore[arg-type]
+
+    def _overrun(self, item: WorkItem, decision: Decision) -> Overrun | None:
+        if decision.pool not in self.costs.budget_pools:
+            return None
+        return self.budgets.overrun(item.tenant, datetime.now(UTC))
+
+    def _over_budget(self, overrun: Overrun, item: WorkItem, decision: Decision, raw: bytes, source: Source) -> Outgoing:
+        """Frontier spend over budget: reject (dead letter), downgrade (the cheaper pool) or defer (park it)."""
+        if overrun.action == "reject":
+            return self._dead(DecodeFailure("budget_exceeded", "tenant", overrun.why), raw, source)
+        if overrun.action == "defer":
+            self.recent.forget(item.job_id)
+            return Outgoing(self.kafka.deferred_topic, item.job_id.encode(), raw)
+        pool = self.costs.downgrade_pool
+        downgraded = Decision(**{**decision.__dict__, "pool": pool, "rule": "budget-downgrade", "reason": overrun.why})
+        return Outgoing(self.kafka.pool_topic(pool), item.job_id.encode(), assignment_json(raw, downgraded))
 
     def _validate(self, raw: bytes | None, source: Source) -> WorkItem | DecodeFailure:
         item = decode(WorkItem, raw)

@@ -12,6 +12,7 @@ import logging
 import os
 
 import faust
+from aiokafka import AIOKafkaConsumer
 
 from modelyard.settings import Settings
 from streams.app import create_app
@@ -65,9 +66,29 @@ def register_novelty_state(app: faust.App, policy: RoutingPolicy, settings: Sett
         policy.save_novelty(path)
 
 
+def register_budget_feed(app: faust.App, policy: RoutingPolicy, settings: Settings) -> None:
+    """Every router reads the whole (compacted) spend topic, group-less, so it knows every tenant's spend."""
+    if not settings.costs.budgets:
+        return
+    state: dict[str, AIOKafkaConsumer] = {}
+
+    @app.timer(1.0)
+    async def read_spend() -> None:
+        if "consumer" not in state:
+            state["consumer"] = AIOKafkaConsumer(
+                settings.kafka.spend_topic, auto_offset_reset="earliest", enable_auto_commit=False,
+                **settings.kafka.client_options(),
+            )
+            await state["consumer"].start()
+        for records in (await state["consumer"].getmany(timeout_ms=0)).values():
+            for record in records:
+                policy.budgets.record(record.value)
+
+
 def build_router(settings: Settings) -> faust.App:
     app = create_app(settings)
     policy = RoutingPolicy(settings)
     register_router(app, RouterTopics.declare(app, settings), policy)
     register_novelty_state(app, policy, settings)
+    register_budget_feed(app, policy, settings)
     return app

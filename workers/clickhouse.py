@@ -7,6 +7,7 @@ chdb holds one engine per process and one process per data path, so exactly one 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from modelyard._exceptions import StorageError
 from modelyard.settings import ClickHouseSettings
 from schemas import Assignment, Result
 from schemas.migrations import load_migrations
+from schemas.spend import SpendRecord
 from workers.pricing import Cost
 
 RESULT_COLUMNS = (
@@ -91,6 +93,19 @@ class ClickHouseStore:
             f"SELECT job_id, attempt FROM {table} WHERE job_id IN {{ids:Array(String)}}", {"ids": job_ids}
         )
         return set(keys) - {(job_id, int(attempt)) for job_id, attempt in stored}
+
+    def spend(self, tenants: list[str], now: datetime) -> list[SpendRecord]:
+        """Spend today and this month per tenant, from the daily rollup (replays never reach it)."""
+        sql = (
+            "SELECT tenant, sumIf(cost_usd, day = {today:Date}), sum(cost_usd) FROM cost_daily "
+            "WHERE tenant IN {tenants:Array(String)} AND day >= {month_start:Date} GROUP BY tenant"
+        )
+        today = now.date()
+        rows = self.query(sql, {"today": today, "tenants": tenants, "month_start": today.replace(day=1)})
+        return [
+            SpendRecord(tenant=t, day=today, day_usd=day_usd, month=f"{today:%Y-%m}", month_usd=month_usd)
+            for t, day_usd, month_usd in rows
+        ]
 
     def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
         if not rows:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
@@ -125,11 +126,20 @@ class ClickHouseSink:
         except StorageError as exc:
             raise Backpressure(f"ClickHouse write failed: {exc}", retry_after=self.settings.sink.retry_backoff_s) from exc
         await self._dead_letter(batch.rejected)
+        await self._publish_spend(batch)
         try:
             await self.consumer.commit(batch.offsets)
         except KafkaError as exc:  # e.g. the partitions moved in a rebalance: the new owner replays, the store skips
             log.warning("commit after write failed (%r); the batch will replay and be skipped as already stored", exc)
         self.written += len(batch.results)
+
+    async def _publish_spend(self, batch: Batch) -> None:
+        """Budgeted tenants' spend today and this month, for the routers (compacted topic keyed by tenant)."""
+        tenants = sorted({r.tenant for r in batch.results} & set(self.settings.costs.budgets))
+        if not tenants:
+            return
+        for record in await asyncio.to_thread(self.store.spend, tenants, datetime.now(UTC)):
+            await self.producer.send(self.settings.kafka.spend_topic, record.model_dump_json().encode(), key=record.tenant.encode())
 
     def _price_and_write(self, batch: Batch) -> None:
         costs = [self.catalog.cost(r) for r in batch.results]
