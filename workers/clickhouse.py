@@ -75,14 +75,14 @@ class ClickHouseStore:
         The skip keeps replays out of the raw tables (and so out of the daily rollup view); the tables'
         ReplacingMergeTree engine is the backstop when two sinks race during a rebalance."""
         by_key = {(r.job_id, r.attempt): (r, c) for r, c in zip(results, costs, strict=True)}
-        fresh = self.unseen("results", list(by_key))
-        pairs = [pair for key, pair in by_key.items() if key in fresh]
-        self.insert("results", [_result_row(r) for r, _ in pairs], RESULT_COLUMNS)
-        self.insert("cost_ledger", [_cost_row(r, c) for r, c in pairs], COST_COLUMNS)
         decided = {(a.item.job_id, a.attempt): a for a in decisions}
-        new_decisions = self.unseen("routing_decisions", list(decided))
-        rows = [_decision_row(a) for key, a in decided.items() if key in new_decisions]
-        self.insert("routing_decisions", rows, DECISION_COLUMNS)
+        for table, columns, rows in (
+            ("results", RESULT_COLUMNS, {k: _result_row(r) for k, (r, _) in by_key.items()}),
+            ("cost_ledger", COST_COLUMNS, {k: _cost_row(r, c) for k, (r, c) in by_key.items()}),
+            ("routing_decisions", DECISION_COLUMNS, {k: _decision_row(a) for k, a in decided.items()}),
+        ):
+            fresh = self.unseen(table, list(rows))  # per table: a retry after a partial write completes it
+            self.insert(table, [row for key, row in rows.items() if key in fresh], columns)
 
     def unseen(self, table: str, keys: list[tuple[str, int]]) -> set[tuple[str, int]]:
         """The keys not yet stored in `table` (keyed by job_id, attempt)."""
