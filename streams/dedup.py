@@ -27,6 +27,8 @@ class RecentJobIds:
         if first is not None:
             return (first[1], first[2]) != (partition, offset)
         self._seen[job_id] = (now, partition, offset)
+        if len(self._seen) > self.max_entries:
+            self._seen.popitem(last=False)
         return False
 
     def forget(self, job_id: str) -> None:
