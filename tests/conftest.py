@@ -29,19 +29,25 @@ def docker_engine_available() -> bool:
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, object | None]]:
+    """(bootstrap servers, the LocalKafkaBroker when this session started one: tests may restart it)."""
     if os.environ.get("MODELYARD_TEST_KAFKA"):
-        yield os.environ["MODELYARD_TEST_KAFKA"]
+        yield os.environ["MODELYARD_TEST_KAFKA"], None
     elif docker_engine_available():
         from testcontainers.kafka import KafkaContainer
 
         with KafkaContainer("apache/kafka:4.1.1").with_kraft() as container:
-            yield container.get_bootstrap_server()
+            yield container.get_bootstrap_server(), None
     else:
         yield from _local_broker(tmp_path_factory.mktemp("kafka"))
 
 
-def _local_broker(data_dir: Path) -> Iterator[str]:
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_broker: tuple[str, object | None]) -> str:
+    return kafka_broker[0]
+
+
+def _local_broker(data_dir: Path) -> Iterator[tuple[str, object]]:
     from modelyard.broker import LocalKafkaBroker
 
     port = free_port()
@@ -51,7 +57,7 @@ def _local_broker(data_dir: Path) -> Iterator[str]:
     broker = LocalKafkaBroker(load_settings(kafka={"bootstrap_servers": bootstrap}, local_broker={"data_dir": data_dir}))
     broker.start()
     try:
-        yield bootstrap
+        yield bootstrap, broker
     finally:
         broker.stop()
 
