@@ -1,4 +1,5 @@
-"""Writes modelyard/data/sample_jobs.jsonl: 1,200 mixed work items and a few malformed lines (deterministic)."""
+"""Writes modelyard/data/sample_jobs.jsonl (1,200 mixed work items and a few malformed lines) and
+modelyard/data/eval_cases.jsonl (300 labelled cases). Deterministic."""
 
 from __future__ import annotations
 
@@ -70,6 +71,33 @@ def main() -> None:
     out = Path(__file__).resolve().parent.parent / "modelyard" / "data" / "sample_jobs.jsonl"
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {len(lines)} lines to {out}")
+    cases = out.with_name("eval_cases.jsonl")
+    cases.write_text("\n".join(eval_cases()) + "\n")
+    print(f"wrote {cases}")
+
+
+def eval_cases(n: int = 300) -> list[str]:
+    """Labelled cases for `modelyard eval`: tickets and reviews with their true label, orders with their fields."""
+    rng = random.Random(7)
+    cases = []
+    for i in range(n):
+        kind = rng.choice(["ticket", "review", "order"])
+        if kind == "ticket":
+            label = rng.choice(list(TICKETS))
+            item = {"job_id": f"case-{i:04d}", "tenant": "acme", "task": "classification",
+                    "input": rng.choice(TICKETS[label]).format(n=i), "params": {"labels": list(TICKETS)}}
+            cases.append(json.dumps({"item": item, "expected": label}))
+        elif kind == "review":
+            label = rng.choice(list(REVIEWS))
+            item = {"job_id": f"case-{i:04d}", "tenant": "acme", "task": "classification",
+                    "input": rng.choice(REVIEWS[label]).format(n=i), "params": {"labels": list(REVIEWS)}}
+            cases.append(json.dumps({"item": item, "expected": label}))
+        else:
+            who, total = rng.choice(["Ada", "Linus", "Grace"]), rng.randint(5, 500)
+            item = {"job_id": f"case-{i:04d}", "tenant": "acme", "task": "extraction",
+                    "input": f"Order {1000 + i} placed by {who} for ${total}", "params": {"json_schema": ORDER_SCHEMA}}
+            cases.append(json.dumps({"item": item, "expected": {"order_id": 1000 + i, "customer": who, "total": total}}))
+    return cases
 
 
 if __name__ == "__main__":

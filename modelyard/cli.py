@@ -61,6 +61,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--prices", type=Path, help="reprice: directory of price YAML files (the new catalog version)")
     p = command("deferred", cmd_deferred, "release items parked by a budget's 'defer' action back to the jobs topic")
     p.add_argument("action", choices=["release"])
+    p = command("eval", cmd_eval, "run labelled cases through pools via the pipeline; score accuracy, cost, latency")
+    p.add_argument("dataset", type=Path, help='JSONL: {"item": <work item>, "expected": <label | object | text>}')
+    p.add_argument("--pools", default="slm,frontier", help="comma-separated pools to evaluate")
+    p.add_argument("--run", default=None, help="run name (default: eval-<UTC time>)")
+    p.add_argument("--timeout", type=float, default=600)
+    p = command("policy", cmd_policy, "recommend a routing policy from eval results (chdb: while the sink is stopped)")
+    p.add_argument("action", choices=["recommend"])
+    p.add_argument("--target-quality", type=float, default=0.95)
+    p.add_argument("--run", default=None, help="eval run (default: the latest)")
+    p.add_argument("--slm-pool", default="slm")
+    p.add_argument("--frontier-pool", default="frontier")
+    p.add_argument("--out", type=Path, default=Path("recommended-policy.yaml"))
     p = command("route", cmd_route, "show how the router would route one work item, rule by rule")
     p.add_argument("item", type=Path, help="a JSON file with one work item ('-' for stdin)")
     p.add_argument("--explain", action="store_true", help="print every rule checked and why (the default output)")
@@ -188,6 +200,51 @@ def cmd_deferred(settings: Settings, args: argparse.Namespace, console: Console)
 
     moved = asyncio.run(release_deferred(settings))
     console.print(f"released {moved} deferred items to {settings.kafka.jobs_topic} (the router checks budgets again)")
+    return 0
+
+
+def cmd_eval(settings: Settings, args: argparse.Namespace, console: Console) -> int:
+    from datetime import UTC, datetime
+
+    from modelyard.demo import cost_table
+    from modelyard.evaluation import EvalRunner, load_cases, summarise
+    from workers.pricing import PriceCatalog
+
+    cases = load_cases(args.dataset)
+    run = args.run or "eval-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    pools = [p.strip() for p in args.pools.split(",") if p.strip()]
+    catalog = PriceCatalog.load(settings.costs.prices_dir, settings.costs.reference_model)
+    scores = asyncio.run(EvalRunner(settings, catalog, console).run(cases, pools, run, args.timeout))
+    names, rows = summarise(scores)
+    Console(width=max(Console().width, 150)).print(cost_table(names, rows, f"eval run {run}: {len(cases)} cases x {len(pools)} pools"))
+    console.print(f"scores sent to {settings.kafka.evals_topic}; the sink writes them to eval_results (run {run})")
+    return 0
+
+
+def cmd_policy(settings: Settings, args: argparse.Namespace, console: Console) -> int:
+    from modelyard import policy_advisor as advisor
+    from workers.clickhouse import ClickHouseStore
+
+    store = ClickHouseStore(settings.clickhouse)
+    try:
+        store.migrate()
+        run = args.run or advisor.latest_run(store)
+        if run is None:
+            raise InvalidInput("no eval results yet", field="run")
+        chosen = advisor.choose_pools(advisor.load_quality(store, run), args.target_quality)
+        pairs = advisor.load_pairs(store, run, args.slm_pool, args.frontier_pool)
+    finally:
+        store.close()
+    cascades = {t: c for t, p in pairs.items() if (c := advisor.calibrate_cascade(p, args.target_quality))}
+    args.out.write_text(advisor.policy_yaml(chosen, args.frontier_pool, cascades))
+    out = Console()
+    for task, rec in chosen.items():
+        q = rec.quality
+        out.print(f"{task}: {q.pool} ({q.model}) accuracy {q.accuracy:.3f}, ${q.cost_per_case:.8f}/case: {rec.reason}")
+    for task, c in cascades.items():
+        out.print(f"cascade {task}: threshold {c.threshold:.3f} -> held-out quality {c.quality:.3f} at ${c.cost:.8f}/case, "
+                  f"{c.escalated:.0%} escalated; all-frontier {c.frontier_quality:.3f} at ${c.frontier_cost:.8f}/case")
+    console.print(f"policy written to {args.out} (use it with MODELYARD_ROUTER__POLICY_FILE={args.out})")
     return 0
 
 

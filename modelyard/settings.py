@@ -52,6 +52,10 @@ class KafkaSettings(Section):
         return self.topic("deferred")
 
     @property
+    def evals_topic(self) -> str:
+        return self.topic("evals")
+
+    @property
     def spend_topic(self) -> str:
         return self.topic("spend")
 

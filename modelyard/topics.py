@@ -21,7 +21,7 @@ def topic_plan(settings: Settings) -> dict[str, int]:
     kafka = settings.kafka
     plan = {
         kafka.jobs_topic: kafka.partitions, kafka.results_topic: kafka.partitions, kafka.dead_letter_topic: 1,
-        kafka.deferred_topic: kafka.partitions, kafka.spend_topic: 1,
+        kafka.deferred_topic: kafka.partitions, kafka.spend_topic: 1, kafka.evals_topic: 1,
     }
     for pool in settings.pools:
         plan[kafka.pool_topic(pool)] = kafka.pool_partitions.get(pool, kafka.partitions)
@@ -76,8 +76,9 @@ async def assigned_partitions(consumer: AIOKafkaConsumer, timeout: float = 30.0)
 
 
 def sink_topics(settings: Settings) -> list[str]:
-    """What the sink consumes: results, and every pool topic (for routing decisions)."""
-    return [settings.kafka.results_topic, *(settings.kafka.pool_topic(pool) for pool in settings.pools)]
+    """What the sink consumes: results, eval scores, and every pool topic (for routing decisions)."""
+    kafka = settings.kafka
+    return [kafka.results_topic, kafka.evals_topic, *(kafka.pool_topic(pool) for pool in settings.pools)]
 
 
 async def group_lag(settings: Settings, group: str, topics: list[str]) -> int:

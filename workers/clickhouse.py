@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from modelyard._exceptions import StorageError
 from modelyard.settings import ClickHouseSettings
 from schemas import Assignment, Result
 from schemas.migrations import load_migrations
+from schemas.evaluation import EvalScore
 from schemas.spend import SpendRecord
 from workers.pricing import Cost
 
@@ -84,6 +86,14 @@ class ClickHouseStore:
             fresh = self.unseen(table, list(rows))  # per table: a retry after a partial write completes it
             self.insert(table, [row for key, row in rows.items() if key in fresh], columns)
 
+    def write_evals(self, scores: Sequence[EvalScore]) -> None:
+        rows = [
+            (s.run, s.case_id, s.job_id, s.pool, s.provider, s.model, s.task_type.value, s.status, int(s.correct),
+             s.score, s.confidence, Decimal(s.cost_usd), s.latency_ms, s.scored_at)
+            for s in scores
+        ]
+        self.insert("eval_results", rows, EVAL_COLUMNS)
+
     def unseen(self, table: str, keys: list[tuple[str, int]]) -> set[tuple[str, int]]:
         """The keys not yet stored in `table` (keyed by job_id, attempt)."""
         if not keys:
@@ -137,6 +147,10 @@ class ClickHouseStore:
     def close(self) -> None:
         self.client.close()
 
+EVAL_COLUMNS = (
+    "run", "case_id", "job_id", "pool", "provider", "model", "task_type", "status", "correct", "score", "confidence",
+    "cost_usd", "latency_ms", "scored_at",
+)
 DECISION_COLUMNS = (
     "job_id", "attempt", "tenant", "task_type", "task_reason", "pool", "rule", "reason", "novelty_score",
     "input_tokens_est", "priority", "routed_at",

@@ -23,6 +23,7 @@ from modelyard.settings import Settings
 from modelyard.topics import sink_topics
 from schemas import Assignment, Result
 from schemas.decoding import DecodeFailure, decode
+from schemas.evaluation import EvalScore
 from workers.clickhouse import ClickHouseStore
 from workers.kafka_clients import make_consumer, make_producer
 from workers.pricing import PriceCatalog
@@ -33,25 +34,27 @@ log = logging.getLogger("modelyard.sink")
 @dataclass
 class Batch:
     results_topic: str
+    evals_topic: str
     results: list[Result] = field(default_factory=list)
     decisions: list[Assignment] = field(default_factory=list)
+    evals: list[EvalScore] = field(default_factory=list)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
     rejected: list[tuple[ConsumerRecord, DecodeFailure]] = field(default_factory=list)
     opened_at: float = field(default_factory=time.monotonic)
 
     def add(self, record: ConsumerRecord) -> None:
         self.offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
-        is_result = record.topic == self.results_topic
-        value = decode(Result if is_result else Assignment, record.value)
+        model, bucket = {
+            self.results_topic: (Result, self.results), self.evals_topic: (EvalScore, self.evals),
+        }.get(record.topic, (Assignment, self.decisions))
+        value = decode(model, record.value)
         if isinstance(value, DecodeFailure):
             self.rejected.append((record, value))
-        elif is_result:
-            self.results.append(value)  # type: ignore[arg-type]
         else:
-            self.decisions.append(value)  # type: ignore[arg-type]
+            bucket.append(value)
 
     def __len__(self) -> int:
-        return len(self.results) + len(self.decisions) + len(self.rejected)
+        return len(self.results) + len(self.decisions) + len(self.evals) + len(self.rejected)
 
 
 class ClickHouseSink:
@@ -87,7 +90,7 @@ class ClickHouseSink:
             await self.producer.stop()
 
     def _new_batch(self) -> Batch:
-        return Batch(self.settings.kafka.results_topic)
+        return Batch(self.settings.kafka.results_topic, self.settings.kafka.evals_topic)
 
     async def _fill(self, batch: Batch) -> None:
         room = self.settings.sink.batch_size - len(batch)
@@ -144,6 +147,7 @@ class ClickHouseSink:
     def _price_and_write(self, batch: Batch) -> None:
         costs = [self.catalog.cost(r) for r in batch.results]
         self.store.write_batch(batch.results, costs, batch.decisions)
+        self.store.write_evals(batch.evals)
 
     async def _dead_letter(self, rejected: list[tuple[ConsumerRecord, DecodeFailure]]) -> None:
         for record, failure in rejected:
