@@ -116,6 +116,8 @@ class RouterSettings(Section):
     dedup_window_s: float = Field(default=600.0, ge=0)
     dedup_max_entries: int = Field(default=1_000_000, ge=0)
     novelty_dims: int = Field(default=1024, ge=16)
+    shadow_share: float = Field(default=0.0, ge=0, le=1, description="Share of SLM-bound items also sent to shadow_pool.")
+    shadow_pool: str = "frontier"
     novelty_save_interval_s: float = Field(default=30.0, gt=0)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +26,7 @@ from streams.rules import ItemFeatures, PolicyFile, Rule, load_policy_file, poli
 from streams.tagging import tag_task
 
 log = logging.getLogger("modelyard.router")
+SHADOW_PREFIX = "shadow:"
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class Outgoing:
     topic: str
     key: bytes | None
     value: bytes
+    shadow: Outgoing | None = None  # a copy of an SLM-bound item for the frontier, to measure agreement
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,7 @@ class RoutingPolicy:
     def __init__(self, settings: Settings, source: PolicySource | None = None) -> None:
         self.kafka = settings.kafka
         self.source = source or PolicySource(settings)
-        router = settings.router
+        router = self.router = settings.router
         self.known_tenants = set(router.known_tenants) if router.known_tenants is not None else None
         self.recent = RecentJobIds(router.dedup_window_s, router.dedup_max_entries)
         self.costs = settings.costs
@@ -174,7 +177,19 @@ class RoutingPolicy:
         overrun = self._overrun(item, decision)
         if overrun is not None:
             return self._over_budget(overrun, item, decision, raw, source)  # type: ignore[arg-type]
-        return Outgoing(self.kafka.pool_topic(decision.pool), item.job_id.encode(), assignment_json(raw, decision))  # type: ignore[arg-type]
+        shadow = self._shadow(item, decision)
+        return Outgoing(self.kafka.pool_topic(decision.pool), item.job_id.encode(), assignment_json(raw, decision), shadow)  # type: ignore[arg-type]
+
+    def _shadow(self, item: WorkItem, decision: Decision) -> Outgoing | None:
+        """A deterministic share of SLM-bound items also goes to the shadow pool, billed to tenant 'shadow'."""
+        router = self.router
+        sampled = zlib.crc32(item.job_id.encode()) % 10_000 < router.shadow_share * 10_000
+        if not sampled or decision.pool == router.shadow_pool or decision.pool not in self.source.current().novelty.applies_to:
+            return None
+        job_id = f"{SHADOW_PREFIX}{item.job_id}"[:128]
+        copy = item.model_copy(update={"job_id": job_id, "tenant": "shadow", "metadata": {**item.metadata, "shadow_of": item.job_id, "tenant": item.tenant}})
+        shadowed = Decision(**{**decision.__dict__, "pool": router.shadow_pool, "rule": "shadow", "reason": f"shadow sample of {item.job_id}"})
+        return Outgoing(self.kafka.pool_topic(router.shadow_pool), job_id.encode(), assignment_json(copy.model_dump_json().encode(), shadowed))
 
     def _overrun(self, item: WorkItem, decision: Decision) -> Overrun | None:
         if decision.pool not in self.costs.budget_pools:

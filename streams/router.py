@@ -40,6 +40,9 @@ async def route_batch(app: faust.App, policy: RoutingPolicy, events: list[faust.
         outgoing = policy.route(message.value, Source(message.topic, message.partition, message.offset))
         try:
             await producer.send(outgoing.topic, outgoing.key, outgoing.value, partition=None, timestamp=None, headers=None)
+            if outgoing.shadow is not None:
+                shadow = outgoing.shadow
+                await producer.send(shadow.topic, shadow.key, shadow.value, partition=None, timestamp=None, headers=None)
         except Exception as exc:  # noqa: BLE001
             crash_without_commit(exc, message)
 

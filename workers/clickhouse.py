@@ -23,6 +23,7 @@ from schemas.evaluation import EvalScore
 from schemas.spend import SpendRecord
 from workers.pricing import Cost
 
+QUERY_HINT = "check the SQL against the tables listed in the README (modelyard sql 'SHOW TABLES')"
 RESULT_COLUMNS = (
     "job_id", "attempt", "tenant", "task_type", "pool", "provider", "model", "status", "output", "confidence",
     "error", "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens",
@@ -129,20 +130,20 @@ class ClickHouseStore:
         try:
             return self.client.query(sql, parameters=parameters).result_rows
         except (ClickHouseError, OSError) as exc:
-            raise StorageError(f"query failed: {str(exc)[:300]}") from exc
+            raise StorageError(f"query failed: {str(exc)[:300]}", hint=QUERY_HINT) from exc
 
     def query_with_names(self, sql: str, parameters: dict[str, Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
         try:
             result = self.client.query(sql, parameters=parameters)
         except (ClickHouseError, OSError) as exc:
-            raise StorageError(f"query failed: {str(exc)[:300]}") from exc
+            raise StorageError(f"query failed: {str(exc)[:300]}", hint=QUERY_HINT) from exc
         return list(result.column_names), result.result_rows
 
     def command(self, sql: str) -> None:
         try:
             self.client.command(sql)
         except (ClickHouseError, OSError) as exc:
-            raise StorageError(f"command failed: {str(exc)[:300]}") from exc
+            raise StorageError(f"command failed: {str(exc)[:300]}", hint=QUERY_HINT) from exc
 
     def close(self) -> None:
         self.client.close()

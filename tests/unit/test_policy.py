@@ -194,3 +194,15 @@ def test_unknown_tenant_and_duplicates_are_dead_lettered_but_replays_are_not() -
     assert (duplicate.reason, duplicate.field) == ("duplicate_job_id", "job_id")
     stranger = DeadLetter.model_validate_json(policy.route(orjson.dumps({"job_id": "d2", "tenant": "evil", "input": "x"}), SOURCE).value)
     assert (stranger.reason, stranger.field) == ("unknown_tenant", "tenant")
+
+
+def test_shadow_sampling_copies_a_share_of_slm_items_to_the_frontier() -> None:
+    policy = RoutingPolicy(load_settings(router={"shadow_share": 0.25}))
+    outs = [policy.route(orjson.dumps({"job_id": f"s{n}", "tenant": "acme", "input": "x", "params": LABELS}), Source("jobs", 0, n)) for n in range(400)]
+    shadows = [o.shadow for o in outs if o.shadow is not None]
+    assert 60 < len(shadows) < 140 and all(o.topic == "modelyard.pool.slm" for o in outs)
+    first = Assignment.model_validate_json(shadows[0].value)
+    assert (shadows[0].topic, first.pool, first.rule, first.item.tenant) == ("modelyard.pool.frontier", "frontier", "shadow", "shadow")
+    assert first.item.job_id == "shadow:" + first.item.metadata["shadow_of"] and first.item.metadata["tenant"] == "acme"
+    frontier = policy.route(orjson.dumps({"job_id": "g1", "tenant": "acme", "input": "x", "task": "generation"}), Source("jobs", 0, 999))
+    assert frontier.shadow is None
