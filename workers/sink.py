@@ -67,7 +67,7 @@ class ClickHouseSink:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume, batch, write, commit; until `stop` is set. aiokafka clients live inside the running loop."""
-        kafka, batch_size = self.settings.kafka, self.settings.sink.batch_size
+        batch_size = self.settings.sink.batch_size
         self.consumer = make_consumer(self.settings, sink_topics(self.settings), "sink", max_records=batch_size)
         self.producer = make_producer(self.settings)
         await self.producer.start()
@@ -116,7 +116,7 @@ class ClickHouseSink:
                 return
             except Backpressure as exc:
                 tries += 1
-                if attempts is not None and tries >= attempts:
+                if (attempts is not None and tries >= attempts) or (stop.is_set() and tries >= 3):
                     log.error("giving up on a batch of %d at shutdown; it will replay: %s", len(batch), exc)
                     return
                 log.warning("%s; retrying in %.1fs", exc, exc.retry_after)
