@@ -48,14 +48,24 @@ def kafka_bootstrap(kafka_broker: tuple[str, object | None]) -> str:
 
 
 def _local_broker(data_dir: Path) -> Iterator[tuple[str, object]]:
+    """Start on free ports; another process may grab one between the check and the bind, so retry."""
+    from modelyard._exceptions import BrokerError
     from modelyard.broker import LocalKafkaBroker
 
-    port = free_port()
-    while _port_taken(port + 1):
+    for attempt in range(3):
         port = free_port()
-    bootstrap = f"127.0.0.1:{port}"
-    broker = LocalKafkaBroker(load_settings(kafka={"bootstrap_servers": bootstrap}, local_broker={"data_dir": data_dir}))
-    broker.start()
+        while _port_taken(port + 1):
+            port = free_port()
+        bootstrap = f"127.0.0.1:{port}"
+        settings = load_settings(kafka={"bootstrap_servers": bootstrap}, local_broker={"data_dir": data_dir / str(attempt)})
+        broker = LocalKafkaBroker(settings)
+        try:
+            broker.start()
+            break
+        except BrokerError:
+            broker.stop()
+            if attempt == 2:
+                raise
     try:
         yield bootstrap, broker
     finally:
