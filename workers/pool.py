@@ -61,8 +61,10 @@ class PoolWorker:
         try:
             await self._consume(stop)
         finally:
+            log.info("stopping: draining %d in-flight calls, then committing", len(self.tasks))
             await self.drain()
             await self.commit()
+            log.info("stopped after %d assignments", self.processed)
             await self.consumer.stop()
             await self.producer.stop()
             await self.dispatcher.close()
