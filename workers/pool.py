@@ -6,6 +6,7 @@ produced for it is acknowledged by Kafka."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -47,6 +48,8 @@ class PoolWorker:
         self.concurrency = settings.pools[pool].concurrency
         self.offsets = OffsetTracker()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.calling = 0
+        self._slot_freed = asyncio.Event()
         self.processed = 0
         self._last_commit = time.monotonic()
         self._fatal: BaseException | None = None
@@ -73,9 +76,11 @@ class PoolWorker:
 
     async def _consume(self, stop: asyncio.Event) -> None:
         while not stop.is_set() and self._fatal is None:
-            free = self.concurrency - len(self.tasks)
+            free = self._free_slots()
             if free <= 0:
-                await asyncio.wait(self.tasks, timeout=0.2, return_when=asyncio.FIRST_COMPLETED)
+                self._slot_freed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._slot_freed.wait(), 0.2)
             else:
                 batches = await self.consumer.getmany(timeout_ms=200, max_records=free)
                 for tp, records in batches.items():
@@ -84,15 +89,26 @@ class PoolWorker:
             if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
                 await self.commit()
 
+    def _free_slots(self) -> int:
+        """Calls in flight are capped at `concurrency`. A finished call frees its slot at once, not when Kafka
+        acknowledges its result (a few ms more); results waiting for that ack are capped at as many again."""
+        return min(self.concurrency - self.calling, 2 * self.concurrency - len(self.tasks))
+
     def _start(self, tp: TopicPartition, record: ConsumerRecord) -> None:
         self.offsets.started(tp, record.offset)
+        self.calling += 1
         task = asyncio.create_task(self._handle(tp, record))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
     async def _handle(self, tp: TopicPartition, record: ConsumerRecord) -> None:
         try:
-            sent = [await self.producer.send(topic, value=value, key=key) for topic, key, value in await self._outcome(record)]
+            try:
+                outgoing = await self._outcome(record)
+            finally:
+                self.calling -= 1
+                self._slot_freed.set()
+            sent = [await self.producer.send(topic, value=value, key=key) for topic, key, value in outgoing]
             for delivery in sent:
                 await delivery
         except Exception as exc:  # Kafka refused a result: stop; the offset stays uncommitted and replays
