@@ -55,3 +55,8 @@ def test_escalates_only_ok_answers_below_their_task_threshold() -> None:
 
 def test_only_ok_and_error_are_final() -> None:
     assert {s for s in ResultStatus if s.is_final} == {ResultStatus.OK, ResultStatus.ERROR}
+
+
+def test_cascade_from_environment_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELYARD_POOLS__SLM__CASCADE", '{"to_pool": "frontier", "min_confidence": {"classification": 0.7}}')
+    assert load_settings().pools["slm"].cascade.min_confidence[TaskType.CLASSIFICATION] == 0.7
