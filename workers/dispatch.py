@@ -26,7 +26,7 @@ from typing import Any
 from modelyard._exceptions import ProviderError, RateLimited
 from schemas import Assignment, Result, ResultStatus
 from workers.backends.base import Completion, ModelBackend
-from workers.breaker import CircuitBreaker
+from workers.breaker import BreakerState, CircuitBreaker
 from workers.limits import ProviderGate, estimated_tokens
 
 log = logging.getLogger("modelyard.pool")
@@ -85,13 +85,13 @@ class Dispatcher:
         try:
             done = await self._complete(target, assignment, tokens)
         except ProviderError as exc:
-            (target.breaker.record_failure if exc.retryable else target.breaker.record_success)()
+            _judge(target, success=not exc.retryable, why=str(exc))
             return CallOutcome(_failed(base, str(exc), started), try_next=exc.retryable)
         except Exception as exc:  # a defect of ours: record it against the job rather than lose the job
             log.exception("backend crashed on job %s", item.job_id)
             target.breaker.release()
             return CallOutcome(_failed(base, f"internal: {type(exc).__name__}", started), try_next=False)
-        target.breaker.record_success()
+        _judge(target, success=True, why="")
         return CallOutcome(_succeeded(base, done, started), try_next=False)
 
     async def _complete(self, target: Target, assignment: Assignment, tokens: int) -> Completion:
@@ -115,6 +115,20 @@ class Dispatcher:
     async def close(self) -> None:
         for backend in {id(t.backend): t.backend for t in self.targets}.values():
             await backend.close()
+
+
+def _judge(target: Target, *, success: bool, why: str) -> None:
+    """Tell the breaker how the call went; log when that opens or closes the circuit."""
+    breaker, before = target.breaker, target.breaker.state
+    if success:
+        breaker.record_success()
+    else:
+        breaker.record_failure()
+    after = breaker.state
+    if after is BreakerState.OPEN and before is not BreakerState.OPEN:
+        log.warning("circuit for %s opened (%s); one probe in %.0fs", target.label, why[:200], breaker.cooldown_s)
+    elif after is BreakerState.CLOSED and before is not BreakerState.CLOSED:
+        log.info("circuit for %s closed: the provider answers again", target.label)
 
 
 def _with_statuses(results: list[Result], skipped: list[str]) -> list[Result]:
