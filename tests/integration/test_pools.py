@@ -189,3 +189,18 @@ def test_cascade_escalates_exactly_the_low_confidence_items(pipeline_settings: S
             assert sim.stats["anthropic.200"] == len(marked)
 
     asyncio.run(scenario())
+
+
+def test_requests_per_minute_are_shared_by_every_call_in_flight(pipeline_settings: Settings) -> None:
+    settings = load_settings(providers={"vllm": {"rpm": 120}})  # a 10 s bucket: 20 at once, then 2 a second
+
+    async def scenario() -> None:
+        async with simulator(settings) as sim, Pipeline(settings, ["slm"]) as pipeline:
+            by_job = await pipeline.run([assignment(f"rpm-{n}", "slm") for n in range(24)])
+            assert_one_final_each(by_job, lambda r: r.status is ResultStatus.OK)
+            done = sorted(a[0].completed_at for a in by_job.values())
+            assert (done[19] - done[0]).total_seconds() < 1.0  # the burst went out together
+            assert (done[-1] - done[0]).total_seconds() >= 1.5  # the last 4 waited for the bucket to drain
+            assert sim.stats["openai.200"] == 24
+
+    asyncio.run(scenario())
