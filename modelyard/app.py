@@ -56,9 +56,9 @@ def build_dispatcher(settings: Settings, pool: str):  # -> Dispatcher
     from workers.dispatch import Dispatcher, Target
     from workers.limits import ProviderGate
 
-    pool_settings = settings.pools[pool]
+    pool_settings, stopping = settings.pools[pool], asyncio.Event()
     chain = [(pool_settings.provider, pool_settings.model)] + [(f.provider, f.model) for f in pool_settings.fallbacks]
-    gates = {name: ProviderGate(name, settings.providers[name]) for name, _ in chain}
+    gates = {name: ProviderGate(name, settings.providers[name], stopping) for name, _ in chain}
     targets = []
     for provider, model in dict.fromkeys(chain):
         config = settings.providers[provider]
@@ -68,7 +68,7 @@ def build_dispatcher(settings: Settings, pool: str):  # -> Dispatcher
             gate=gates[provider], max_output_tokens=pool_settings.max_output_tokens,
             rate_limit_retries=config.rate_limit_retries,
         ))
-    return Dispatcher(pool, targets)
+    return Dispatcher(pool, targets, stopping)
 
 
 async def serve(settings: Settings, component: Runnable) -> None:

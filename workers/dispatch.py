@@ -10,6 +10,9 @@ The chain is the pool's own provider and model, then `pools.<name>.fallbacks` in
 * a retryable failure (outage, 5xx, timeout, rate limits that never end) moves on to the next target;
   a non-retryable one (the request's fault, e.g. HTTP 400) ends the job there.
 
+Stopping: once `stop_waiting()` is called (the pool is stopping), a call that would wait in a gate raises
+Stopping instead; the job is dropped unanswered and replays after the restart. Calls already sent finish.
+
 Attempts and results: every call that went out yields its own Result, numbered from the assignment's
 attempt upwards (1, 2, ...): the sink bills each exactly once (tables keyed by job_id, attempt). Attempts
 the job moved on from have status `failed_over`; the last one is final (`ok` or `error`).
@@ -17,13 +20,14 @@ the job moved on from have status `failed_over`; the last one is final (`ok` or 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from modelyard._exceptions import ProviderError, RateLimited
+from modelyard._exceptions import ProviderError, RateLimited, Stopping
 from schemas import Assignment, Result, ResultStatus
 from workers.backends.base import Completion, ModelBackend
 from workers.breaker import BreakerState, CircuitBreaker
@@ -56,11 +60,16 @@ class CallOutcome:
 
 
 class Dispatcher:
-    def __init__(self, pool: str, targets: list[Target]) -> None:
+    def __init__(self, pool: str, targets: list[Target], stopping: asyncio.Event | None = None) -> None:
         if not targets:
             raise ValueError("a pool needs at least one target")
         self.pool = pool
         self.targets = targets
+        self.stopping = stopping or asyncio.Event()
+
+    def stop_waiting(self) -> None:
+        """From now on, calls that would wait (rate limits, a 429 pause) raise Stopping instead."""
+        self.stopping.set()
 
     async def run(self, assignment: Assignment) -> list[Result]:
         """Every attempt's Result, in order; the last is the job's final one in this pool."""
@@ -84,6 +93,8 @@ class Dispatcher:
         tokens = estimated_tokens(len(item.input_text()), item.params.max_output_tokens or target.max_output_tokens)
         try:
             done = await self._complete(target, assignment, tokens)
+        except Stopping:
+            raise
         except ProviderError as exc:
             _judge(target, success=not exc.retryable, why=str(exc))
             return CallOutcome(_failed(base, str(exc), started), try_next=exc.retryable)

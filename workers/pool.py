@@ -13,6 +13,7 @@ import time
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from modelyard._exceptions import Stopping
 from modelyard.settings import Settings
 from schemas import Assignment
 from schemas.decoding import DecodeFailure, decode
@@ -51,6 +52,7 @@ class PoolWorker:
         self.calling = 0
         self._slot_freed = asyncio.Event()
         self.processed = 0
+        self.abandoned = 0
         self._last_commit = time.monotonic()
         self._fatal: BaseException | None = None
 
@@ -64,10 +66,11 @@ class PoolWorker:
         try:
             await self._consume(stop)
         finally:
+            self.dispatcher.stop_waiting()
             log.info("stopping: draining %d in-flight calls, then committing", len(self.tasks))
             await self.drain()
             await self.commit()
-            log.info("stopped after %d assignments", self.processed)
+            log.info("stopped after %d assignments; %d left for a replay", self.processed, self.abandoned)
             await self.consumer.stop()
             await self.producer.stop()
             await self.dispatcher.close()
@@ -111,6 +114,9 @@ class PoolWorker:
             sent = [await self.producer.send(topic, value=value, key=key) for topic, key, value in outgoing]
             for delivery in sent:
                 await delivery
+        except Stopping:  # nothing was sent for it: left uncommitted, it replays after the restart
+            self.abandoned += 1
+            return
         except Exception as exc:  # Kafka refused a result: stop; the offset stays uncommitted and replays
             log.error("cannot produce the result of offset %s: %r", record.offset, exc)
             self._fatal = exc

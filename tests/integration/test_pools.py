@@ -204,3 +204,26 @@ def test_requests_per_minute_are_shared_by_every_call_in_flight(pipeline_setting
             assert sim.stats["openai.200"] == 24
 
     asyncio.run(scenario())
+
+
+def test_stopping_during_a_429_storm_leaves_waiting_jobs_for_the_replay(pipeline_settings: Settings) -> None:
+    settings = load_settings(providers={"vllm": {"max_retries": 0, "rate_limit_retries": 6}}, simulator={"retry_after_s": 20})
+    jobs = [assignment(f"held-{n}", "slm") for n in range(10)]
+
+    async def scenario() -> None:
+        async with simulator(settings, storm_429_s=60) as sim:
+            async with Pipeline(settings, ["slm"]) as first:
+                await first.submit(jobs)
+                gate = first.workers["slm"].dispatcher.targets[0].gate
+                while gate.rate_limited < 10:  # every job is waiting out a 20 s pause
+                    await asyncio.sleep(0.05)
+                stopping_at = time.monotonic()
+            assert time.monotonic() - stopping_at < 5  # did not wait out the pause
+            assert first.workers["slm"].abandoned == 10 and first.workers["slm"].processed == 0
+            sim.faults.update({"storm_429_s": 0})
+            async with Pipeline(settings, ["slm"]) as second:
+                by_job = await second.finals({a.item.job_id for a in jobs})
+            assert_one_final_each(by_job, lambda r: r.status is ResultStatus.OK)
+            assert {len(a) for a in by_job.values()} == {1}
+
+    asyncio.run(scenario())

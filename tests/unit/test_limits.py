@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from modelyard._exceptions import Stopping
 from modelyard.settings import ProviderSettings
 from workers.limits import ProviderGate, estimated_tokens
 
@@ -54,3 +55,21 @@ def test_pause_holds_every_caller_and_backs_off() -> None:
 
 def test_token_estimate_is_input_quarter_chars_plus_output_budget() -> None:
     assert estimated_tokens(400, 256) == 356
+
+
+def test_a_stopping_gate_raises_instead_of_waiting_but_lets_free_calls_through() -> None:
+    async def scenario() -> None:
+        stopping = asyncio.Event()
+        paused = ProviderGate("p", ProviderSettings(api="openai"), stopping)
+        paused.pause(retry_after=10, retries_so_far=0)
+        bucket = ProviderGate("q", ProviderSettings(api="openai", rpm=6), stopping)  # 1 request per 10 s
+        await bucket.enter(1)
+        waiting = [asyncio.ensure_future(paused.enter(1)), asyncio.ensure_future(bucket.enter(1))]
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        stopping.set()
+        outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+        assert all(isinstance(o, Stopping) for o in outcomes) and time.monotonic() - started < 0.1
+        await ProviderGate("r", ProviderSettings(api="openai"), stopping).enter(1)  # nothing to wait for
+
+    asyncio.run(scenario())
