@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -37,6 +38,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from modelyard._exceptions import BrokerError  # noqa: E402
 from modelyard.app import build_backend, build_dispatcher  # noqa: E402
 from modelyard.broker import LocalKafkaBroker  # noqa: E402
 from modelyard.processes import ProcessSupervisor, wait_for_port  # noqa: E402
@@ -164,16 +166,35 @@ def report(measures: list[Measure]) -> Table:
     return table
 
 
-async def main(args: argparse.Namespace) -> None:
-    data = Path(tempfile.mkdtemp(prefix="modelyard-bench-"))
-    bootstrap = args.bootstrap or f"127.0.0.1:{free_broker_port()}"
-    sim_port = free_port()
-    base = load_settings(
+def bench_settings(data: Path, bootstrap: str, sim_port: int) -> Settings:
+    return load_settings(
         kafka={"bootstrap_servers": bootstrap}, local_broker={"data_dir": data / "kafka"}, log_level="WARNING",
         simulator={"port": sim_port, "latency_ms": LATENCY_MS, "jitter_ms": 0},
     )
-    broker = LocalKafkaBroker(base)
-    started_broker = not args.bootstrap and broker.start()
+
+
+def start_broker(data: Path, sim_port: int, attempts: int = 3) -> tuple[Settings, LocalKafkaBroker]:
+    """A local broker on free ports; another port if one was taken meanwhile (a busy shared machine)."""
+    for attempt in range(attempts):
+        base = bench_settings(data / f"try{attempt}", f"127.0.0.1:{free_broker_port()}", sim_port)
+        broker = LocalKafkaBroker(base)
+        try:
+            broker.start()
+            return base, broker
+        except BrokerError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def main(args: argparse.Namespace) -> None:
+    data = Path(tempfile.mkdtemp(prefix="modelyard-bench-"))
+    sim_port = free_port()
+    broker = None
+    if args.bootstrap:
+        base = bench_settings(data, args.bootstrap, sim_port)
+    else:
+        base, broker = start_broker(data, sim_port)
     env = {"MODELYARD_SIMULATOR__PORT": str(sim_port), "MODELYARD_SIMULATOR__LATENCY_MS": str(LATENCY_MS),
            "MODELYARD_SIMULATOR__JITTER_MS": "0", "MODELYARD_LOG_LEVEL": "WARNING"}
     measures: list[Measure] = []
@@ -190,8 +211,9 @@ async def main(args: argparse.Namespace) -> None:
                         measures.append(await bench_pool(base, in_flight, args.rounds, sim.pid))
         Console(width=140).print(report(measures))
     finally:
-        if started_broker:
+        if broker is not None:
             broker.stop()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 if __name__ == "__main__":
