@@ -182,6 +182,7 @@ def start_broker(data: Path, sim_port: int, attempts: int = 3) -> tuple[Settings
             broker.start()
             return base, broker
         except BrokerError:
+            broker.stop()
             if attempt == attempts - 1:
                 raise
     raise AssertionError("unreachable")

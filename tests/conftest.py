@@ -41,15 +41,25 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield from _local_broker(tmp_path_factory.mktemp("kafka"))
 
 
-def _local_broker(data_dir: Path) -> Iterator[str]:
+def _local_broker(data_dir: Path, attempts: int = 3) -> Iterator[str]:
+    """A broker on free ports; on a busy machine a port can be taken before Kafka binds it: try others."""
+    from modelyard._exceptions import BrokerError
     from modelyard.broker import LocalKafkaBroker
 
-    port = free_port()
-    while _port_taken(port + 1):
+    for attempt in range(attempts):
         port = free_port()
-    bootstrap = f"127.0.0.1:{port}"
-    broker = LocalKafkaBroker(load_settings(kafka={"bootstrap_servers": bootstrap}, local_broker={"data_dir": data_dir}))
-    broker.start()
+        while _port_taken(port + 1):
+            port = free_port()
+        bootstrap = f"127.0.0.1:{port}"
+        settings = load_settings(kafka={"bootstrap_servers": bootstrap}, local_broker={"data_dir": data_dir / f"try{attempt}"})
+        broker = LocalKafkaBroker(settings)
+        try:
+            broker.start()
+            break
+        except BrokerError:
+            broker.stop()
+            if attempt == attempts - 1:
+                raise
     try:
         yield bootstrap
     finally:
