@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
@@ -118,7 +118,7 @@ class CascadeSettings(Section):
     """Send low-confidence answers on to a stronger pool (the first answer stays, billed, marked 'escalated')."""
 
     to_pool: str
-    min_confidence: dict[TaskType, float] = Field(
+    min_confidence: dict[TaskType, Annotated[float, Field(ge=0, le=1)]] = Field(
         default_factory=dict, description="Per task type: answers below this confidence are escalated."
     )
 

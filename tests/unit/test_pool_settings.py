@@ -32,6 +32,8 @@ def test_cascade_must_name_another_pool_one_level_deep() -> None:
     assert ok.pools["slm"].cascade.min_confidence == {TaskType.CLASSIFICATION: 0.6}
     with pytest.raises(ConfigError, match="cascade"):
         load_settings(pools={"slm": {"cascade": {"to_pool": "slm"}}})
+    with pytest.raises(ConfigError, match="min_confidence"):
+        load_settings(pools={"slm": {"cascade": {"to_pool": "frontier", "min_confidence": {"classification": 1.5}}}})
     with pytest.raises(ConfigError, match="cascade"):
         load_settings(pools={"slm": {"cascade": {"to_pool": "frontier"}}, "frontier": {"cascade": {"to_pool": "slm"}}})
 
