@@ -8,7 +8,8 @@ ModelyardError
 │   └── RateLimited          the provider asked us to wait (carries retry_after)
 ├── StorageError             ClickHouse unreachable or rejected a write
 │   └── Backpressure         the sink is holding back (carries retry_after)
-└── ProcessError             a child process failed to start or stop
+├── ProcessError             a child process failed to start or stop
+└── Stopping                 the process is stopping: work not yet sent to a provider is left for a replay
 """
 
 from __future__ import annotations
@@ -67,3 +68,8 @@ class Backpressure(StorageError):
 
 class ProcessError(ModelyardError):
     hint = "see the process log under .modelyard/logs/"
+
+
+class Stopping(ModelyardError):
+    """Raised instead of waiting (e.g. out a rate-limit pause) once the process is stopping. Nothing was
+    sent for the job, so nothing is produced for it: its offset stays uncommitted and it replays."""

@@ -37,14 +37,38 @@ def provider_base_url(settings: Settings, provider: str) -> str | None:
     return f"{settings.simulator.url}{suffix}"
 
 
-def build_backend(settings: Settings, pool: str):  # -> ModelBackend
+def build_backend(settings: Settings, pool: str, provider: str | None = None, model: str | None = None):  # -> ModelBackend
+    """The SDK client for one of a pool's targets (its own provider and model unless named)."""
     from workers.backends.anthropic_messages import AnthropicBackend
     from workers.backends.openai_chat import OpenAIChatBackend
 
-    provider = settings.pools[pool].provider
+    pool_settings = settings.pools[pool]
+    provider = provider or pool_settings.provider
+    target = pool_settings.model_copy(update={"provider": provider, "model": model or pool_settings.model})
     config = settings.providers[provider]
     backend_class = AnthropicBackend if config.api == "anthropic" else OpenAIChatBackend
-    return backend_class(provider, config, settings.pools[pool], base_url=provider_base_url(settings, provider))
+    return backend_class(provider, config, target, base_url=provider_base_url(settings, provider))
+
+
+def build_dispatcher(settings: Settings, pool: str):  # -> Dispatcher
+    """The pool's chain: its own provider/model, then its fallbacks; gates shared per provider."""
+    from workers.breaker import CircuitBreaker
+    from workers.dispatch import Dispatcher, Target
+    from workers.limits import ProviderGate
+
+    pool_settings, stopping = settings.pools[pool], asyncio.Event()
+    chain = [(pool_settings.provider, pool_settings.model)] + [(f.provider, f.model) for f in pool_settings.fallbacks]
+    gates = {name: ProviderGate(name, settings.providers[name], stopping) for name, _ in chain}
+    targets = []
+    for provider, model in dict.fromkeys(chain):
+        config = settings.providers[provider]
+        targets.append(Target(
+            provider=provider, model=model, backend=build_backend(settings, pool, provider, model),
+            breaker=CircuitBreaker(f"{provider}/{model}", config.breaker_failures, config.breaker_cooldown_s),
+            gate=gates[provider], max_output_tokens=pool_settings.max_output_tokens,
+            rate_limit_retries=config.rate_limit_retries,
+        ))
+    return Dispatcher(pool, targets, stopping)
 
 
 async def serve(settings: Settings, component: Runnable) -> None:
@@ -59,15 +83,19 @@ async def serve(settings: Settings, component: Runnable) -> None:
 
 def run_pool(settings: Settings, pool: str) -> None:
     configure_logging(settings, f"pool-{pool}")
-    provider = settings.pools[pool].provider
-    log.info("pool %s: provider %s (%s) model %s", pool, provider, settings.providers[provider].mode, settings.pools[pool].model)
+    config = settings.pools[pool]
+    log.info("pool %s: provider %s (%s) model %s", pool, config.provider, settings.providers[config.provider].mode, config.model)
+    for fallback in config.fallbacks:
+        log.info("pool %s: fallback %s (%s) model %s", pool, fallback.provider, settings.providers[fallback.provider].mode, fallback.model)
+    if config.cascade:
+        log.info("pool %s: escalates to %s below %s", pool, config.cascade.to_pool, dict(config.cascade.min_confidence))
     asyncio.run(_run_pool(settings, pool))
 
 
 async def _run_pool(settings: Settings, pool: str) -> None:
     from workers.pool import PoolWorker
 
-    await serve(settings, PoolWorker(settings, pool, build_backend(settings, pool)))
+    await serve(settings, PoolWorker(settings, pool, build_dispatcher(settings, pool)))
 
 
 def run_sink(settings: Settings) -> None:

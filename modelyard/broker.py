@@ -154,9 +154,13 @@ class LocalKafkaBroker:
 
 
 def _cluster_id() -> str:
+    """A random Kafka cluster id. Like Kafka's own Uuid.randomUuid, never one starting with '-': the
+    storage tool would read it as an option and fail (1 start in 64 did)."""
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while (cluster_id := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")).startswith("-"):
+        pass
+    return cluster_id
 
 
 def _wait_for_exit(pid: int, timeout: float) -> None:

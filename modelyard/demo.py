@@ -21,8 +21,10 @@ from modelyard.processes import ProcessSupervisor, wait_for_port
 from modelyard.settings import Settings
 from modelyard.submit import JobSubmitter, print_summary
 from modelyard.topics import assigned_partitions, ensure_topics, group_lag, sink_topics
+from schemas import ResultStatus
 
 STALL_TIMEOUT_S = 180.0
+FINAL_STATUSES = {status.value for status in ResultStatus if status.is_final}
 
 COST_BY_POOL = """
 SELECT r.pool, r.provider, r.model, count() AS results, countIf(r.status = 'ok') AS ok,
@@ -133,6 +135,8 @@ class Demo:
                 batches = await consumer.getmany(timeout_ms=500)
                 for record in (r for records in batches.values() for r in records):
                     result = orjson.loads(record.value)
+                    if result["status"] not in FINAL_STATUSES:  # failed over or escalated: the job goes on
+                        continue
                     if result["job_id"].startswith(self.run_id) and result["job_id"] not in seen:
                         seen.add(result["job_id"])
                         by_pool[result["pool"]] += 1

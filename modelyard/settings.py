@@ -6,7 +6,7 @@ import os
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
@@ -93,6 +93,13 @@ class ProviderSettings(Section):
     api_key: SecretStr | None = None
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=2, ge=0)
+    rpm: int | None = Field(default=None, ge=1, description="Requests per minute this process may send; None: unlimited.")
+    tpm: int | None = Field(default=None, ge=1, description="Tokens per minute (input estimate + output budget); None: unlimited.")
+    rate_limit_retries: int = Field(
+        default=6, ge=0, description="Pool-level retries of a call still rate limited after the SDK's own retries."
+    )
+    breaker_failures: int = Field(default=5, ge=1, description="Consecutive retryable failures that open the circuit.")
+    breaker_cooldown_s: float = Field(default=30.0, gt=0, description="How long an open circuit waits before one probe.")
 
     @property
     def mode(self) -> Literal["endpoint", "hosted", "simulator"]:
@@ -102,11 +109,42 @@ class ProviderSettings(Section):
         return "hosted" if self.api_key else "simulator"
 
 
+class FallbackTarget(Section):
+    """Another provider and model a pool may call when its own is in trouble."""
+
+    provider: str
+    model: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_shorthand(cls, data: Any) -> Any:
+        """'provider:model' is shorthand for {provider, model}."""
+        if isinstance(data, str):
+            provider, _, model = data.partition(":")
+            if not model:
+                raise ValueError(f"fallback {data!r}: write 'provider:model' or {{provider, model}}")
+            return {"provider": provider, "model": model}
+        return data
+
+
+class CascadeSettings(Section):
+    """Send low-confidence answers on to a stronger pool (the first answer stays, billed, marked 'escalated')."""
+
+    to_pool: str
+    min_confidence: dict[TaskType, Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=dict, description="Per task type: answers below this confidence are escalated."
+    )
+
+
 class PoolSettings(Section):
     provider: str
     model: str
     concurrency: int = Field(default=32, ge=1, le=4096)
     max_output_tokens: int = Field(default=256, ge=1)
+    fallbacks: list[FallbackTarget] = Field(
+        default_factory=list, description="Tried in order when the provider fails (outage, 5xx, open circuit)."
+    )
+    cascade: CascadeSettings | None = None
 
 
 class RouterSettings(Section):
@@ -244,11 +282,25 @@ class Settings(BaseSettings):
         for name, pool in self.pools.items():
             if pool.provider not in self.providers:
                 raise ValueError(f"pools.{name}.provider: unknown provider {pool.provider!r}")
+            for fallback in pool.fallbacks:
+                if fallback.provider not in self.providers:
+                    raise ValueError(f"pools.{name}.fallbacks: unknown provider {fallback.provider!r}")
+            self._check_cascade(name, pool.cascade)
         named = {**self.routes, "default_pool": self.default_pool, "costs.downgrade_pool": self.costs.downgrade_pool}
         for where, pool in named.items():
             if pool not in self.pools:
                 raise ValueError(f"{'routes.' if where in self.routes else ''}{where}: unknown pool {pool!r}")
         return self
+
+    def _check_cascade(self, name: str, cascade: CascadeSettings | None) -> None:
+        """One level only: the pool escalated to must exist and must not escalate further (no loops)."""
+        if cascade is None:
+            return
+        target = self.pools.get(cascade.to_pool)
+        if target is None or cascade.to_pool == name:
+            raise ValueError(f"pools.{name}.cascade.to_pool: {cascade.to_pool!r} is not another pool")
+        if target.cascade is not None:
+            raise ValueError(f"pools.{name}.cascade.to_pool: {cascade.to_pool!r} escalates too; cascades are one level")
 
     @cached_property
     def logs_dir(self) -> Path:

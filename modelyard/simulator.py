@@ -4,6 +4,17 @@ It speaks their HTTP wire protocols, so the real SDKs talk to it unchanged: usag
 included), logprobs, structured outputs (vLLM's `structured_outputs`, OpenAI `response_format`, Anthropic
 tool use), configurable latency, 429 with Retry-After, 5xx and outage windows. Faults can be changed at run
 time with POST /_sim/faults; GET /_sim/stats counts what was served.
+
+Fault settings (POST /_sim/faults with any of them):
+  latency_ms, jitter_ms      uniform latency (latency +- jitter)
+  latency_sigma              > 0: lognormal latency instead, median latency_ms, this sigma (heavy tail)
+  rate_429, rate_5xx         fraction of requests answered 429 (with Retry-After) / 500
+  retry_after_s              the Retry-After sent with 429s
+  outage_s                   every request answers 503 for this many seconds from now
+  storm_429_s                every request answers 429 for this many seconds from now
+  timeout_rate, hang_s       fraction of requests that hang hang_s before answering (client timeouts)
+  fault_model                when set, failures (not latency) hit only requests for this model
+  low_confidence_marker      when set, prompts containing it get confidence 0.05 (cascade tests)
 """
 
 from __future__ import annotations
@@ -42,15 +53,27 @@ class Faults:
     rate_429: float
     rate_5xx: float
     retry_after_s: float
+    latency_sigma: float = 0.0
+    timeout_rate: float = 0.0
+    hang_s: float = 30.0
+    fault_model: str = ""
+    low_confidence_marker: str = ""
     outage_until: float = 0.0
+    storm_429_until: float = 0.0
 
     def update(self, changes: dict[str, Any]) -> None:
+        changes = dict(changes)
         if "outage_s" in changes:
             self.outage_until = time.monotonic() + float(changes.pop("outage_s"))
+        if "storm_429_s" in changes:
+            self.storm_429_until = time.monotonic() + float(changes.pop("storm_429_s"))
         for name, value in changes.items():
-            if not hasattr(self, name):
+            if not hasattr(self, name) or name.endswith("_until"):
                 raise web.HTTPBadRequest(text=f"unknown fault setting {name!r}")
-            setattr(self, name, float(value))
+            setattr(self, name, type(getattr(self, name))(value))
+
+    def applies_to(self, model: str) -> bool:
+        return not self.fault_model or self.fault_model == model
 
 
 @dataclass
@@ -85,17 +108,31 @@ class ProviderSimulator:
         return app
 
     # -- fault injection -------------------------------------------------------------------------
-    async def _delay_or_fail(self, api: str) -> web.Response | None:
+    async def _delay_or_fail(self, api: str, model: str) -> web.Response | None:
         f = self.faults
-        await asyncio.sleep(max(0.0, f.latency_ms + self.random.uniform(-f.jitter_ms, f.jitter_ms)) / 1000)
-        if time.monotonic() < f.outage_until:
+        await asyncio.sleep(self._latency_s())
+        if not f.applies_to(model):
+            return None
+        now = time.monotonic()
+        if now < f.outage_until:
             return self._error(api, 503, "overloaded_error" if api == "anthropic" else "server_error", "outage")
+        if now < f.storm_429_until:
+            return self._error(api, 429, "rate_limit_error", "rate limited (storm)", retry_after=f.retry_after_s)
+        if f.timeout_rate and self.random.random() < f.timeout_rate:
+            self.stats[f"{api}.hung"] += 1
+            await asyncio.sleep(f.hang_s)
         roll = self.random.random()
         if roll < f.rate_429:
             return self._error(api, 429, "rate_limit_error", "rate limited", retry_after=f.retry_after_s)
         if roll < f.rate_429 + f.rate_5xx:
             return self._error(api, 500, "api_error" if api == "anthropic" else "server_error", "internal error")
         return None
+
+    def _latency_s(self) -> float:
+        f = self.faults
+        if f.latency_sigma > 0:
+            return self.random.lognormvariate(math.log(max(f.latency_ms, 0.001)), f.latency_sigma) / 1000
+        return max(0.0, f.latency_ms + self.random.uniform(-f.jitter_ms, f.jitter_ms)) / 1000
 
     def _error(self, api: str, status: int, kind: str, message: str, retry_after: float | None = None) -> web.Response:
         self.stats[f"{api}.{status}"] += 1
@@ -109,7 +146,7 @@ class ProviderSimulator:
         if not request.headers.get("Authorization", "").startswith("Bearer "):
             return self._error("openai", 401, "invalid_api_key", "missing bearer token")
         body = orjson.loads(await request.read())
-        if failure := await self._delay_or_fail("openai"):
+        if failure := await self._delay_or_fail("openai", str(body.get("model", ""))):
             return failure
         prompt = "\n".join(_content_text(m.get("content")) for m in body.get("messages", []))
         answer = self._answer(prompt, _openai_choices(body), _openai_schema(body), body)
@@ -136,7 +173,7 @@ class ProviderSimulator:
         if not (request.headers.get("x-api-key") or request.headers.get("Authorization", "").startswith("Bearer ")):
             return self._error("anthropic", 401, "authentication_error", "missing x-api-key or bearer token")
         body = orjson.loads(await request.read())
-        if failure := await self._delay_or_fail("anthropic"):
+        if failure := await self._delay_or_fail("anthropic", str(body.get("model", ""))):
             return failure
         messages = [{"role": "system", "content": _content_text(body.get("system"))}] if body.get("system") else []
         messages += body.get("messages", [])
@@ -162,6 +199,8 @@ class ProviderSimulator:
     def _answer(self, prompt: str, choices: list[str] | None, schema: dict[str, Any] | None, body: dict[str, Any]) -> Answer:
         digest = _digest(prompt)
         confidence = 0.35 + 0.65 * ((digest >> 16) % 1000) / 1000
+        if self.faults.low_confidence_marker and self.faults.low_confidence_marker in prompt:
+            confidence = 0.05
         if choices:
             return Answer(choices[digest % len(choices)], None, confidence)
         if schema is not None:

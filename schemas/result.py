@@ -11,8 +11,19 @@ from schemas.work_item import TaskType
 
 
 class ResultStatus(StrEnum):
+    """ok / error end a job (its final result); failed_over / escalated are attempts the job moved on from.
+
+    Every job ends with exactly one final result: the one with the highest attempt number. Each attempt
+    that called a provider has its own Result (and cost row), so every call is billed exactly once."""
+
     OK = "ok"
     ERROR = "error"
+    FAILED_OVER = "failed_over"  # this provider failed; the job went on to the pool's next fallback
+    ESCALATED = "escalated"  # answered, but below the confidence threshold; the job went on to a stronger pool
+
+    @property
+    def is_final(self) -> bool:
+        return self in (ResultStatus.OK, ResultStatus.ERROR)
 
 
 class Usage(BaseModel):

@@ -1,26 +1,30 @@
-"""PoolWorker: one pool's process. Consumes its topic, calls the model with bounded concurrency, produces
-one Result per assignment, and commits an offset only after the Result for it is acknowledged by Kafka."""
+"""PoolWorker: one pool's process. Consumes its topic, runs each assignment through the pool's Dispatcher
+(rate limits, circuit breakers, fallbacks) with bounded concurrency, produces one Result per attempt (and,
+for a low-confidence answer, the Assignment that escalates it), and commits an offset only after everything
+produced for it is acknowledged by Kafka."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from datetime import UTC, datetime
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from modelyard._exceptions import ProviderError
+from modelyard._exceptions import Stopping
 from modelyard.settings import Settings
-from schemas import Assignment, Result, ResultStatus
+from schemas import Assignment
 from schemas.decoding import DecodeFailure, decode
-from workers.backends.base import ModelBackend
+from workers.cascade import escalate, needs_escalation
+from workers.dispatch import Dispatcher
 from workers.kafka_clients import make_consumer, make_producer
 from workers.offsets import OffsetTracker
 
 log = logging.getLogger("modelyard.pool")
 COMMIT_INTERVAL_S = 0.5
+Outgoing = tuple[str, bytes | None, bytes]  # topic, key, value
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -37,14 +41,18 @@ class _Rebalance(ConsumerRebalanceListener):
 
 
 class PoolWorker:
-    def __init__(self, settings: Settings, pool: str, backend: ModelBackend) -> None:
+    def __init__(self, settings: Settings, pool: str, dispatcher: Dispatcher) -> None:
         self.settings = settings
         self.pool = pool
-        self.backend = backend
+        self.dispatcher = dispatcher
+        self.cascade = settings.pools[pool].cascade
         self.concurrency = settings.pools[pool].concurrency
         self.offsets = OffsetTracker()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.calling = 0
+        self._slot_freed = asyncio.Event()
         self.processed = 0
+        self.abandoned = 0
         self._last_commit = time.monotonic()
         self._fatal: BaseException | None = None
 
@@ -58,19 +66,24 @@ class PoolWorker:
         try:
             await self._consume(stop)
         finally:
+            self.dispatcher.stop_waiting()
+            log.info("stopping: draining %d in-flight calls, then committing", len(self.tasks))
             await self.drain()
             await self.commit()
+            log.info("stopped after %d assignments; %d left for a replay", self.processed, self.abandoned)
             await self.consumer.stop()
             await self.producer.stop()
-            await self.backend.close()
+            await self.dispatcher.close()
         if self._fatal:
             raise self._fatal
 
     async def _consume(self, stop: asyncio.Event) -> None:
         while not stop.is_set() and self._fatal is None:
-            free = self.concurrency - len(self.tasks)
+            free = self._free_slots()
             if free <= 0:
-                await asyncio.wait(self.tasks, timeout=0.2, return_when=asyncio.FIRST_COMPLETED)
+                self._slot_freed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._slot_freed.wait(), 0.2)
             else:
                 batches = await self.consumer.getmany(timeout_ms=200, max_records=free)
                 for tp, records in batches.items():
@@ -79,51 +92,52 @@ class PoolWorker:
             if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
                 await self.commit()
 
+    def _free_slots(self) -> int:
+        """Calls in flight are capped at `concurrency`. A finished call frees its slot at once, not when Kafka
+        acknowledges its result (a few ms more); results waiting for that ack are capped at as many again."""
+        return min(self.concurrency - self.calling, 2 * self.concurrency - len(self.tasks))
+
     def _start(self, tp: TopicPartition, record: ConsumerRecord) -> None:
         self.offsets.started(tp, record.offset)
+        self.calling += 1
         task = asyncio.create_task(self._handle(tp, record))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
     async def _handle(self, tp: TopicPartition, record: ConsumerRecord) -> None:
         try:
-            topic, key, value = await self._outcome(record)
-            await (await self.producer.send(topic, value=value, key=key))
-        except Exception as exc:  # Kafka refused the result: stop; the offset stays uncommitted and replays
+            try:
+                outgoing = await self._outcome(record)
+            finally:
+                self.calling -= 1
+                self._slot_freed.set()
+            sent = [await self.producer.send(topic, value=value, key=key) for topic, key, value in outgoing]
+            for delivery in sent:
+                await delivery
+        except Stopping:  # nothing was sent for it: left uncommitted, it replays after the restart
+            self.abandoned += 1
+            return
+        except Exception as exc:  # Kafka refused a result: stop; the offset stays uncommitted and replays
             log.error("cannot produce the result of offset %s: %r", record.offset, exc)
             self._fatal = exc
             return
         self.offsets.finished(tp, record.offset)
         self.processed += 1
 
-    async def _outcome(self, record: ConsumerRecord) -> tuple[str, bytes | None, bytes]:
+    async def _outcome(self, record: ConsumerRecord) -> list[Outgoing]:
         assignment = decode(Assignment, record.value)
         if isinstance(assignment, DecodeFailure):
             letter = assignment.dead_letter(
                 record.value or b"", "pool", source_topic=record.topic, source_partition=record.partition,
                 source_offset=record.offset,
             )
-            return self.settings.kafka.dead_letter_topic, record.key, letter.model_dump_json().encode()
-        result = await self._attempt(assignment)
-        return self.settings.kafka.results_topic, result.job_id.encode(), result.model_dump_json().encode()
-
-    async def _attempt(self, assignment: Assignment) -> Result:
-        item, started = assignment.item, time.perf_counter()
-        base = {
-            "job_id": item.job_id, "attempt": assignment.attempt, "tenant": item.tenant,
-            "task_type": assignment.task_type, "pool": self.pool, "provider": self.backend.provider,
-        }
-        try:
-            done = await self.backend.complete(item, assignment.task_type)
-        except ProviderError as exc:
-            return _failed(base, self.settings.pools[self.pool].model, str(exc), started)
-        except Exception as exc:  # a defect of ours: record it against the job rather than lose the job
-            log.exception("backend crashed on job %s", item.job_id)
-            return _failed(base, self.settings.pools[self.pool].model, f"internal: {type(exc).__name__}", started)
-        return Result(
-            **base, model=done.model, status=ResultStatus.OK, output=done.output, confidence=done.confidence,
-            usage=done.usage, latency_ms=_elapsed_ms(started), completed_at=datetime.now(UTC),
-        )
+            return [(self.settings.kafka.dead_letter_topic, record.key, letter.model_dump_json().encode())]
+        results = await self.dispatcher.run(assignment)
+        key, out = assignment.item.job_id.encode(), []
+        if needs_escalation(self.cascade, results[-1]):
+            results[-1], forwarded = escalate(self.cascade, assignment, results[-1])
+            out.append((self.settings.kafka.pool_topic(forwarded.pool), key, forwarded.model_dump_json().encode()))
+        return [(self.settings.kafka.results_topic, key, r.model_dump_json().encode()) for r in results] + out
 
     async def drain(self) -> None:
         """Wait for every in-flight call to finish and its result to be produced."""
@@ -141,14 +155,3 @@ class PoolWorker:
             log.warning("commit deferred: %r", exc)
             return
         self.offsets.mark_committed(ready)
-
-
-def _failed(base: dict[str, object], model: str, error: str, started: float) -> Result:
-    return Result(
-        **base, model=model, status=ResultStatus.ERROR, error=error[:2000],
-        latency_ms=_elapsed_ms(started), completed_at=datetime.now(UTC),
-    )
-
-
-def _elapsed_ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 3)

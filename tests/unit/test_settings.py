@@ -41,3 +41,10 @@ def test_invalid_setting_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("MODELYARD_KAFKA__PARTITIONS", "zero")
     with pytest.raises(ConfigError, match="kafka.partitions"):
         load_settings()
+
+
+def test_kafka_cluster_ids_never_start_with_a_dash() -> None:
+    from modelyard.broker import _cluster_id
+
+    ids = [_cluster_id() for _ in range(5000)]
+    assert not any(i.startswith("-") for i in ids) and {len(i) for i in ids} == {22}

@@ -7,11 +7,13 @@ from typing import Any
 import anthropic
 import orjson
 from anthropic import AsyncAnthropic
+from anthropic.types import Message
 
 from modelyard._exceptions import ProviderError, RateLimited
 from modelyard.settings import PoolSettings, ProviderSettings
 from schemas import TaskType, Usage, WorkItem
 from workers.backends.base import Completion
+from workers.backends.http import sdk_http_client
 from workers.backends.openai_chat import label_schema
 from workers.prompts import conversation, system_prompt
 
@@ -19,17 +21,20 @@ ANSWER_TOOL = "answer"
 
 
 class AnthropicBackend:
+    """Claude through the SDK's own `post` (see OpenAIChatBackend for why not `messages.create`)."""
+
     def __init__(self, provider: str, settings: ProviderSettings, pool: PoolSettings, base_url: str | None = None) -> None:
         self.provider = provider
         self.pool = pool
         key = settings.api_key.get_secret_value() if settings.api_key else "unused"
         self.client = AsyncAnthropic(
-            api_key=key, base_url=base_url or settings.base_url, timeout=settings.timeout_s, max_retries=settings.max_retries
+            api_key=key, base_url=base_url or settings.base_url, timeout=settings.timeout_s, max_retries=settings.max_retries,
+            http_client=sdk_http_client(anthropic, pool.concurrency),
         )
 
     async def complete(self, item: WorkItem, task_type: TaskType) -> Completion:
         try:
-            response = await self.client.messages.create(**self.request(item, task_type))
+            response = await self.client.post("/v1/messages", body=self.request(item, task_type), cast_to=Message)
         except anthropic.APIError as exc:
             raise translate_anthropic_error(exc, self.provider) from exc
         return Completion(output=_output(response.content), usage=usage_from_anthropic(response.usage), model=response.model)

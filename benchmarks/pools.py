@@ -1,0 +1,226 @@
+"""Pool throughput against the Little's-law bound, and CPU time per request.
+
+With a fixed provider latency L and C calls in flight, no pool can finish more than C / L requests a
+second (Little's law). This measures how close modelyard gets, against the simulator at a fixed 50 ms
+(jitter 0), in two scopes:
+
+* backend: C coroutines calling the pool's backend (the real openai SDK, vLLM dialect, a classification
+  with structured output and logprobs) back to back; what the SDK path costs;
+* pool: a whole PoolWorker in this process (aiokafka consumer, Dispatcher with gate and breaker, SDK call,
+  Result encoding, acks=all producer, offset commits) draining assignments pre-loaded on its topic.
+
+CPU per request is `time.process_time()` of this process over the measured window, divided by requests.
+The simulator runs as its own process (its CPU is reported apart: on a small machine it competes with the
+pool for the same cores). Kafka is a local broker on a free port, started and stopped here. Usage:
+
+    .venv/bin/python benchmarks/pools.py                    # 64, 256, 512 in flight; 20 latencies each
+    .venv/bin/python benchmarks/pools.py --rounds 40 --inflight 64 512
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from modelyard._exceptions import BrokerError  # noqa: E402
+from modelyard.app import build_backend, build_dispatcher  # noqa: E402
+from modelyard.broker import LocalKafkaBroker  # noqa: E402
+from modelyard.processes import ProcessSupervisor, wait_for_port  # noqa: E402
+from modelyard.settings import Settings, load_settings  # noqa: E402
+from modelyard.topics import ensure_topics  # noqa: E402
+from schemas import Assignment, TaskType, WorkItem  # noqa: E402
+from workers.pool import PoolWorker  # noqa: E402
+
+console = Console(stderr=True)
+LATENCY_MS = 50.0
+
+
+@dataclass
+class Measure:
+    scope: str
+    in_flight: int
+    requests: int
+    wall_s: float
+    cpu_s: float
+    sim_cpu_s: float
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / self.wall_s
+
+    @property
+    def bound(self) -> float:
+        return self.in_flight / (LATENCY_MS / 1000)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_broker_port() -> int:
+    """A free port whose successor (the controller's) is free too."""
+    while True:
+        port = free_port()
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port + 1)) != 0:
+                return port
+
+
+def process_cpu_s(pid: int) -> float:
+    """user + system CPU seconds of another process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def item(n: int) -> WorkItem:
+    return WorkItem(job_id=f"b-{n}", tenant="bench", task="classification", input=f"I was charged twice, ticket {n}",
+                    params={"labels": ["billing", "bug", "other"]})
+
+
+def assignment(n: int, run: str) -> Assignment:
+    return Assignment(item=item(n).model_copy(update={"job_id": f"{run}-{n}"}), task_type=TaskType.CLASSIFICATION,
+                      task_reason="bench", pool="slm", reason="bench", routed_at=datetime.now(UTC))
+
+
+async def bench_backend(settings: Settings, in_flight: int, rounds: int, sim_pid: int) -> Measure:
+    backend = build_backend(settings, "slm")
+    items = [item(n) for n in range(in_flight * rounds)]
+    await asyncio.gather(*(backend.complete(i, TaskType.CLASSIFICATION) for i in items[:in_flight]))  # connections up
+    queue = iter(items)
+
+    async def caller() -> None:
+        for next_item in queue:
+            await backend.complete(next_item, TaskType.CLASSIFICATION)
+
+    sim_cpu, cpu, started = process_cpu_s(sim_pid), time.process_time(), time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(in_flight)))
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    await backend.close()
+    return Measure("backend alone", in_flight, len(items), wall, cpu, process_cpu_s(sim_pid) - sim_cpu)
+
+
+async def bench_pool(base: Settings, in_flight: int, rounds: int, sim_pid: int) -> Measure:
+    run = f"bp{uuid.uuid4().hex[:6]}"
+    settings = base.model_copy(update={
+        "app_id": run, "kafka": base.kafka.model_copy(update={"topic_prefix": run}),
+        "pools": {**base.pools, "slm": base.pools["slm"].model_copy(update={"concurrency": in_flight})},
+    })
+    await ensure_topics(settings)
+    total = in_flight * (rounds + 1)
+    await preload(settings, [assignment(n, run) for n in range(total)])
+    worker = PoolWorker(settings, "slm", build_dispatcher(settings, "slm"))
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await until_processed(worker, in_flight, task)  # group joined, connections up: steady state from here
+    done, sim_cpu, cpu, started = worker.processed, process_cpu_s(sim_pid), time.process_time(), time.perf_counter()
+    await until_processed(worker, total, task)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    sim_cpu = process_cpu_s(sim_pid) - sim_cpu
+    stop.set()
+    await task
+    return Measure("whole pool", in_flight, total - done, wall, cpu, sim_cpu)
+
+
+async def until_processed(worker: PoolWorker, count: int, task: asyncio.Task[None]) -> None:
+    while worker.processed < count:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.002)
+
+
+async def preload(settings: Settings, assignments: list[Assignment]) -> None:
+    producer = AIOKafkaProducer(**settings.kafka.client_options(), linger_ms=20, max_batch_size=512 * 1024)
+    await producer.start()
+    try:
+        topic = settings.kafka.pool_topic("slm")
+        await asyncio.gather(*[await producer.send(topic, a.model_dump_json().encode(), key=a.item.job_id.encode()) for a in assignments])
+    finally:
+        await producer.stop()
+
+
+def report(measures: list[Measure]) -> Table:
+    table = Table("scope", "in flight", "requests", "req/s", "bound C/L", "ratio", "CPU ms/req", "core busy", "sim CPU ms/req",
+                  title=f"pool throughput vs Little's law (simulator latency {LATENCY_MS:g} ms, jitter 0; {os.cpu_count()} CPUs)")
+    for m in measures:
+        table.add_row(m.scope, str(m.in_flight), f"{m.requests:,}", f"{m.throughput:,.0f}", f"{m.bound:,.0f}",
+                      f"{m.throughput / m.bound:.2f}x", f"{1000 * m.cpu_s / m.requests:.3f}", f"{m.cpu_s / m.wall_s:.0%}",
+                      f"{1000 * m.sim_cpu_s / m.requests:.3f}")
+    return table
+
+
+def bench_settings(data: Path, bootstrap: str, sim_port: int) -> Settings:
+    return load_settings(
+        kafka={"bootstrap_servers": bootstrap}, local_broker={"data_dir": data / "kafka"}, log_level="WARNING",
+        simulator={"port": sim_port, "latency_ms": LATENCY_MS, "jitter_ms": 0},
+    )
+
+
+def start_broker(data: Path, sim_port: int, attempts: int = 3) -> tuple[Settings, LocalKafkaBroker]:
+    """A local broker on free ports; another port if one was taken meanwhile (a busy shared machine)."""
+    for attempt in range(attempts):
+        base = bench_settings(data / f"try{attempt}", f"127.0.0.1:{free_broker_port()}", sim_port)
+        broker = LocalKafkaBroker(base)
+        try:
+            broker.start()
+            return base, broker
+        except BrokerError:
+            broker.stop()
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def main(args: argparse.Namespace) -> None:
+    data = Path(tempfile.mkdtemp(prefix="modelyard-bench-"))
+    sim_port = free_port()
+    broker = None
+    if args.bootstrap:
+        base = bench_settings(data, args.bootstrap, sim_port)
+    else:
+        base, broker = start_broker(data, sim_port)
+    env = {"MODELYARD_SIMULATOR__PORT": str(sim_port), "MODELYARD_SIMULATOR__LATENCY_MS": str(LATENCY_MS),
+           "MODELYARD_SIMULATOR__JITTER_MS": "0", "MODELYARD_LOG_LEVEL": "WARNING"}
+    measures: list[Measure] = []
+    try:
+        with ProcessSupervisor(data / "logs", env=env) as supervisor:
+            sim = supervisor.start("simulator", "simulator")
+            wait_for_port("127.0.0.1", sim_port, 30, supervisor)
+            for in_flight in args.inflight:
+                if "backend" in args.scopes:
+                    with console.status(f"backend alone, {in_flight} in flight..."):
+                        measures.append(await bench_backend(base, in_flight, args.rounds, sim.pid))
+                if "pool" in args.scopes:
+                    with console.status(f"whole pool, {in_flight} in flight..."):
+                        measures.append(await bench_pool(base, in_flight, args.rounds, sim.pid))
+        Console(width=140).print(report(measures))
+    finally:
+        if broker is not None:
+            broker.stop()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--inflight", type=int, nargs="+", default=[64, 256, 512])
+    parser.add_argument("--rounds", type=int, default=20, help="requests per caller (each round is one latency)")
+    parser.add_argument("--scopes", nargs="+", default=["backend", "pool"], choices=["backend", "pool"])
+    parser.add_argument("--bootstrap", help="use this Kafka instead of starting a local broker")
+    asyncio.run(main(parser.parse_args()))
