@@ -18,12 +18,9 @@ class Runnable(Protocol):
 
 
 def configure_logging(settings: Settings, process: str) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format=f"%(asctime)s %(levelname)s {process} %(name)s: %(message)s",
-    )
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    from modelyard.logs import configure_logging as configure
+
+    configure(settings, process)
 
 
 def provider_base_url(settings: Settings, provider: str) -> str | None:
@@ -47,14 +44,46 @@ def build_backend(settings: Settings, pool: str):  # -> ModelBackend
     return backend_class(provider, config, settings.pools[pool], base_url=provider_base_url(settings, provider))
 
 
-async def serve(settings: Settings, component: Runnable) -> None:
-    """Run a component until SIGTERM/SIGINT, then let it drain and commit."""
-    stop = asyncio.Event()
+def metered_backend(settings: Settings, pool: str):  # -> ModelBackend
+    from workers.metered import MeteredBackend
+
+    return MeteredBackend(build_backend(settings, pool), pool)
+
+
+async def serve(settings: Settings, component: Runnable, group: str) -> None:
+    """Run a component until SIGTERM/SIGINT, then let it drain and commit. With `metrics.port` set, serve
+    /metrics, /healthz and /readyz meanwhile, and measure the consumer group's lag periodically."""
+    from modelyard.observability import Health, start_health_server
+
+    stop, topics_ready = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await ensure_topics(settings)
-    await component.run(stop)
+    health = Health(ready=lambda: topics_ready.is_set() and _consuming(component) and not stop.is_set())
+    server = await start_health_server(settings.metrics, health)
+    lag = asyncio.create_task(_watch_lag(settings, component, group, topics_ready)) if server else None
+    try:
+        await ensure_topics(settings)
+        topics_ready.set()
+        await component.run(stop)
+    finally:
+        if lag:
+            lag.cancel()
+        if server:
+            await server.stop()
+
+
+def _consuming(component: Runnable) -> bool:
+    return getattr(component, "consumer", None) is not None
+
+
+async def _watch_lag(settings: Settings, component: Runnable, group: str, topics_ready: asyncio.Event) -> None:
+    from modelyard.observability import watch_lag
+
+    await topics_ready.wait()
+    while not _consuming(component):
+        await asyncio.sleep(0.1)
+    await watch_lag(component.consumer, f"{settings.app_id}.{group}", settings.metrics.lag_interval_s)  # type: ignore[attr-defined]
 
 
 def run_pool(settings: Settings, pool: str) -> None:
@@ -67,7 +96,7 @@ def run_pool(settings: Settings, pool: str) -> None:
 async def _run_pool(settings: Settings, pool: str) -> None:
     from workers.pool import PoolWorker
 
-    await serve(settings, PoolWorker(settings, pool, build_backend(settings, pool)))
+    await serve(settings, PoolWorker(settings, pool, metered_backend(settings, pool)), f"pool.{pool}")
 
 
 def run_sink(settings: Settings) -> None:
@@ -81,7 +110,7 @@ def run_sink(settings: Settings) -> None:
     log.info("ClickHouse ready; migrations applied now: %s", applied or "none")
     sink = ClickHouseSink(settings, store, PriceCatalog.load(settings.prices_file))
     try:
-        asyncio.run(serve(settings, sink))
+        asyncio.run(serve(settings, sink, "sink"))
     finally:
         store.close()
 
@@ -94,7 +123,7 @@ def run_router(settings: Settings) -> None:
     configure_logging(settings, "router")
     asyncio.run(ensure_topics(settings))
     app = build_router(settings)
-    worker = faust.Worker(app, loglevel=settings.log_level.lower(), redirect_stdouts=False, quiet=True)
+    worker = faust.Worker(app, loglevel=settings.log_level.lower(), redirect_stdouts=False, quiet=True, override_logging=False)
     worker.execute_from_commandline()
 
 

@@ -16,6 +16,7 @@ import orjson
 from pydantic import ValidationError
 
 from modelyard._exceptions import ConfigError
+from modelyard.observability import DEAD_LETTERS, ROUTED
 from modelyard.settings import Settings
 from schemas import TaskType, WorkItem
 from schemas.decoding import MAX_MESSAGE_BYTES, DecodeFailure, describe
@@ -169,6 +170,7 @@ class RoutingPolicy:
         if isinstance(item, DecodeFailure):
             return self._dead(item, raw, source)
         decision = self.decide(item)
+        ROUTED.labels(decision.pool).inc()
         return Outgoing(self.kafka.pool_topic(decision.pool), item.job_id.encode(), assignment_json(raw, decision))  # type: ignore[arg-type]
 
     def _validate(self, raw: bytes | None, source: Source) -> WorkItem | DecodeFailure:
@@ -191,6 +193,7 @@ class RoutingPolicy:
             raw or b"", "router", source_topic=source.topic, source_partition=source.partition,
             source_offset=source.offset,
         )
+        DEAD_LETTERS.labels("router", failure.reason).inc()
         return Outgoing(self.kafka.dead_letter_topic, None, letter.model_dump_json().encode())
 
     def save_novelty(self, path: Path) -> None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import faust
 
+from modelyard.observability import ROUTE_BATCH_SECONDS, Health, start_health_server
 from modelyard.settings import Settings
 from streams.app import create_app
 from streams.policy import RoutingPolicy, Source
@@ -33,7 +35,7 @@ def register_router(app: faust.App, topics: RouterTopics, policy: RoutingPolicy)
 
 
 async def route_batch(app: faust.App, policy: RoutingPolicy, events: list[faust.EventT]) -> None:
-    producer = app.producer
+    producer, started = app.producer, time.perf_counter()
     for event in events:
         message = event.message
         outgoing = policy.route(message.value, Source(message.topic, message.partition, message.offset))
@@ -41,6 +43,7 @@ async def route_batch(app: faust.App, policy: RoutingPolicy, events: list[faust.
             await producer.send(outgoing.topic, outgoing.key, outgoing.value, partition=None, timestamp=None, headers=None)
         except Exception as exc:  # noqa: BLE001
             crash_without_commit(exc, message)
+    ROUTE_BATCH_SECONDS.observe(time.perf_counter() - started)
 
 
 def crash_without_commit(exc: BaseException, message: faust.types.tuples.Message) -> None:
@@ -65,9 +68,23 @@ def register_novelty_state(app: faust.App, policy: RoutingPolicy, settings: Sett
         policy.save_novelty(path)
 
 
+def register_health(app: faust.App, settings: Settings) -> None:
+    """/metrics, /healthz and /readyz in Faust's own loop; ready once started and not rebalancing."""
+    if not settings.metrics.port:
+        return
+    started = False
+
+    @app.task
+    async def serve_health() -> None:
+        nonlocal started
+        await start_health_server(settings.metrics, Health(ready=lambda: started and not app.rebalancing))
+        started = True
+
+
 def build_router(settings: Settings) -> faust.App:
     app = create_app(settings)
     policy = RoutingPolicy(settings)
     register_router(app, RouterTopics.declare(app, settings), policy)
     register_novelty_state(app, policy, settings)
+    register_health(app, settings)
     return app
