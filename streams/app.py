@@ -17,6 +17,7 @@ def create_app(settings: Settings) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
         store="memory://",
+        datadir=str(settings.state_dir / "faust"),  # Faust's own files stay in the state dir, not the cwd
         web_enabled=False,
         autodiscover=False,
         topic_disable_leader=True,
