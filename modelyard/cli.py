@@ -73,7 +73,7 @@ def _dlq_parser(parser: argparse.ArgumentParser) -> None:
 
     p = filters(actions.add_parser("list", help="a table of dead letters"))
     p.set_defaults(handler=cmd_dlq_list)
-    p.add_argument("--limit", type=int, default=None, help="at most N letters")
+    p.add_argument("--limit", type=int, default=1000, help="at most N letters, oldest first (default 1000; 0: no limit)")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p = actions.add_parser("show", help="one dead letter with its decoded original")
     p.set_defaults(handler=cmd_dlq_show)
@@ -219,11 +219,12 @@ def cmd_dlq_list(settings: Settings, args: argparse.Namespace, console: Console)
 
     from modelyard.dead_letters import read_letters
 
-    letters = asyncio.run(read_letters(settings, _letter_filter(args), args.limit))
+    letters = asyncio.run(read_letters(settings, _letter_filter(args), args.limit or None))
     if args.format == "json":
         sys.stdout.write(json.dumps([stored.summary() for stored in letters]) + "\n")
         return 0
-    table = Table("offset", "stage", "reason", "field", "error", "source", title=f"{settings.kafka.dead_letter_topic}: {len(letters)} letters")
+    more = " (the limit; --limit N shows more)" if args.limit and len(letters) >= args.limit else ""
+    table = Table("offset", "stage", "reason", "field", "error", "source", title=f"{settings.kafka.dead_letter_topic}: {len(letters)} letters{more}")
     for stored in letters:
         row = stored.summary()
         table.add_row(stored.where, str(row["stage"] or "-"), str(row["reason"]), str(row["field"] or "-"), str(row["error"]), stored.source)
