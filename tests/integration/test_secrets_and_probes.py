@@ -1,6 +1,8 @@
 """End to end with recognisable secrets configured (provider keys, SASL password, ClickHouse password): none
-may reach a log file, a Kafka record (key, value or header), a ClickHouse table or a /metrics page. The same
-run checks every process kind's /healthz, /readyz and /metrics, and JSON logs carrying job ids."""
+may reach a log file (the broker's included), a Kafka record (key, value or header), a ClickHouse table or a
+/metrics page. Kafka is a local broker of its own that requires SASL/PLAIN with that password, so every
+client (Faust's included) really authenticates with it. The same run checks every process kind's /healthz,
+/readyz and /metrics, and JSON logs carrying job ids."""
 
 from __future__ import annotations
 
@@ -9,19 +11,21 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from modelyard.broker import LocalKafkaBroker
 from modelyard.demo import sample_lines
 from modelyard.processes import ProcessSupervisor, wait_for_port
 from modelyard.settings import Settings, load_settings
 from modelyard.topics import ensure_topics, topic_plan
 from schemas import WorkItem
 from schemas.decoding import decode
-from tests.conftest import free_port
+from tests.conftest import _port_taken, free_port
 from tests.integration.test_end_to_end import modelyard, read_topic, rows, wait_for_sink
 
 pytestmark = pytest.mark.integration
@@ -34,6 +38,39 @@ SECRETS = {
     "MODELYARD_KAFKA__SASL_PASSWORD": "kafka-CANARY-5d1e07",
     "MODELYARD_CLICKHOUSE__PASSWORD": "clickhouse-CANARY-9a4c22",
 }
+
+
+SASL = {
+    "MODELYARD_KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT", "MODELYARD_KAFKA__SASL_MECHANISM": "PLAIN",
+    "MODELYARD_KAFKA__SASL_USERNAME": "modelyard", "MODELYARD_KAFKA__SASL_PASSWORD": SECRETS["MODELYARD_KAFKA__SASL_PASSWORD"],
+}
+
+
+@pytest.fixture
+def sasl_kafka(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A broker of this test's own that admits only the SASL/PLAIN user with the canary password."""
+    port = free_port()
+    while _port_taken(port + 1):
+        port = free_port()
+    for name, value in {**SASL, "MODELYARD_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{port}"}.items():
+        monkeypatch.setenv(name, value)
+    broker = LocalKafkaBroker(load_settings(local_broker={"data_dir": tmp_path / "kafka"}))
+    broker.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        broker.stop()
+
+
+async def can_connect(settings: Settings, password: str) -> bool:
+    producer = AIOKafkaProducer(**{**settings.kafka.client_options(), "sasl_plain_password": password}, request_timeout_ms=5000)
+    try:
+        await asyncio.wait_for(producer.start(), 15)
+    except Exception:  # noqa: BLE001 - aiokafka reports a refused login as a failed bootstrap
+        return False
+    finally:
+        await producer.stop()
+    return True
 
 
 def get(url: str) -> tuple[int, str]:
@@ -79,11 +116,11 @@ async def every_record(settings: Settings) -> list[bytes]:
 
 
 def test_no_secret_reaches_logs_topics_tables_or_metrics(
-    pipeline_env: dict[str, str], tmp_path: Path, run_id: str, monkeypatch: pytest.MonkeyPatch
+    pipeline_env: dict[str, str], sasl_kafka: str, tmp_path: Path, run_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sim_port = int(pipeline_env["MODELYARD_SIMULATOR__PORT"])
     env = {
-        **pipeline_env, **SECRETS, "MODELYARD_KAFKA__SASL_USERNAME": "modelyard", "MODELYARD_LOG_LEVEL": "DEBUG",
+        **pipeline_env, **SECRETS, **SASL, "MODELYARD_KAFKA__BOOTSTRAP_SERVERS": sasl_kafka, "MODELYARD_LOG_LEVEL": "DEBUG",
         "MODELYARD_LOG_FORMAT": "json", "MODELYARD_METRICS__HOST": "127.0.0.1", "MODELYARD_METRICS__LAG_INTERVAL_S": "0.5",
         "MODELYARD_PROVIDERS__VLLM__BASE_URL": f"http://127.0.0.1:{sim_port}/v1",
         "MODELYARD_PROVIDERS__ANTHROPIC__BASE_URL": f"http://127.0.0.1:{sim_port}",
@@ -93,6 +130,8 @@ def test_no_secret_reaches_logs_topics_tables_or_metrics(
         monkeypatch.setenv(name, value)
     settings = load_settings()
     assert {settings.providers[p].mode for p in ("vllm", "anthropic")} == {"endpoint"}  # the keys go out with each call
+    password = SECRETS["MODELYARD_KAFKA__SASL_PASSWORD"]
+    assert asyncio.run(can_connect(settings, password)) and not asyncio.run(can_connect(settings, "wrong"))  # SASL is enforced
     jobs = [raw for _, raw in sample_lines(run_id) if isinstance(decode(WorkItem, raw), WorkItem)][:JOBS]
     (tmp_path / "jobs.jsonl").write_bytes(b"\n".join(jobs) + b"\n")
     asyncio.run(ensure_topics(settings))
@@ -132,8 +171,8 @@ def test_no_secret_reaches_logs_topics_tables_or_metrics(
         dumped = json.dumps(rows(env, f"SELECT * FROM {table}"), default=str)
         assert leaks(dumped) == [], table
 
-    logs = {path.name: path.read_bytes() for path in (tmp_path / "logs").glob("*.log")}
-    assert set(logs) >= {"simulator.log", "router.log", "sink.log", "pool-slm.log", "pool-frontier.log"}
+    logs = {path.name: path.read_bytes() for path in [*(tmp_path / "logs").glob("*.log"), tmp_path / "kafka" / "broker.log"]}
+    assert set(logs) >= {"broker.log", "simulator.log", "router.log", "sink.log", "pool-slm.log", "pool-frontier.log"}
     assert {name: leaks(text) for name, text in logs.items()} == {name: [] for name in logs}
     pool_lines = [json.loads(line) for line in logs["pool-slm.log"].splitlines() if line.startswith(b"{")]
     assert pool_lines and any("job_id" in line for line in pool_lines)
