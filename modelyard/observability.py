@@ -20,6 +20,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from modelyard._exceptions import ConfigError
 from modelyard.settings import MetricsSettings
 
 log = logging.getLogger("modelyard.observability")
@@ -96,7 +97,14 @@ async def start_health_server(settings: MetricsSettings, health: Health) -> Heal
     if not settings.port:
         return None
     server = HealthServer(settings, health)
-    await server.start()
+    try:
+        await server.start()
+    except OSError as exc:
+        await server.stop()
+        raise ConfigError(
+            f"cannot serve metrics on {settings.host}:{settings.port}: {exc.strerror}",
+            hint="set MODELYARD_METRICS__PORT to a free port, or 0 to turn the endpoints off",
+        ) from exc
     return server
 
 

@@ -34,3 +34,7 @@ class MeteredBackend:
 
     async def close(self) -> None:
         await self.inner.close()
+
+    def __getattr__(self, name: str) -> object:
+        """Anything else a backend offers passes through unchanged."""
+        return getattr(self.inner, name)

@@ -93,3 +93,16 @@ def test_probes_and_metrics_endpoint() -> None:
     assert (live, not_ready, ready, status) == (200, 503, 200, 200)
     assert "modelyard_pool_jobs_total" in metrics and "modelyard_consumer_lag" in metrics
     assert asyncio.run(start_health_server(MetricsSettings(port=0), Health())) is None
+
+
+def test_a_taken_metrics_port_is_one_clear_error() -> None:
+    import socket
+
+    from modelyard._exceptions import ConfigError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        settings = MetricsSettings(host="127.0.0.1", port=taken.getsockname()[1])
+        with pytest.raises(ConfigError, match="cannot serve metrics on 127.0.0.1"):
+            asyncio.run(start_health_server(settings, Health()))
