@@ -39,7 +39,7 @@ def parse_when(text: str, now: datetime | None = None) -> datetime:
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise InvalidInput(f"cannot read {text!r} as a time", field="since") from None
+        raise InvalidInput(f"cannot read {text!r} as a time; use 90s, 30m, 1h, 2d, 1w or an ISO 8601 time", field="since") from None
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
@@ -132,6 +132,7 @@ async def read_letters(settings: Settings, selection: LetterFilter = LetterFilte
     try:
         await consumer.start()
     except (KafkaError, OSError) as exc:
+        await consumer.stop()
         raise BrokerError(f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc!r}") from exc
     try:
         if topic not in await consumer.topics():
@@ -223,7 +224,11 @@ async def replay(settings: Settings, letters: list[StoredLetter], dry_run: bool 
         report.replayed = [(stored, item.job_id) for stored, item in valid]
         return report
     producer = make_producer(settings)
-    await producer.start()
+    try:
+        await producer.start()
+    except (KafkaError, OSError) as exc:
+        await producer.stop()
+        raise BrokerError(f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc!r}") from exc
     try:
         for stored, item in valid:
             header = (REPLAY_HEADER, f"{settings.kafka.dead_letter_topic}/{stored.partition}/{stored.offset}".encode())
