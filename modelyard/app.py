@@ -124,6 +124,8 @@ def run_router(settings: Settings) -> None:
     asyncio.run(ensure_topics(settings))
     app = build_router(settings)
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), redirect_stdouts=False, quiet=True, override_logging=False)
+    if settings.log_format == "json":
+        worker.spinner = None  # its terminal escapes would break one JSON object per line
     worker.execute_from_commandline()
 
 

@@ -174,5 +174,6 @@ def test_no_secret_reaches_logs_topics_tables_or_metrics(
     logs = {path.name: path.read_bytes() for path in [*(tmp_path / "logs").glob("*.log"), tmp_path / "kafka" / "broker.log"]}
     assert set(logs) >= {"broker.log", "simulator.log", "router.log", "sink.log", "pool-slm.log", "pool-frontier.log"}
     assert {name: leaks(text) for name, text in logs.items()} == {name: [] for name in logs}
-    pool_lines = [json.loads(line) for line in logs["pool-slm.log"].splitlines() if line.startswith(b"{")]
-    assert pool_lines and any("job_id" in line for line in pool_lines)
+    for name in ("router.log", "sink.log", "pool-slm.log", "pool-frontier.log"):  # log_format json: every line an object
+        assert all(json.loads(line)["process"] for line in logs[name].splitlines()), name
+    assert any("job_id" in json.loads(line) for line in logs["pool-slm.log"].splitlines())
