@@ -16,7 +16,7 @@ import orjson
 from pydantic import ValidationError
 
 from modelyard._exceptions import ConfigError
-from modelyard.observability import DEAD_LETTERS, ROUTED
+from modelyard.observability import DEAD_LETTERS, routed_to
 from modelyard.settings import Settings
 from schemas import TaskType, WorkItem
 from schemas.decoding import MAX_MESSAGE_BYTES, DecodeFailure, describe
@@ -170,7 +170,7 @@ class RoutingPolicy:
         if isinstance(item, DecodeFailure):
             return self._dead(item, raw, source)
         decision = self.decide(item)
-        ROUTED.labels(decision.pool).inc()
+        routed_to(decision.pool).inc()
         return Outgoing(self.kafka.pool_topic(decision.pool), item.job_id.encode(), assignment_json(raw, decision))  # type: ignore[arg-type]
 
     def _validate(self, raw: bytes | None, source: Source) -> WorkItem | DecodeFailure:
