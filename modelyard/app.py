@@ -18,12 +18,9 @@ class Runnable(Protocol):
 
 
 def configure_logging(settings: Settings, process: str) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format=f"%(asctime)s %(levelname)s {process} %(name)s: %(message)s",
-    )
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    from modelyard.logs import configure_logging as configure
+
+    configure(settings, process)
 
 
 def provider_base_url(settings: Settings, provider: str) -> str | None:
@@ -55,6 +52,7 @@ def build_dispatcher(settings: Settings, pool: str):  # -> Dispatcher
     from workers.breaker import CircuitBreaker
     from workers.dispatch import Dispatcher, Target
     from workers.limits import ProviderGate
+    from workers.metered import MeteredBackend
 
     pool_settings, stopping = settings.pools[pool], asyncio.Event()
     chain = [(pool_settings.provider, pool_settings.model)] + [(f.provider, f.model) for f in pool_settings.fallbacks]
@@ -63,7 +61,7 @@ def build_dispatcher(settings: Settings, pool: str):  # -> Dispatcher
     for provider, model in dict.fromkeys(chain):
         config = settings.providers[provider]
         targets.append(Target(
-            provider=provider, model=model, backend=build_backend(settings, pool, provider, model),
+            provider=provider, model=model, backend=MeteredBackend(build_backend(settings, pool, provider, model), pool),
             breaker=CircuitBreaker(f"{provider}/{model}", config.breaker_failures, config.breaker_cooldown_s),
             gate=gates[provider], max_output_tokens=pool_settings.max_output_tokens,
             rate_limit_retries=config.rate_limit_retries,
@@ -71,14 +69,40 @@ def build_dispatcher(settings: Settings, pool: str):  # -> Dispatcher
     return Dispatcher(pool, targets, stopping)
 
 
-async def serve(settings: Settings, component: Runnable) -> None:
-    """Run a component until SIGTERM/SIGINT, then let it drain and commit."""
-    stop = asyncio.Event()
+async def serve(settings: Settings, component: Runnable, group: str) -> None:
+    """Run a component until SIGTERM/SIGINT, then let it drain and commit. With `metrics.port` set, serve
+    /metrics, /healthz and /readyz meanwhile, and measure the consumer group's lag periodically."""
+    from modelyard.observability import Health, start_health_server
+
+    stop, topics_ready = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await ensure_topics(settings)
-    await component.run(stop)
+    health = Health(ready=lambda: topics_ready.is_set() and _consuming(component) and not stop.is_set())
+    server = await start_health_server(settings.metrics, health)
+    lag = asyncio.create_task(_watch_lag(settings, component, group, topics_ready)) if server else None
+    try:
+        await ensure_topics(settings)
+        topics_ready.set()
+        await component.run(stop)
+    finally:
+        if lag:
+            lag.cancel()
+        if server:
+            await server.stop()
+
+
+def _consuming(component: Runnable) -> bool:
+    return getattr(component, "consumer", None) is not None
+
+
+async def _watch_lag(settings: Settings, component: Runnable, group: str, topics_ready: asyncio.Event) -> None:
+    from modelyard.observability import watch_lag
+
+    await topics_ready.wait()
+    while not _consuming(component):
+        await asyncio.sleep(0.1)
+    await watch_lag(component.consumer, f"{settings.app_id}.{group}", settings.metrics.lag_interval_s)  # type: ignore[attr-defined]
 
 
 def run_pool(settings: Settings, pool: str) -> None:
@@ -95,7 +119,7 @@ def run_pool(settings: Settings, pool: str) -> None:
 async def _run_pool(settings: Settings, pool: str) -> None:
     from workers.pool import PoolWorker
 
-    await serve(settings, PoolWorker(settings, pool, build_dispatcher(settings, pool)))
+    await serve(settings, PoolWorker(settings, pool, build_dispatcher(settings, pool)), f"pool.{pool}")
 
 
 def run_sink(settings: Settings) -> None:
@@ -109,7 +133,7 @@ def run_sink(settings: Settings) -> None:
     log.info("ClickHouse ready; migrations applied now: %s", applied or "none")
     sink = ClickHouseSink(settings, store, PriceCatalog.load(settings.costs.prices_dir, settings.costs.reference_model))
     try:
-        asyncio.run(serve(settings, sink))
+        asyncio.run(serve(settings, sink, "sink"))
     finally:
         store.close()
 
@@ -122,7 +146,9 @@ def run_router(settings: Settings) -> None:
     configure_logging(settings, "router")
     asyncio.run(ensure_topics(settings))
     app = build_router(settings)
-    worker = faust.Worker(app, loglevel=settings.log_level.lower(), redirect_stdouts=False, quiet=True)
+    worker = faust.Worker(app, loglevel=settings.log_level.lower(), redirect_stdouts=False, quiet=True, override_logging=False)
+    if settings.log_format == "json":
+        worker.spinner = None  # its terminal escapes would break one JSON object per line
     worker.execute_from_commandline()
 
 

@@ -22,12 +22,12 @@ SERVER_PROPERTIES = """\
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@{host}:{controller_port}
-listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}
-advertised.listeners=PLAINTEXT://{host}:{port}
+listeners={protocol}://{host}:{port},CONTROLLER://{host}:{controller_port}
+advertised.listeners={protocol}://{host}:{port}
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
-inter.broker.listener.name=PLAINTEXT
-log.dirs={log_dirs}
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,{protocol}:{protocol}
+inter.broker.listener.name={protocol}
+{sasl}log.dirs={log_dirs}
 num.partitions=4
 auto.create.topics.enable=true
 offsets.topic.replication.factor=1
@@ -38,6 +38,16 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 log.retention.hours=168
+"""
+
+
+# With kafka.security_protocol SASL_PLAINTEXT and mechanism PLAIN, the local broker accepts exactly the configured
+# user (and talks to itself as that user), so the whole SASL path runs locally; the file stays in the data dir.
+SASL_PLAIN_PROPERTIES = """\
+sasl.enabled.mechanisms=PLAIN
+sasl.mechanism.inter.broker.protocol=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule \\
+  required username="{user}" password="{password}" user_{user}="{password}";
 """
 
 
@@ -59,6 +69,7 @@ class LocalKafkaBroker:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings.local_broker
+        self.kafka = settings.kafka
         self.host, self.port = parse_host_port(settings.kafka.bootstrap_servers)
         self.data_dir = self.settings.data_dir.resolve()
         self.lib_dir = self.settings.home / "target" / "lib"
@@ -119,11 +130,29 @@ class LocalKafkaBroker:
 
     def _write_properties(self) -> Path:
         path = self.data_dir / "server.properties"
+        protocol, sasl = self._client_security()
         text = SERVER_PROPERTIES.format(
-            host=self.host, port=self.port, controller_port=self.port + 1, log_dirs=self.data_dir / "logs"
+            host=self.host, port=self.port, controller_port=self.port + 1, log_dirs=self.data_dir / "logs",
+            protocol=protocol, sasl=sasl,
         )
         path.write_text(text)
+        path.chmod(0o600)
         return path
+
+    def _client_security(self) -> tuple[str, str]:
+        """The client listener's protocol and its SASL lines: plain text, or SASL/PLAIN for the configured user."""
+        kafka = self.kafka
+        if kafka.security_protocol == "PLAINTEXT":
+            return "PLAINTEXT", ""
+        if kafka.security_protocol != "SASL_PLAINTEXT" or (kafka.sasl_mechanism or "").upper() != "PLAIN":
+            raise BrokerError(
+                f"the local broker speaks PLAINTEXT or SASL_PLAINTEXT with PLAIN, not {kafka.security_protocol}/{kafka.sasl_mechanism}",
+                hint="use a real cluster for SSL or SCRAM, or set MODELYARD_KAFKA__SECURITY_PROTOCOL=PLAINTEXT",
+            )
+        if not kafka.sasl_username or kafka.sasl_password is None:
+            raise BrokerError("SASL_PLAINTEXT needs kafka.sasl_username and kafka.sasl_password", hint="set both")
+        password = kafka.sasl_password.get_secret_value()
+        return "SASL_PLAINTEXT", SASL_PLAIN_PROPERTIES.format(user=kafka.sasl_username, password=password)
 
     def _java(self, main_class: str, *args: str, check: bool = False) -> subprocess.Popen[bytes]:
         java = shutil.which("java")

@@ -19,11 +19,12 @@ class ProcessSupervisor:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         logs_dir.mkdir(parents=True, exist_ok=True)
 
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        """Run `python -m modelyard ARGS` in its own session, logging to <logs_dir>/<name>.log."""
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Run `python -m modelyard ARGS` in its own session, logging to <logs_dir>/<name>.log; `env` adds to
+        the supervisor's environment for this child only (e.g. its own metrics port)."""
         log = open(self.log_path(name), "ab")  # noqa: SIM115 - owned by the child
         child = subprocess.Popen(
-            [sys.executable, "-m", "modelyard", *args], stdout=log, stderr=subprocess.STDOUT, env=self.env,
+            [sys.executable, "-m", "modelyard", *args], stdout=log, stderr=subprocess.STDOUT, env={**self.env, **(env or {})},
             start_new_session=True,
         )
         self.children[name] = child

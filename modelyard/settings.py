@@ -196,6 +196,12 @@ class SimulatorSettings(Section):
         return f"http://{self.host}:{self.port}"
 
 
+class MetricsSettings(Section):
+    host: str = Field(default="0.0.0.0", description="Where /metrics, /healthz and /readyz listen.")
+    port: int = Field(default=0, ge=0, le=65535, description="0 disables the endpoints.")
+    lag_interval_s: float = Field(default=10.0, gt=0, description="How often a consumer's lag is measured.")
+
+
 def _default_providers() -> dict[str, ProviderSettings]:
     return {
         "vllm": ProviderSettings(api="vllm"),
@@ -240,6 +246,7 @@ class Settings(BaseSettings):
     app_id: str = "modelyard"
     state_dir: Path = Path(".modelyard")
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
     kafka: KafkaSettings = KafkaSettings()
     local_broker: LocalBrokerSettings = LocalBrokerSettings()
     clickhouse: ClickHouseSettings = ClickHouseSettings()
@@ -251,6 +258,7 @@ class Settings(BaseSettings):
     sink: SinkSettings = SinkSettings()
     simulator: SimulatorSettings = SimulatorSettings()
     costs: CostSettings = CostSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @classmethod
     def settings_customise_sources(

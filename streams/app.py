@@ -10,6 +10,7 @@ from modelyard.settings import Settings
 def create_app(settings: Settings) -> faust.App:
     brokers = ";".join(f"kafka://{server.strip()}" for server in settings.kafka.bootstrap_servers.split(","))
     session_s = settings.kafka.session_timeout_ms / 1000
+    settings.state_dir.mkdir(parents=True, exist_ok=True)  # Faust creates its datadir inside, without parents
     return faust.App(
         f"{settings.app_id}.router",
         broker=brokers,
@@ -17,6 +18,7 @@ def create_app(settings: Settings) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
         store="memory://",
+        datadir=str(settings.state_dir / "faust"),  # Faust's own files stay in the state dir, not the cwd
         web_enabled=False,
         autodiscover=False,
         topic_disable_leader=True,

@@ -16,6 +16,7 @@ from pathlib import Path
 import orjson
 
 from modelyard._exceptions import ConfigError
+from modelyard.observability import DEAD_LETTERS, routed_to
 from modelyard.settings import Settings
 from schemas import TaskType, WorkItem
 from schemas.decoding import DecodeFailure, decode
@@ -177,6 +178,7 @@ class RoutingPolicy:
         overrun = self._overrun(item, decision)
         if overrun is not None:
             return self._over_budget(overrun, item, decision, raw, source)  # type: ignore[arg-type]
+        routed_to(decision.pool).inc()
         shadow = self._shadow(item, decision)
         return Outgoing(self.kafka.pool_topic(decision.pool), item.job_id.encode(), assignment_json(raw, decision), shadow)  # type: ignore[arg-type]
 
@@ -205,6 +207,7 @@ class RoutingPolicy:
             return Outgoing(self.kafka.deferred_topic, item.job_id.encode(), raw)
         pool = self.costs.downgrade_pool
         downgraded = Decision(**{**decision.__dict__, "pool": pool, "rule": "budget-downgrade", "reason": overrun.why})
+        routed_to(pool).inc()
         return Outgoing(self.kafka.pool_topic(pool), item.job_id.encode(), assignment_json(raw, downgraded))
 
     def _validate(self, raw: bytes | None, source: Source) -> WorkItem | DecodeFailure:
@@ -222,6 +225,7 @@ class RoutingPolicy:
             raw or b"", "router", source_topic=source.topic, source_partition=source.partition,
             source_offset=source.offset,
         )
+        DEAD_LETTERS.labels("router", failure.reason).inc()
         return Outgoing(self.kafka.dead_letter_topic, None, letter.model_dump_json().encode())
 
     def save_novelty(self, path: Path) -> None:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import faust
 from aiokafka import AIOKafkaConsumer
 
+from modelyard.observability import ROUTE_BATCH_SECONDS, Health, start_health_server
 from modelyard.settings import Settings
 from streams.app import create_app
 from streams.policy import RoutingPolicy, Source
@@ -34,7 +36,7 @@ def register_router(app: faust.App, topics: RouterTopics, policy: RoutingPolicy)
 
 
 async def route_batch(app: faust.App, policy: RoutingPolicy, events: list[faust.EventT]) -> None:
-    producer = app.producer
+    producer, started = app.producer, time.perf_counter()
     for event in events:
         message = event.message
         outgoing = policy.route(message.value, Source(message.topic, message.partition, message.offset))
@@ -45,6 +47,7 @@ async def route_batch(app: faust.App, policy: RoutingPolicy, events: list[faust.
                 await producer.send(shadow.topic, shadow.key, shadow.value, partition=None, timestamp=None, headers=None)
         except Exception as exc:  # noqa: BLE001
             crash_without_commit(exc, message)
+    ROUTE_BATCH_SECONDS.observe(time.perf_counter() - started)
 
 
 def crash_without_commit(exc: BaseException, message: faust.types.tuples.Message) -> None:
@@ -88,10 +91,24 @@ def register_budget_feed(app: faust.App, policy: RoutingPolicy, settings: Settin
                 policy.budgets.record(record.value)
 
 
+def register_health(app: faust.App, settings: Settings) -> None:
+    """/metrics, /healthz and /readyz in Faust's own loop; ready once started and not rebalancing."""
+    if not settings.metrics.port:
+        return
+    started = False
+
+    @app.task
+    async def serve_health() -> None:
+        nonlocal started
+        await start_health_server(settings.metrics, Health(ready=lambda: started and not app.rebalancing))
+        started = True
+
+
 def build_router(settings: Settings) -> faust.App:
     app = create_app(settings)
     policy = RoutingPolicy(settings)
     register_router(app, RouterTopics.declare(app, settings), policy)
     register_novelty_state(app, policy, settings)
     register_budget_feed(app, policy, settings)
+    register_health(app, settings)
     return app

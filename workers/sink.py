@@ -19,6 +19,9 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from modelyard._exceptions import Backpressure, StorageError
+from modelyard.observability import (
+    COST_USD, DEAD_LETTERS, SINK_FLUSH_SECONDS, SINK_RESULTS, SINK_ROWS, SINK_WRITE_FAILURES, TOKENS,
+)
 from modelyard.settings import Settings
 from modelyard.topics import sink_topics
 from schemas import Assignment, Result
@@ -26,7 +29,7 @@ from schemas.decoding import DecodeFailure, decode
 from schemas.evaluation import EvalScore
 from workers.clickhouse import ClickHouseStore
 from workers.kafka_clients import make_consumer, make_producer
-from workers.pricing import PriceCatalog
+from workers.pricing import Cost, PriceCatalog
 
 log = logging.getLogger("modelyard.sink")
 
@@ -124,10 +127,13 @@ class ClickHouseSink:
 
     async def flush(self, batch: Batch) -> None:
         """Price and write off the event loop (chdb releases the GIL while it inserts), then commit."""
+        started = time.perf_counter()
         try:
-            await asyncio.to_thread(self._price_and_write, batch)
+            costs = await asyncio.to_thread(self._price_and_write, batch)
         except StorageError as exc:
+            SINK_WRITE_FAILURES.inc()
             raise Backpressure(f"ClickHouse write failed: {exc}", retry_after=self.settings.sink.retry_backoff_s) from exc
+        SINK_FLUSH_SECONDS.observe(time.perf_counter() - started)
         await self._dead_letter(batch.rejected)
         await self._publish_spend(batch)
         try:
@@ -135,6 +141,7 @@ class ClickHouseSink:
         except KafkaError as exc:  # e.g. the partitions moved in a rebalance: the new owner replays, the store skips
             log.warning("commit after write failed (%r); the batch will replay and be skipped as already stored", exc)
         self.written += len(batch.results)
+        count_written(batch, costs)
 
     async def _publish_spend(self, batch: Batch) -> None:
         """Budgeted tenants' spend today and this month, for the routers (compacted topic keyed by tenant)."""
@@ -144,10 +151,11 @@ class ClickHouseSink:
         for record in await asyncio.to_thread(self.store.spend, tenants, datetime.now(UTC)):
             await self.producer.send(self.settings.kafka.spend_topic, record.model_dump_json().encode(), key=record.tenant.encode())
 
-    def _price_and_write(self, batch: Batch) -> None:
+    def _price_and_write(self, batch: Batch) -> list[Cost]:
         costs = [self.catalog.cost(r) for r in batch.results]
         self.store.write_batch(batch.results, costs, batch.decisions)
         self.store.write_evals(batch.evals)
+        return costs
 
     async def _dead_letter(self, rejected: list[tuple[ConsumerRecord, DecodeFailure]]) -> None:
         for record, failure in rejected:
@@ -156,3 +164,19 @@ class ClickHouseSink:
                 source_offset=record.offset,
             )
             await self.producer.send_and_wait(self.settings.kafka.dead_letter_topic, letter.model_dump_json().encode())
+            DEAD_LETTERS.labels("sink", failure.reason).inc()
+
+
+def count_written(batch: Batch, costs: list[Cost]) -> None:
+    """Metrics for a batch ClickHouse accepted: rows per table, results per outcome, tokens and cost."""
+    for table, rows in (("results", len(batch.results)), ("cost_ledger", len(costs)), ("routing_decisions", len(batch.decisions))):
+        if rows:
+            SINK_ROWS.labels(table).inc(rows)
+    for result, cost in zip(batch.results, costs, strict=True):
+        SINK_RESULTS.labels(result.pool, result.status.value).inc()
+        usage = result.usage
+        for kind, tokens in (("input", usage.input_tokens), ("cached_input", usage.cached_input_tokens),
+                             ("cache_write", usage.cache_write_tokens), ("output", usage.output_tokens)):
+            if tokens:
+                TOKENS.labels(result.pool, result.model, kind).inc(tokens)
+        COST_USD.labels(result.pool, result.model).inc(float(cost.total_usd))

@@ -1,0 +1,179 @@
+"""Soak: the whole pipeline under a steady job rate for a while; does any process's memory keep growing?
+
+Starts a local broker (or uses MODELYARD_KAFKA__BOOTSTRAP_SERVERS with --external-kafka), the simulator, the
+sink, the router and every pool, each with its own metrics port; submits `--rate` jobs a second for
+`--minutes`; every `--sample-s` it reads each process's `process_resident_memory_bytes` from its /metrics.
+After the warm-up (the first quarter) it fits a line through each process's RSS and fails (exit 1) when any
+grows faster than `--max-growth-mb-per-min`. Usage:
+
+    .venv/bin/python benchmarks/soak.py --minutes 10 --rate 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from modelyard.broker import LocalKafkaBroker, port_is_open  # noqa: E402
+from modelyard.demo import sample_lines  # noqa: E402
+from modelyard.processes import ProcessSupervisor, wait_for_port  # noqa: E402
+from modelyard.settings import Settings, load_settings  # noqa: E402
+from modelyard.topics import ensure_topics  # noqa: E402
+from schemas import WorkItem  # noqa: E402
+from schemas.decoding import decode  # noqa: E402
+
+console = Console(stderr=True)
+RSS = re.compile(rb"^process_resident_memory_bytes (\S+)$", re.M)
+
+
+def rss_mb(port: int) -> float | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            found = RSS.search(response.read())
+    except OSError:
+        return None
+    return float(found.group(1)) / 2**20 if found else None
+
+
+def slope_per_min(samples: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, MB) samples, in MB per minute."""
+    if len(samples) < 2:
+        return 0.0
+    n = len(samples)
+    mean_t = sum(t for t, _ in samples) / n
+    mean_m = sum(m for _, m in samples) / n
+    var = sum((t - mean_t) ** 2 for t, _ in samples)
+    return 60 * sum((t - mean_t) * (m - mean_m) for t, m in samples) / var if var else 0.0
+
+
+async def submit_steadily(settings: Settings, rate: float, seconds: float) -> int:
+    """Fresh job ids at `rate` a second (never duplicates, so the router's dedup window fills as in production)."""
+    templates = [orjson.loads(raw) for _, raw in sample_lines("soak") if isinstance(decode(WorkItem, raw), WorkItem)]
+    producer = AIOKafkaProducer(**settings.kafka.client_options(), linger_ms=10)
+    await producer.start()
+    sent, started = 0, time.monotonic()
+    try:
+        while (elapsed := time.monotonic() - started) < seconds:
+            due = int(elapsed * rate) - sent
+            for _ in range(due):
+                job = dict(templates[sent % len(templates)], job_id=f"soak-{uuid.uuid4().hex[:12]}")
+                await producer.send(settings.kafka.jobs_topic, value=orjson.dumps(job), key=job["job_id"].encode())
+                sent += 1
+            await asyncio.sleep(0.05)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent
+
+
+async def sample_while(ports: dict[str, int], every: float, stop: asyncio.Event) -> dict[str, list[tuple[float, float]]]:
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in ports}
+    started = time.monotonic()
+    while not stop.is_set():
+        for name, port in ports.items():
+            value = await asyncio.to_thread(rss_mb, port)
+            if value is not None:
+                samples[name].append((time.monotonic() - started, value))
+        try:
+            await asyncio.wait_for(stop.wait(), every)
+        except TimeoutError:
+            pass
+    return samples
+
+
+async def soak(settings: Settings, ports: dict[str, int], args: argparse.Namespace) -> tuple[int, dict[str, list[tuple[float, float]]]]:
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(sample_while(ports, args.sample_s, stop))
+    try:
+        sent = await submit_steadily(settings, args.rate, args.minutes * 60)
+    finally:
+        stop.set()
+    return sent, await sampler
+
+
+def report(samples: dict[str, list[tuple[float, float]]], warmup_s: float, limit: float) -> bool:
+    table = Table("process", "RSS start MB", "RSS end MB", "after warm-up MB/min", "verdict", title="memory")
+    ok = True
+    for name, points in samples.items():
+        steady = [(t, m) for t, m in points if t >= warmup_s]
+        growth = slope_per_min(steady)
+        bounded = growth <= limit
+        ok &= bounded
+        first, last = (points[0][1], points[-1][1]) if points else (0.0, 0.0)
+        table.add_row(name, f"{first:.1f}", f"{last:.1f}", f"{growth:+.2f}", "bounded" if bounded else "[red]GROWING[/red]")
+    console.print(table)
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--rate", type=float, default=100.0, help="jobs per second")
+    parser.add_argument("--sample-s", type=float, default=5.0)
+    parser.add_argument("--max-growth-mb-per-min", type=float, default=2.0)
+    parser.add_argument("--external-kafka", action="store_true", help="use MODELYARD_KAFKA__BOOTSTRAP_SERVERS as is")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="modelyard-soak-"))
+    run = uuid.uuid4().hex[:6]
+    base = load_settings()
+    bootstrap = base.kafka.bootstrap_servers if args.external_kafka else f"127.0.0.1:{_free_port()}"
+    env = {
+        "MODELYARD_KAFKA__BOOTSTRAP_SERVERS": bootstrap, "MODELYARD_KAFKA__TOPIC_PREFIX": f"soak{run}",
+        "MODELYARD_APP_ID": f"soak-{run}", "MODELYARD_STATE_DIR": str(work / "state"),
+        "MODELYARD_CLICKHOUSE__DSN": f"chdb://{work / 'chdb'}", "MODELYARD_SIMULATOR__PORT": str(_free_port()),
+        "MODELYARD_METRICS__HOST": "127.0.0.1",
+    }
+    os.environ.update(env)
+    settings = load_settings()
+    broker = None if args.external_kafka else LocalKafkaBroker(load_settings(local_broker={"data_dir": work / "kafka"}))
+    if broker:
+        broker.start()
+    kinds = {"sink": ["sink"], "router": ["router"], **{f"pool-{p}": ["pool", p] for p in settings.pools}}
+    ports = {name: _free_port() for name in kinds}
+    try:
+        asyncio.run(ensure_topics(settings))
+        with ProcessSupervisor(work / "logs", env=env) as supervisor:
+            supervisor.start("simulator", "simulator")
+            wait_for_port("127.0.0.1", settings.simulator.port, 30, supervisor)
+            for name, command in kinds.items():
+                supervisor.start(name, *command, env={"MODELYARD_METRICS__PORT": str(ports[name])})
+            for port in ports.values():
+                wait_for_port("127.0.0.1", port, 60, supervisor)
+            console.print(f"soaking {args.minutes} min at {args.rate:g} jobs/s; logs in {work / 'logs'}")
+            sent, samples = asyncio.run(soak(settings, ports, args))
+            supervisor.check_alive()
+        console.print(f"submitted {sent} jobs")
+        return 0 if report(samples, args.minutes * 60 / 4, args.max_growth_mb_per_min) else 1
+    finally:
+        if broker:
+            broker.stop()
+
+
+def _free_port() -> int:
+    import socket
+
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if not port_is_open("127.0.0.1", port + 1):  # the local broker's controller takes port + 1
+            return port
+
+
+if __name__ == "__main__":
+    sys.exit(main())

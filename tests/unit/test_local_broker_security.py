@@ -1,0 +1,19 @@
+import pytest
+
+from modelyard._exceptions import BrokerError
+from modelyard.broker import LocalKafkaBroker
+from modelyard.settings import load_settings
+
+
+def security(**kafka: object) -> tuple[str, str]:
+    return LocalKafkaBroker(load_settings(kafka=kafka))._client_security()
+
+
+def test_the_local_broker_mirrors_the_clients_security_settings() -> None:
+    assert security() == ("PLAINTEXT", "")
+    protocol, lines = security(security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN", sasl_username="u", sasl_password="p")
+    assert protocol == "SASL_PLAINTEXT" and 'user_u="p"' in lines
+    with pytest.raises(BrokerError, match="not SSL"):
+        security(security_protocol="SSL")
+    with pytest.raises(BrokerError, match="needs kafka.sasl_username"):
+        security(security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN")
