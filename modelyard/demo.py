@@ -29,7 +29,7 @@ FINAL_STATUSES = {status.value for status in ResultStatus if status.is_final}
 COST_BY_POOL = """
 SELECT r.pool, r.provider, r.model, count() AS results, countIf(r.status = 'ok') AS ok,
        sum(c.input_tokens) AS input_tokens, sum(c.cached_input_tokens) AS cached_tokens,
-       sum(c.output_tokens) AS output_tokens, sum(c.total_cost_usd) AS cost_usd,
+       sum(c.output_tokens) AS output_tokens, sum(c.total_cost_usd) AS cost_usd, sum(c.savings_usd) AS savings_usd,
        quantile(0.5)(r.latency_ms) AS p50_ms, uniqExact(r.job_id) AS jobs
 FROM results AS r FINAL
 INNER JOIN cost_ledger AS c FINAL ON r.job_id = c.job_id AND r.attempt = c.attempt

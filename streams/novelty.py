@@ -71,21 +71,28 @@ class NoveltyDetector:
         return int(centroids.counts.sum()) if centroids else 0
 
     def score(self, task: str, vec: SparseVector) -> float | None:
-        if self.samples(task) < self.min_samples:
-            return None
-        if not vec.norm:
-            return 1.0
-        best = float(self.tasks[task].cosines(vec).max())
-        return min(1.0, max(0.0, 1.0 - best))
+        return self.assess(task, vec)[0]
 
-    def learn(self, task: str, vec: SparseVector) -> None:
+    def assess(self, task: str, vec: SparseVector) -> tuple[float | None, np.ndarray | None]:
+        """(score, cosines to the task's centroids); the cosines can be handed to learn() to save recomputing."""
+        centroids = self.tasks.get(task)
+        cosines = centroids.cosines(vec) if centroids is not None and centroids.used and vec.norm else None
+        if self.samples(task) < self.min_samples:
+            return None, cosines
+        if cosines is None:
+            return 1.0, None
+        return min(1.0, max(0.0, 1.0 - float(cosines.max()))), cosines
+
+    def learn(self, task: str, vec: SparseVector, cosines: np.ndarray | None = None) -> None:
         if not vec.norm:
             return
-        centroids = self.tasks.setdefault(task, TaskCentroids(self.dims, self.prototypes))
+        centroids = self.tasks.get(task)
+        if centroids is None:  # not setdefault: that would allocate the (prototypes x dims) arrays every call
+            centroids = self.tasks[task] = TaskCentroids(self.dims, self.prototypes)
         if centroids.used == 0:
             row = 0
         else:
-            cosines = centroids.cosines(vec)
+            cosines = centroids.cosines(vec) if cosines is None else cosines
             nearest = int(cosines.argmax())
             full = centroids.used == self.prototypes
             row = nearest if cosines[nearest] >= self.merge_cosine or full else centroids.used

@@ -154,11 +154,11 @@ class RoutingPolicy:
         if decision.task_type is TaskType.OTHER:
             return _divert(decision, novelty.pool, 1.0, "unknown task type")
         vec = self.novelty.vector(item.input_text())
-        score = self.novelty.score(decision.task_type.value, vec)
+        score, cosines = self.novelty.assess(decision.task_type.value, vec)
         if score is not None and score >= novelty.threshold:
             return _divert(decision, novelty.pool, score, f"novelty {score:.3f} >= {novelty.threshold}")
         if learn:
-            self.novelty.learn(decision.task_type.value, vec)
+            self.novelty.learn(decision.task_type.value, vec, cosines)
         return Decision(**{**decision.__dict__, "novelty_score": score})
 
     # -- records ------------------------------------------------------------------------------------
