@@ -78,14 +78,15 @@ class ClickHouseStore:
         The skip keeps replays out of the raw tables (and so out of the daily rollup view); the tables'
         ReplacingMergeTree engine is the backstop when two sinks race during a rebalance."""
         by_key = {(r.job_id, r.attempt): (r, c) for r, c in zip(results, costs, strict=True)}
+        fresh = self.unseen("results", list(by_key))
+        self.insert("results", [_result_row(r) for k, (r, _) in by_key.items() if k in fresh], RESULT_COLUMNS)
+        # A cost row is written only after its result row, so when no result of the batch was stored before,
+        # no cost row can be either; otherwise (a replay, a retry after a partial write) check the ledger too.
+        unpriced = set(by_key) if len(fresh) == len(by_key) else self.unseen("cost_ledger", list(by_key))
+        self.insert("cost_ledger", [_cost_row(r, c) for k, (r, c) in by_key.items() if k in unpriced], COST_COLUMNS)
         decided = {(a.item.job_id, a.attempt): a for a in decisions}
-        for table, columns, rows in (
-            ("results", RESULT_COLUMNS, {k: _result_row(r) for k, (r, _) in by_key.items()}),
-            ("cost_ledger", COST_COLUMNS, {k: _cost_row(r, c) for k, (r, c) in by_key.items()}),
-            ("routing_decisions", DECISION_COLUMNS, {k: _decision_row(a) for k, a in decided.items()}),
-        ):
-            fresh = self.unseen(table, list(rows))  # per table: a retry after a partial write completes it
-            self.insert(table, [row for key, row in rows.items() if key in fresh], columns)
+        new_decisions = self.unseen("routing_decisions", list(decided))
+        self.insert("routing_decisions", [_decision_row(a) for k, a in decided.items() if k in new_decisions], DECISION_COLUMNS)
 
     def write_evals(self, scores: Sequence[EvalScore]) -> None:
         rows = [
