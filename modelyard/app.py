@@ -66,7 +66,7 @@ def build_dispatcher(settings: Settings, pool: str):  # -> Dispatcher
             gate=gates[provider], max_output_tokens=pool_settings.max_output_tokens,
             rate_limit_retries=config.rate_limit_retries,
         ))
-    return Dispatcher(pool, targets, stopping)
+    return Dispatcher(pool, targets, stopping, pool_settings.wait_for_circuit_s)
 
 
 async def serve(settings: Settings, component: Runnable, group: str) -> None:

@@ -145,6 +145,9 @@ class PoolSettings(Section):
         default_factory=list, description="Tried in order when the provider fails (outage, 5xx, open circuit)."
     )
     cascade: CascadeSettings | None = None
+    wait_for_circuit_s: float = Field(
+        default=120.0, ge=0, description="How long a job waits for a probe when every circuit of its chain is open."
+    )
 
 
 class RouterSettings(Section):

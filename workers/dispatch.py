@@ -60,19 +60,45 @@ class CallOutcome:
 
 
 class Dispatcher:
-    def __init__(self, pool: str, targets: list[Target], stopping: asyncio.Event | None = None) -> None:
+    def __init__(
+        self, pool: str, targets: list[Target], stopping: asyncio.Event | None = None, wait_for_circuit_s: float = 0.0
+    ) -> None:
         if not targets:
             raise ValueError("a pool needs at least one target")
         self.pool = pool
         self.targets = targets
         self.stopping = stopping or asyncio.Event()
+        self.wait_for_circuit_s = wait_for_circuit_s
 
     def stop_waiting(self) -> None:
         """From now on, calls that would wait (rate limits, a 429 pause) raise Stopping instead."""
         self.stopping.set()
 
     async def run(self, assignment: Assignment) -> list[Result]:
-        """Every attempt's Result, in order; the last is the job's final one in this pool."""
+        """Every attempt's Result, in order; the last is the job's final one in this pool.
+
+        When every circuit is open the job waits (holding its slot, so the pool stops taking work) for a
+        probe, up to `wait_for_circuit_s`; a short outage then delays jobs instead of failing them."""
+        deadline = time.monotonic() + self.wait_for_circuit_s
+        while True:
+            results, skipped = await self._down_the_chain(assignment)
+            if results or time.monotonic() >= deadline:
+                break
+            await self._wait_for_probe(deadline)
+        if not results:
+            return [self._no_target(assignment, skipped)]
+        return _with_statuses(results, skipped)
+
+    async def _wait_for_probe(self, deadline: float) -> None:
+        soonest = min(t.breaker.seconds_until_probe() for t in self.targets)
+        delay = min(max(soonest, 0.05), max(deadline - time.monotonic(), 0.0))
+        try:
+            await asyncio.wait_for(self.stopping.wait(), timeout=delay)
+        except TimeoutError:
+            return
+        raise Stopping("the pool is stopping; the job replays after the restart")
+
+    async def _down_the_chain(self, assignment: Assignment) -> tuple[list[Result], list[str]]:
         results: list[Result] = []
         skipped: list[str] = []
         for target in self.targets:
@@ -83,9 +109,7 @@ class Dispatcher:
             results.append(outcome.result)
             if not outcome.try_next:
                 break
-        if not results:
-            return [self._no_target(assignment, skipped)]
-        return _with_statuses(results, skipped)
+        return results, skipped
 
     async def _call(self, target: Target, assignment: Assignment, attempt: int) -> CallOutcome:
         item, started = assignment.item, time.perf_counter()

@@ -150,7 +150,7 @@ def test_outage_fails_over_and_the_breaker_opens_then_closes(pipeline_settings: 
 
 def test_all_circuits_open_ends_the_job_with_an_error_and_no_call(pipeline_settings: Settings) -> None:
     settings = load_settings(
-        pools={"frontier": {"concurrency": 1, "fallbacks": ["openai:gpt-5-mini"]}},
+        pools={"frontier": {"concurrency": 1, "fallbacks": ["openai:gpt-5-mini"], "wait_for_circuit_s": 0}},
         providers={name: {"max_retries": 0, "breaker_failures": 1, "breaker_cooldown_s": 60} for name in ("anthropic", "openai")},
     )
 

@@ -95,3 +95,28 @@ def test_a_defect_of_ours_ends_the_job_and_frees_the_probe() -> None:
     first.breaker._opened_at -= 60  # cool-down over: this call is the probe
     (only,) = run(first, target(Scripted("b", "label")))
     assert only.error == "internal: KeyError" and first.breaker.state is BreakerState.HALF_OPEN and first.breaker.allow()
+
+
+def test_all_circuits_open_waits_for_the_probe_instead_of_failing() -> None:
+    backend = Scripted("a", "label")
+    only_target = Target(
+        provider="a", model="a-model", backend=backend, breaker=CircuitBreaker("a", 1, 0.2),
+        gate=ProviderGate("a", ProviderSettings(api="openai")), max_output_tokens=16, rate_limit_retries=2,
+    )
+    only_target.breaker.record_failure()  # open, probe allowed in 0.2 s
+    (only,) = asyncio.run(Dispatcher("p", [only_target], wait_for_circuit_s=5).run(ASSIGNMENT))
+    assert (only.status, backend.calls) == (ResultStatus.OK, 1)
+
+
+def test_a_stopping_pool_does_not_wait_for_a_circuit() -> None:
+    from modelyard._exceptions import Stopping
+
+    only_target = target(Scripted("a", "never"), failures=1)
+    only_target.breaker.record_failure()  # open for 60 s
+    dispatcher = Dispatcher("p", [only_target], wait_for_circuit_s=120)
+    dispatcher.stop_waiting()
+    try:
+        asyncio.run(dispatcher.run(ASSIGNMENT))
+    except Stopping:
+        return
+    raise AssertionError("a stopping pool must not hold a job for a circuit")
