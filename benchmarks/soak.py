@@ -61,15 +61,23 @@ def slope_per_min(samples: list[tuple[float, float]]) -> float:
     return 60 * sum((t - mean_t) * (m - mean_m) for t, m in samples) / var if var else 0.0
 
 
-async def submit_steadily(settings: Settings, rate: float, seconds: float) -> int:
-    """Fresh job ids at `rate` a second (never duplicates, so the router's dedup window fills as in production)."""
+def jobs_due(elapsed: float, rate: float, burst: tuple[float, float, float]) -> int:
+    """Jobs to have sent by `elapsed`: `rate` a second, times `factor` inside the burst window [start, end)."""
+    start, end, factor = burst
+    in_burst = max(0.0, min(elapsed, end) - start)
+    return int(rate * elapsed + (factor - 1) * rate * in_burst)
+
+
+async def submit_steadily(settings: Settings, rate: float, seconds: float, burst: tuple[float, float, float] = (0, 0, 1)) -> int:
+    """Fresh job ids at `rate` a second (never duplicates, so the router's dedup window fills as in production),
+    `burst` = (start s, end s, factor) multiplies the rate for a while."""
     templates = [orjson.loads(raw) for _, raw in sample_lines("soak") if isinstance(decode(WorkItem, raw), WorkItem)]
     producer = AIOKafkaProducer(**settings.kafka.client_options(), linger_ms=10)
     await producer.start()
     sent, started = 0, time.monotonic()
     try:
         while (elapsed := time.monotonic() - started) < seconds:
-            due = int(elapsed * rate) - sent
+            due = jobs_due(elapsed, rate, burst) - sent
             for _ in range(due):
                 job = dict(templates[sent % len(templates)], job_id=f"soak-{uuid.uuid4().hex[:12]}")
                 await producer.send(settings.kafka.jobs_topic, value=orjson.dumps(job), key=job["job_id"].encode())
@@ -100,14 +108,16 @@ async def soak(settings: Settings, ports: dict[str, int], args: argparse.Namespa
     stop = asyncio.Event()
     sampler = asyncio.create_task(sample_while(ports, args.sample_s, stop))
     try:
-        sent = await submit_steadily(settings, args.rate, args.minutes * 60)
+        start = args.minutes * 60 * args.burst_at
+        burst = (start, start + args.burst_s, args.burst_x)
+        sent = await submit_steadily(settings, args.rate, args.minutes * 60, burst)
     finally:
         stop.set()
     return sent, await sampler
 
 
 def report(samples: dict[str, list[tuple[float, float]]], warmup_s: float, limit: float) -> bool:
-    table = Table("process", "RSS start MB", "RSS end MB", "after warm-up MB/min", "verdict", title="memory")
+    table = Table("process", "RSS start MB", "RSS peak MB", "RSS end MB", "after warm-up MB/min", "verdict", title="memory")
     ok = True
     for name, points in samples.items():
         steady = [(t, m) for t, m in points if t >= warmup_s]
@@ -115,7 +125,8 @@ def report(samples: dict[str, list[tuple[float, float]]], warmup_s: float, limit
         bounded = growth <= limit
         ok &= bounded
         first, last = (points[0][1], points[-1][1]) if points else (0.0, 0.0)
-        table.add_row(name, f"{first:.1f}", f"{last:.1f}", f"{growth:+.2f}", "bounded" if bounded else "[red]GROWING[/red]")
+        peak = max((m for _, m in points), default=0.0)
+        table.add_row(name, f"{first:.1f}", f"{peak:.1f}", f"{last:.1f}", f"{growth:+.2f}", "bounded" if bounded else "[red]GROWING[/red]")
     console.print(table)
     return ok
 
@@ -124,6 +135,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--rate", type=float, default=100.0, help="jobs per second")
+    parser.add_argument("--burst-x", type=float, default=1.0, help="rate multiplier during the burst (e.g. 10)")
+    parser.add_argument("--burst-s", type=float, default=0.0, help="burst length in seconds")
+    parser.add_argument("--burst-at", type=float, default=0.5, help="burst start, as a share of the run")
     parser.add_argument("--sample-s", type=float, default=5.0)
     parser.add_argument("--max-growth-mb-per-min", type=float, default=2.0)
     parser.add_argument("--external-kafka", action="store_true", help="use MODELYARD_KAFKA__BOOTSTRAP_SERVERS as is")
