@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
@@ -129,11 +129,7 @@ async def read_letters(settings: Settings, selection: LetterFilter = LetterFilte
     """Matching letters, oldest first per partition; reads up to the end offsets seen when it starts."""
     topic = settings.kafka.dead_letter_topic
     consumer = AIOKafkaConsumer(topic, group_id=None, enable_auto_commit=False, **settings.kafka.client_options())
-    try:
-        await consumer.start()
-    except (KafkaError, OSError) as exc:
-        await consumer.stop()
-        raise BrokerError(f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc!r}") from exc
+    await _start(consumer, settings)
     try:
         if topic not in await consumer.topics():
             return []
@@ -224,11 +220,7 @@ async def replay(settings: Settings, letters: list[StoredLetter], dry_run: bool 
         report.replayed = [(stored, item.job_id) for stored, item in valid]
         return report
     producer = make_producer(settings)
-    try:
-        await producer.start()
-    except (KafkaError, OSError) as exc:
-        await producer.stop()
-        raise BrokerError(f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc!r}") from exc
+    await _start(producer, settings)
     try:
         for stored, item in valid:
             header = (REPLAY_HEADER, f"{settings.kafka.dead_letter_topic}/{stored.partition}/{stored.offset}".encode())
@@ -237,3 +229,12 @@ async def replay(settings: Settings, letters: list[StoredLetter], dry_run: bool 
     finally:
         await producer.stop()
     return report
+
+
+async def _start(client: AIOKafkaConsumer | AIOKafkaProducer, settings: Settings) -> None:
+    """Start a Kafka client; an unreachable broker is one BrokerError line (and no unclosed-client noise)."""
+    try:
+        await client.start()
+    except (KafkaError, OSError) as exc:
+        await client.stop()
+        raise BrokerError(f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc!r}") from exc

@@ -12,11 +12,11 @@ from numbers import Number
 import orjson
 from aiokafka import AIOKafkaConsumer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from modelyard._exceptions import ProcessError
 from modelyard.broker import LocalKafkaBroker
+from modelyard.progress import progress_bar
 from modelyard.processes import ProcessSupervisor, wait_for_port
 from modelyard.settings import Settings
 from modelyard.submit import JobSubmitter, print_summary
@@ -126,7 +126,7 @@ class Demo:
         seen: set[str] = set()
         by_pool: Counter[str] = Counter()
         last_progress = time.monotonic()
-        with _progress(self.console) as progress:
+        with progress_bar(self.console) as progress:
             task = progress.add_task("waiting for results", total=expected)
             while len(seen) < expected:
                 self.supervisor.check_alive()
@@ -188,7 +188,3 @@ def _cell(value: object) -> str:
     if hasattr(value, "quantize"):
         return f"${value:,.6f}"
     return f"{value:,}" if isinstance(value, int) else str(value)
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)

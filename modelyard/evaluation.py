@@ -18,9 +18,9 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from modelyard._exceptions import InvalidInput, ProcessError
+from modelyard.progress import progress_bar
 from modelyard.settings import Settings
 from modelyard.topics import assigned_partitions, ensure_topics
 from schemas import Assignment, Result, TaskType, WorkItem
@@ -147,7 +147,7 @@ class EvalRunner:
     async def _collect(self, consumer: AIOKafkaConsumer, planned: dict[str, Planned], timeout: float) -> dict[str, Result]:
         results: dict[str, Result] = {}
         deadline = time.monotonic() + timeout
-        with _progress(self.console) as progress:
+        with progress_bar(self.console) as progress:
             task = progress.add_task("eval answers", total=len(planned))
             while len(results) < len(planned):
                 if time.monotonic() > deadline:
@@ -178,10 +178,6 @@ class EvalRunner:
             await asyncio.gather(*[await producer.send(topic, s.model_dump_json().encode(), key=s.job_id.encode()) for s in scores])
         finally:
             await producer.stop()
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
 
 
 def summarise(scores: list[EvalScore]) -> tuple[list[str], list[tuple[object, ...]]]:

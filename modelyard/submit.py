@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from modelyard.progress import progress_bar
 from modelyard.settings import Settings
 from modelyard.topics import ensure_topics
 from schemas import WorkItem
@@ -80,7 +80,7 @@ class JobSubmitter:
         producer = make_producer(self.settings)
         await producer.start()
         try:
-            with _progress(self.console, self.settings.log_level) as progress:
+            with progress_bar(self.console) as progress:
                 task = progress.add_task(f"submitting {source}", total=total)
                 pending: list[asyncio.Future[object]] = []
                 for number, raw, item in check_lines(lines):
@@ -113,13 +113,6 @@ def _done() -> asyncio.Future[object]:
     future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
     future.set_result(None)
     return future
-
-
-def _progress(console: Console, _level: str) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=console, transient=False,
-    )
 
 
 def print_summary(summary: SubmitSummary, console: Console, limit: int = 50) -> None:

@@ -12,7 +12,7 @@ from anthropic.types import Message
 from modelyard._exceptions import ProviderError, RateLimited
 from modelyard.settings import PoolSettings, ProviderSettings
 from schemas import TaskType, Usage, WorkItem
-from workers.backends.base import Completion
+from workers.backends.base import Completion, status_error_message
 from workers.backends.http import sdk_http_client
 from workers.backends.openai_chat import label_schema
 from workers.prompts import conversation, system_prompt
@@ -89,13 +89,7 @@ def translate_anthropic_error(exc: anthropic.APIError, provider: str) -> Provide
         return RateLimited(f"{provider}: rate limited after retries", provider=provider, retry_after=retry_after)
     if isinstance(exc, anthropic.APIStatusError):
         retryable = exc.status_code >= 500 or exc.status_code in (408, 409)
-        return ProviderError(f"{provider}: HTTP {exc.status_code}: {_message(exc)}", provider=provider, retryable=retryable)
+        return ProviderError(f"{provider}: HTTP {exc.status_code}: {status_error_message(exc)}", provider=provider, retryable=retryable)
     if isinstance(exc, anthropic.APITimeoutError):
         return ProviderError(f"{provider}: request timed out", provider=provider, retryable=True)
     return ProviderError(f"{provider}: {type(exc).__name__}: {exc.message}", provider=provider, retryable=True)
-
-
-def _message(exc: anthropic.APIStatusError) -> str:
-    body = exc.body if isinstance(exc.body, dict) else {}
-    error = body.get("error", body)
-    return str(error.get("message", exc.message) if isinstance(error, dict) else exc.message)[:300]

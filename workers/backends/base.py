@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from schemas import TaskType, Usage, WorkItem
 
@@ -24,3 +24,10 @@ class ModelBackend(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+def status_error_message(exc: Any) -> str:
+    """The provider's own error message from an SDK status error (OpenAI and Anthropic share the shape)."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    error = body.get("error", body)
+    return str(error.get("message", exc.message) if isinstance(error, dict) else exc.message)[:300]

@@ -12,7 +12,7 @@ from openai import AsyncOpenAI
 from modelyard._exceptions import ProviderError, RateLimited
 from modelyard.settings import PoolSettings, ProviderSettings
 from schemas import TaskType, Usage, WorkItem
-from workers.backends.base import Completion
+from workers.backends.base import Completion, status_error_message
 from workers.backends.http import sdk_http_client
 from workers.prompts import conversation, system_prompt
 
@@ -127,7 +127,7 @@ def translate_openai_error(exc: openai.APIError, provider: str) -> ProviderError
         return RateLimited(f"{provider}: rate limited after retries", provider=provider, retry_after=_retry_after(exc))
     if isinstance(exc, openai.APIStatusError):
         retryable = exc.status_code >= 500 or exc.status_code in (408, 409)
-        return ProviderError(f"{provider}: HTTP {exc.status_code}: {_message(exc)}", provider=provider, retryable=retryable)
+        return ProviderError(f"{provider}: HTTP {exc.status_code}: {status_error_message(exc)}", provider=provider, retryable=retryable)
     if isinstance(exc, openai.APITimeoutError):
         return ProviderError(f"{provider}: request timed out", provider=provider, retryable=True)
     return ProviderError(f"{provider}: {type(exc).__name__}: {exc.message}", provider=provider, retryable=True)
@@ -139,9 +139,3 @@ def _retry_after(exc: openai.APIStatusError) -> float | None:
         return float(value) if value else None
     except ValueError:
         return None
-
-
-def _message(exc: openai.APIStatusError) -> str:
-    body = exc.body if isinstance(exc.body, dict) else {}
-    error = body.get("error", body)
-    return str(error.get("message", exc.message) if isinstance(error, dict) else exc.message)[:300]
