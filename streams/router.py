@@ -1,6 +1,8 @@
-"""The router agent: every record on the jobs topic becomes exactly one record on a pool or dead-letter topic.
+"""The router: every record on the jobs topic becomes exactly one record on a pool or dead-letter topic.
 
-Hot path: events are taken in batches (take_events), each value is decoded once, and outputs go straight to
+The process is a Faust app (worker, timers, health). Two engines route with the same RoutingPolicy:
+"batch" (default, streams/batch_router.py) moves whole fetches; "agent" is a Faust agent in which events are
+taken in batches (take_events), each value is decoded once, and outputs go straight to
 Faust's producer without awaiting each delivery. Faust flushes its producer before it commits offsets, and
 take_events acks a batch only after the loop body has run, so a committed offset always has its output
 durable in Kafka (at-least-once; downstream dedups on job_id/attempt).
@@ -9,30 +11,40 @@ durable in Kafka (at-least-once; downstream dedups on job_id/attempt).
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 import faust
+from faust.app.base import BootStrategy
 from aiokafka import AIOKafkaConsumer
 
 from modelyard.observability import ROUTE_BATCH_SECONDS, Health, start_health_server
 from modelyard.settings import Settings
 from streams.app import create_app
+from streams.batch_router import BatchRouter, crash_without_commit
 from streams.policy import RoutingPolicy, Source
 from streams.topics import RouterTopics
 
 log = logging.getLogger("modelyard.router")
-BATCH_MAX = 2000
 BATCH_WITHIN_S = 0.05
 
 
-def register_router(app: faust.App, topics: RouterTopics, policy: RoutingPolicy) -> faust.types.AgentT:
+def register_router(app: faust.App, topics: RouterTopics, policy: RoutingPolicy, settings: Settings) -> None:
+    """engine "batch" (default): BatchRouter as a task of this app; "agent": a Faust agent over the stream."""
+    if settings.router.engine == "batch":
+        engine = BatchRouter(settings, policy, group_id=app.conf.id)
+        # Faust's own consumer and producer stay off: the engine brings its own (same group id as the agent's).
+        app.boot_strategy = BootStrategy(app, enable_kafka_consumer=False, enable_kafka_producer=False)
+
+        @app.task
+        async def route_batches() -> None:
+            await engine.run()
+
+        return
+
     @app.agent(topics.jobs, name="router")
     async def route(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+        async for events in stream.take_events(settings.router.batch_max, within=BATCH_WITHIN_S):
             await route_batch(app, policy, events)
-
-    return route
 
 
 async def route_batch(app: faust.App, policy: RoutingPolicy, events: list[faust.EventT]) -> None:
@@ -48,17 +60,6 @@ async def route_batch(app: faust.App, policy: RoutingPolicy, events: list[faust.
         except Exception as exc:  # noqa: BLE001
             crash_without_commit(exc, message)
     ROUTE_BATCH_SECONDS.observe(time.perf_counter() - started)
-
-
-def crash_without_commit(exc: BaseException, message: faust.types.tuples.Message) -> None:
-    """A record we cannot produce must not be acked: a crashed Faust agent acks its events, so exit at once,
-    leaving this batch uncommitted; the restarted router replays it (at-least-once)."""
-    log.critical(
-        "cannot produce the output of %s[%s]@%s (%r); exiting so the batch replays after restart",
-        message.topic, message.partition, message.offset, exc,
-    )
-    logging.shutdown()
-    os._exit(70)
 
 
 def register_novelty_state(app: faust.App, policy: RoutingPolicy, settings: Settings) -> None:
@@ -107,7 +108,7 @@ def register_health(app: faust.App, settings: Settings) -> None:
 def build_router(settings: Settings) -> faust.App:
     app = create_app(settings)
     policy = RoutingPolicy(settings)
-    register_router(app, RouterTopics.declare(app, settings), policy)
+    register_router(app, RouterTopics.declare(app, settings), policy, settings)
     register_novelty_state(app, policy, settings)
     register_budget_feed(app, policy, settings)
     register_health(app, settings)

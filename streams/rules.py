@@ -21,7 +21,7 @@ class Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: built once per routed item, never mutated
 class ItemFeatures:
     """What rules may look at, computed once per item."""
 
@@ -44,6 +44,20 @@ class Condition(Strict):
     max_labels: int | None = Field(default=None, ge=0)
     deadline_within_s: float | None = Field(default=None, gt=0, description="Has a deadline at most this far away.")
     has_deadline: bool | None = None
+
+    def matches(self, f: ItemFeatures, now: datetime) -> bool:  # noqa: PLR0911 - flat checks, the hot path
+        """first_failure(f, now) is None, without building the sentences (the routing hot path)."""
+        if self.task is not None and f.task_type not in self.task:
+            return False
+        if self.tenants is not None and f.tenant not in self.tenants:
+            return False
+        if not (_within(f.input_tokens, self.min_input_tokens, self.max_input_tokens)
+                and _within(f.priority, self.min_priority, self.max_priority)
+                and _within(f.label_count, self.min_labels, self.max_labels)):
+            return False
+        if self.has_deadline is not None and (f.deadline is not None) != self.has_deadline:
+            return False
+        return self.deadline_within_s is None or not self._deadline_too_far(f, now)
 
     def first_failure(self, f: ItemFeatures, now: datetime) -> str | None:
         """None when every set condition holds, else a sentence naming the first one that does not."""
@@ -70,6 +84,10 @@ class Condition(Strict):
         if self.deadline_within_s is None:
             return False
         return f.deadline is None or (f.deadline - now).total_seconds() > self.deadline_within_s
+
+def _within(value: int, low: int | None, high: int | None) -> bool:
+    return (low is None or value >= low) and (high is None or value <= high)
+
 
 class Rule(Strict):
     name: str = Field(min_length=1, max_length=100)
