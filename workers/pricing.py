@@ -4,12 +4,16 @@ One YAML file per provider (`modelyard/data/prices/*.yaml`, or a directory named
 Every cost carries the catalog version that priced it (`<provider>@<version>`). Self-hosted models are
 priced from a GPU's hourly price and the throughput it sustains. Savings compare each attempt with what the
 reference frontier model would have charged for the same tokens.
+
+`cost` prices one result with Decimal; `price` prices a whole batch in columns of whole ledger units
+(1e-12 USD), with integer arithmetic wherever it gives exactly what `cost` gives (see `UnitRates`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import lru_cache
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 from datetime import date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from importlib import resources
@@ -25,6 +29,8 @@ MILLION = Decimal(1_000_000)
 ZERO = Decimal(0)
 SECONDS_PER_HOUR = Decimal(3600)
 PRECISION = Decimal("1e-12")  # the ledger's Decimal(24, 12): amounts are rounded once, here, so sums stay exact
+UNITS_PER_USD = 10**12  # whole ledger units (PRECISION) in one USD
+EXACT_LIMIT = 10**28  # Decimal's default 28 digits: coefficients below this multiply without rounding
 
 
 class Strict(BaseModel):
@@ -93,6 +99,45 @@ class Rates:
         )
         return tuple((a * scale / MILLION).quantize(PRECISION, ROUND_HALF_EVEN) for a in amounts)  # type: ignore[return-value]
 
+    @cached_property
+    def units(self) -> UnitRates | None:
+        return UnitRates.of(self, batch=False)
+
+    @cached_property
+    def batch_units(self) -> UnitRates | None:
+        return UnitRates.of(self, batch=True)
+
+
+@dataclass(frozen=True)
+class UnitRates:
+    """Whole ledger units per token of each kind; exists only when integer pricing equals `Rates.charge`.
+
+    `charge` computes (rate * tokens * scale / 1e6) rounded half-even to 1e-12. When rate * scale * 1e6 is a
+    whole number U, the exact amount is U * tokens units: nothing to round. The Decimal steps are exact too
+    while every coefficient stays under 28 digits, which `max_tokens` guarantees; beyond it (or for a rate
+    like a self-hosted 1/7) the batch falls back to `charge` itself."""
+
+    per_token: tuple[int, int, int, int, int]
+    max_tokens: int
+
+    @classmethod
+    def of(cls, rates: Rates, batch: bool) -> UnitRates | None:
+        scale = (1 - rates.batch_discount) if batch else Decimal(1)
+        per_token, widest = [], 1
+        for rate in (rates.input, rates.cached_input, rates.cache_write, rates.output, rates.reasoning):
+            coefficient = _coefficient(rate) * _coefficient(scale)
+            units = rate * scale * MILLION
+            if coefficient >= EXACT_LIMIT or units != units.to_integral_value():
+                return None
+            per_token.append(int(units))
+            widest = max(widest, coefficient, int(units))
+        return cls(tuple(per_token), (EXACT_LIMIT - 1) // widest)  # type: ignore[arg-type]
+
+
+def _coefficient(value: Decimal) -> int:
+    """The integer digits of a Decimal without its exponent (3.75 -> 375)."""
+    return int("".join(map(str, value.as_tuple().digits)))
+
 
 @dataclass(frozen=True)
 class Cost:
@@ -113,6 +158,30 @@ class Cost:
     @property
     def savings_usd(self) -> Decimal:
         return self.reference_usd - self.total_usd if self.reference_model else ZERO
+
+
+@dataclass
+class PricedColumns:
+    """Costs of a batch of results, one list per ledger column, amounts in whole ledger units (1e-12 USD)."""
+
+    input: list[int] = field(default_factory=list)
+    cached_input: list[int] = field(default_factory=list)
+    cache_write: list[int] = field(default_factory=list)
+    output: list[int] = field(default_factory=list)
+    reasoning: list[int] = field(default_factory=list)
+    total: list[int] = field(default_factory=list)
+    reference: list[int] = field(default_factory=list)
+    savings: list[int] = field(default_factory=list)
+    catalog_version: list[str] = field(default_factory=list)
+    self_hosted: list[int] = field(default_factory=list)
+    reference_model: list[str] = field(default_factory=list)
+
+    def take(self, rows: Sequence[int]) -> PricedColumns:
+        """The columns for the given row positions only."""
+        return PricedColumns(**{name: [column[i] for i in rows] for name, column in vars(self).items()})
+
+    def __len__(self) -> int:
+        return len(self.total)
 
 
 class PriceCatalog:
@@ -160,6 +229,15 @@ class PriceCatalog:
         return Cost(*amounts, catalog_version=rates.catalog_version, self_hosted=rates.self_hosted,
                     reference_model=self.reference_model or "", reference_usd=reference_usd)
 
+    def price(self, results: Sequence[Result]) -> PricedColumns:
+        """The same figures as `cost` for every result, as ledger columns; one rate lookup per (model, day, batch)."""
+        columns, plans = PricedColumns(), {}
+        for result in results:
+            key = (result.model, result.completed_at.date(), result.batch)
+            plan = plans.get(key) or plans.setdefault(key, _Plan(self, *key))
+            plan.price(result.usage, columns)
+        return columns
+
     def _reference(self, result: Result) -> Decimal:
         """What the reference frontier model would have charged for the same tokens (same batch mode)."""
         if not self.reference_model:
@@ -167,6 +245,40 @@ class PriceCatalog:
         rates = self.rates(self.reference_model, result.completed_at)
         assert rates is not None
         return sum(rates.charge(result.usage, result.batch), ZERO)
+
+
+class _Plan:
+    """How to price results of one model on one day in one batch mode, and append them to the columns."""
+
+    def __init__(self, catalog: PriceCatalog, model: str, day: date, batch: bool) -> None:
+        self.batch = batch
+        self.rates = catalog._rates_on(model, day)
+        self.reference = catalog._rates_on(catalog.reference_model, day) if catalog.reference_model else None
+        self.tag = ("unpriced", 0, "") if self.rates is None else (
+            self.rates.catalog_version, int(self.rates.self_hosted), catalog.reference_model or "")
+
+    def price(self, usage: Usage, columns: PricedColumns) -> None:
+        amounts = self._amounts(self.rates, usage)
+        total = sum(amounts)
+        reference = sum(self._amounts(self.reference, usage)) if self.rates is not None and self.reference is not None else 0
+        for column, value in zip((columns.input, columns.cached_input, columns.cache_write, columns.output, columns.reasoning), amounts):
+            column.append(value)
+        columns.total.append(total)
+        columns.reference.append(reference)
+        columns.savings.append(reference - total if self.tag[2] else 0)
+        columns.catalog_version.append(self.tag[0])
+        columns.self_hosted.append(self.tag[1])
+        columns.reference_model.append(self.tag[2])
+
+    def _amounts(self, rates: Rates | None, usage: Usage) -> tuple[int, ...]:
+        if rates is None:
+            return (0, 0, 0, 0, 0)
+        tokens = (usage.input_tokens, usage.cached_input_tokens, usage.cache_write_tokens,
+                  max(usage.output_tokens - usage.reasoning_tokens, 0), usage.reasoning_tokens)
+        units = rates.batch_units if self.batch else rates.units
+        if units is not None and max(tokens) <= units.max_tokens:
+            return tuple(rate * count for rate, count in zip(units.per_token, tokens))
+        return tuple(int(amount * UNITS_PER_USD) for amount in rates.charge(usage, self.batch))
 
 
 def _resolve(prices: ProviderPrices, entry: PriceEntry) -> Rates:

@@ -46,9 +46,8 @@ def test_replayed_results_bill_once(store: ClickHouseStore) -> None:
     store.migrate()
     catalog = PriceCatalog.load()
     batch = [result("replay-1"), result("replay-2"), result("replay-2", attempt=2)]
-    costs = [catalog.cost(r) for r in batch]
-    store.write_batch(batch, costs)
-    store.write_batch(batch[:2], costs[:2])  # a replay after a crash before commit
+    store.write_batch(batch, catalog.price(batch))
+    store.write_batch(batch[:2], catalog.price(batch[:2]))  # a replay after a crash before commit
     rows = store.query(
         "SELECT job_id, attempt, total_cost_usd FROM cost_ledger FINAL WHERE startsWith(job_id, 'replay-') ORDER BY job_id, attempt"
     )
