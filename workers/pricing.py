@@ -6,7 +6,7 @@ priced from a GPU's hourly price and the throughput it sustains. Savings compare
 reference frontier model would have charged for the same tokens.
 
 `cost` prices one result with Decimal; `price` prices a whole batch in columns of whole ledger units
-(1e-12 USD), with integer arithmetic wherever it gives exactly what `cost` gives (see `UnitRates`).
+(1e-12 USD), with integer arithmetic wherever it gives exactly what `cost` gives (see `Meter`).
 """
 
 from __future__ import annotations
@@ -92,46 +92,61 @@ class Rates:
         """(input, cached input, cache write, output, reasoning) in USD; reasoning is part of output_tokens."""
         scale = (1 - self.batch_discount) if batch else Decimal(1)
         visible_output = max(usage.output_tokens - usage.reasoning_tokens, 0)
-        amounts = (
-            self.input * usage.input_tokens, self.cached_input * usage.cached_input_tokens,
-            self.cache_write * usage.cache_write_tokens, self.output * visible_output,
-            self.reasoning * usage.reasoning_tokens,
-        )
-        return tuple((a * scale / MILLION).quantize(PRECISION, ROUND_HALF_EVEN) for a in amounts)  # type: ignore[return-value]
+        tokens = (usage.input_tokens, usage.cached_input_tokens, usage.cache_write_tokens, visible_output, usage.reasoning_tokens)
+        return tuple(_charge_one(rate, n, scale) for rate, n in zip(self._per_kind, tokens))  # type: ignore[return-value]
+
+    def meters(self, batch: bool) -> tuple[Meter, Meter, Meter, Meter, Meter]:
+        """`charge` one token kind at a time: (input, cached input, cache write, visible output, reasoning)."""
+        return self.batch_meters if batch else self.plain_meters
 
     @cached_property
-    def units(self) -> UnitRates | None:
-        return UnitRates.of(self, batch=False)
+    def plain_meters(self) -> tuple[Meter, Meter, Meter, Meter, Meter]:
+        return tuple(Meter.of(rate, Decimal(1)) for rate in self._per_kind)  # type: ignore[return-value]
 
     @cached_property
-    def batch_units(self) -> UnitRates | None:
-        return UnitRates.of(self, batch=True)
+    def batch_meters(self) -> tuple[Meter, Meter, Meter, Meter, Meter]:
+        return tuple(Meter.of(rate, 1 - self.batch_discount) for rate in self._per_kind)  # type: ignore[return-value]
+
+    @property
+    def _per_kind(self) -> tuple[Decimal, ...]:
+        return (self.input, self.cached_input, self.cache_write, self.output, self.reasoning)
 
 
 @dataclass(frozen=True)
-class UnitRates:
-    """Whole ledger units per token of each kind; exists only when integer pricing equals `Rates.charge`.
+class Meter:
+    """Ledger units (1e-12 USD) for n tokens of one kind: exactly the figure `Rates.charge` gives, faster.
 
-    `charge` computes (rate * tokens * scale / 1e6) rounded half-even to 1e-12. When rate * scale * 1e6 is a
-    whole number U, the exact amount is U * tokens units: nothing to round. The Decimal steps are exact too
-    while every coefficient stays under 28 digits, which `max_tokens` guarantees; beyond it (or for a rate
-    like a self-hosted 1/7) the batch falls back to `charge` itself."""
+    `charge` computes rate * n * scale / 1e6, rounded half-even to 1e-12. When rate * scale * 1e6 is a whole
+    number U, the exact amount is U * n units, with nothing to round; Decimal's steps are exact too while
+    every coefficient stays under 28 digits, which `max_tokens` guarantees. Otherwise (a self-hosted rate
+    like 2.50 / 36,000 per token) each distinct (rate, scale, n) is charged with Decimal once and cached."""
 
-    per_token: tuple[int, int, int, int, int]
+    rate: Decimal
+    scale: Decimal
+    per_token: int | None
     max_tokens: int
 
     @classmethod
-    def of(cls, rates: Rates, batch: bool) -> UnitRates | None:
-        scale = (1 - rates.batch_discount) if batch else Decimal(1)
-        per_token, widest = [], 1
-        for rate in (rates.input, rates.cached_input, rates.cache_write, rates.output, rates.reasoning):
-            coefficient = _coefficient(rate) * _coefficient(scale)
-            units = rate * scale * MILLION
-            if coefficient >= EXACT_LIMIT or units != units.to_integral_value():
-                return None
-            per_token.append(int(units))
-            widest = max(widest, coefficient, int(units))
-        return cls(tuple(per_token), (EXACT_LIMIT - 1) // widest)  # type: ignore[arg-type]
+    def of(cls, rate: Decimal, scale: Decimal) -> Meter:
+        coefficient = _coefficient(rate) * _coefficient(scale)
+        units = rate * scale * MILLION
+        if coefficient >= EXACT_LIMIT or units != units.to_integral_value():
+            return cls(rate, scale, None, 0)
+        return cls(rate, scale, int(units), (EXACT_LIMIT - 1) // max(coefficient, int(units), 1))
+
+    def __call__(self, tokens: int) -> int:
+        if self.per_token is not None and tokens <= self.max_tokens:
+            return self.per_token * tokens
+        return _charged_units(self.rate, self.scale, tokens)
+
+
+@lru_cache(maxsize=1 << 16)
+def _charged_units(rate: Decimal, scale: Decimal, tokens: int) -> int:
+    return int(_charge_one(rate, tokens, scale) * UNITS_PER_USD)
+
+
+def _charge_one(rate: Decimal, tokens: int, scale: Decimal) -> Decimal:
+    return (rate * tokens * scale / MILLION).quantize(PRECISION, ROUND_HALF_EVEN)
 
 
 def _coefficient(value: Decimal) -> int:
@@ -175,6 +190,10 @@ class PricedColumns:
     catalog_version: list[str] = field(default_factory=list)
     self_hosted: list[int] = field(default_factory=list)
     reference_model: list[str] = field(default_factory=list)
+
+    @property
+    def amount_lists(self) -> tuple[list[int], ...]:
+        return (self.input, self.cached_input, self.cache_write, self.output, self.reasoning)
 
     def take(self, rows: Sequence[int]) -> PricedColumns:
         """The columns for the given row positions only."""
@@ -248,20 +267,22 @@ class PriceCatalog:
 
 
 class _Plan:
-    """How to price results of one model on one day in one batch mode, and append them to the columns."""
+    """How to price results of one model on one day in one batch mode, appending to the ledger columns."""
 
     def __init__(self, catalog: PriceCatalog, model: str, day: date, batch: bool) -> None:
-        self.batch = batch
-        self.rates = catalog._rates_on(model, day)
-        self.reference = catalog._rates_on(catalog.reference_model, day) if catalog.reference_model else None
-        self.tag = ("unpriced", 0, "") if self.rates is None else (
-            self.rates.catalog_version, int(self.rates.self_hosted), catalog.reference_model or "")
+        rates = catalog._rates_on(model, day)
+        reference = catalog._rates_on(catalog.reference_model, day) if catalog.reference_model else None
+        self.meters = rates.meters(batch) if rates else None
+        self.reference_meters = reference.meters(batch) if rates and reference else None
+        self.tag = ("unpriced", 0, "") if rates is None else (rates.catalog_version, int(rates.self_hosted), catalog.reference_model or "")
 
     def price(self, usage: Usage, columns: PricedColumns) -> None:
-        amounts = self._amounts(self.rates, usage)
+        tokens = (usage.input_tokens, usage.cached_input_tokens, usage.cache_write_tokens,
+                  max(usage.output_tokens - usage.reasoning_tokens, 0), usage.reasoning_tokens)
+        amounts = [meter(n) for meter, n in zip(self.meters, tokens)] if self.meters else [0, 0, 0, 0, 0]
         total = sum(amounts)
-        reference = sum(self._amounts(self.reference, usage)) if self.rates is not None and self.reference is not None else 0
-        for column, value in zip((columns.input, columns.cached_input, columns.cache_write, columns.output, columns.reasoning), amounts):
+        reference = sum(meter(n) for meter, n in zip(self.reference_meters, tokens)) if self.reference_meters else 0
+        for column, value in zip(columns.amount_lists, amounts):
             column.append(value)
         columns.total.append(total)
         columns.reference.append(reference)
@@ -269,16 +290,6 @@ class _Plan:
         columns.catalog_version.append(self.tag[0])
         columns.self_hosted.append(self.tag[1])
         columns.reference_model.append(self.tag[2])
-
-    def _amounts(self, rates: Rates | None, usage: Usage) -> tuple[int, ...]:
-        if rates is None:
-            return (0, 0, 0, 0, 0)
-        tokens = (usage.input_tokens, usage.cached_input_tokens, usage.cache_write_tokens,
-                  max(usage.output_tokens - usage.reasoning_tokens, 0), usage.reasoning_tokens)
-        units = rates.batch_units if self.batch else rates.units
-        if units is not None and max(tokens) <= units.max_tokens:
-            return tuple(rate * count for rate, count in zip(units.per_token, tokens))
-        return tuple(int(amount * UNITS_PER_USD) for amount in rates.charge(usage, self.batch))
 
 
 def _resolve(prices: ProviderPrices, entry: PriceEntry) -> Rates:
