@@ -69,3 +69,11 @@ def test_analyst_views_answer(store: ClickHouseStore) -> None:
 
 def test_dsn_password_is_redacted_in_messages() -> None:
     assert _redacted("https://analyst:hunter2@ch.example:8443/db") == "https://analyst:***@ch.example:8443/db"
+
+
+def test_stored_key_check_matches_awkward_job_ids(store: ClickHouseStore) -> None:
+    store.migrate()
+    awkward = [result(job_id) for job_id in ("it's", 'say "hi"\\', "line\nbreak", "ünï\u2028")]
+    store.write_batch(awkward, PriceCatalog.load().price(awkward))
+    keys = [(r.job_id, 1) for r in awkward] + [("it's", 2), ("never-stored", 1)]
+    assert store.unseen("results", keys) == {("it's", 2), ("never-stored", 1)}
