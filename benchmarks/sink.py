@@ -1,8 +1,10 @@
 """Rows/s through the ClickHouse sink vs a raw clickhouse-connect insert of the same rows, one run, one engine.
 
-The sink path: Kafka fetch -> Result validation -> Decimal pricing -> stored-key check -> insert of results and
-cost_ledger (and the daily-rollup materialized view) -> offset commit. The raw path inserts the very same
-result and cost rows, already built, into the same tables. Usage:
+The sink path: Kafka fetch -> Result validation -> pricing -> stored-key check -> Arrow insert of results and
+cost_ledger (and the daily-rollup materialized view) -> offset commit. The raw paths insert the same result and
+cost rows, already built, into the same tables at the same batch size: as row tuples with `client.insert` (the
+baseline), and as the sink's own prebuilt Arrow tables (the floor of the sink's write). The per-stage table
+times the sink's steps on the same rows without Kafka, and a bare aiokafka fetch of the sink's topic. Usage:
 
     .venv/bin/python benchmarks/sink.py --rows 100000 --batch 20000
 """
@@ -18,7 +20,8 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
 from rich.console import Console
 from rich.table import Table
 
@@ -28,9 +31,10 @@ from modelyard.broker import LocalKafkaBroker  # noqa: E402
 from modelyard.settings import Settings, load_settings  # noqa: E402
 from modelyard.topics import ensure_topics, group_lag, sink_topics  # noqa: E402
 from schemas import Result  # noqa: E402
-from workers.clickhouse import COST_COLUMNS, RESULT_COLUMNS, ClickHouseStore, _cost_row, _result_row  # noqa: E402
+from workers.clickhouse import ClickHouseStore  # noqa: E402
+from workers.ledger_tables import LedgerTables  # noqa: E402
 from workers.pricing import PriceCatalog  # noqa: E402
-from workers.sink import ClickHouseSink  # noqa: E402
+from workers.sink import Batch, ClickHouseSink, count_written  # noqa: E402
 
 console = Console(stderr=True)
 MODELS = [("slm", "vllm", "HuggingFaceTB/SmolLM2-135M-Instruct"), ("frontier", "anthropic", "claude-sonnet-5")]
@@ -49,17 +53,74 @@ def results(prefix: str, n: int) -> list[Result]:
     ]
 
 
-def raw_insert(store: ClickHouseStore, rows: list[Result], catalog: PriceCatalog, batch: int) -> float:
-    result_rows = [_result_row(r) for r in rows]
-    cost_rows = [_cost_row(r, catalog.cost(r)) for r in rows]
+def prebuilt(rows: list[Result], catalog: PriceCatalog, batch: int) -> list[LedgerTables]:
+    return [LedgerTables(rows[i : i + batch], catalog.price(rows[i : i + batch])) for i in range(0, len(rows), batch)]
+
+
+def raw_insert(store: ClickHouseStore, batches: list[LedgerTables]) -> float:
+    """The baseline: clickhouse-connect `insert` of the same values as row tuples, built before the clock starts."""
+    tables = [(name, getattr(b, name)) for b in batches for name in ("results", "cost_ledger")]
+    rows = [(name, list(zip(*(c.to_pylist() for c in t.columns), strict=True)), t.column_names) for name, t in tables]
     started = time.perf_counter()
-    for i in range(0, len(rows), batch):
-        store.client.insert("results", result_rows[i : i + batch], column_names=list(RESULT_COLUMNS))
-        store.client.insert("cost_ledger", cost_rows[i : i + batch], column_names=list(COST_COLUMNS))
-    return len(rows) / (time.perf_counter() - started)
+    for name, values, columns in rows:
+        store.client.insert(name, values, column_names=columns)
+    return sum(len(b.rows) for b in batches) / (time.perf_counter() - started)
 
 
-async def through_sink(settings: Settings, store: ClickHouseStore, rows: list[Result], catalog: PriceCatalog) -> float:
+def raw_arrow(store: ClickHouseStore, batches: list[LedgerTables]) -> float:
+    """The floor of the sink's write: `insert_arrow` of the sink's own tables, built before the clock starts."""
+    tables = [(name, getattr(b, name)) for b in batches for name in ("results", "cost_ledger")]
+    started = time.perf_counter()
+    for name, table in tables:
+        store.client.insert_arrow(name, table)
+    return sum(len(b.rows) for b in batches) / (time.perf_counter() - started)
+
+
+def stages(store: ClickHouseStore, rows: list[Result], catalog: PriceCatalog, batch: int, topic: str) -> dict[str, float]:
+    """The sink's steps on the same kind of rows without Kafka, seconds per stage (write_batch's steps, timed)."""
+    spent = dict.fromkeys(("decode + validate", "price", "build Arrow tables", "stored-key check", "insert results", "insert cost_ledger", "metrics"), 0.0)
+    for start in range(0, len(rows), batch):
+        records = [ConsumerRecord(topic, 0, start + n, 0, 0, None, r.model_dump_json().encode(), None, 0, 0, [])
+                   for n, r in enumerate(rows[start : start + batch])]
+        work = Batch(topic, "-")
+        for record in records:
+            work.add(record)
+        clock = time.perf_counter()
+
+        def lap(stage: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            spent[stage] += now - clock
+            clock = now
+
+        work.decode_results(); lap("decode + validate")
+        costs = catalog.price(work.results); lap("price")
+        tables = LedgerTables(work.results, costs)
+        _ = tables.results, tables.cost_ledger; lap("build Arrow tables")
+        fresh = store.unseen("results", [(r.job_id, r.attempt) for r in work.results]); lap("stored-key check")
+        store.insert_arrow("results", tables.results, list(range(len(fresh)))); lap("insert results")
+        store.insert_arrow("cost_ledger", tables.cost_ledger, list(range(len(fresh)))); lap("insert cost_ledger")
+        count_written(work, costs); lap("metrics")
+    return spent
+
+
+async def kafka_fetch(settings: Settings, rows: int, batch: int) -> float:
+    """Seconds for a bare aiokafka consumer (its own group) to fetch the sink's topic: the Kafka share of the sink."""
+    consumer = AIOKafkaConsumer(settings.kafka.results_topic, group_id=f"{settings.app_id}.fetch-only", auto_offset_reset="earliest",
+                                max_poll_records=batch, enable_auto_commit=False, **settings.kafka.client_options())
+    await consumer.start()
+    try:
+        got, started = 0, None
+        while got < rows:
+            polled = await consumer.getmany(timeout_ms=1000, max_records=batch)
+            started = started or time.perf_counter()
+            got += sum(len(records) for records in polled.values())
+        return time.perf_counter() - started
+    finally:
+        await consumer.stop()
+
+
+async def through_sink(settings: Settings, store: ClickHouseStore, rows: list[Result], catalog: PriceCatalog) -> tuple[float, float]:
     await ensure_topics(settings)
     producer = AIOKafkaProducer(**settings.kafka.client_options(), linger_ms=20, max_batch_size=512 * 1024)
     await producer.start()
@@ -77,7 +138,7 @@ async def through_sink(settings: Settings, store: ClickHouseStore, rows: list[Re
     stop.set()
     await task
     assert await group_lag(settings, "sink", sink_topics(settings)) == 0
-    return len(rows) / elapsed
+    return len(rows) / elapsed, await kafka_fetch(settings, len(rows), settings.sink.batch_size)
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -94,20 +155,37 @@ async def main(args: argparse.Namespace) -> None:
         store.migrate()
         catalog = PriceCatalog.load(reference_model=base.costs.reference_model)
         try:
-            with console.status(f"raw insert of {args.rows:,} result + cost rows..."):
-                raw = raw_insert(store, results(f"raw-{run}", args.rows), catalog, args.batch)
+            with console.status(f"raw inserts of {args.rows:,} result + cost rows..."):
+                raw = raw_insert(store, prebuilt(results(f"raw-{run}", args.rows), catalog, args.batch))
+                floor = raw_arrow(store, prebuilt(results(f"arrow-{run}", args.rows), catalog, args.batch))
             with console.status(f"{args.rows:,} results through the sink..."):
-                sink = await through_sink(settings, store, results(f"sink-{run}", args.rows), catalog)
+                sink, fetch_s = await through_sink(settings, store, results(f"sink-{run}", args.rows), catalog)
+            with console.status("the sink's stages without Kafka..."):
+                spent = stages(store, results(f"stage-{run}", args.rows), catalog, args.batch, settings.kafka.results_topic)
             stored = store.query(f"SELECT count() FROM cost_ledger WHERE startsWith(job_id, 'sink-{run}')")[0][0]
         finally:
             store.close()
             if started_broker:
                 broker.stop()
-    table = Table("path", "rows", "batch", "rows/s", "ratio", title="sink throughput (result + cost row per result)")
-    table.add_row("raw clickhouse-connect insert (rows prebuilt)", f"{args.rows:,}", f"{args.batch:,}", f"{raw:,.0f}", "1.00x")
-    table.add_row("ClickHouseSink from Kafka (validate, price, insert, commit)", f"{stored:,}", f"{args.batch:,}", f"{sink:,.0f}", f"{sink / raw:.2f}x")
-    Console().print(table)
+    report(args, raw, floor, sink, stored, spent, fetch_s)
 
+
+def report(args: argparse.Namespace, raw: float, floor: float, sink: float, stored: int, spent: dict[str, float], fetch_s: float) -> None:
+    us = {stage: seconds * 1e6 / args.rows for stage, seconds in spent.items()}
+    without_kafka = args.rows / sum(spent.values())
+    table = Table("path", "rows", "batch", "rows/s", "vs raw insert", title="sink throughput (result + cost row per result)")
+    table.add_row("raw clickhouse-connect insert (row tuples prebuilt)", f"{args.rows:,}", f"{args.batch:,}", f"{raw:,.0f}", "1.00x")
+    table.add_row("raw insert_arrow (the sink's tables prebuilt)", f"{args.rows:,}", f"{args.batch:,}", f"{floor:,.0f}", f"{floor / raw:.2f}x")
+    table.add_row("ClickHouseSink from Kafka (fetch, validate, price, insert, commit)", f"{stored:,}", f"{args.batch:,}", f"{sink:,.0f}", f"{sink / raw:.2f}x")
+    table.add_row("the sink's stages without Kafka, serial (below)", f"{args.rows:,}", f"{args.batch:,}", f"{without_kafka:,.0f}", f"{without_kafka / raw:.2f}x")
+    Console().print(table)
+    stage_table = Table("stage (sink without Kafka, serial)", "µs/row", title="where the sink's time goes")
+    for stage, value in us.items():
+        stage_table.add_row(stage, f"{value:.2f}")
+    stage_table.add_row("total", f"{sum(us.values()):.2f}")
+    stage_table.add_row("bare aiokafka fetch of the same topic (not in total)", f"{fetch_s * 1e6 / args.rows:.2f}")
+    stage_table.add_row("raw row-tuple insert, for comparison", f"{1e6 / raw:.2f}")
+    Console().print(stage_table)
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

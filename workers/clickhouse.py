@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
+import orjson
+import pyarrow as pa
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from modelyard._exceptions import StorageError
@@ -21,20 +23,10 @@ from schemas import Assignment, Result
 from schemas.migrations import load_migrations
 from schemas.evaluation import EvalScore
 from schemas.spend import SpendRecord
-from workers.pricing import Cost
+from workers.ledger_tables import LedgerTables
+from workers.pricing import PricedColumns
 
 QUERY_HINT = "check the SQL against the tables listed in the README (modelyard sql 'SHOW TABLES')"
-RESULT_COLUMNS = (
-    "job_id", "attempt", "tenant", "task_type", "pool", "provider", "model", "status", "output", "confidence",
-    "error", "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens",
-    "latency_ms", "batch", "completed_at",
-)
-COST_COLUMNS = (
-    "job_id", "attempt", "tenant", "task_type", "pool", "provider", "model", "input_tokens", "cached_input_tokens",
-    "cache_write_tokens", "output_tokens", "reasoning_tokens", "input_cost_usd", "cached_input_cost_usd",
-    "cache_write_cost_usd", "output_cost_usd", "reasoning_cost_usd", "total_cost_usd", "catalog_version", "batch",
-    "self_hosted", "reference_model", "reference_cost_usd", "savings_usd", "completed_at",
-)
 
 
 def resolve_dsn(dsn: str) -> str:
@@ -72,18 +64,20 @@ class ClickHouseStore:
             applied.append(migration.version)
         return applied
 
-    def write_batch(self, results: Sequence[Result], costs: Sequence[Cost], decisions: Sequence[Assignment] = ()) -> None:
+    def write_batch(self, results: Sequence[Result], costs: PricedColumns, decisions: Sequence[Assignment] = ()) -> None:
         """Insert results, their cost rows and routing decisions, skipping (job_id, attempt) keys already stored.
 
         The skip keeps replays out of the raw tables (and so out of the daily rollup view); the tables'
-        ReplacingMergeTree engine is the backstop when two sinks race during a rebalance."""
-        by_key = {(r.job_id, r.attempt): (r, c) for r, c in zip(results, costs, strict=True)}
+        ReplacingMergeTree engine is the backstop when two sinks race during a rebalance. Results and costs
+        go in as one Arrow table each (`costs` from `PriceCatalog.price(results)`, row for row)."""
+        by_key = {(r.job_id, r.attempt): i for i, r in enumerate(results)}  # a key twice in the batch: the last wins
+        tables = LedgerTables(results, costs)
         fresh = self.unseen("results", list(by_key))
-        self.insert("results", [_result_row(r) for k, (r, _) in by_key.items() if k in fresh], RESULT_COLUMNS)
+        self.insert_arrow("results", tables.results, [i for k, i in by_key.items() if k in fresh])
         # A cost row is written only after its result row, so when no result of the batch was stored before,
         # no cost row can be either; otherwise (a replay, a retry after a partial write) check the ledger too.
         unpriced = set(by_key) if len(fresh) == len(by_key) else self.unseen("cost_ledger", list(by_key))
-        self.insert("cost_ledger", [_cost_row(r, c) for k, (r, c) in by_key.items() if k in unpriced], COST_COLUMNS)
+        self.insert_arrow("cost_ledger", tables.cost_ledger, [i for k, i in by_key.items() if k in unpriced])
         decided = {(a.item.job_id, a.attempt): a for a in decisions}
         new_decisions = self.unseen("routing_decisions", list(decided))
         self.insert("routing_decisions", [_decision_row(a) for k, a in decided.items() if k in new_decisions], DECISION_COLUMNS)
@@ -100,9 +94,11 @@ class ClickHouseStore:
         """The keys not yet stored in `table` (keyed by job_id, attempt)."""
         if not keys:
             return set()
-        job_ids = sorted({job_id for job_id, _ in keys})
+        # One JSON string parameter instead of an Array(String) of thousands: clickhouse-connect escapes each
+        # array element in Python; the server parses the JSON, and the IN set still uses the primary key.
+        job_ids = orjson.dumps(sorted({job_id for job_id, _ in keys})).decode()
         stored = self.query(
-            f"SELECT job_id, attempt FROM {table} WHERE job_id IN {{ids:Array(String)}}", {"ids": job_ids}
+            f"SELECT job_id, attempt FROM {table} WHERE job_id IN JSONExtract({{ids:String}}, 'Array(String)')", {"ids": job_ids}
         )
         return set(keys) - {(job_id, int(attempt)) for job_id, attempt in stored}
 
@@ -124,6 +120,17 @@ class ClickHouseStore:
             return
         try:
             self.client.insert(table, rows, column_names=list(columns))
+        except (ClickHouseError, OSError) as exc:
+            raise StorageError(f"insert into {table} failed: {str(exc)[:300]}") from exc
+
+    def insert_arrow(self, table: str, rows: pa.Table, positions: list[int]) -> None:
+        """Insert the rows of an Arrow table at `positions` (all of them, in order, without copying)."""
+        if not positions:
+            return
+        if positions != list(range(rows.num_rows)):
+            rows = rows.take(positions)
+        try:
+            self.client.insert_arrow(table, rows)
         except (ClickHouseError, OSError) as exc:
             raise StorageError(f"insert into {table} failed: {str(exc)[:300]}") from exc
 
@@ -157,25 +164,6 @@ DECISION_COLUMNS = (
     "job_id", "attempt", "tenant", "task_type", "task_reason", "pool", "rule", "reason", "novelty_score",
     "input_tokens_est", "priority", "routed_at",
 )
-
-
-def _result_row(r: Result) -> tuple[Any, ...]:
-    u = r.usage
-    return (
-        r.job_id, r.attempt, r.tenant, r.task_type.value, r.pool, r.provider, r.model, r.status.value, r.output or "",
-        r.confidence, r.error, u.input_tokens, u.cached_input_tokens, u.cache_write_tokens, u.output_tokens,
-        u.reasoning_tokens, r.latency_ms, int(r.batch), r.completed_at,
-    )
-
-
-def _cost_row(r: Result, c: Cost) -> tuple[Any, ...]:
-    u = r.usage
-    return (
-        r.job_id, r.attempt, r.tenant, r.task_type.value, r.pool, r.provider, r.model, u.input_tokens,
-        u.cached_input_tokens, u.cache_write_tokens, u.output_tokens, u.reasoning_tokens, c.input_usd,
-        c.cached_input_usd, c.cache_write_usd, c.output_usd, c.reasoning_usd, c.total_usd, c.catalog_version,
-        int(r.batch), int(c.self_hosted), c.reference_model, c.reference_usd, c.savings_usd, r.completed_at,
-    )
 
 
 def _decision_row(a: Assignment) -> tuple[Any, ...]:

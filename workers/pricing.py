@@ -4,12 +4,16 @@ One YAML file per provider (`modelyard/data/prices/*.yaml`, or a directory named
 Every cost carries the catalog version that priced it (`<provider>@<version>`). Self-hosted models are
 priced from a GPU's hourly price and the throughput it sustains. Savings compare each attempt with what the
 reference frontier model would have charged for the same tokens.
+
+`cost` prices one result with Decimal; `price` prices a whole batch in columns of whole ledger units
+(1e-12 USD), with integer arithmetic wherever it gives exactly what `cost` gives (see `Meter`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import lru_cache
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 from datetime import date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from importlib import resources
@@ -25,6 +29,8 @@ MILLION = Decimal(1_000_000)
 ZERO = Decimal(0)
 SECONDS_PER_HOUR = Decimal(3600)
 PRECISION = Decimal("1e-12")  # the ledger's Decimal(24, 12): amounts are rounded once, here, so sums stay exact
+UNITS_PER_USD = 10**12  # whole ledger units (PRECISION) in one USD
+EXACT_LIMIT = 10**28  # Decimal's default 28 digits: coefficients below this multiply without rounding
 
 
 class Strict(BaseModel):
@@ -86,12 +92,66 @@ class Rates:
         """(input, cached input, cache write, output, reasoning) in USD; reasoning is part of output_tokens."""
         scale = (1 - self.batch_discount) if batch else Decimal(1)
         visible_output = max(usage.output_tokens - usage.reasoning_tokens, 0)
-        amounts = (
-            self.input * usage.input_tokens, self.cached_input * usage.cached_input_tokens,
-            self.cache_write * usage.cache_write_tokens, self.output * visible_output,
-            self.reasoning * usage.reasoning_tokens,
-        )
-        return tuple((a * scale / MILLION).quantize(PRECISION, ROUND_HALF_EVEN) for a in amounts)  # type: ignore[return-value]
+        tokens = (usage.input_tokens, usage.cached_input_tokens, usage.cache_write_tokens, visible_output, usage.reasoning_tokens)
+        return tuple(_charge_one(rate, n, scale) for rate, n in zip(self._per_kind, tokens))  # type: ignore[return-value]
+
+    def meters(self, batch: bool) -> tuple[Meter, Meter, Meter, Meter, Meter]:
+        """`charge` one token kind at a time: (input, cached input, cache write, visible output, reasoning)."""
+        return self.batch_meters if batch else self.plain_meters
+
+    @cached_property
+    def plain_meters(self) -> tuple[Meter, Meter, Meter, Meter, Meter]:
+        return tuple(Meter.of(rate, Decimal(1)) for rate in self._per_kind)  # type: ignore[return-value]
+
+    @cached_property
+    def batch_meters(self) -> tuple[Meter, Meter, Meter, Meter, Meter]:
+        return tuple(Meter.of(rate, 1 - self.batch_discount) for rate in self._per_kind)  # type: ignore[return-value]
+
+    @property
+    def _per_kind(self) -> tuple[Decimal, ...]:
+        return (self.input, self.cached_input, self.cache_write, self.output, self.reasoning)
+
+
+@dataclass(frozen=True)
+class Meter:
+    """Ledger units (1e-12 USD) for n tokens of one kind: exactly the figure `Rates.charge` gives, faster.
+
+    `charge` computes rate * n * scale / 1e6, rounded half-even to 1e-12. When rate * scale * 1e6 is a whole
+    number U, the exact amount is U * n units, with nothing to round; Decimal's steps are exact too while
+    every coefficient stays under 28 digits, which `max_tokens` guarantees. Otherwise (a self-hosted rate
+    like 2.50 / 36,000 per token) each distinct (rate, scale, n) is charged with Decimal once and cached."""
+
+    rate: Decimal
+    scale: Decimal
+    per_token: int | None
+    max_tokens: int
+
+    @classmethod
+    def of(cls, rate: Decimal, scale: Decimal) -> Meter:
+        coefficient = _coefficient(rate) * _coefficient(scale)
+        units = rate * scale * MILLION
+        if coefficient >= EXACT_LIMIT or units != units.to_integral_value():
+            return cls(rate, scale, None, 0)
+        return cls(rate, scale, int(units), (EXACT_LIMIT - 1) // max(coefficient, int(units), 1))
+
+    def __call__(self, tokens: int) -> int:
+        if self.per_token is not None and tokens <= self.max_tokens:
+            return self.per_token * tokens
+        return _charged_units(self.rate, self.scale, tokens)
+
+
+@lru_cache(maxsize=1 << 16)
+def _charged_units(rate: Decimal, scale: Decimal, tokens: int) -> int:
+    return int(_charge_one(rate, tokens, scale) * UNITS_PER_USD)
+
+
+def _charge_one(rate: Decimal, tokens: int, scale: Decimal) -> Decimal:
+    return (rate * tokens * scale / MILLION).quantize(PRECISION, ROUND_HALF_EVEN)
+
+
+def _coefficient(value: Decimal) -> int:
+    """The integer digits of a Decimal without its exponent (3.75 -> 375)."""
+    return int("".join(map(str, value.as_tuple().digits)))
 
 
 @dataclass(frozen=True)
@@ -113,6 +173,34 @@ class Cost:
     @property
     def savings_usd(self) -> Decimal:
         return self.reference_usd - self.total_usd if self.reference_model else ZERO
+
+
+@dataclass
+class PricedColumns:
+    """Costs of a batch of results, one list per ledger column, amounts in whole ledger units (1e-12 USD)."""
+
+    input: list[int] = field(default_factory=list)
+    cached_input: list[int] = field(default_factory=list)
+    cache_write: list[int] = field(default_factory=list)
+    output: list[int] = field(default_factory=list)
+    reasoning: list[int] = field(default_factory=list)
+    total: list[int] = field(default_factory=list)
+    reference: list[int] = field(default_factory=list)
+    savings: list[int] = field(default_factory=list)
+    catalog_version: list[str] = field(default_factory=list)
+    self_hosted: list[int] = field(default_factory=list)
+    reference_model: list[str] = field(default_factory=list)
+
+    @property
+    def amount_lists(self) -> tuple[list[int], ...]:
+        return (self.input, self.cached_input, self.cache_write, self.output, self.reasoning)
+
+    def take(self, rows: Sequence[int]) -> PricedColumns:
+        """The columns for the given row positions only."""
+        return PricedColumns(**{name: [column[i] for i in rows] for name, column in vars(self).items()})
+
+    def __len__(self) -> int:
+        return len(self.total)
 
 
 class PriceCatalog:
@@ -160,6 +248,15 @@ class PriceCatalog:
         return Cost(*amounts, catalog_version=rates.catalog_version, self_hosted=rates.self_hosted,
                     reference_model=self.reference_model or "", reference_usd=reference_usd)
 
+    def price(self, results: Sequence[Result]) -> PricedColumns:
+        """The same figures as `cost` for every result, as ledger columns; one rate lookup per (model, day, batch)."""
+        columns, plans = PricedColumns(), {}
+        for result in results:
+            key = (result.model, result.completed_at.date(), result.batch)
+            plan = plans.get(key) or plans.setdefault(key, _Plan(self, *key))
+            plan.price(result.usage, columns)
+        return columns
+
     def _reference(self, result: Result) -> Decimal:
         """What the reference frontier model would have charged for the same tokens (same batch mode)."""
         if not self.reference_model:
@@ -167,6 +264,32 @@ class PriceCatalog:
         rates = self.rates(self.reference_model, result.completed_at)
         assert rates is not None
         return sum(rates.charge(result.usage, result.batch), ZERO)
+
+
+class _Plan:
+    """How to price results of one model on one day in one batch mode, appending to the ledger columns."""
+
+    def __init__(self, catalog: PriceCatalog, model: str, day: date, batch: bool) -> None:
+        rates = catalog._rates_on(model, day)
+        reference = catalog._rates_on(catalog.reference_model, day) if catalog.reference_model else None
+        self.meters = rates.meters(batch) if rates else None
+        self.reference_meters = reference.meters(batch) if rates and reference else None
+        self.tag = ("unpriced", 0, "") if rates is None else (rates.catalog_version, int(rates.self_hosted), catalog.reference_model or "")
+
+    def price(self, usage: Usage, columns: PricedColumns) -> None:
+        tokens = (usage.input_tokens, usage.cached_input_tokens, usage.cache_write_tokens,
+                  max(usage.output_tokens - usage.reasoning_tokens, 0), usage.reasoning_tokens)
+        amounts = [meter(n) for meter, n in zip(self.meters, tokens)] if self.meters else [0, 0, 0, 0, 0]
+        total = sum(amounts)
+        reference = sum(meter(n) for meter, n in zip(self.reference_meters, tokens)) if self.reference_meters else 0
+        for column, value in zip(columns.amount_lists, amounts):
+            column.append(value)
+        columns.total.append(total)
+        columns.reference.append(reference)
+        columns.savings.append(reference - total if self.tag[2] else 0)
+        columns.catalog_version.append(self.tag[0])
+        columns.self_hosted.append(self.tag[1])
+        columns.reference_model.append(self.tag[2])
 
 
 def _resolve(prices: ProviderPrices, entry: PriceEntry) -> Rates:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -29,7 +30,7 @@ from schemas.decoding import DecodeFailure, decode
 from schemas.evaluation import EvalScore
 from workers.clickhouse import ClickHouseStore
 from workers.kafka_clients import make_consumer, make_producer
-from workers.pricing import Cost, PriceCatalog
+from workers.pricing import UNITS_PER_USD, PriceCatalog, PricedColumns
 
 log = logging.getLogger("modelyard.sink")
 
@@ -39,6 +40,7 @@ class Batch:
     results_topic: str
     evals_topic: str
     results: list[Result] = field(default_factory=list)
+    undecoded: list[ConsumerRecord] = field(default_factory=list)  # results, decoded at write time off the loop
     decisions: list[Assignment] = field(default_factory=list)
     evals: list[EvalScore] = field(default_factory=list)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
@@ -47,9 +49,19 @@ class Batch:
 
     def add(self, record: ConsumerRecord) -> None:
         self.offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
-        model, bucket = {
-            self.results_topic: (Result, self.results), self.evals_topic: (EvalScore, self.evals),
-        }.get(record.topic, (Assignment, self.decisions))
+        if record.topic == self.results_topic:
+            self.undecoded.append(record)
+            return
+        model, bucket = (EvalScore, self.evals) if record.topic == self.evals_topic else (Assignment, self.decisions)
+        self._decode_into(record, model, bucket)
+
+    def decode_results(self) -> None:
+        """Decode the results topic's records (once, however often the write is retried)."""
+        for record in self.undecoded:
+            self._decode_into(record, Result, self.results)
+        self.undecoded = []
+
+    def _decode_into(self, record: ConsumerRecord, model: type, bucket: list) -> None:
         value = decode(model, record.value)
         if isinstance(value, DecodeFailure):
             self.rejected.append((record, value))
@@ -57,7 +69,7 @@ class Batch:
             bucket.append(value)
 
     def __len__(self) -> int:
-        return len(self.results) + len(self.decisions) + len(self.evals) + len(self.rejected)
+        return len(self.results) + len(self.undecoded) + len(self.decisions) + len(self.evals) + len(self.rejected)
 
 
 class ClickHouseSink:
@@ -151,8 +163,10 @@ class ClickHouseSink:
         for record in await asyncio.to_thread(self.store.spend, tenants, datetime.now(UTC)):
             await self.producer.send(self.settings.kafka.spend_topic, record.model_dump_json().encode(), key=record.tenant.encode())
 
-    def _price_and_write(self, batch: Batch) -> list[Cost]:
-        costs = [self.catalog.cost(r) for r in batch.results]
+    def _price_and_write(self, batch: Batch) -> PricedColumns:
+        """Decode, price and insert: all of it in the writer thread, while the loop fetches the next batch."""
+        batch.decode_results()
+        costs = self.catalog.price(batch.results)
         self.store.write_batch(batch.results, costs, batch.decisions)
         self.store.write_evals(batch.evals)
         return costs
@@ -167,16 +181,27 @@ class ClickHouseSink:
             DEAD_LETTERS.labels("sink", failure.reason).inc()
 
 
-def count_written(batch: Batch, costs: list[Cost]) -> None:
-    """Metrics for a batch ClickHouse accepted: rows per table, results per outcome, tokens and cost."""
+def count_written(batch: Batch, costs: PricedColumns) -> None:
+    """Metrics for a batch ClickHouse accepted: rows per table, results per outcome, tokens and cost.
+
+    Summed per label set first: one counter update per group, not per row."""
     for table, rows in (("results", len(batch.results)), ("cost_ledger", len(costs)), ("routing_decisions", len(batch.decisions))):
         if rows:
             SINK_ROWS.labels(table).inc(rows)
-    for result, cost in zip(batch.results, costs, strict=True):
-        SINK_RESULTS.labels(result.pool, result.status.value).inc()
+    outcomes: Counter[tuple[str, str]] = Counter()
+    tokens: Counter[tuple[str, str, str]] = Counter()
+    units: Counter[tuple[str, str]] = Counter()
+    for result, total in zip(batch.results, costs.total, strict=True):
+        outcomes[result.pool, result.status.value] += 1
         usage = result.usage
-        for kind, tokens in (("input", usage.input_tokens), ("cached_input", usage.cached_input_tokens),
-                             ("cache_write", usage.cache_write_tokens), ("output", usage.output_tokens)):
-            if tokens:
-                TOKENS.labels(result.pool, result.model, kind).inc(tokens)
-        COST_USD.labels(result.pool, result.model).inc(float(cost.total_usd))
+        for kind, count in (("input", usage.input_tokens), ("cached_input", usage.cached_input_tokens),
+                            ("cache_write", usage.cache_write_tokens), ("output", usage.output_tokens)):
+            tokens[result.pool, result.model, kind] += count
+        units[result.pool, result.model] += total
+    for labels, count in outcomes.items():
+        SINK_RESULTS.labels(*labels).inc(count)
+    for labels, count in tokens.items():
+        if count:
+            TOKENS.labels(*labels).inc(count)
+    for labels, total in units.items():
+        COST_USD.labels(*labels).inc(total / UNITS_PER_USD)

@@ -46,9 +46,8 @@ def test_replayed_results_bill_once(store: ClickHouseStore) -> None:
     store.migrate()
     catalog = PriceCatalog.load()
     batch = [result("replay-1"), result("replay-2"), result("replay-2", attempt=2)]
-    costs = [catalog.cost(r) for r in batch]
-    store.write_batch(batch, costs)
-    store.write_batch(batch[:2], costs[:2])  # a replay after a crash before commit
+    store.write_batch(batch, catalog.price(batch))
+    store.write_batch(batch[:2], catalog.price(batch[:2]))  # a replay after a crash before commit
     rows = store.query(
         "SELECT job_id, attempt, total_cost_usd FROM cost_ledger FINAL WHERE startsWith(job_id, 'replay-') ORDER BY job_id, attempt"
     )
@@ -70,3 +69,11 @@ def test_analyst_views_answer(store: ClickHouseStore) -> None:
 
 def test_dsn_password_is_redacted_in_messages() -> None:
     assert _redacted("https://analyst:hunter2@ch.example:8443/db") == "https://analyst:***@ch.example:8443/db"
+
+
+def test_stored_key_check_matches_awkward_job_ids(store: ClickHouseStore) -> None:
+    store.migrate()
+    awkward = [result(job_id) for job_id in ("it's", 'say "hi"\\', "line\nbreak", "ünï\u2028")]
+    store.write_batch(awkward, PriceCatalog.load().price(awkward))
+    keys = [(r.job_id, 1) for r in awkward] + [("it's", 2), ("never-stored", 1)]
+    assert store.unseen("results", keys) == {("it's", 2), ("never-stored", 1)}

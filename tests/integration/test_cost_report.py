@@ -32,7 +32,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseStore]
              ("globex", "slm", "HuggingFaceTB/SmolLM2-135M-Instruct", 1), ("globex", "frontier", "claude-sonnet-5", 30)]
         )
     ]
-    store.write_batch(results, [catalog.cost(r) for r in results])
+    store.write_batch(results, catalog.price(results))
     yield store
     store.close()
 

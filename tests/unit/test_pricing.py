@@ -1,14 +1,14 @@
 """Hand-computed costs for every token kind and provider, exact to 1e-12 USD."""
 
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import pytest
 
 from modelyard._exceptions import ConfigError
 from schemas import Result
-from workers.pricing import PriceCatalog
+from workers.pricing import Meter, PriceCatalog
 
 ANTHROPIC = """
 provider: anthropic
@@ -121,3 +121,69 @@ def test_unknown_reference_model_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text(ANTHROPIC)
     with pytest.raises(ConfigError, match="reference_model"):
         PriceCatalog.load(tmp_path, reference_model="nope")
+
+
+# --- batch pricing in whole ledger units (1e-12 USD): the same figures as `cost`, column by column ---
+
+UNITS = 10**12
+SEVENTH = """
+provider: vllm
+version: v2
+self_hosted: {gpu_hour_usd: "2.50", tokens_per_second: 7}
+models:
+  m-seventh:
+    - {effective_from: 2025-01-01}
+"""
+
+
+def test_price_columns_hold_hand_computed_units(catalog: PriceCatalog) -> None:
+    rows = [
+        result("m-anthropic", input_tokens=1234, cached_input_tokens=5000, cache_write_tokens=777, output_tokens=321),
+        result("m-openai", batch=True, input_tokens=1, cached_input_tokens=3, output_tokens=700, reasoning_tokens=500),
+        result("mystery", input_tokens=10),
+    ]
+    priced = catalog.price(rows)
+    # anthropic: 1234 * $3/M = 3,702,000,000 units (0.003702 USD), 5000 * 0.30 = 1,500,000,000, ...
+    assert (priced.input[0], priced.cached_input[0], priced.cache_write[0], priced.output[0]) == (3_702_000_000, 1_500_000_000, 2_913_750_000, 4_815_000_000)
+    assert priced.total[0] == priced.reference[0] == 12_930_750_000 and priced.savings[0] == 0
+    # openai at half price: 1 * 1.25 / 2 = 0.625 USD/M -> 625,000 units; 200 visible * 5 -> 1e9; 500 reasoning * 6 -> 3e9
+    assert (priced.input[1], priced.cached_input[1], priced.output[1], priced.reasoning[1]) == (625_000, 187_500, 1_000_000_000, 3_000_000_000)
+    assert priced.catalog_version == ["anthropic@v7", "openai@v3", "unpriced"]
+    assert (priced.total[2], priced.reference_model[2], priced.self_hosted) == (0, "", [0, 0, 0])
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_price_equals_decimal_cost_for_every_model_kind_and_date(tmp_path: Path, batch: bool) -> None:
+    for name, text in [("anthropic", ANTHROPIC), ("openai", OPENAI), ("vllm", SELF_HOSTED), ("seventh", SEVENTH)]:
+        (tmp_path / f"{name}.yaml").write_text(text)
+    catalog = PriceCatalog.load(tmp_path, reference_model="m-anthropic")
+    rows = [
+        result(model, at=at, batch=batch, input_tokens=n * 7919 % 100_003, cached_input_tokens=n * 31 % 977,
+               cache_write_tokens=n % 13, output_tokens=n * 13 % 4001, reasoning_tokens=n * 17 % 5000)
+        for n, (model, at) in enumerate([(m, d) for m in ("m-anthropic", "m-openai", "m-slm", "m-seventh", "mystery") for d in (MAY, JULY)] * 40)
+    ]
+    priced = catalog.price(rows)
+    for i, row in enumerate(rows):
+        cost = catalog.cost(row)
+        expected = [cost.input_usd, cost.cached_input_usd, cost.cache_write_usd, cost.output_usd, cost.reasoning_usd,
+                    cost.total_usd, cost.reference_usd, cost.savings_usd]
+        got = [priced.input[i], priced.cached_input[i], priced.cache_write[i], priced.output[i], priced.reasoning[i],
+               priced.total[i], priced.reference[i], priced.savings[i]]
+        assert got == [int(amount * UNITS) for amount in expected], (row.model, row.usage)
+        assert (priced.catalog_version[i], priced.self_hosted[i], priced.reference_model[i]) == (cost.catalog_version, int(cost.self_hosted), cost.reference_model)
+
+
+def test_a_rate_that_is_not_whole_units_rounds_half_even_like_decimal(tmp_path: Path) -> None:
+    (tmp_path / "seventh.yaml").write_text(SEVENTH)
+    catalog = PriceCatalog.load(tmp_path)
+    # 2.50 USD / (7 tok/s * 3600 s) = 0.0000992063492063... USD per token; 1000 tokens -> 0.099206349206 USD
+    priced = catalog.price([result("m-seventh", input_tokens=1000)])
+    assert priced.input == [99_206_349_206] and priced.total == [99_206_349_206]
+
+
+def test_whole_unit_rates_hand_over_to_decimal_beyond_28_digits() -> None:
+    meter = Meter.of(Decimal("15"), Decimal(1))
+    assert meter.per_token == 15_000_000 and meter(1_000) == 15_000_000_000
+    assert meter(meter.max_tokens) == 15_000_000 * meter.max_tokens
+    with pytest.raises(InvalidOperation):  # Decimal's own verdict on an amount past 28 digits, as `cost` gives it
+        meter(meter.max_tokens + 1)

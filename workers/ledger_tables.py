@@ -1,0 +1,96 @@
+"""A batch of results and their costs as two Arrow tables (results, cost_ledger): one columnar insert each.
+
+Columns are built once per batch from attribute lists, shared by both tables, never as per-row tuples.
+ClickHouse casts each Arrow column to the table's type (string to LowCardinality(String), and so on).
+Amounts go in as Decimal128(24, 12) made from whole ledger units, so they are exact; times are floored to
+the millisecond, as clickhouse-connect's own DateTime64(3) conversion does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from operator import attrgetter
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas import Result
+from workers.pricing import PricedColumns
+
+LEDGER_AMOUNT = pa.decimal128(24, 12)  # cost_ledger's Decimal(24, 12)
+WHOLE_UNITS = pa.decimal128(38, 0)  # the same 128-bit integers, read without the scale
+RESULT_COLUMNS = (
+    "job_id", "attempt", "tenant", "task_type", "pool", "provider", "model", "status", "output", "confidence",
+    "error", "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens",
+    "latency_ms", "batch", "completed_at",
+)
+COST_COLUMNS = (
+    "job_id", "attempt", "tenant", "task_type", "pool", "provider", "model", "input_tokens", "cached_input_tokens",
+    "cache_write_tokens", "output_tokens", "reasoning_tokens", "input_cost_usd", "cached_input_cost_usd",
+    "cache_write_cost_usd", "output_cost_usd", "reasoning_cost_usd", "total_cost_usd", "catalog_version", "batch",
+    "self_hosted", "reference_model", "reference_cost_usd", "savings_usd", "completed_at",
+)
+TOKEN_KINDS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
+STRINGS = ("job_id", "tenant", "pool", "provider", "model")
+
+
+class LedgerTables:
+    def __init__(self, results: Sequence[Result], costs: PricedColumns) -> None:
+        if len(results) != len(costs):
+            raise ValueError(f"{len(results)} results but {len(costs)} costs")
+        self.rows = results
+        self.costs = costs
+
+    @cached_property
+    def results(self) -> pa.Table:
+        rows = self.rows
+        own = {
+            "status": pa.array([r.status.value for r in rows], pa.string()),
+            "output": pa.array([r.output or "" for r in rows], pa.string()),
+            "confidence": pa.array(list(map(attrgetter("confidence"), rows)), pa.float64()),
+            "error": pa.array(list(map(attrgetter("error"), rows)), pa.string()),
+            "latency_ms": pa.array(list(map(attrgetter("latency_ms"), rows)), pa.float64()),
+        }
+        return _table(RESULT_COLUMNS, self._shared | own)
+
+    @cached_property
+    def cost_ledger(self) -> pa.Table:
+        c = self.costs
+        own = {
+            "input_cost_usd": amounts(c.input), "cached_input_cost_usd": amounts(c.cached_input),
+            "cache_write_cost_usd": amounts(c.cache_write), "output_cost_usd": amounts(c.output),
+            "reasoning_cost_usd": amounts(c.reasoning), "total_cost_usd": amounts(c.total),
+            "catalog_version": pa.array(c.catalog_version, pa.string()), "self_hosted": pa.array(c.self_hosted, pa.uint8()),
+            "reference_model": pa.array(c.reference_model, pa.string()), "reference_cost_usd": amounts(c.reference),
+            "savings_usd": amounts(c.savings),
+        }
+        return _table(COST_COLUMNS, self._shared | own)
+
+    @cached_property
+    def _shared(self) -> dict[str, pa.Array]:
+        """Columns both tables carry, built once."""
+        rows = self.rows
+        usages = list(map(attrgetter("usage"), rows))
+        columns = {name: pa.array(list(map(attrgetter(name), rows)), pa.string()) for name in STRINGS}
+        columns |= {kind: pa.array(list(map(attrgetter(kind), usages)), pa.uint32()) for kind in TOKEN_KINDS}
+        columns["attempt"] = pa.array(list(map(attrgetter("attempt"), rows)), pa.uint16())
+        columns["task_type"] = pa.array([r.task_type.value for r in rows], pa.string())
+        columns["batch"] = pa.array(list(map(attrgetter("batch"), rows)), pa.bool_()).cast(pa.uint8())
+        columns["completed_at"] = milliseconds(list(map(attrgetter("completed_at"), rows)))
+        return columns
+
+
+def _table(names: Sequence[str], columns: dict[str, pa.Array]) -> pa.Table:
+    return pa.table({name: columns[name] for name in names})
+
+
+def amounts(units: list[int]) -> pa.Array:
+    """Whole ledger units (1e-12 USD) as exact Decimal128(24, 12) values."""
+    return pa.array(units, WHOLE_UNITS).view(LEDGER_AMOUNT)
+
+
+def milliseconds(times: list) -> pa.Array:
+    """Aware datetimes as UTC milliseconds, floored (5.6789 ms -> 5 ms)."""
+    exact = pa.array(times, pa.timestamp("us", tz="UTC"))
+    return pc.floor_temporal(exact, unit="millisecond").cast(pa.timestamp("ms", tz="UTC"))
