@@ -106,6 +106,7 @@ class ProviderSimulator:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=16 * 1024 * 1024)
+        self.batch_api = BatchSimulator(self)
         app.add_routes([
             web.post("/v1/chat/completions", self.openai_chat),
             web.post("/v1/messages", self.anthropic_messages),
@@ -113,7 +114,7 @@ class ProviderSimulator:
             web.get("/health", self.health),
             web.post("/_sim/faults", self.set_faults),
             web.get("/_sim/stats", self.get_stats),
-            *BatchSimulator(self).routes(),
+            *self.batch_api.routes(),
         ])
         return app
 
