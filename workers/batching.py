@@ -108,6 +108,15 @@ class Batcher:
         task.add_done_callback(self._tasks.discard)
 
     async def _submit_and_collect(self, items: list[Waiting]) -> None:
+        try:
+            await self._submit_and_answer(items)
+        except Exception as exc:  # a defect of ours: record it against the jobs rather than leave them waiting
+            log.exception("%s batch of %d items crashed", self.provider, len(items))
+            failure = ProviderError(f"internal: {type(exc).__name__}", provider=self.provider, retryable=True)
+            for w in items:
+                _answer(w, [self._result(w, failure, "-")])
+
+    async def _submit_and_answer(self, items: list[Waiting]) -> None:
         requests: list[BatchRequest] = [(f"item-{n}", w.assignment.item, w.assignment.task_type) for n, w in enumerate(items)]
         try:
             batch_id = await self.backend.submit(requests)

@@ -160,3 +160,16 @@ def test_only_deferrable_items_are_accepted_and_only_when_enabled() -> None:
     assert not batcher(RecordingBackend()).accepts(assignment("a", deadline=soon))
     off = Batcher("frontier", BatchSettings(enabled=False), RecordingBackend(), "claude-sonnet-5")
     assert not off.accepts(assignment("a"))
+
+
+def test_a_defect_while_reading_results_is_recorded_against_the_jobs_not_left_waiting() -> None:
+    class Broken(RecordingBackend):
+        async def results(self, batch_id: str, task_types: dict[str, TaskType]) -> dict[str, Completion | Exception]:
+            raise KeyError("custom_id")
+
+    async def scenario() -> None:
+        b = batcher(Broken())
+        results = await asyncio.gather(*(b.run(assignment(f"j{n}"), "p0") for n in range(2)))
+        assert [(r.status, r.error) for (r,) in results] == [(ResultStatus.FAILED_OVER, "internal: KeyError")] * 2
+
+    asyncio.run(scenario())
