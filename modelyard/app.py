@@ -79,6 +79,21 @@ def build_dispatcher(settings: Settings, pool: str):  # -> Dispatcher
     return Dispatcher(pool, targets, stopping, pool_settings.wait_for_circuit_s)
 
 
+def build_batcher(settings: Settings, pool: str):  # -> Batcher | None
+    """The pool's batch path (its own provider and model) when `pools.<name>.batch.enabled`."""
+    from workers.backends.anthropic_batch import AnthropicBatchBackend
+    from workers.backends.openai_batch import OpenAIBatchBackend
+    from workers.batching import Batcher
+
+    pool_settings = settings.pools[pool]
+    if not pool_settings.batch.enabled:
+        return None
+    backend = build_backend(settings, pool)
+    is_anthropic = settings.providers[pool_settings.provider].api == "anthropic"
+    batch_backend = AnthropicBatchBackend(backend) if is_anthropic else OpenAIBatchBackend(backend, pool)
+    return Batcher(pool, pool_settings.batch, batch_backend, pool_settings.model)
+
+
 async def serve(settings: Settings, component: Runnable, group: str) -> None:
     """Run a component until SIGTERM/SIGINT, then let it drain and commit. With `metrics.port` set, serve
     /metrics, /healthz and /readyz meanwhile, and measure the consumer group's lag periodically."""
@@ -121,6 +136,9 @@ def run_pool(settings: Settings, pool: str) -> None:
     log.info("pool %s: provider %s (%s) model %s", pool, config.provider, settings.providers[config.provider].mode, config.model)
     for fallback in config.fallbacks:
         log.info("pool %s: fallback %s (%s) model %s", pool, fallback.provider, settings.providers[fallback.provider].mode, fallback.model)
+    if config.batch.enabled:
+        log.info("pool %s: deferrable items (deadline none or > %.0fs away) go through the %s batch API",
+                 pool, config.batch.horizon_s, config.provider)
     if config.cascade:
         log.info("pool %s: escalates to %s below %s", pool, config.cascade.to_pool, dict(config.cascade.min_confidence))
     freeze_startup_heap()
@@ -130,7 +148,8 @@ def run_pool(settings: Settings, pool: str) -> None:
 async def _run_pool(settings: Settings, pool: str) -> None:
     from workers.pool import PoolWorker
 
-    await serve(settings, PoolWorker(settings, pool, build_dispatcher(settings, pool)), f"pool.{pool}")
+    worker = PoolWorker(settings, pool, build_dispatcher(settings, pool), build_batcher(settings, pool))
+    await serve(settings, worker, f"pool.{pool}")
 
 
 def run_sink(settings: Settings) -> None:

@@ -136,6 +136,20 @@ class CascadeSettings(Section):
     )
 
 
+class BatchSettings(Section):
+    """A pool's use of its provider's batch API (OpenAI Batch, Anthropic Message Batches: 50% off, within 24 h)."""
+
+    enabled: bool = False
+    horizon_s: float = Field(
+        default=26 * 3600, ge=0, description="Items with no deadline, or one farther away than this, are deferrable."
+    )
+    max_items: int = Field(default=1000, ge=1, le=50_000, description="A batch is sent once it holds this many items...")
+    max_wait_s: float = Field(default=60.0, gt=0, description="...or once its first item has waited this long.")
+    max_pending: int = Field(default=10_000, ge=1, description="Items waiting in batches; past this the pool stops taking work.")
+    poll_interval_s: float = Field(default=30.0, gt=0, description="First wait before polling a batch; doubles each poll...")
+    poll_max_interval_s: float = Field(default=300.0, gt=0, description="...up to this.")
+
+
 class PoolSettings(Section):
     provider: str
     model: str
@@ -148,6 +162,7 @@ class PoolSettings(Section):
     wait_for_circuit_s: float = Field(
         default=120.0, ge=0, description="How long a job waits for a probe when every circuit of its chain is open."
     )
+    batch: BatchSettings = BatchSettings()
 
 
 class RouterSettings(Section):
@@ -197,6 +212,7 @@ class SimulatorSettings(Section):
     rate_429: float = Field(default=0.0, ge=0, le=1)
     rate_5xx: float = Field(default=0.0, ge=0, le=1)
     retry_after_s: float = 0.2
+    batch_delay_s: float = Field(default=2.0, ge=0, description="How long a simulated batch takes to end.")
     seed: int = 7
 
     @property
@@ -302,6 +318,8 @@ class Settings(BaseSettings):
                 if fallback.provider not in self.providers:
                     raise ValueError(f"pools.{name}.fallbacks: unknown provider {fallback.provider!r}")
             self._check_cascade(name, pool.cascade)
+            if pool.batch.enabled and self.providers[pool.provider].api == "vllm":
+                raise ValueError(f"pools.{name}.batch.enabled: provider {pool.provider!r} has no batch API (openai or anthropic only)")
         named = {**self.routes, "default_pool": self.default_pool, "costs.downgrade_pool": self.costs.downgrade_pool}
         for where, pool in named.items():
             if pool not in self.pools:

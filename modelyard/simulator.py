@@ -15,6 +15,10 @@ Fault settings (POST /_sim/faults with any of them):
   timeout_rate, hang_s       fraction of requests that hang hang_s before answering (client timeouts)
   fault_model                when set, failures (not latency) hit only requests for this model
   low_confidence_marker      when set, prompts containing it get confidence 0.05 (cascade tests)
+  batch_delay_s              how long a batch (OpenAI Batch, Anthropic Message Batches) takes to end
+  batch_error_marker         when set, batch requests containing it fail with HTTP batch_error_status (500)
+  batch_error_rate           fraction of the other batch requests that fail the same way
+The batch endpoints are in modelyard/simulator_batches.py.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import orjson
 from aiohttp import web
 
 from modelyard.settings import SimulatorSettings
+from modelyard.simulator_batches import BatchSimulator
 
 CACHEABLE_PREFIX_TOKENS = 256
 
@@ -58,6 +63,10 @@ class Faults:
     hang_s: float = 30.0
     fault_model: str = ""
     low_confidence_marker: str = ""
+    batch_delay_s: float = 1.0
+    batch_error_marker: str = ""
+    batch_error_rate: float = 0.0
+    batch_error_status: int = 500
     outage_until: float = 0.0
     storm_429_until: float = 0.0
 
@@ -92,11 +101,12 @@ class ProviderSimulator:
 
     def __post_init__(self) -> None:
         s = self.settings
-        self.faults = Faults(s.latency_ms, s.jitter_ms, s.rate_429, s.rate_5xx, s.retry_after_s)
+        self.faults = Faults(s.latency_ms, s.jitter_ms, s.rate_429, s.rate_5xx, s.retry_after_s, batch_delay_s=s.batch_delay_s)
         self.random = random.Random(s.seed)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=16 * 1024 * 1024)
+        self.batch_api = BatchSimulator(self)
         app.add_routes([
             web.post("/v1/chat/completions", self.openai_chat),
             web.post("/v1/messages", self.anthropic_messages),
@@ -104,6 +114,7 @@ class ProviderSimulator:
             web.get("/health", self.health),
             web.post("/_sim/faults", self.set_faults),
             web.get("/_sim/stats", self.get_stats),
+            *self.batch_api.routes(),
         ])
         return app
 
@@ -148,16 +159,20 @@ class ProviderSimulator:
         body = orjson.loads(await request.read())
         if failure := await self._delay_or_fail("openai", str(body.get("model", ""))):
             return failure
+        self.stats["openai.200"] += 1
+        return _json(self.openai_completion(body))
+
+    def openai_completion(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The chat.completion object answering `body` (no latency, no faults)."""
         prompt = "\n".join(_content_text(m.get("content")) for m in body.get("messages", []))
         answer = self._answer(prompt, _openai_choices(body), _openai_schema(body), body)
         prompt_tokens, cached = self._prompt_tokens("openai", body.get("messages", []))
         text = answer.text if answer.text is not None else orjson.dumps(answer.tool_input).decode()
         completion_tokens = count_tokens(text)
-        self.stats["openai.200"] += 1
         choice: dict[str, Any] = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
         if body.get("logprobs"):
             choice["logprobs"] = {"content": _logprobs(text, answer.confidence)}
-        return _json({
+        return {
             "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
             "model": body.get("model", "unknown"), "choices": [choice],
             "usage": {
@@ -166,7 +181,7 @@ class ProviderSimulator:
                 "prompt_tokens_details": {"cached_tokens": cached},
                 "completion_tokens_details": {"reasoning_tokens": 0},
             },
-        })
+        }
 
     # -- Anthropic --------------------------------------------------------------------------------
     async def anthropic_messages(self, request: web.Request) -> web.Response:
@@ -175,6 +190,11 @@ class ProviderSimulator:
         body = orjson.loads(await request.read())
         if failure := await self._delay_or_fail("anthropic", str(body.get("model", ""))):
             return failure
+        self.stats["anthropic.200"] += 1
+        return _json(self.anthropic_message(body))
+
+    def anthropic_message(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The message object answering `body` (no latency, no faults)."""
         messages = [{"role": "system", "content": _content_text(body.get("system"))}] if body.get("system") else []
         messages += body.get("messages", [])
         prompt = "\n".join(_content_text(m.get("content")) for m in messages)
@@ -187,13 +207,12 @@ class ProviderSimulator:
         else:
             content = [{"type": "text", "text": answer.text}]
             out_tokens, stop = count_tokens(answer.text or ""), "end_turn"
-        self.stats["anthropic.200"] += 1
-        return _json({
+        return {
             "id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant",
             "model": body.get("model", "unknown"), "content": content, "stop_reason": stop, "stop_sequence": None,
             "usage": {"input_tokens": prompt_tokens - cached, "output_tokens": out_tokens,
                       "cache_read_input_tokens": cached, "cache_creation_input_tokens": 0},
-        })
+        }
 
     # -- shared ------------------------------------------------------------------------------------
     def _answer(self, prompt: str, choices: list[str] | None, schema: dict[str, Any] | None, body: dict[str, Any]) -> Answer:

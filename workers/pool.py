@@ -15,8 +15,9 @@ from aiokafka.structs import ConsumerRecord
 
 from modelyard._exceptions import Stopping
 from modelyard.settings import Settings
-from schemas import Assignment
+from schemas import Assignment, Result, ResultStatus
 from schemas.decoding import DecodeFailure, decode
+from workers.batching import Batcher
 from workers.cascade import escalate, needs_escalation
 from workers.dispatch import Dispatcher
 from workers.kafka_clients import make_consumer, make_producer
@@ -32,6 +33,8 @@ class _Rebalance(ConsumerRebalanceListener):
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        if self.worker.batcher:
+            self.worker.batcher.release(set(revoked))
         await self.worker.drain()
         await self.worker.commit()
         self.worker.offsets.forget(set(revoked))
@@ -41,10 +44,12 @@ class _Rebalance(ConsumerRebalanceListener):
 
 
 class PoolWorker:
-    def __init__(self, settings: Settings, pool: str, dispatcher: Dispatcher) -> None:
+    def __init__(self, settings: Settings, pool: str, dispatcher: Dispatcher, batcher: Batcher | None = None) -> None:
         self.settings = settings
         self.pool = pool
         self.dispatcher = dispatcher
+        self.batcher = batcher
+        self.waiting_for_batch: set[asyncio.Task[None]] = set()
         self.cascade = settings.pools[pool].cascade
         self.concurrency = settings.pools[pool].concurrency
         self.offsets = OffsetTracker()
@@ -67,6 +72,8 @@ class PoolWorker:
             await self._consume(stop)
         finally:
             self.dispatcher.stop_waiting()
+            if self.batcher:
+                await self.batcher.stop()
             log.info("stopping: draining %d in-flight calls, then committing", len(self.tasks))
             await self.drain()
             await self.commit()
@@ -94,8 +101,11 @@ class PoolWorker:
 
     def _free_slots(self) -> int:
         """Calls in flight are capped at `concurrency`. A finished call frees its slot at once, not when Kafka
-        acknowledges its result (a few ms more); results waiting for that ack are capped at as many again."""
-        return min(self.concurrency - self.calling, 2 * self.concurrency - len(self.tasks))
+        acknowledges its result (a few ms more); results waiting for that ack are capped at as many again.
+        Items waiting in a provider batch hold no slot; past `batch.max_pending` of them the pool takes no work."""
+        if self.batcher and self.batcher.full:
+            return 0
+        return min(self.concurrency - self.calling, 2 * self.concurrency - len(self.tasks) + len(self.waiting_for_batch))
 
     def _start(self, tp: TopicPartition, record: ConsumerRecord) -> None:
         self.offsets.started(tp, record.offset)
@@ -107,7 +117,7 @@ class PoolWorker:
     async def _handle(self, tp: TopicPartition, record: ConsumerRecord) -> None:
         try:
             try:
-                outgoing = await self._outcome(record)
+                outgoing = await self._outcome(tp, record)
             finally:
                 self.calling -= 1
                 self._slot_freed.set()
@@ -124,7 +134,7 @@ class PoolWorker:
         self.offsets.finished(tp, record.offset)
         self.processed += 1
 
-    async def _outcome(self, record: ConsumerRecord) -> list[Outgoing]:
+    async def _outcome(self, tp: TopicPartition, record: ConsumerRecord) -> list[Outgoing]:
         assignment = decode(Assignment, record.value)
         if isinstance(assignment, DecodeFailure):
             letter = assignment.dead_letter(
@@ -132,17 +142,41 @@ class PoolWorker:
                 source_offset=record.offset,
             )
             return [(self.settings.kafka.dead_letter_topic, record.key, letter.model_dump_json().encode())]
-        results = await self.dispatcher.run(assignment)
+        results = await self._attempts(tp, assignment)
         key, out = assignment.item.job_id.encode(), []
         if needs_escalation(self.cascade, results[-1]):
             results[-1], forwarded = escalate(self.cascade, assignment, results[-1])
             out.append((self.settings.kafka.pool_topic(forwarded.pool), key, forwarded.model_dump_json().encode()))
         return [(self.settings.kafka.results_topic, key, r.model_dump_json().encode()) for r in results] + out
 
+    async def _attempts(self, tp: TopicPartition, assignment: Assignment) -> list[Result]:
+        """Deferrable items go through the provider's batch API (workers/batching.py); a batch request that
+        may succeed on another try (failed_over) or a batch that could not be sent continues down the chain."""
+        if self.batcher is None or not self.batcher.accepts(assignment):
+            return await self.dispatcher.run(assignment)
+        batched = await self._in_batch(tp, assignment)
+        if batched and batched[-1].status is not ResultStatus.FAILED_OVER:
+            return batched
+        return batched + await self.dispatcher.run(assignment.model_copy(update={"attempt": assignment.attempt + len(batched)}))
+
+    async def _in_batch(self, tp: TopicPartition, assignment: Assignment) -> list[Result]:
+        """Wait for the batch outside the interactive slots: a batch of 1,000 items holds none of them."""
+        assert self.batcher is not None
+        task = asyncio.current_task()
+        self.calling -= 1
+        self._slot_freed.set()
+        self.waiting_for_batch.add(task)  # type: ignore[arg-type]
+        try:
+            return await self.batcher.run(assignment, tp)
+        finally:
+            self.waiting_for_batch.discard(task)  # type: ignore[arg-type]
+            self.calling += 1
+
     async def drain(self) -> None:
-        """Wait for every in-flight call to finish and its result to be produced."""
-        if self.tasks:
-            await asyncio.gather(*list(self.tasks), return_exceptions=True)
+        """Wait for every in-flight call to finish and its result to be produced. Items waiting in a provider
+        batch are not waited for (hours): stop() and release() answer them first, the rest stay in flight."""
+        while busy := [t for t in self.tasks if t not in self.waiting_for_batch]:
+            await asyncio.wait(busy, timeout=0.2)
 
     async def commit(self) -> None:
         self._last_commit = time.monotonic()

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from modelyard.app import build_dispatcher
+from modelyard.app import build_batcher, build_dispatcher
 from modelyard.settings import Settings, load_settings
 from modelyard.simulator import ProviderSimulator
 from modelyard.topics import ensure_topics
@@ -53,7 +53,7 @@ class Pipeline:
 
     def __init__(self, settings: Settings, pools: list[str]) -> None:
         self.settings = settings
-        self.workers = {pool: PoolWorker(settings, pool, build_dispatcher(settings, pool)) for pool in pools}
+        self.workers = {pool: PoolWorker(settings, pool, build_dispatcher(settings, pool), build_batcher(settings, pool)) for pool in pools}
         self.results: list[Result] = []
         self.stop = asyncio.Event()
 

@@ -37,7 +37,7 @@ class AnthropicBackend:
             response = await self.client.post("/v1/messages", body=self.request(item, task_type), cast_to=Message)
         except anthropic.APIError as exc:
             raise translate_anthropic_error(exc, self.provider) from exc
-        return Completion(output=_output(response.content), usage=usage_from_anthropic(response.usage), model=response.model)
+        return completion_from_message(response)
 
     def request(self, item: WorkItem, task_type: TaskType) -> dict[str, Any]:
         request: dict[str, Any] = {
@@ -62,6 +62,11 @@ def _answer_schema(item: WorkItem, task_type: TaskType) -> dict[str, Any] | None
     if task_type is TaskType.EXTRACTION and item.params.json_schema:
         return item.params.json_schema
     return None
+
+
+def completion_from_message(message: Message) -> Completion:
+    """A Message (interactive answer or a batch's succeeded result)."""
+    return Completion(output=_output(message.content), usage=usage_from_anthropic(message.usage), model=message.model)
 
 
 def _output(content: list[Any]) -> str:

@@ -41,6 +41,10 @@ class OpenAIChatBackend:
             response = await self.client.post("/chat/completions", body=self.body(item, task_type), cast_to=object)
         except openai.APIError as exc:
             raise translate_openai_error(exc, self.provider) from exc
+        return self.completion(response, task_type)
+
+    def completion(self, response: dict[str, Any], task_type: TaskType) -> Completion:
+        """A chat.completion object as the provider sent it (interactive answer or a batch output line's body)."""
         choice = response["choices"][0]
         return Completion(
             output=self._answer(choice["message"].get("content") or "", task_type),
