@@ -169,6 +169,11 @@ class RouterSettings(Section):
     policy_file: Path | None = Field(default=None, description="Routing-policy YAML; without it, `routes` is the policy.")
     reload_interval_s: float = Field(default=1.0, gt=0, description="How often the policy file's mtime is checked.")
     known_tenants: list[str] | None = Field(default=None, description="When set, other tenants are dead-lettered.")
+    tenant_keys: dict[str, SecretStr] | None = Field(
+        default=None,
+        description="Per-tenant HMAC keys. When set, the router accepts only jobs signed with their tenant's key "
+        "(header modelyard-signature); `submit` and dead-letter replay sign with the keys they hold.",
+    )
     dedup_window_s: float = Field(default=600.0, ge=0)
     dedup_max_entries: int = Field(default=1_000_000, ge=0)
     novelty_dims: int = Field(default=1024, ge=16)

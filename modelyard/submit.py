@@ -17,6 +17,7 @@ from rich.table import Table
 
 from modelyard.progress import progress_bar
 from modelyard.settings import Settings
+from modelyard.signatures import TenantKeys
 from modelyard.topics import ensure_topics
 from schemas import WorkItem
 from schemas.decoding import DecodeFailure, decode
@@ -69,6 +70,8 @@ class JobSubmitter:
     def __init__(self, settings: Settings, console: Console | None = None) -> None:
         self.settings = settings
         self.console = console or Console(stderr=True)
+        keys = settings.router.tenant_keys
+        self.keys = TenantKeys(keys) if keys is not None else None  # signs each job whose tenant's key we hold
 
     async def submit_file(self, path: Path) -> SubmitSummary:
         total = sum(1 for _ in path.open("rb"))
@@ -100,7 +103,8 @@ class JobSubmitter:
         if isinstance(item, WorkItem):
             summary.submitted += 1
             value = item.with_submitted_at(datetime.now(UTC)).model_dump_json(exclude_none=True).encode()
-            return await producer.send(kafka.jobs_topic, value=value, key=item.job_id.encode())
+            headers = self.keys.headers_for(item.tenant, value) if self.keys else None
+            return await producer.send(kafka.jobs_topic, value=value, key=item.job_id.encode(), headers=headers)
         if item.reason == "blank":
             summary.blank += 1
             return _done()

@@ -27,6 +27,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from modelyard.observability import ROUTE_BATCH_SECONDS
 from modelyard.settings import Settings
+from modelyard.signatures import signature_header
 from streams.partitioning import partitions_for
 from streams.policy import Outgoing, RoutingPolicy, Source
 
@@ -66,7 +67,11 @@ class BatchRouter:
 
     async def route(self, producer: AIOKafkaProducer, fetched: dict[TopicPartition, list]) -> None:
         started = time.perf_counter()
-        records = [(r.value, Source(r.topic, r.partition, r.offset)) for batch in fetched.values() for r in batch]
+        signed = self.policy.tenant_keys is not None
+        records = [
+            (r.value, Source(r.topic, r.partition, r.offset, signature_header(r.headers) if signed else None))
+            for batch in fetched.values() for r in batch
+        ]
         outputs = []
         for outgoing in self.policy.route_many(records):
             outputs.append(outgoing)

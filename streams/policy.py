@@ -20,6 +20,7 @@ import orjson
 from modelyard._exceptions import ConfigError
 from modelyard.observability import DEAD_LETTERS, routed_to
 from modelyard.settings import Settings
+from modelyard.signatures import TenantKeys
 from schemas import TaskType, WorkItem
 from schemas.decoding import DecodeFailure, decode
 from streams.budgets import BudgetBook, Overrun
@@ -36,6 +37,7 @@ class Source(NamedTuple):  # tuples: one of each per record on the hot path, whe
     topic: str
     partition: int
     offset: int
+    signature: bytes | None = None  # the record's modelyard-signature header, read when tenant keys are set
 
 
 class Outgoing(NamedTuple):
@@ -113,6 +115,7 @@ class RoutingPolicy:
         self.source = source or PolicySource(settings)
         router = self.router = settings.router
         self.known_tenants = set(router.known_tenants) if router.known_tenants is not None else None
+        self.tenant_keys = TenantKeys(router.tenant_keys) if router.tenant_keys is not None else None
         self.recent = RecentJobIds(router.dedup_window_s, router.dedup_max_entries)
         self.costs = settings.costs
         self.budgets = BudgetBook(settings.costs.budgets)
@@ -287,6 +290,10 @@ class RoutingPolicy:
             return item
         if self.known_tenants is not None and item.tenant not in self.known_tenants:
             return DecodeFailure("unknown_tenant", "tenant", f"tenant {item.tenant!r} is not configured")
+        if self.tenant_keys is not None:
+            failure = self.tenant_keys.verify(item.tenant, raw, source.signature)  # type: ignore[arg-type]
+            if failure is not None:
+                return failure
         if self.recent.is_duplicate(item.job_id, source.partition, source.offset, clock):
             return DecodeFailure("duplicate_job_id", "job_id", f"job_id {item.job_id!r} was already submitted")
         return item

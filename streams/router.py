@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer
 
 from modelyard.observability import ROUTE_BATCH_SECONDS, Health, start_health_server
 from modelyard.settings import Settings
+from modelyard.signatures import signature_header
 from streams.app import create_app
 from streams.batch_router import BatchRouter, crash_without_commit
 from streams.policy import RoutingPolicy, Source
@@ -51,7 +52,8 @@ async def route_batch(app: faust.App, policy: RoutingPolicy, events: list[faust.
     producer, started = app.producer, time.perf_counter()
     for event in events:
         message = event.message
-        outgoing = policy.route(message.value, Source(message.topic, message.partition, message.offset))
+        source = Source(message.topic, message.partition, message.offset, signature_header(message.headers))
+        outgoing = policy.route(message.value, source)
         try:
             await producer.send(outgoing.topic, outgoing.key, outgoing.value, partition=None, timestamp=None, headers=None)
             if outgoing.shadow is not None:

@@ -88,3 +88,27 @@ def test_router_killed_mid_stream_loses_nothing(
     job_ids = Counter(Assignment.model_validate_json(v).item.job_id for _, v in out)
     assert set(job_ids) == {f"kill-{n}" for n in range(total)}
     assert sum(job_ids.values()) - total < total  # replays after the kill are bounded by what was uncommitted
+
+
+def test_with_tenant_keys_only_signed_jobs_route(pipeline_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`submit` signs with the key it holds; a record produced without a signature is dead-lettered."""
+    from modelyard.settings import load_settings
+    from modelyard.submit import JobSubmitter
+
+    env = {**pipeline_env, "MODELYARD_ROUTER__TENANT_KEYS": '{"acme": "acme-test-key"}'}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    asyncio.run(ensure_topics(settings))
+    lines = [(n, valid(n, "signed")) for n in range(5)]
+    summary = asyncio.run(JobSubmitter(settings).submit_lines(lines, len(lines), source="test"))
+    asyncio.run(produce(settings, [valid(n, "unsigned") for n in range(3)]))
+    assert summary.submitted == 5
+    with ProcessSupervisor(tmp_path / "logs", env=env) as supervisor:
+        supervisor.start("router", "router")
+        out = asyncio.run(collect(settings, 8, timeout=90))
+    routed = sorted(Assignment.model_validate_json(v).item.job_id for t, v in out if t != settings.kafka.dead_letter_topic)
+    letters = [DeadLetter.model_validate_json(v) for t, v in out if t == settings.kafka.dead_letter_topic]
+    assert routed == [f"signed-{n}" for n in range(5)]
+    assert sorted((d.reason, d.field) for d in letters) == [("unauthenticated", "tenant")] * 3
+    assert all(b"acme-test-key" not in v for _, v in out)

@@ -1,0 +1,53 @@
+"""Tenant authentication by signed records: the router accepts a job only with its tenant's signature."""
+
+from __future__ import annotations
+
+import orjson
+from pydantic import SecretStr
+
+from modelyard.settings import load_settings
+from modelyard.signatures import SIGNATURE_HEADER, TenantKeys, sign, signature_header
+from schemas import Assignment, DeadLetter
+from streams.policy import RoutingPolicy, Source
+
+KEYS = {"acme": SecretStr("acme-secret-key"), "globex": SecretStr("globex-secret-key")}
+
+
+def job(tenant: str = "acme") -> bytes:
+    return orjson.dumps({"job_id": f"j-{tenant}", "tenant": tenant, "input": "charged twice", "task": "generation"})
+
+
+def routed(value: bytes, signature: bytes | None) -> tuple[str, bytes]:
+    policy = RoutingPolicy(load_settings(router={"tenant_keys": KEYS}))
+    out = policy.route(value, Source("jobs", 0, 1, signature))
+    return out.topic, out.value
+
+
+def test_a_job_signed_with_its_tenants_key_routes() -> None:
+    topic, value = routed(job(), sign(KEYS["acme"], job()))
+    assert topic == "modelyard.pool.frontier" and Assignment.model_validate_json(value).item.tenant == "acme"
+
+
+def test_missing_forged_or_foreign_signatures_are_dead_lettered_without_echoing_secrets() -> None:
+    forged = job().replace(b"charged twice", b"charged thrice")
+    cases = {
+        "no header": (job(), None),
+        "another tenant's key": (job(), sign(KEYS["globex"], job())),
+        "value changed after signing": (forged, sign(KEYS["acme"], job())),
+        "tenant without a key": (job("initech"), sign(KEYS["acme"], job("initech"))),
+    }
+    for name, (value, signature) in cases.items():
+        topic, letter_bytes = routed(value, signature)
+        letter = DeadLetter.model_validate_json(letter_bytes)
+        assert topic == "modelyard.deadletter", name
+        assert (letter.reason, letter.field) == ("unauthenticated", "tenant"), name
+        assert b"secret-key" not in letter_bytes, name
+
+
+def test_headers_are_found_in_pairs_or_mappings_and_only_for_held_keys() -> None:
+    keys = TenantKeys({"acme": KEYS["acme"]})
+    [(name, value)] = keys.headers_for("acme", job())
+    assert name == SIGNATURE_HEADER and keys.verify("acme", job(), value) is None
+    assert keys.headers_for("globex", job()) == []
+    assert signature_header([("other", b"x"), (SIGNATURE_HEADER, value)]) == value
+    assert signature_header({SIGNATURE_HEADER: value}) == value and signature_header(None) is None
