@@ -370,7 +370,7 @@ def cmd_report(settings: Settings, args: argparse.Namespace, console: Console) -
     try:
         store.migrate()
         with console.status("reading ClickHouse and drawing plots..."):
-            html = HtmlReport(store, args.target_quality).render(args.run, parse_since(args.since))
+            html = HtmlReport(store, args.target_quality, settings.shadow_alert.threshold).render(args.run, parse_since(args.since))
     finally:
         store.close()
     args.out.write_text(html, encoding="utf-8")
