@@ -96,6 +96,7 @@ def frontier_plot(task: str, points: list[PoolQuality], recommended: PoolQuality
     axes.set_xlabel("cost per 1,000 items (USD)")
     axes.set_ylabel("accuracy")
     axes.set_ylim(-0.02, 1.05)
+    axes.margins(x=0.2)  # room for the labels of the outermost pools
     axes.set_title(f"{task}: cost / quality per pool")
     axes.legend(fontsize="small", loc="lower right")
     figure.tight_layout()
