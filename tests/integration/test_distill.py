@@ -148,6 +148,8 @@ def test_report_is_one_html_file_with_embedded_plots(store: ClickHouseStore, tmp
         for pool, model, accuracy, cost in pools for n in range(100)
     ]
     store.write_evals(scores)
+    item = items(2200, 2201)[0]  # a costed shadow pair of its own, so the test stands alone
+    store_answers(store, [answered(item, "slm", SMALL, job_id="report-1"), answered(item, "frontier", "claude-sonnet-5", job_id="shadow:report-1")])
     html = HtmlReport(store, target=0.95).render(None, datetime(2020, 1, 1, tzinfo=UTC))
     page = Page()
     page.feed(html)
