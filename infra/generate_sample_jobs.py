@@ -1,5 +1,6 @@
-"""Writes modelyard/data/sample_jobs.jsonl (1,200 mixed work items and a few malformed lines) and
-modelyard/data/eval_cases.jsonl (300 labelled cases). Deterministic."""
+"""Writes modelyard/data/sample_jobs.jsonl (1,200 mixed work items and a few malformed lines),
+modelyard/data/eval_cases.jsonl (300 labelled cases) and modelyard/data/distill_jobs.jsonl (3,000 varied
+support tickets and reviews for the distillation loop). Deterministic."""
 
 from __future__ import annotations
 
@@ -74,6 +75,9 @@ def main() -> None:
     cases = out.with_name("eval_cases.jsonl")
     cases.write_text("\n".join(eval_cases()) + "\n")
     print(f"wrote {cases}")
+    distill = out.with_name("distill_jobs.jsonl")
+    distill.write_text("\n".join(distill_jobs()) + "\n")
+    print(f"wrote {distill}")
 
 
 def eval_cases(n: int = 300) -> list[str]:
@@ -98,6 +102,59 @@ def eval_cases(n: int = 300) -> list[str]:
                     "input": f"Order {1000 + i} placed by {who} for ${total}", "params": {"json_schema": ORDER_SCHEMA}}
             cases.append(json.dumps({"item": item, "expected": {"order_id": 1000 + i, "customer": who, "total": total}}))
     return cases
+
+
+ISSUES = {
+    "billing": ["I was charged twice this month", "the invoice shows the wrong amount", "my card was declined at renewal",
+                "please refund the last payment", "the plan price went up without notice", "I need a receipt with VAT",
+                "the discount code was not applied to my bill", "you billed the old subscription after I cancelled",
+                "money left my account but the payment failed", "the tax on invoice {n} is wrong"],
+    "bug": ["the app crashes when I open settings", "I get an error when uploading a file", "the dashboard stays blank",
+            "search is broken since the update", "the page freezes on save", "exports fail with a timeout",
+            "the mobile app is stuck on the loading screen", "charts show the wrong numbers", "images are missing from reports",
+            "sync failed with error {n}"],
+    "feature_request": ["could you add dark mode", "I would love an integration with Slack", "please allow bulk edits",
+                        "a calendar view would be a great feature", "add an option to export as PDF",
+                        "is keyboard support on the roadmap", "my idea: let us pin favourite projects",
+                        "we wish there were custom fields", "support for webhooks would be great", "could you add a weekly digest"],
+    "account": ["I cannot reset my password", "how do I invite a teammate to the workspace", "please delete my account",
+                "my login link does not arrive by email", "I am locked out of my profile", "how do I change my username",
+                "I lost access after changing my email", "remove a former teammate from our workspace",
+                "sign in keeps asking for my password", "transfer the account owner role"],
+}
+OPENERS = ["", "", "Hi,", "Hello team,", "Urgent:", "Quick question:", "Good morning,", "Hey support,"]
+CONTEXTS = ["", "", "on the iOS app", "in the web version", "since Tuesday", "for order {n}", "on our team plan",
+            "again today", "for the third time"]
+CLOSERS = ["", "", "Thanks.", "Please help.", "Any news?", "Regards, {name}", "Cheers, {name}", "This is blocking us."]
+REVIEW_PARTS = {
+    "positive": ["great product", "works perfectly", "lovely quality", "fast delivery", "I love it", "would recommend"],
+    "negative": ["broke after a week", "terrible support", "very disappointed", "never again", "awful packaging", "poor quality"],
+    "neutral": ["it does the job", "arrived on time", "nothing special", "average build", "fine for the price", "as expected"],
+}
+NAMES = ["Ada", "Linus", "Grace", "Alan", "Barbara", "Ken", "Margaret"]
+
+
+def distill_jobs(n: int = 3000) -> list[str]:
+    """Support tickets (80%, sometimes mixing two issues) and product reviews, built from parts so they vary."""
+    rng, jobs = random.Random(31), []
+    for i in range(n):
+        if rng.random() < 0.8:
+            label = rng.choice(list(ISSUES))
+            parts = [rng.choice(OPENERS), rng.choice(ISSUES[label]), rng.choice(CONTEXTS)]
+            if rng.random() < 0.12:  # a second, different issue: the teacher decides which one wins
+                parts.append("and " + rng.choice(ISSUES[rng.choice([k for k in ISSUES if k != label])]))
+            parts.append(rng.choice(CLOSERS))
+            labels = list(ISSUES)
+        else:
+            label = rng.choice(list(REVIEW_PARTS))
+            parts = [", ".join(rng.sample(REVIEW_PARTS[label], 2)), rng.choice(["", "", "- " + rng.choice(NAMES)])]
+            labels = list(REVIEW_PARTS)
+        text = " ".join(p for p in parts if p).format(n=rng.randint(100, 99999), name=rng.choice(NAMES))
+        jobs.append(json.dumps({
+            "job_id": f"d-{i:05d}", "tenant": rng.choice(TENANTS), "task": "classification", "priority": rng.randint(0, 8),
+            "input": text[0].upper() + text[1:], "params": {"labels": labels}, "metadata": {"intended": label},
+        }))
+    return jobs
 
 
 if __name__ == "__main__":

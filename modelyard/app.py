@@ -53,6 +53,11 @@ def build_backend(settings: Settings, pool: str, provider: str | None = None, mo
     provider = provider or pool_settings.provider
     target = pool_settings.model_copy(update={"provider": provider, "model": model or pool_settings.model})
     config = settings.providers[provider]
+    if config.api == "distilled":
+        from workers.backends.distilled import DistilledBackend
+        from workers.model_registry import ModelRegistry
+
+        return DistilledBackend(provider, target, ModelRegistry(settings.models_dir), settings.distill.reload_interval_s)
     backend_class = AnthropicBackend if config.api == "anthropic" else OpenAIChatBackend
     return backend_class(provider, config, target, base_url=provider_base_url(settings, provider))
 

@@ -73,11 +73,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--slm-pool", default="slm")
     p.add_argument("--frontier-pool", default="frontier")
     p.add_argument("--out", type=Path, default=Path("recommended-policy.yaml"))
+    p = command("distill", cmd_distill, "train the CPU student on frontier answers; register it and propose a route when it agrees enough")
+    p.add_argument("--task", required=True, choices=["classification"], help="task type to distill (students classify)")
+    p.add_argument("--target", type=float, default=None, help="held-out agreement needed (default distill.target, 0.95)")
+    p.add_argument("--holdout", type=float, default=None, help="share of distinct inputs held out (default distill.holdout, 0.2)")
+    p.add_argument("--pool", default=None, help="pool that serves the student (default distill.pool, slm)")
+    p.add_argument("--out", type=Path, default=None, help="proposed policy YAML (default <state_dir>/proposed-policy-<task>.yaml)")
+    p = command("report", cmd_report, "write an HTML report: cost/quality frontier per task, cost by pool and day, shadow agreement")
+    p.add_argument("--out", type=Path, default=Path("report.html"))
+    p.add_argument("--run", default=None, help="eval run for the frontier plots (default: the latest)")
+    p.add_argument("--target-quality", type=float, default=0.95, help="marks the recommended pool per task")
+    p.add_argument("--since", default="30d", help="cost and agreement window: 7d, 24h, 30d or an ISO date")
     p = command("route", cmd_route, "show how the router would route one work item, rule by rule")
     p.add_argument("item", type=Path, help="a JSON file with one work item ('-' for stdin)")
     p.add_argument("--explain", action="store_true", help="print every rule checked and why (the default output)")
     p = command("demo", cmd_demo, "run the whole pipeline on a bundled sample and print costs")
     p.add_argument("--limit", type=int, default=None, help="submit only the first N sample lines")
+    p.add_argument("--distill", action="store_true", help="the distillation loop: frontier first, distill, student after")
     _dlq_parser(command("dlq", None, "list, show or replay dead letters"))
     return parser
 
@@ -308,9 +320,71 @@ def _read_bytes(path: Path) -> bytes:
         raise ModelyardError(f"cannot read {path}: {exc.strerror}", hint="pass a JSON file with one work item") from exc
 
 
+def cmd_distill(settings: Settings, args: argparse.Namespace, console: Console) -> int:
+    from modelyard.distill import Distiller, write_proposal
+    from schemas import TaskType
+    from workers.clickhouse import ClickHouseStore
+
+    task, config = TaskType(args.task), settings.distill
+    target, holdout = args.target or config.target, args.holdout or config.holdout
+    if not 0 < holdout < 1 or not 0 < target <= 1:
+        raise InvalidInput("--holdout must be in (0, 1) and --target in (0, 1]", field="holdout")
+    store = ClickHouseStore(settings.clickhouse)
+    try:
+        store.migrate()
+        with console.status(f"training the {task.value} student on answers of {config.teacher_pools}..."):
+            outcome = Distiller(settings, store).run(task, target, holdout)
+    finally:
+        store.close()
+    Console().print(distill_table(outcome))
+    if not outcome.registered:
+        console.print(f"[yellow]not registered[/yellow]: {outcome.reason}", highlight=False)
+        return 1
+    pool = args.pool or config.pool
+    out = args.out or settings.state_dir / f"proposed-policy-{task.value}.yaml"
+    diff, _ = write_proposal(settings, task, pool, out, outcome)
+    console.print(f"{outcome.reason} ({outcome.registration.path}, table model_registry)", highlight=False)
+    sys.stdout.write(diff)
+    console.print(f"proposed policy written to {out}; apply it with MODELYARD_ROUTER__POLICY_FILE={out} "
+                  "(or copy it over the current policy file: routers reload it)", highlight=False)
+    return 0
+
+
+def distill_table(outcome):
+    from rich.table import Table
+
+    table = Table("task", "examples", "train", "held out", "agreement", "majority label", "target", "decision",
+                  title="distillation: student vs frontier answers on the held-out slice")
+    decision = f"register {outcome.registration.version}" if outcome.registered else "keep the frontier"
+    table.add_row(outcome.task, f"{outcome.examples:,}", f"{outcome.train:,}", f"{outcome.heldout:,}", f"{outcome.agreement:.3f}",
+                  f"{outcome.majority_agreement:.3f}", f"{outcome.target:g}", decision)
+    return table
+
+
+def cmd_report(settings: Settings, args: argparse.Namespace, console: Console) -> int:
+    from modelyard.cost_report import parse_since
+    from modelyard.report import HtmlReport
+    from workers.clickhouse import ClickHouseStore
+
+    store = ClickHouseStore(settings.clickhouse)
+    try:
+        store.migrate()
+        with console.status("reading ClickHouse and drawing plots..."):
+            html = HtmlReport(store, args.target_quality, settings.shadow_alert.threshold).render(args.run, parse_since(args.since))
+    finally:
+        store.close()
+    args.out.write_text(html, encoding="utf-8")
+    console.print(f"report written to {args.out} ({len(html) / 1024:,.0f} KiB, self-contained)")
+    return 0
+
+
 def cmd_demo(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from modelyard.demo import Demo
 
+    if args.distill:
+        from modelyard.distill_demo import DistillDemo
+
+        return DistillDemo(settings, Console(width=max(Console().width, 150))).run()
     Demo(settings, Console(width=max(Console().width, 150)), limit=args.limit).run()
     return 0
 

@@ -99,7 +99,8 @@ class Demo:
         modes = {self.settings.pools[p].provider for p in self.settings.pools}
         for provider in sorted(modes):
             config = self.settings.providers[provider]
-            where = {"endpoint": config.base_url, "hosted": "the real hosted API", "simulator": self.settings.simulator.url}
+            where = {"endpoint": config.base_url, "hosted": "the real hosted API", "simulator": self.settings.simulator.url,
+                     "local": f"student models in {self.settings.models_dir}"}
             self.console.print(f"provider {provider}: {config.mode} ({where[config.mode]})")
         if any(self.settings.providers[p].mode == "simulator" for p in modes):
             self.supervisor.start("simulator", "simulator")

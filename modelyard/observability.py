@@ -53,6 +53,10 @@ SINK_FLUSH_SECONDS = Histogram("modelyard_sink_flush_seconds", "Time to write on
 SINK_WRITE_FAILURES = Counter("modelyard_sink_write_failures_total", "Batches ClickHouse refused (retried).")
 TOKENS = Counter("modelyard_tokens_total", "Tokens billed, by kind (input, cached_input, cache_write, output).", ["pool", "model", "kind"])
 COST_USD = Counter("modelyard_cost_usd_total", "Cost in USD, priced by the sink.", ["pool", "model"])
+# shadow agreement (the sink reads v_shadow_agreement); alert rules in infra/prometheus/alerts.yaml
+SHADOW_AGREEMENT = Gauge("modelyard_shadow_agreement", "Share of shadow-sampled items where the SLM answered as the frontier (shadow_alert.window_days).", ["task"])
+SHADOW_PAIRS = Gauge("modelyard_shadow_pairs", "Shadow pairs behind modelyard_shadow_agreement.", ["task"])
+SHADOW_AGREEMENT_LOW = Gauge("modelyard_shadow_agreement_low", "1 while agreement is below shadow_alert.threshold over at least min_pairs pairs.", ["task"])
 # consumers
 CONSUMER_LAG = Gauge("modelyard_consumer_lag", "Records not yet committed by this process's consumer group.", ["group", "topic", "partition"])
 

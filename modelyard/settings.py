@@ -86,8 +86,9 @@ class ClickHouseSettings(Section):
 
 
 class ProviderSettings(Section):
-    api: Literal["vllm", "openai", "anthropic"] = Field(
-        description="Wire protocol: vllm is OpenAI's plus vLLM's structured_outputs; openai; anthropic."
+    api: Literal["vllm", "openai", "anthropic", "distilled"] = Field(
+        description="Wire protocol: vllm is OpenAI's plus vLLM's structured_outputs; openai; anthropic; "
+        "distilled: the registered student model, served in the pool's own process (no HTTP)."
     )
     base_url: str | None = None
     api_key: SecretStr | None = None
@@ -102,8 +103,11 @@ class ProviderSettings(Section):
     breaker_cooldown_s: float = Field(default=30.0, gt=0, description="How long an open circuit waits before one probe.")
 
     @property
-    def mode(self) -> Literal["endpoint", "hosted", "simulator"]:
-        """endpoint: an explicit base_url (vLLM, a proxy); hosted: the real API with a key; else the simulator."""
+    def mode(self) -> Literal["endpoint", "hosted", "simulator", "local"]:
+        """endpoint: an explicit base_url (vLLM, a proxy); hosted: the real API with a key; local: a distilled
+        student in the pool's process; else the simulator."""
+        if self.api == "distilled":
+            return "local"
         if self.base_url:
             return "endpoint"
         return "hosted" if self.api_key else "simulator"
@@ -219,6 +223,11 @@ class SimulatorSettings(Section):
     retry_after_s: float = 0.2
     batch_delay_s: float = Field(default=2.0, ge=0, description="How long a simulated batch takes to end.")
     seed: int = 7
+    small_models: list[str] = Field(
+        default_factory=lambda: ["HuggingFaceTB/SmolLM2-135M-Instruct"],
+        description="Models that classify worse than the frontier teacher (the others answer as the teacher).",
+    )
+    small_model_accuracy: float = Field(default=0.7, ge=0, le=1, description="Share of items a small model labels as the teacher.")
 
     @property
     def url(self) -> str:
@@ -231,11 +240,37 @@ class MetricsSettings(Section):
     lag_interval_s: float = Field(default=10.0, gt=0, description="How often a consumer's lag is measured.")
 
 
+class DistillSettings(Section):
+    """Distillation (`modelyard distill`): frontier answers become training data for a CPU student model."""
+
+    capture_tasks: list[TaskType] = Field(
+        default_factory=lambda: [TaskType.CLASSIFICATION],
+        description="Task types whose inputs the sink keeps (table job_inputs) as training data; [] keeps none.",
+    )
+    teacher_pools: list[str] = Field(default_factory=lambda: ["frontier"], description="Pools whose ok answers are labels.")
+    models_dir: Path | None = Field(default=None, description="Model registry directory; default <state_dir>/models.")
+    target: float = Field(default=0.95, gt=0, le=1, description="Held-out agreement a student needs to be registered.")
+    holdout: float = Field(default=0.2, gt=0, lt=1, description="Share of distinct inputs held out for evaluation.")
+    min_examples: int = Field(default=50, ge=2, description="Fewer labelled examples than this: no training.")
+    pool: str = Field(default="slm", description="The pool serving students; the proposed policy routes there.")
+    reload_interval_s: float = Field(default=5.0, gt=0, description="How often a pool checks the registry for a new version.")
+
+
+class ShadowAlertSettings(Section):
+    """The sink reads v_shadow_agreement and exports it as gauges; below `threshold` the alert gauge is 1."""
+
+    threshold: float = Field(default=0.9, ge=0, le=1)
+    min_pairs: int = Field(default=20, ge=1, description="Fewer shadow pairs than this: no verdict (gauge stays 0).")
+    window_days: int = Field(default=1, ge=1, description="Days of v_shadow_agreement pooled (1: today).")
+    interval_s: float = Field(default=60.0, gt=0, description="How often the sink refreshes the gauges (0 pairs: free).")
+
+
 def _default_providers() -> dict[str, ProviderSettings]:
     return {
         "vllm": ProviderSettings(api="vllm"),
         "openai": ProviderSettings(api="openai"),
         "anthropic": ProviderSettings(api="anthropic"),
+        "distilled": ProviderSettings(api="distilled"),
     }
 
 
@@ -288,6 +323,8 @@ class Settings(BaseSettings):
     simulator: SimulatorSettings = SimulatorSettings()
     costs: CostSettings = CostSettings()
     metrics: MetricsSettings = MetricsSettings()
+    distill: DistillSettings = DistillSettings()
+    shadow_alert: ShadowAlertSettings = ShadowAlertSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -344,6 +381,10 @@ class Settings(BaseSettings):
     @cached_property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.distill.models_dir or self.state_dir / "models"
 
     @property
     def novelty_state_file(self) -> Path:

@@ -19,6 +19,10 @@ Fault settings (POST /_sim/faults with any of them):
   batch_error_marker         when set, batch requests containing it fail with HTTP batch_error_status (500)
   batch_error_rate           fraction of the other batch requests that fail the same way
 The batch endpoints are in modelyard/simulator_batches.py.
+
+Classification answers come from modelyard.simulated_labels: frontier models answer as a consistent teacher
+(keyword evidence, learnable), the models in `simulator.small_models` agree with it on only part of the items.
+Other answers (extraction, free text) are a hash of the prompt.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import orjson
 from aiohttp import web
 
 from modelyard.settings import SimulatorSettings
+from modelyard.simulated_labels import SimulatedClassifier
 from modelyard.simulator_batches import BatchSimulator
 
 CACHEABLE_PREFIX_TOKENS = 256
@@ -103,6 +108,7 @@ class ProviderSimulator:
         s = self.settings
         self.faults = Faults(s.latency_ms, s.jitter_ms, s.rate_429, s.rate_5xx, s.retry_after_s, batch_delay_s=s.batch_delay_s)
         self.random = random.Random(s.seed)
+        self.classifier = SimulatedClassifier(frozenset(s.small_models), s.small_model_accuracy)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=16 * 1024 * 1024)
@@ -164,8 +170,9 @@ class ProviderSimulator:
 
     def openai_completion(self, body: dict[str, Any]) -> dict[str, Any]:
         """The chat.completion object answering `body` (no latency, no faults)."""
-        prompt = "\n".join(_content_text(m.get("content")) for m in body.get("messages", []))
-        answer = self._answer(prompt, _openai_choices(body), _openai_schema(body), body)
+        messages = body.get("messages", [])
+        prompt = "\n".join(_content_text(m.get("content")) for m in messages)
+        answer = self._answer(prompt, _user_text(messages), _openai_choices(body), _openai_schema(body), body)
         prompt_tokens, cached = self._prompt_tokens("openai", body.get("messages", []))
         text = answer.text if answer.text is not None else orjson.dumps(answer.tool_input).decode()
         completion_tokens = count_tokens(text)
@@ -199,7 +206,7 @@ class ProviderSimulator:
         messages += body.get("messages", [])
         prompt = "\n".join(_content_text(m.get("content")) for m in messages)
         tool = _anthropic_tool(body)
-        answer = self._answer(prompt, None, tool["input_schema"] if tool else None, body)
+        answer = self._answer(prompt, _user_text(messages), None, tool["input_schema"] if tool else None, body)
         prompt_tokens, cached = self._prompt_tokens("anthropic", messages)
         if tool:
             content = [{"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:24]}", "name": tool["name"], "input": answer.tool_input}]
@@ -215,13 +222,18 @@ class ProviderSimulator:
         }
 
     # -- shared ------------------------------------------------------------------------------------
-    def _answer(self, prompt: str, choices: list[str] | None, schema: dict[str, Any] | None, body: dict[str, Any]) -> Answer:
+    def _answer(
+        self, prompt: str, user_text: str, choices: list[str] | None, schema: dict[str, Any] | None, body: dict[str, Any],
+    ) -> Answer:
         digest = _digest(prompt)
         confidence = 0.35 + 0.65 * ((digest >> 16) % 1000) / 1000
+        labels = choices or _label_enum(schema)
+        if labels:
+            label, confidence = self.classifier.answer(user_text, labels, str(body.get("model", "")))
         if self.faults.low_confidence_marker and self.faults.low_confidence_marker in prompt:
             confidence = 0.05
-        if choices:
-            return Answer(choices[digest % len(choices)], None, confidence)
+        if labels:
+            return Answer(label, None, confidence) if choices else Answer(None, {"label": label}, confidence)
         if schema is not None:
             return Answer(None, sample_for_schema(schema, digest), confidence)
         budget = int(body.get("max_tokens") or body.get("max_completion_tokens") or 64)
@@ -273,6 +285,19 @@ def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     return "\n".join(part.get("text", "") for part in content if isinstance(part, dict))
+
+
+def _user_text(messages: list[dict[str, Any]]) -> str:
+    """What the model is asked about: the non-system messages (instructions are the same for every item)."""
+    return "\n".join(_content_text(m.get("content")) for m in messages if m.get("role") != "system")
+
+
+def _label_enum(schema: dict[str, Any] | None) -> list[str] | None:
+    """The labels of a classification answer schema ({"label": {"enum": [...]}}), else None."""
+    properties = (schema or {}).get("properties") or {}
+    if set(properties) != {"label"}:
+        return None
+    return properties["label"].get("enum") or None
 
 
 def _openai_choices(body: dict[str, Any]) -> list[str] | None:

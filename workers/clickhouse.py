@@ -6,7 +6,7 @@ chdb holds one engine per process and one process per data path, so exactly one 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -19,7 +19,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from modelyard._exceptions import StorageError
 from modelyard.settings import ClickHouseSettings
-from schemas import Assignment, Result
+from schemas import Assignment, Result, TaskType
 from schemas.migrations import load_migrations
 from schemas.evaluation import EvalScore
 from schemas.spend import SpendRecord
@@ -64,8 +64,12 @@ class ClickHouseStore:
             applied.append(migration.version)
         return applied
 
-    def write_batch(self, results: Sequence[Result], costs: PricedColumns, decisions: Sequence[Assignment] = ()) -> None:
-        """Insert results, their cost rows and routing decisions, skipping (job_id, attempt) keys already stored.
+    def write_batch(
+        self, results: Sequence[Result], costs: PricedColumns, decisions: Sequence[Assignment] = (),
+        capture_tasks: Collection[TaskType] = (),
+    ) -> None:
+        """Insert results, their cost rows and routing decisions, skipping (job_id, attempt) keys already stored;
+        and the inputs of new first-attempt decisions whose task is in `capture_tasks` (training data).
 
         The skip keeps replays out of the raw tables (and so out of the daily rollup view); the tables'
         ReplacingMergeTree engine is the backstop when two sinks race during a rebalance. Results and costs
@@ -81,6 +85,8 @@ class ClickHouseStore:
         decided = {(a.item.job_id, a.attempt): a for a in decisions}
         new_decisions = self.unseen("routing_decisions", list(decided))
         self.insert("routing_decisions", [_decision_row(a) for k, a in decided.items() if k in new_decisions], DECISION_COLUMNS)
+        captured = [a for k, a in decided.items() if k in new_decisions and a.attempt == 1 and a.task_type in capture_tasks]
+        self.insert("job_inputs", [_input_row(a) for a in captured], INPUT_COLUMNS)
 
     def write_evals(self, scores: Sequence[EvalScore]) -> None:
         rows = [
@@ -160,6 +166,8 @@ EVAL_COLUMNS = (
     "run", "case_id", "job_id", "pool", "provider", "model", "task_type", "status", "correct", "score", "confidence",
     "cost_usd", "latency_ms", "scored_at",
 )
+INPUT_COLUMNS = ("job_id", "tenant", "task_type", "input_text", "labels", "routed_at")
+REGISTRY_COLUMNS = ("task", "version", "trained_on", "heldout_examples", "heldout_agreement", "target", "registered_at", "path")
 DECISION_COLUMNS = (
     "job_id", "attempt", "tenant", "task_type", "task_reason", "pool", "rule", "reason", "novelty_score",
     "input_tokens_est", "priority", "routed_at",
@@ -171,6 +179,11 @@ def _decision_row(a: Assignment) -> tuple[Any, ...]:
         a.item.job_id, a.attempt, a.item.tenant, a.task_type.value, a.task_reason, a.pool, a.rule, a.reason,
         a.novelty_score, a.input_tokens_est, a.item.priority, a.routed_at,
     )
+
+
+def _input_row(a: Assignment) -> tuple[Any, ...]:
+    item = a.item
+    return (item.job_id, item.tenant, a.task_type.value, item.input_text(), list(item.params.labels or []), a.routed_at)
 
 
 def _redacted(dsn: str) -> str:

@@ -230,7 +230,8 @@ class PriceCatalog:
 
     @lru_cache(maxsize=4096)  # noqa: B019 - the catalog is immutable and lives as long as the process
     def _rates_on(self, model: str, day: date) -> Rates | None:
-        found = self.by_model.get(model)
+        """`name@version` (a registered student, e.g. student@classification-v3) is priced as `name`."""
+        found = self.by_model.get(model) or self.by_model.get(model.partition("@")[0])
         if found is None:
             return None
         prices, entries = found

@@ -31,6 +31,7 @@ from schemas.evaluation import EvalScore
 from workers.clickhouse import ClickHouseStore
 from workers.kafka_clients import make_consumer, make_producer
 from workers.pricing import UNITS_PER_USD, PriceCatalog, PricedColumns
+from workers.shadow_watch import ShadowAgreementWatch
 
 log = logging.getLogger("modelyard.sink")
 
@@ -79,6 +80,7 @@ class ClickHouseSink:
         self.catalog = catalog
         self.written = 0
         self.consumed = 0
+        self.shadow_watch = ShadowAgreementWatch(store, settings.shadow_alert)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume, batch, write, commit; until `stop` is set. aiokafka clients live inside the running loop."""
@@ -167,8 +169,10 @@ class ClickHouseSink:
         """Decode, price and insert: all of it in the writer thread, while the loop fetches the next batch."""
         batch.decode_results()
         costs = self.catalog.price(batch.results)
-        self.store.write_batch(batch.results, costs, batch.decisions)
+        self.store.write_batch(batch.results, costs, batch.decisions, self.settings.distill.capture_tasks)
         self.store.write_evals(batch.evals)
+        if self.shadow_watch.due():  # here, in the writing thread: chdb serves one caller at a time
+            self.shadow_watch.refresh()
         return costs
 
     async def _dead_letter(self, rejected: list[tuple[ConsumerRecord, DecodeFailure]]) -> None:

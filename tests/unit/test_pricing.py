@@ -100,7 +100,16 @@ def test_unknown_model_is_marked_unpriced(catalog: PriceCatalog) -> None:
 def test_bundled_catalog_prices_the_default_pools() -> None:
     catalog = PriceCatalog.load(reference_model="claude-sonnet-5")
     assert {"claude-sonnet-5", "HuggingFaceTB/SmolLM2-135M-Instruct"} <= set(catalog.by_model)
-    assert catalog.version == "anthropic@2026-11-01,openai@2026-11-01,vllm@2026-11-01"
+    assert catalog.version == "anthropic@2026-11-01,distilled@2026-11-01,openai@2026-11-01,vllm@2026-11-01"
+
+
+def test_every_registered_student_version_is_priced_as_the_student_on_cpu() -> None:
+    catalog = PriceCatalog.load(reference_model="claude-sonnet-5")
+    v1 = catalog.cost(result("student@classification-v1", input_tokens=1_000_000))
+    v7 = catalog.cost(result("student@classification-v7", input_tokens=1_000_000))
+    frontier = catalog.cost(result("claude-sonnet-5", input_tokens=1_000_000))
+    assert v1.self_hosted and v1.total_usd == v7.total_usd > 0 and v1.catalog_version == "distilled@2026-11-01"
+    assert v1.total_usd * 100 < frontier.total_usd
 
 
 @pytest.mark.parametrize(
