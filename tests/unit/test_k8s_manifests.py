@@ -18,6 +18,7 @@ from modelyard.settings import PROJECT_ROOT, Settings, load_settings
 
 K8S = PROJECT_ROOT / "infra" / "k8s"
 KEDA_SCHEMA = json.loads((PROJECT_ROOT / "infra" / "keda-scaledobject.schema.json").read_text())
+KEDA_AUTH_SCHEMA = json.loads((PROJECT_ROOT / "infra" / "keda-triggerauthentication.schema.json").read_text())
 KUBERNETES_VERSION = "1.33.0"
 
 
@@ -32,6 +33,8 @@ def by_kind(kind: str) -> dict[str, dict[str, Any]]:
 def validate(doc: dict[str, Any]) -> None:
     if doc["kind"] == "ScaledObject":
         jsonschema.Draft202012Validator(KEDA_SCHEMA).validate(doc)
+    elif doc["kind"] == "TriggerAuthentication":
+        jsonschema.Draft202012Validator(KEDA_AUTH_SCHEMA).validate(doc)
     else:
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
 
@@ -86,6 +89,21 @@ def test_each_pool_scales_on_its_own_consumer_group_lag(config: Settings) -> Non
         assert trigger["metadata"]["topic"] == config.kafka.pool_topic(pool)
         assert trigger["metadata"]["bootstrapServers"] == config.kafka.bootstrap_servers
         assert spec["maxReplicaCount"] <= config.kafka.pool_partitions.get(pool, config.kafka.partitions)
+
+
+def test_keda_reads_lag_with_the_pools_kafka_credentials_from_the_secret() -> None:
+    (secret,) = by_kind("Secret").values()
+    auths = by_kind("TriggerAuthentication")
+    for scaled in by_kind("ScaledObject").values():
+        (trigger,) = scaled["spec"]["triggers"]
+        auth = auths[trigger["authenticationRef"]["name"]]
+        refs = {ref["parameter"]: ref for ref in auth["spec"]["secretTargetRef"]}
+        assert {"sasl", "username", "password", "tls"} <= set(refs)
+        assert all(ref["name"] == secret["metadata"]["name"] and ref["key"] in secret["stringData"] for ref in refs.values())
+    broken = copy.deepcopy(next(iter(auths.values())))
+    broken["spec"]["secretTargetRef"][0]["paramter"] = broken["spec"]["secretTargetRef"][0].pop("parameter")
+    with pytest.raises(jsonschema.ValidationError):
+        validate(broken)
 
 
 def test_secrets_are_referenced_never_inlined(config: Settings) -> None:
