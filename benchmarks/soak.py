@@ -7,6 +7,7 @@ After the warm-up (the first quarter) it fits a line through each process's RSS 
 grows faster than `--max-growth-mb-per-min`. Usage:
 
     .venv/bin/python benchmarks/soak.py --minutes 10 --rate 200
+    .venv/bin/python benchmarks/soak.py --minutes 11 --rate 1400 --burst-x 10 --burst-s 20 --drain-s 900  # ~1.2M jobs
 """
 
 from __future__ import annotations
@@ -48,6 +49,16 @@ def rss_mb(port: int) -> float | None:
     except OSError:
         return None
     return float(found.group(1)) / 2**20 if found else None
+
+
+def counter_total(port: int, name: str) -> float:
+    """Sum of a counter's samples (all label sets) on a process's /metrics; 0 when unreachable."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return 0.0
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith((f"{name}{{", f"{name} ")))
 
 
 def slope_per_min(samples: list[tuple[float, float]]) -> float:
@@ -111,9 +122,21 @@ async def soak(settings: Settings, ports: dict[str, int], args: argparse.Namespa
         start = args.minutes * 60 * args.burst_at
         burst = (start, start + args.burst_s, args.burst_x)
         sent = await submit_steadily(settings, args.rate, args.minutes * 60, burst)
+        console.print(f"submitted {sent:,} jobs; draining (up to {args.drain_s:g} s) while memory is still sampled")
+        await drain(ports["sink"], sent, args.drain_s)
     finally:
         stop.set()
     return sent, await sampler
+
+
+async def drain(sink_port: int, sent: int, seconds: float) -> None:
+    """Wait until the sink wrote a final result for every submitted job (or `seconds` passed)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        written = await asyncio.to_thread(counter_total, sink_port, "modelyard_sink_results_total")
+        if written >= sent:
+            return
+        await asyncio.sleep(5)
 
 
 def report(samples: dict[str, list[tuple[float, float]]], warmup_s: float, limit: float) -> bool:
@@ -139,6 +162,7 @@ def main() -> int:
     parser.add_argument("--burst-s", type=float, default=0.0, help="burst length in seconds")
     parser.add_argument("--burst-at", type=float, default=0.5, help="burst start, as a share of the run")
     parser.add_argument("--sample-s", type=float, default=5.0)
+    parser.add_argument("--drain-s", type=float, default=0.0, help="after submitting, wait up to this long for the backlog")
     parser.add_argument("--max-growth-mb-per-min", type=float, default=2.0)
     parser.add_argument("--external-kafka", action="store_true", help="use MODELYARD_KAFKA__BOOTSTRAP_SERVERS as is")
     args = parser.parse_args()
@@ -171,7 +195,12 @@ def main() -> int:
             console.print(f"soaking {args.minutes} min at {args.rate:g} jobs/s; logs in {work / 'logs'}")
             sent, samples = asyncio.run(soak(settings, ports, args))
             supervisor.check_alive()
-        console.print(f"submitted {sent} jobs")
+            totals = {
+                "routed (router)": counter_total(ports["router"], "modelyard_router_routed_total"),
+                "results written (sink)": counter_total(ports["sink"], "modelyard_sink_results_total"),
+                "dead letters (router)": counter_total(ports["router"], "modelyard_dead_letters_total"),
+            }
+        console.print(f"submitted {sent:,} jobs; " + "; ".join(f"{k} {v:,.0f}" for k, v in totals.items()))
         return 0 if report(samples, args.minutes * 60 / 4, args.max_growth_mb_per_min) else 1
     finally:
         if broker:
