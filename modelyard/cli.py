@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=Path)
     p = command("broker", cmd_broker, "start, stop or check the local Kafka broker (KRaft, no Docker)")
     p.add_argument("action", choices=["start", "stop", "status"])
+    p = command("slm", cmd_slm, "the SLM pool's vLLM server on CPU: prepare the packaged model, serve, stop, status")
+    p.add_argument("action", choices=["prepare", "serve", "stop", "status"])
     command("topics", cmd_topics, "create modelyard's topics (idempotent)")
     command("router", lambda s, a, c: _run("run_router", s), "run the Faust router process")
     p = command("pool", lambda s, a, c: _run("run_pool", s, a.name), "run one worker pool process")
@@ -141,6 +143,28 @@ def cmd_submit(settings: Settings, args: argparse.Namespace, console: Console) -
     summary = asyncio.run(JobSubmitter(settings, console).submit_file(args.file))
     print_summary(summary, console)
     return 0 if summary.ok else 1
+
+
+def cmd_slm(settings: Settings, args: argparse.Namespace, console: Console) -> int:
+    from modelyard.slm_server import CpuSlmServer
+
+    server, url = CpuSlmServer(settings), settings.slm_server.url
+    if args.action in ("prepare", "serve"):
+        with console.status(f"converting {settings.slm_server.weights_package}'s GGUF to safetensors (~30 s)..."):
+            converted = server.prepare()
+        console.print(f"model {'converted to' if converted else 'already in'} {server.model_dir}")
+    if args.action == "serve":
+        with console.status("starting vLLM on CPU...") as status:
+            started = server.start(on_wait=lambda s: status.update(f"starting vLLM on CPU... {s:.0f} s (log: {server.log_file})"))
+        console.print(f"vLLM {'started' if started else 'already serving'} {settings.slm_server.served_model_name} on {url}")
+        console.print(f"point the pool at it: MODELYARD_PROVIDERS__VLLM__BASE_URL={url}", highlight=False, soft_wrap=True)
+    elif args.action == "stop":
+        console.print("vLLM stopped" if server.stop() else "no vLLM server started from this state directory is running")
+    elif args.action == "status":
+        ready = server.is_ready()
+        console.print(f"vLLM on {url}: {'serving ' + settings.slm_server.served_model_name if ready else 'not serving'}")
+        return 0 if ready else 1
+    return 0
 
 
 def cmd_broker(settings: Settings, args: argparse.Namespace, console: Console) -> int:

