@@ -5,8 +5,8 @@ Faust's stream delivers records one event at a time through its conductor, chann
 engine runs as a task inside the same Faust app (so the process keeps Faust's worker, timers and signal
 handling) and moves records in whole fetches:
 
-    getmany -> route the batch -> append the outputs to one record batch per (topic, partition)
-            -> send those -> wait for all deliveries -> commit the batch's offsets
+    getmany -> route the batch -> append the outputs to one record batch per (topic, partition) -> send those
+            -> (while the next batch is routed) wait for all deliveries -> commit the batch's offsets
 
 An offset is committed only once every output of every record before it is durable in Kafka
 (at-least-once; a replay re-routes the same records to the same topics and downstream dedups on
@@ -16,14 +16,16 @@ job_id/attempt). A record that cannot be produced stops the process before the c
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import os
 import time
 from typing import Protocol
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
+from threadpoolctl import threadpool_limits
 
 from modelyard.observability import ROUTE_BATCH_SECONDS
 from modelyard.settings import Settings
@@ -41,6 +43,8 @@ class RecordPosition(Protocol):
 
 
 class BatchRouter:
+    SETTLING_MAX = 2  # batches routed but not yet committed; the next waits for the oldest beyond this
+
     def __init__(self, settings: Settings, policy: RoutingPolicy, group_id: str) -> None:
         self.settings = settings
         self.policy = policy
@@ -48,9 +52,13 @@ class BatchRouter:
         self.max_records = settings.router.batch_max
         self.assigned = False
         self._round_robin = 0
+        self._settling: collections.deque[asyncio.Task[None]] = collections.deque()
 
     async def run(self) -> None:
+        # numpy's BLAS threads would spin on every core for the novelty matmuls (a batch is small): one thread
+        threadpool_limits(1, user_api="blas")
         consumer, producer = self._consumer(), self._producer()
+        consumer.subscribe([self.settings.kafka.jobs_topic], listener=_SettleBeforeRevoke(self))
         await producer.start()
         await consumer.start()
         self.assigned = True
@@ -58,14 +66,15 @@ class BatchRouter:
             while True:
                 fetched = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
                 if fetched:
-                    await self.route(producer, fetched)
-                    await self._commit(consumer, fetched)
+                    await self._settle(consumer, fetched, await self.route(producer, fetched))
         finally:
             self.assigned = False
+            await self.settled()
             await consumer.stop()
             await producer.stop()
 
-    async def route(self, producer: AIOKafkaProducer, fetched: dict[TopicPartition, list]) -> None:
+    async def route(self, producer: AIOKafkaProducer, fetched: dict[TopicPartition, list]) -> list[asyncio.Future]:
+        """Route a fetch and send its outputs; the deliveries are awaited by _settle, not here."""
         started = time.perf_counter()
         signed = self.policy.tenant_keys is not None
         records = [
@@ -77,11 +86,35 @@ class BatchRouter:
             outputs.append(outgoing)
             if outgoing.shadow is not None:
                 outputs.append(outgoing.shadow)
-        try:
-            await asyncio.gather(*await self.produce(producer, outputs))
-        except Exception as exc:  # noqa: BLE001 - any delivery failure: stop before committing
-            crash_without_commit(exc, records[0][1])
+        deliveries = await self.produce(producer, outputs)
         ROUTE_BATCH_SECONDS.observe(time.perf_counter() - started)
+        return deliveries
+
+    async def _settle(self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list], deliveries: list[asyncio.Future]) -> None:
+        """Commit the batch once its outputs are delivered, after the batches before it, while the next batch
+        is routed (the broker's acks overlap our routing)."""
+        previous = self._settling[-1] if self._settling else None
+        self._settling.append(asyncio.create_task(self._deliver_then_commit(consumer, fetched, deliveries, previous)))
+        while len(self._settling) > self.SETTLING_MAX or (self._settling and self._settling[0].done()):
+            await self._settling.popleft()
+
+    async def _deliver_then_commit(
+        self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list], deliveries: list[asyncio.Future],
+        previous: asyncio.Task[None] | None,
+    ) -> None:
+        if previous is not None:
+            await previous
+        try:
+            await asyncio.gather(*deliveries)
+        except Exception as exc:  # noqa: BLE001 - any delivery failure: stop before committing
+            first = next(iter(fetched.values()))[0]
+            crash_without_commit(exc, first)
+        await self._commit(consumer, fetched)
+
+    async def settled(self) -> None:
+        """Every routed batch delivered and committed (before a rebalance takes partitions, and at stop)."""
+        while self._settling:
+            await self._settling.popleft()
 
     async def produce(self, producer: AIOKafkaProducer, outputs: list[Outgoing]) -> list[asyncio.Future]:
         """Outputs appended to one record batch per (topic, partition), partitioned as Kafka's default
@@ -118,7 +151,7 @@ class BatchRouter:
     def _consumer(self) -> AIOKafkaConsumer:
         kafka = self.settings.kafka
         return AIOKafkaConsumer(
-            kafka.jobs_topic, group_id=self.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
+            group_id=self.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
             max_poll_records=self.max_records, fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=8 * 1024 * 1024, session_timeout_ms=kafka.session_timeout_ms,
             heartbeat_interval_ms=max(500, kafka.session_timeout_ms // 5), **kafka.client_options(),
@@ -129,6 +162,19 @@ class BatchRouter:
             acks="all", enable_idempotence=True, linger_ms=5, max_batch_size=512 * 1024,
             **self.settings.kafka.client_options(),
         )
+
+
+class _SettleBeforeRevoke(ConsumerRebalanceListener):
+    """Partitions leave this process only after their routed batches are committed (no needless replays)."""
+
+    def __init__(self, router: BatchRouter) -> None:
+        self.router = router
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.router.settled()
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        return None
 
 
 def _by_topic(outputs: list[Outgoing]) -> dict[str, list[Outgoing]]:
