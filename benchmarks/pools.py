@@ -4,9 +4,9 @@ With a fixed provider latency L and C calls in flight, no pool can finish more t
 second (Little's law). This measures how close modelyard gets, against the simulator at a fixed 50 ms
 (jitter 0), in two scopes:
 
-* backend: C coroutines calling the pool's backend (the real openai SDK, vLLM dialect, a classification
-  with structured output and logprobs) back to back; what the SDK path costs;
-* pool: a whole PoolWorker in this process (aiokafka consumer, Dispatcher with gate and breaker, SDK call,
+* backend: C coroutines calling the SLM pool's vLLM backend (a classification with structured output and
+  logprobs) back to back, through the lean aiohttp client (the default) and through the real openai SDK;
+* pool: a whole PoolWorker in this process (aiokafka consumer, Dispatcher with gate and breaker, model call,
   Result encoding, acks=all producer, offset commits) draining assignments pre-loaded on its topic.
 
 CPU per request is `time.process_time()` of this process over the measured window, divided by requests.
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import shutil
 import socket
@@ -39,7 +40,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from modelyard._exceptions import BrokerError  # noqa: E402
-from modelyard.app import build_backend, build_dispatcher  # noqa: E402
+from modelyard.app import build_backend, build_dispatcher, freeze_startup_heap  # noqa: E402
 from modelyard.broker import LocalKafkaBroker  # noqa: E402
 from modelyard.processes import ProcessSupervisor, wait_for_port  # noqa: E402
 from modelyard.settings import Settings, load_settings  # noqa: E402
@@ -100,8 +101,9 @@ def assignment(n: int, run: str) -> Assignment:
                       task_reason="bench", pool="slm", reason="bench", routed_at=datetime.now(UTC))
 
 
-async def bench_backend(settings: Settings, in_flight: int, rounds: int, sim_pid: int) -> Measure:
-    backend = build_backend(settings, "slm")
+async def bench_backend(base: Settings, in_flight: int, rounds: int, sim_pid: int) -> Measure:
+    pools = {**base.pools, "slm": base.pools["slm"].model_copy(update={"concurrency": in_flight})}
+    backend = build_backend(base.model_copy(update={"pools": pools}), "slm")  # as many connections as calls in flight
     items = [item(n) for n in range(in_flight * rounds)]
     await asyncio.gather(*(backend.complete(i, TaskType.CLASSIFICATION) for i in items[:in_flight]))  # connections up
     queue = iter(items)
@@ -114,7 +116,7 @@ async def bench_backend(settings: Settings, in_flight: int, rounds: int, sim_pid
     await asyncio.gather(*(caller() for _ in range(in_flight)))
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     await backend.close()
-    return Measure("backend alone", in_flight, len(items), wall, cpu, process_cpu_s(sim_pid) - sim_cpu)
+    return Measure(f"backend alone ({base.providers['vllm'].client})", in_flight, len(items), wall, cpu, process_cpu_s(sim_pid) - sim_cpu)
 
 
 async def bench_pool(base: Settings, in_flight: int, rounds: int, sim_pid: int) -> Measure:
@@ -127,6 +129,7 @@ async def bench_pool(base: Settings, in_flight: int, rounds: int, sim_pid: int) 
     total = in_flight * (rounds + 1)
     await preload(settings, [assignment(n, run) for n in range(total)])
     worker = PoolWorker(settings, "slm", build_dispatcher(settings, "slm"))
+    freeze_startup_heap()  # as `modelyard pool` does before it starts consuming
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     await until_processed(worker, in_flight, task)  # group joined, connections up: steady state from here
@@ -136,7 +139,7 @@ async def bench_pool(base: Settings, in_flight: int, rounds: int, sim_pid: int) 
     sim_cpu = process_cpu_s(sim_pid) - sim_cpu
     stop.set()
     await task
-    return Measure("whole pool", in_flight, total - done, wall, cpu, sim_cpu)
+    return Measure(f"whole pool ({base.providers['vllm'].client})", in_flight, total - done, wall, cpu, sim_cpu)
 
 
 async def until_processed(worker: PoolWorker, count: int, task: asyncio.Task[None]) -> None:
@@ -188,6 +191,11 @@ def start_broker(data: Path, sim_port: int, attempts: int = 3) -> tuple[Settings
     raise AssertionError("unreachable")
 
 
+def with_client(base: Settings, client: str) -> Settings:
+    """The vLLM provider through the lean aiohttp client or the openai SDK."""
+    return base.model_copy(update={"providers": {**base.providers, "vllm": base.providers["vllm"].model_copy(update={"client": client})}})
+
+
 async def main(args: argparse.Namespace) -> None:
     data = Path(tempfile.mkdtemp(prefix="modelyard-bench-"))
     sim_port = free_port()
@@ -203,13 +211,14 @@ async def main(args: argparse.Namespace) -> None:
         with ProcessSupervisor(data / "logs", env=env) as supervisor:
             sim = supervisor.start("simulator", "simulator")
             wait_for_port("127.0.0.1", sim_port, 30, supervisor)
-            for in_flight in args.inflight:
+            for client, in_flight in itertools.product(args.clients, args.inflight):
+                settings = with_client(base, client)
                 if "backend" in args.scopes:
-                    with console.status(f"backend alone, {in_flight} in flight..."):
-                        measures.append(await bench_backend(base, in_flight, args.rounds, sim.pid))
+                    with console.status(f"backend alone ({client}), {in_flight} in flight..."):
+                        measures.append(await bench_backend(settings, in_flight, args.rounds, sim.pid))
                 if "pool" in args.scopes:
-                    with console.status(f"whole pool, {in_flight} in flight..."):
-                        measures.append(await bench_pool(base, in_flight, args.rounds, sim.pid))
+                    with console.status(f"whole pool ({client}), {in_flight} in flight..."):
+                        measures.append(await bench_pool(settings, in_flight, args.rounds, sim.pid))
         Console(width=140).print(report(measures))
     finally:
         if broker is not None:
@@ -223,4 +232,5 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=20, help="requests per caller (each round is one latency)")
     parser.add_argument("--scopes", nargs="+", default=["backend", "pool"], choices=["backend", "pool"])
     parser.add_argument("--bootstrap", help="use this Kafka instead of starting a local broker")
+    parser.add_argument("--clients", nargs="+", default=["lean", "sdk"], choices=["lean", "sdk"], help="vLLM client(s) to measure")
     asyncio.run(main(parser.parse_args()))

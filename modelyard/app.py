@@ -59,6 +59,10 @@ def build_backend(settings: Settings, pool: str, provider: str | None = None, mo
 
         return DistilledBackend(provider, target, ModelRegistry(settings.models_dir), settings.distill.reload_interval_s)
     backend_class = AnthropicBackend if config.api == "anthropic" else OpenAIChatBackend
+    if config.api == "vllm" and config.client == "lean":
+        from workers.backends.vllm_http import VllmHttpBackend
+
+        backend_class = VllmHttpBackend
     return backend_class(provider, config, target, base_url=provider_base_url(settings, provider))
 
 

@@ -17,31 +17,14 @@ from workers.backends.http import sdk_http_client
 from workers.prompts import conversation, system_prompt
 
 
-class OpenAIChatBackend:
-    """One pool's model behind the chat-completions API. SDK retries (with Retry-After) are the only retries.
+class ChatCompletionsDialect:
+    """What goes over the wire for one pool's model on the chat-completions API, and how the answer reads back:
+    shared by the SDK client below, the lean vLLM client (vllm_http.py) and the Batch API (openai_batch.py)."""
 
-    Requests go through the SDK's own `post` (auth, retries honouring Retry-After, timeouts, typed errors)
-    with a body we built as plain JSON, and the answer comes back as the JSON the provider sent. `create()`
-    would walk our params to transform them and build a typed ChatCompletion from the answer: together
-    about 0.7 ms of CPU a call, measured with benchmarks/pools.py (1.9 -> 0.6 ms a call with the aiohttp
-    transport of workers/backends/http.py)."""
-
-    def __init__(self, provider: str, settings: ProviderSettings, pool: PoolSettings, base_url: str | None = None) -> None:
+    def __init__(self, provider: str, settings: ProviderSettings, pool: PoolSettings) -> None:
         self.provider = provider
         self.dialect = settings.api
         self.pool = pool
-        key = settings.api_key.get_secret_value() if settings.api_key else "unused"
-        self.client = AsyncOpenAI(
-            api_key=key, base_url=base_url or settings.base_url, timeout=settings.timeout_s, max_retries=settings.max_retries,
-            http_client=sdk_http_client(openai, pool.concurrency),
-        )
-
-    async def complete(self, item: WorkItem, task_type: TaskType) -> Completion:
-        try:
-            response = await self.client.post("/chat/completions", body=self.body(item, task_type), cast_to=object)
-        except openai.APIError as exc:
-            raise translate_openai_error(exc, self.provider) from exc
-        return self.completion(response, task_type)
 
     def completion(self, response: dict[str, Any], task_type: TaskType) -> Completion:
         """A chat.completion object as the provider sent it (interactive answer or a batch output line's body)."""
@@ -89,6 +72,32 @@ class OpenAIChatBackend:
             return str(orjson.loads(content)["label"])
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return content
+
+
+
+class OpenAIChatBackend(ChatCompletionsDialect):
+    """One pool's model behind the chat-completions API. SDK retries (with Retry-After) are the only retries.
+
+    Requests go through the SDK's own `post` (auth, retries honouring Retry-After, timeouts, typed errors)
+    with a body we built as plain JSON, and the answer comes back as the JSON the provider sent. `create()`
+    would walk our params to transform them and build a typed ChatCompletion from the answer: together
+    about 0.7 ms of CPU a call, measured with benchmarks/pools.py (1.9 -> 0.6 ms a call with the aiohttp
+    transport of workers/backends/http.py)."""
+
+    def __init__(self, provider: str, settings: ProviderSettings, pool: PoolSettings, base_url: str | None = None) -> None:
+        super().__init__(provider, settings, pool)
+        key = settings.api_key.get_secret_value() if settings.api_key else "unused"
+        self.client = AsyncOpenAI(
+            api_key=key, base_url=base_url or settings.base_url, timeout=settings.timeout_s, max_retries=settings.max_retries,
+            http_client=sdk_http_client(openai, pool.concurrency),
+        )
+
+    async def complete(self, item: WorkItem, task_type: TaskType) -> Completion:
+        try:
+            response = await self.client.post("/chat/completions", body=self.body(item, task_type), cast_to=object)
+        except openai.APIError as exc:
+            raise translate_openai_error(exc, self.provider) from exc
+        return self.completion(response, task_type)
 
     async def close(self) -> None:
         await self.client.close()
