@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from modelyard._exceptions import BrokerError, InvalidInput
 from modelyard.settings import Settings
-from modelyard.signatures import TenantKeys
+from modelyard.signatures import SIGNATURE_HEADER, TenantKeys
 from modelyard.topics import assigned_partitions
 from schemas import DeadLetter, WorkItem
 from schemas.decoding import DecodeFailure, decode
@@ -203,8 +203,9 @@ def recheck(stored: StoredLetter, settings: Settings) -> WorkItem | DecodeFailur
     if isinstance(item, WorkItem) and known is not None and item.tenant not in known:
         return DecodeFailure("unknown_tenant", "tenant", f"tenant {item.tenant!r} is not configured")
     keys = settings.router.tenant_keys
-    if isinstance(item, WorkItem) and keys is not None and item.tenant not in keys:
-        return DecodeFailure("unauthenticated", "tenant", f"no signing key for tenant {item.tenant!r}: replay would be rejected")
+    if isinstance(item, WorkItem) and keys is not None:  # the original's own signature must hold: never re-signed
+        signature = letter.signature.encode() if letter.signature else None
+        return TenantKeys(keys).verify(item.tenant, stored.original, signature) or item
     return item
 
 
@@ -228,7 +229,7 @@ async def replay(settings: Settings, letters: list[StoredLetter], dry_run: bool 
     try:
         for stored, item in valid:
             header = (REPLAY_HEADER, f"{settings.kafka.dead_letter_topic}/{stored.partition}/{stored.offset}".encode())
-            signed = TenantKeys(settings.router.tenant_keys).headers_for(item.tenant, stored.original) if settings.router.tenant_keys else []
+            signed = [(SIGNATURE_HEADER, stored.letter.signature.encode())] if stored.letter and stored.letter.signature else []
             await producer.send_and_wait(settings.kafka.jobs_topic, value=stored.original, key=item.job_id.encode(), headers=[header, *signed])
             report.replayed.append((stored, item.job_id))
     finally:

@@ -393,7 +393,7 @@ class Settings(BaseSettings):
                 if fallback.provider not in self.providers:
                     raise ValueError(f"pools.{name}.fallbacks: unknown provider {fallback.provider!r}")
             self._check_cascade(name, pool.cascade)
-            if pool.batch.enabled and self.providers[pool.provider].api == "vllm":
+            if pool.batch.enabled and self.providers[pool.provider].api not in ("openai", "anthropic"):
                 raise ValueError(f"pools.{name}.batch.enabled: provider {pool.provider!r} has no batch API (openai or anthropic only)")
         named = {**self.routes, "default_pool": self.default_pool, "costs.downgrade_pool": self.costs.downgrade_pool}
         for where, pool in named.items():

@@ -25,4 +25,8 @@ class DeadLetter(BaseModel):
     original_b64: str = Field(description="The original bytes, base64-encoded (the first MAX_ORIGINAL_BYTES).")
     original_bytes: int = Field(default=0, ge=0, description="Size of the original message.")
     original_truncated: bool = False
+    signature: str | None = Field(
+        default=None, max_length=200,
+        description="The original's modelyard-signature header (an HMAC of the bytes, no secret), resent on replay.",
+    )
     at: AwareDatetime

@@ -26,14 +26,19 @@ class ResultStatus(StrEnum):
         return self in (ResultStatus.OK, ResultStatus.ERROR)
 
 
+MAX_TOKENS = 2**32 - 1  # UInt32 token columns
+MAX_ATTEMPT = 2**16 - 1  # UInt16 attempt column
+
+
 class Usage(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    input_tokens: int = Field(default=0, ge=0, description="Uncached input tokens.")
-    cached_input_tokens: int = Field(default=0, ge=0, description="Input tokens read from the provider's cache.")
-    cache_write_tokens: int = Field(default=0, ge=0)
-    output_tokens: int = Field(default=0, ge=0)
-    reasoning_tokens: int = Field(default=0, ge=0, description="Part of output_tokens spent reasoning.")
+    # bounded by the ledger's UInt32 columns, so an absurd count is a dead letter, not a failing insert
+    input_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS, description="Uncached input tokens.")
+    cached_input_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS, description="Input tokens read from the provider's cache.")
+    cache_write_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
+    output_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
+    reasoning_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS, description="Part of output_tokens spent reasoning.")
 
 
 class Result(BaseModel):
@@ -41,7 +46,7 @@ class Result(BaseModel):
 
     schema_version: Literal[1] = 1
     job_id: str
-    attempt: int = Field(ge=1)
+    attempt: int = Field(ge=1, le=MAX_ATTEMPT)
     tenant: str
     task_type: TaskType
     pool: str

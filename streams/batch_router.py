@@ -52,7 +52,8 @@ class BatchRouter:
         self.max_records = settings.router.batch_max
         self.assigned = False
         self._round_robin = 0
-        self._settling: collections.deque[asyncio.Task[None]] = collections.deque()
+        self._settling: collections.deque[asyncio.Task[None]] = collections.deque()  # oldest first, for the cap
+        self._last: asyncio.Task[None] | None = None  # what the next batch's commit waits for (order)
 
     async def run(self) -> None:
         # numpy's BLAS threads would spin on every core for the novelty matmuls (a batch is small): one thread
@@ -69,9 +70,11 @@ class BatchRouter:
                     await self._settle(consumer, fetched, await self.route(producer, fetched))
         finally:
             self.assigned = False
-            await self.settled()
-            await consumer.stop()
-            await producer.stop()
+            try:
+                await self.settled()  # what was routed gets committed, even when this task is being cancelled
+            finally:
+                await consumer.stop()
+                await producer.stop()
 
     async def route(self, producer: AIOKafkaProducer, fetched: dict[TopicPartition, list]) -> list[asyncio.Future]:
         """Route a fetch and send its outputs; the deliveries are awaited by _settle, not here."""
@@ -93,17 +96,19 @@ class BatchRouter:
     async def _settle(self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list], deliveries: list[asyncio.Future]) -> None:
         """Commit the batch once its outputs are delivered, after the batches before it, while the next batch
         is routed (the broker's acks overlap our routing)."""
-        previous = self._settling[-1] if self._settling else None
-        self._settling.append(asyncio.create_task(self._deliver_then_commit(consumer, fetched, deliveries, previous)))
-        while len(self._settling) > self.SETTLING_MAX or (self._settling and self._settling[0].done()):
+        self._last = asyncio.create_task(self._deliver_then_commit(consumer, fetched, deliveries, self._last))
+        self._settling.append(self._last)
+        while self._settling and self._settling[0].done():
             await self._settling.popleft()
+        if len(self._settling) > self.SETTLING_MAX:
+            await asyncio.shield(self._settling[0])
 
     async def _deliver_then_commit(
         self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list], deliveries: list[asyncio.Future],
         previous: asyncio.Task[None] | None,
     ) -> None:
         if previous is not None:
-            await previous
+            await asyncio.shield(previous)  # commits stay in fetch order
         try:
             await asyncio.gather(*deliveries)
         except Exception as exc:  # noqa: BLE001 - any delivery failure: stop before committing
@@ -112,9 +117,11 @@ class BatchRouter:
         await self._commit(consumer, fetched)
 
     async def settled(self) -> None:
-        """Every routed batch delivered and committed (before a rebalance takes partitions, and at stop)."""
-        while self._settling:
-            await self._settling.popleft()
+        """Every routed batch delivered and committed (before a rebalance takes partitions, and at stop). Each
+        commit waits for the one before it, so the last one settles them all; shielded so a cancelled caller
+        does not cancel the commits."""
+        if self._last is not None:
+            await asyncio.shield(self._last)
 
     async def produce(self, producer: AIOKafkaProducer, outputs: list[Outgoing]) -> list[asyncio.Future]:
         """Outputs appended to one record batch per (topic, partition), partitioned as Kafka's default

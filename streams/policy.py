@@ -301,7 +301,7 @@ class RoutingPolicy:
     def _dead(self, failure: DecodeFailure, raw: bytes | None, source: Source) -> Outgoing:
         letter = failure.dead_letter(
             raw or b"", "router", source_topic=source.topic, source_partition=source.partition,
-            source_offset=source.offset,
+            source_offset=source.offset, signature=source.signature.decode(errors="replace")[:200] if source.signature else None,
         )
         DEAD_LETTERS.labels("router", failure.reason).inc()
         return Outgoing(self.kafka.dead_letter_topic, None, letter.model_dump_json().encode())

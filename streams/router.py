@@ -29,7 +29,7 @@ log = logging.getLogger("modelyard.router")
 BATCH_WITHIN_S = 0.05
 
 
-def register_router(app: faust.App, topics: RouterTopics, policy: RoutingPolicy, settings: Settings) -> None:
+def register_router(app: faust.App, topics: RouterTopics, policy: RoutingPolicy, settings: Settings) -> BatchRouter | None:
     """engine "batch" (default): BatchRouter as a task of this app; "agent": a Faust agent over the stream."""
     if settings.router.engine == "batch":
         engine = BatchRouter(settings, policy, group_id=app.conf.id)
@@ -40,12 +40,14 @@ def register_router(app: faust.App, topics: RouterTopics, policy: RoutingPolicy,
         async def route_batches() -> None:
             await engine.run()
 
-        return
+        return engine
 
     @app.agent(topics.jobs, name="router")
     async def route(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.router.batch_max, within=BATCH_WITHIN_S):
             await route_batch(app, policy, events)
+
+    return None
 
 
 async def route_batch(app: faust.App, policy: RoutingPolicy, events: list[faust.EventT]) -> None:
@@ -94,8 +96,9 @@ def register_budget_feed(app: faust.App, policy: RoutingPolicy, settings: Settin
                 policy.budgets.record(record.value)
 
 
-def register_health(app: faust.App, settings: Settings) -> None:
-    """/metrics, /healthz and /readyz in Faust's own loop; ready once started and not rebalancing."""
+def register_health(app: faust.App, settings: Settings, engine: BatchRouter | None) -> None:
+    """/metrics, /healthz and /readyz in Faust's own loop; ready once started and consuming (the batch engine's
+    consumer started; the agent's Faust consumer not rebalancing)."""
     if not settings.metrics.port:
         return
     started = False
@@ -103,15 +106,16 @@ def register_health(app: faust.App, settings: Settings) -> None:
     @app.task
     async def serve_health() -> None:
         nonlocal started
-        await start_health_server(settings.metrics, Health(ready=lambda: started and not app.rebalancing))
+        consuming = (lambda: engine.assigned) if engine is not None else (lambda: not app.rebalancing)
+        await start_health_server(settings.metrics, Health(ready=lambda: started and consuming()))
         started = True
 
 
 def build_router(settings: Settings) -> faust.App:
     app = create_app(settings)
     policy = RoutingPolicy(settings)
-    register_router(app, RouterTopics.declare(app, settings), policy, settings)
+    engine = register_router(app, RouterTopics.declare(app, settings), policy, settings)
     register_novelty_state(app, policy, settings)
     register_budget_feed(app, policy, settings)
-    register_health(app, settings)
+    register_health(app, settings, engine)
     return app

@@ -168,10 +168,21 @@ class PoolWorker:
         self._slot_freed.set()
         self.waiting_for_batch.add(task)  # type: ignore[arg-type]
         try:
-            return await self.batcher.run(assignment, tp)
-        finally:
+            results = await self.batcher.run(assignment, tp)
+        except BaseException:
             self.waiting_for_batch.discard(task)  # type: ignore[arg-type]
             self.calling += 1
+            raise
+        self.waiting_for_batch.discard(task)  # type: ignore[arg-type]
+        await self._take_slot()  # a failed-over item goes on interactively: within `concurrency`, like any call
+        return results
+
+    async def _take_slot(self) -> None:
+        while self.calling >= self.concurrency:
+            self._slot_freed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._slot_freed.wait(), 0.2)
+        self.calling += 1
 
     async def drain(self) -> None:
         """Wait for every in-flight call to finish and its result to be produced. Items waiting in a provider

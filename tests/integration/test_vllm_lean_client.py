@@ -91,5 +91,6 @@ def test_retry_decisions() -> None:
         True, False, False, False, False, True, True, False, True, True, True,
     ]
     assert (retry_after_s("2"), retry_after_s("0.5"), retry_after_s("soon"), retry_after_s("-1"), retry_after_s(None)) == (2.0, 0.5, None, None, None)
+    assert retry_after_s("0") is None and retry_after_s("61") is None  # as the SDKs: only 0 < s <= 60
     assert backoff_s(0, 1.5) == 1.5
     assert 0.375 <= backoff_s(0, None) <= 0.5 and 6.0 <= backoff_s(10, None) <= 8.0

@@ -51,3 +51,27 @@ def test_headers_are_found_in_pairs_or_mappings_and_only_for_held_keys() -> None
     assert keys.headers_for("globex", job()) == []
     assert signature_header([("other", b"x"), (SIGNATURE_HEADER, value)]) == value
     assert signature_header({SIGNATURE_HEADER: value}) == value and signature_header(None) is None
+
+
+def test_dead_letters_keep_the_signature_and_replay_never_signs_for_the_tenant() -> None:
+    """A dead letter of a signed job carries its signature; rechecking an unsigned or forged original fails."""
+    import base64
+    from datetime import UTC, datetime
+
+    from modelyard.dead_letters import StoredLetter, recheck
+
+    settings = load_settings(router={"tenant_keys": KEYS, "known_tenants": ["acme"]})
+    policy = RoutingPolicy(load_settings(router={"tenant_keys": KEYS, "known_tenants": ["acme"]}))
+    signed_value = orjson.dumps({"job_id": "j-x", "tenant": "acme", "input": "x", "task": "generation", "priority": 42})
+    letter = DeadLetter.model_validate_json(policy.route(signed_value, Source("jobs", 0, 1, sign(KEYS["acme"], signed_value))).value)
+    assert letter.reason == "validation" and letter.signature == sign(KEYS["acme"], signed_value).decode()
+
+    def stored(value: bytes, signature: str | None) -> StoredLetter:
+        dead = DeadLetter(stage="router", reason="validation", error="e", original_b64=base64.b64encode(value).decode(),
+                          original_bytes=len(value), signature=signature, at=datetime.now(UTC))
+        return StoredLetter(0, 0, 0, dead)
+
+    fixed = job()
+    assert recheck(stored(fixed, sign(KEYS["acme"], fixed).decode()), settings).job_id == "j-acme"
+    assert recheck(stored(fixed, None), settings).reason == "unauthenticated"
+    assert recheck(stored(fixed, sign(KEYS["globex"], fixed).decode()), settings).reason == "unauthenticated"

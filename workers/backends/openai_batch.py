@@ -55,7 +55,9 @@ class OpenAIBatchBackend:
                         outcomes[entry["custom_id"]] = self._outcome(entry, task_types)
         if batch.status == "failed" and batch.errors and batch.errors.data:
             first = batch.errors.data[0]
-            failure = ProviderError(f"{self.provider}: batch {batch_id} failed: {first.code}: {first.message}", provider=self.provider)
+            failure = ProviderError(
+                f"{self.provider}: batch {batch_id} failed: {first.code}: {first.message}", provider=self.provider, retryable=True,
+            )  # the items themselves may be fine: they fail over to the interactive chain
             outcomes = dict.fromkeys(task_types, failure)
         return outcomes
 

@@ -11,6 +11,7 @@ Retry-After when it sends one, else an exponential backoff with jitter.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from typing import Any
 
@@ -23,6 +24,7 @@ from schemas import TaskType, WorkItem
 from workers.backends.base import Completion
 from workers.backends.openai_chat import ChatCompletionsDialect
 
+log = logging.getLogger("modelyard.vllm")
 INITIAL_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 8.0
 MAX_RETRY_AFTER_S = 60.0
@@ -39,7 +41,7 @@ def retry_after_s(value: str | None) -> float | None:
         seconds = float(value) if value is not None else None
     except ValueError:
         return None
-    return seconds if seconds is not None and 0 <= seconds <= MAX_RETRY_AFTER_S else None
+    return seconds if seconds is not None and 0 < seconds <= MAX_RETRY_AFTER_S else None
 
 
 def backoff_s(retry: int, retry_after: float | None, rand: random.Random = random.Random()) -> float:  # noqa: B008
@@ -82,11 +84,15 @@ class VllmHttpBackend(ChatCompletionsDialect):
         body = orjson.dumps(self.body(item, task_type))
         for retry in range(self.max_retries + 1):
             status, answer, retry_after = await self._post(body)
+            if log.isEnabledFor(logging.DEBUG):  # the job_id comes from the task's logging context
+                log.debug("POST %s -> %s", self.url, status or "no answer")
             if status == 200:
                 return self.completion(orjson.loads(answer), task_type)
             if retry == self.max_retries or not should_retry(status):
                 raise final_error(self.provider, status, answer, retry_after)
-            await asyncio.sleep(backoff_s(retry, retry_after))
+            wait = backoff_s(retry, retry_after)
+            log.info("%s: %s, retry %d of %d in %.2f s", self.provider, status or "no answer", retry + 1, self.max_retries, wait)
+            await asyncio.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _post(self, body: bytes) -> tuple[int | None, bytes, float | None]:
