@@ -24,9 +24,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Hashable
+from collections.abc import Coroutine, Hashable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from modelyard._exceptions import ProviderError, Stopping
 from modelyard.settings import BatchSettings
@@ -171,9 +172,23 @@ class Batcher:
         """Rebalance: items of partitions this process no longer owns are answered with Stopping."""
         gone = [w for w in self.open if w.partition in partitions]
         self.open = [w for w in self.open if w.partition not in partitions]
-        for items in self.outstanding.values():
+        for batch_id, items in self.outstanding.items():
             gone += [w for w in items if w.partition in partitions]
+            if all(w.partition in partitions for w in items):  # nobody here will read it: stop paying for it
+                self._spawn(self._cancel(batch_id))
         _release(gone)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _cancel(self, batch_id: str) -> None:
+        try:
+            await asyncio.wait_for(self.backend.cancel(batch_id), CANCEL_TIMEOUT_S)
+            log.info("%s batch %s cancelled: its items replay on their partitions' new owners", self.provider, batch_id)
+        except (ProviderError, TimeoutError) as exc:
+            log.warning("%s batch %s not cancelled (%s)", self.provider, batch_id, exc)
 
     async def stop(self) -> None:
         """Release every waiting item, cancel the outstanding batches at the provider (best effort)."""
@@ -184,11 +199,7 @@ class Batcher:
         for task in [*self._tasks, *([self._flusher] if self._flusher else [])]:
             task.cancel()
         for batch_id in outstanding:
-            try:
-                await asyncio.wait_for(self.backend.cancel(batch_id), CANCEL_TIMEOUT_S)
-                log.info("%s batch %s cancelled: its items replay after the restart", self.provider, batch_id)
-            except (ProviderError, TimeoutError) as exc:
-                log.warning("%s batch %s not cancelled (%s)", self.provider, batch_id, exc)
+            await self._cancel(batch_id)
         await self.backend.close()
 
 
