@@ -15,7 +15,7 @@ from modelyard.settings import Settings
 # The job a task is working on: set where a job is picked up (per asyncio task), read by the JSON formatter.
 current_job_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("modelyard_job_id", default=None)
 MASK = "***"
-_QUIET_LOGGERS = ("aiokafka", "httpx")
+_QUIET_LOGGERS = ("aiokafka", "httpx", "httpx2")  # httpx2: the anthropic SDK logs every request at INFO
 _STANDARD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "job_id"}
 
 
