@@ -12,7 +12,7 @@ from anthropic.types import Message
 from modelyard._exceptions import ProviderError, RateLimited
 from modelyard.settings import PoolSettings, ProviderSettings
 from schemas import TaskType, Usage, WorkItem
-from workers.backends.base import Completion, status_error_message
+from workers.backends.base import Completion, retryable_status, status_error_message
 from workers.backends.http import sdk_http_client
 from workers.backends.openai_chat import label_schema
 from workers.prompts import conversation, system_prompt
@@ -93,7 +93,7 @@ def translate_anthropic_error(exc: anthropic.APIError, provider: str) -> Provide
         retry_after = float(value) if value and value.replace(".", "", 1).isdigit() else None
         return RateLimited(f"{provider}: rate limited after retries", provider=provider, retry_after=retry_after)
     if isinstance(exc, anthropic.APIStatusError):
-        retryable = exc.status_code >= 500 or exc.status_code in (408, 409)
+        retryable = retryable_status(exc.status_code)
         return ProviderError(f"{provider}: HTTP {exc.status_code}: {status_error_message(exc)}", provider=provider, retryable=retryable)
     if isinstance(exc, anthropic.APITimeoutError):
         return ProviderError(f"{provider}: request timed out", provider=provider, retryable=True)

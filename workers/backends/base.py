@@ -26,6 +26,12 @@ class ModelBackend(Protocol):
     async def close(self) -> None: ...
 
 
+def retryable_status(status: int) -> bool:
+    """Whether another try may succeed after this HTTP status (the SDKs' rule): timeouts, conflicts, rate
+    limits and server errors; any other 4xx is the request's own fault."""
+    return status >= 500 or status in (408, 409, 429)
+
+
 def status_error_message(exc: Any) -> str:
     """The provider's own error message from an SDK status error (OpenAI and Anthropic share the shape)."""
     body = exc.body if isinstance(exc.body, dict) else {}

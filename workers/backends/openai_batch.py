@@ -11,7 +11,7 @@ import orjson
 
 from modelyard._exceptions import ProviderError
 from schemas import TaskType
-from workers.backends.base import BatchRequest, BatchStatus, Completion
+from workers.backends.base import BatchRequest, BatchStatus, Completion, retryable_status
 from workers.backends.openai_chat import OpenAIChatBackend, translate_openai_error
 
 ENDPOINT = "/v1/chat/completions"
@@ -68,7 +68,7 @@ class OpenAIBatchBackend:
         if response:
             code, body = response.get("status_code", 0), response.get("body") or {}
             message = str((body.get("error") or {}).get("message", ""))[:300]
-            retryable = code >= 500 or code in (408, 409, 429)
+            retryable = retryable_status(code)
             return ProviderError(f"{self.provider}: batch request HTTP {code}: {message}", provider=self.provider, retryable=retryable)
         code, message = (error or {}).get("code", "unknown"), str((error or {}).get("message", ""))[:300]
         return ProviderError(f"{self.provider}: batch request {code}: {message}", provider=self.provider, retryable=True)

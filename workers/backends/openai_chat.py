@@ -12,7 +12,7 @@ from openai import AsyncOpenAI
 from modelyard._exceptions import ProviderError, RateLimited
 from modelyard.settings import PoolSettings, ProviderSettings
 from schemas import TaskType, Usage, WorkItem
-from workers.backends.base import Completion, status_error_message
+from workers.backends.base import Completion, retryable_status, status_error_message
 from workers.backends.http import sdk_http_client
 from workers.prompts import conversation, system_prompt
 
@@ -139,7 +139,7 @@ def translate_openai_error(exc: openai.APIError, provider: str) -> ProviderError
     if isinstance(exc, openai.RateLimitError):
         return RateLimited(f"{provider}: rate limited after retries", provider=provider, retry_after=_retry_after(exc))
     if isinstance(exc, openai.APIStatusError):
-        retryable = exc.status_code >= 500 or exc.status_code in (408, 409)
+        retryable = retryable_status(exc.status_code)
         return ProviderError(f"{provider}: HTTP {exc.status_code}: {status_error_message(exc)}", provider=provider, retryable=retryable)
     if isinstance(exc, openai.APITimeoutError):
         return ProviderError(f"{provider}: request timed out", provider=provider, retryable=True)

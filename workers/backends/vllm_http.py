@@ -21,7 +21,7 @@ import orjson
 from modelyard._exceptions import ProviderError, RateLimited
 from modelyard.settings import PoolSettings, ProviderSettings
 from schemas import TaskType, WorkItem
-from workers.backends.base import Completion
+from workers.backends.base import Completion, retryable_status
 from workers.backends.openai_chat import ChatCompletionsDialect
 
 log = logging.getLogger("modelyard.vllm")
@@ -32,7 +32,7 @@ MAX_RETRY_AFTER_S = 60.0
 
 def should_retry(status: int | None) -> bool:
     """None: a timeout or a dropped connection."""
-    return status is None or status in (408, 409, 429) or status >= 500
+    return status is None or retryable_status(status)
 
 
 def retry_after_s(value: str | None) -> float | None:
