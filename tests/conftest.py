@@ -7,6 +7,8 @@ import os
 import shutil
 import socket
 import subprocess
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,3 +106,14 @@ def pipeline_settings(pipeline_env: dict[str, str], monkeypatch: pytest.MonkeyPa
     for name, value in pipeline_env.items():
         monkeypatch.setenv(name, value)
     return load_settings()
+
+
+def get(url: str) -> tuple[int, str]:
+    """(status, body) of a GET; an HTTP error's own status, or 0 when nothing answered."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError as exc:
+        return 0, str(exc)

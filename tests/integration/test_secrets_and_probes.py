@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from modelyard.settings import Settings, load_settings
 from modelyard.topics import ensure_topics, topic_plan
 from schemas import WorkItem
 from schemas.decoding import decode
-from tests.conftest import _port_taken, free_port
+from tests.conftest import _port_taken, free_port, get
 from tests.integration.test_end_to_end import modelyard, read_topic, rows, wait_for_sink
 
 pytestmark = pytest.mark.integration
@@ -71,16 +69,6 @@ async def can_connect(settings: Settings, password: str) -> bool:
     finally:
         await producer.stop()
     return True
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError as exc:
-        return 0, str(exc)
 
 
 def wait_ready(ports: dict[str, int], supervisor: ProcessSupervisor, timeout: float = 90) -> None:

@@ -1,7 +1,6 @@
 import asyncio
 import json
 import logging
-import urllib.request
 
 import pytest
 
@@ -9,7 +8,7 @@ from modelyard.logs import JsonFormatter, RedactingFormatter, current_job_id, se
 from modelyard.observability import POOL_JOBS, Health, start_health_server
 from modelyard.settings import MetricsSettings, load_settings
 from schemas import TaskType, Usage, WorkItem
-from tests.conftest import free_port
+from tests.conftest import free_port, get
 from workers.backends.base import Completion
 from workers.metered import MeteredBackend
 
@@ -65,14 +64,6 @@ def test_metered_backend_counts_outcomes() -> None:
         asyncio.run(MeteredBackend(FakeBackend(True), "metered").complete(item, TaskType.OTHER))
     after = {s: POOL_JOBS.labels("metered", "vllm", s)._value.get() for s in ("ok", "error")}
     assert after == {"ok": before["ok"] + 1, "error": before["error"] + 1}
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 def test_probes_and_metrics_endpoint() -> None:
