@@ -22,7 +22,8 @@ from modelyard.observability import DEAD_LETTERS, routed_to
 from modelyard.settings import Settings
 from modelyard.signatures import TenantKeys
 from schemas import TaskType, WorkItem
-from schemas.decoding import DecodeFailure, decode
+from schemas.decoding import DecodeFailure, decode_fast
+from schemas.work_item_struct import WORK_ITEM_DECODER, WorkItemStruct
 from streams.budgets import BudgetBook, Overrun
 from streams.dedup import RecentJobIds
 from streams.novelty import NoveltyDetector
@@ -31,6 +32,7 @@ from streams.tagging import tag_task
 
 log = logging.getLogger("modelyard.router")
 SHADOW_PREFIX = "shadow:"
+Item = WorkItem | WorkItemStruct  # the fast path decodes to the struct; lax input to the pydantic model
 
 
 class Source(NamedTuple):  # tuples: one of each per record on the hot path, where dataclass init costs
@@ -124,7 +126,7 @@ class RoutingPolicy:
         self._routed: Counter[str] = Counter()  # routed per pool in the current batch, counted once per batch
 
     # -- decisions ----------------------------------------------------------------------------------
-    def decide(self, item: WorkItem, now: datetime | None = None, learn: bool = True) -> Decision:
+    def decide(self, item: Item, now: datetime | None = None, learn: bool = True) -> Decision:
         """One item's decision with every rule check spelled out (what `route --explain` prints)."""
         now = now or datetime.now(UTC)
         policy = self.source.current()
@@ -133,7 +135,7 @@ class RoutingPolicy:
         decision = self._ruled(policy, features, task_reason, chosen, checks)
         return self._apply_novelty(policy, [item], [decision], learn)[0]
 
-    def decide_many(self, items: list[WorkItem], now: datetime, learn: bool = True) -> list[Decision]:
+    def decide_many(self, items: list[Item], now: datetime, learn: bool = True) -> list[Decision]:
         """The routing hot path: the same decisions as decide(), without recording every rule check."""
         policy = self.source.current()
         decisions = []
@@ -143,7 +145,7 @@ class RoutingPolicy:
         return self._apply_novelty(policy, items, decisions, learn)
 
     @staticmethod
-    def _features(item: WorkItem) -> tuple[ItemFeatures, str]:
+    def _features(item: Item) -> tuple[ItemFeatures, str]:
         task_type, task_reason = tag_task(item)
         return ItemFeatures(
             task_type=task_type, tenant=item.tenant, input_tokens=estimate_tokens(item.input_text()),
@@ -178,7 +180,7 @@ class RoutingPolicy:
                     return rule
         return None
 
-    def _apply_novelty(self, policy: PolicyFile, items: list[WorkItem], decisions: list[Decision], learn: bool) -> list[Decision]:
+    def _apply_novelty(self, policy: PolicyFile, items: list[Item], decisions: list[Decision], learn: bool) -> list[Decision]:
         """Items bound for an SLM pool are scored against their task's centroids, a task's items at once."""
         novelty, out = policy.novelty, list(decisions)
         by_task: dict[str, list[int]] = {}
@@ -193,7 +195,7 @@ class RoutingPolicy:
             self._score_task(novelty, task, [items[i] for i in indices], indices, out, learn)
         return out
 
-    def _score_task(self, novelty: NoveltyPolicy, task: str, items: list[WorkItem], indices: list[int], out: list[Decision], learn: bool) -> None:
+    def _score_task(self, novelty: NoveltyPolicy, task: str, items: list[Item], indices: list[int], out: list[Decision], learn: bool) -> None:
         vecs = self.novelty.vectors([item.input_text() for item in items])
         scores, cosines = self.novelty.scores(task, vecs)
         familiar = []
@@ -241,7 +243,7 @@ class RoutingPolicy:
             routed_to(pool).inc(count)
         return out  # type: ignore[return-value]
 
-    def _emit(self, item: WorkItem, decision: Decision, raw: bytes, source: Source, now: datetime) -> Outgoing:
+    def _emit(self, item: Item, decision: Decision, raw: bytes, source: Source, now: datetime) -> Outgoing:
         if self.costs.budgets:
             overrun = self._overrun(item, decision, now)
             if overrun is not None:
@@ -254,7 +256,7 @@ class RoutingPolicy:
         topic = self._pool_topics.get(pool)
         return topic if topic is not None else self._pool_topics.setdefault(pool, self.kafka.pool_topic(pool))
 
-    def _shadow(self, item: WorkItem, decision: Decision, now: datetime) -> Outgoing | None:
+    def _shadow(self, item: Item, decision: Decision, now: datetime) -> Outgoing | None:
         """A deterministic share of SLM-bound items also goes to the shadow pool, billed to tenant 'shadow'."""
         router = self.router
         if not router.shadow_share:
@@ -263,16 +265,17 @@ class RoutingPolicy:
         if not sampled or decision.pool == router.shadow_pool or decision.pool not in self.source.current().novelty.applies_to:
             return None
         job_id = f"{SHADOW_PREFIX}{item.job_id}"[:128]
-        copy = item.model_copy(update={"job_id": job_id, "tenant": "shadow", "metadata": {**item.metadata, "shadow_of": item.job_id, "tenant": item.tenant}})
+        model = item.to_model() if isinstance(item, WorkItemStruct) else item
+        copy = model.model_copy(update={"job_id": job_id, "tenant": "shadow", "metadata": {**model.metadata, "shadow_of": item.job_id, "tenant": item.tenant}})
         shadowed = replace(decision, pool=router.shadow_pool, rule="shadow", reason=f"shadow sample of {item.job_id}")
         return Outgoing(self.kafka.pool_topic(router.shadow_pool), job_id.encode(), assignment_json(copy.model_dump_json().encode(), shadowed, now))
 
-    def _overrun(self, item: WorkItem, decision: Decision, now: datetime) -> Overrun | None:
+    def _overrun(self, item: Item, decision: Decision, now: datetime) -> Overrun | None:
         if decision.pool not in self.costs.budget_pools:
             return None
         return self.budgets.overrun(item.tenant, now)
 
-    def _over_budget(self, overrun: Overrun, item: WorkItem, decision: Decision, raw: bytes, source: Source, now: datetime) -> Outgoing:
+    def _over_budget(self, overrun: Overrun, item: Item, decision: Decision, raw: bytes, source: Source, now: datetime) -> Outgoing:
         """Frontier spend over budget: reject (dead letter), downgrade (the cheaper pool) or defer (park it)."""
         if overrun.action == "reject":
             return self._dead(DecodeFailure("budget_exceeded", "tenant", overrun.why), raw, source)
@@ -284,8 +287,8 @@ class RoutingPolicy:
         self._routed[pool] += 1
         return Outgoing(self.kafka.pool_topic(pool), item.job_id.encode(), assignment_json(raw, downgraded, now))
 
-    def _validate(self, raw: bytes | None, source: Source, clock: float) -> WorkItem | DecodeFailure:
-        item = decode(WorkItem, raw)
+    def _validate(self, raw: bytes | None, source: Source, clock: float) -> Item | DecodeFailure:
+        item = decode_fast(WORK_ITEM_DECODER, WorkItem, raw)
         if isinstance(item, DecodeFailure):
             return item
         if self.known_tenants is not None and item.tenant not in self.known_tenants:

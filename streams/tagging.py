@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from schemas import TaskType, WorkItem
+from schemas.work_item_struct import WorkItemStruct
 
 KEYWORD_RULES: tuple[tuple[TaskType, re.Pattern[str]], ...] = (
     (TaskType.SUMMARISATION, re.compile(r"\b(summari[sz]e|summary|tl;?dr|condense|key points)\b", re.I)),
@@ -15,7 +16,7 @@ KEYWORD_RULES: tuple[tuple[TaskType, re.Pattern[str]], ...] = (
 SCAN_CHARS = 400
 
 
-def tag_task(item: WorkItem) -> tuple[TaskType, str]:
+def tag_task(item: WorkItem | WorkItemStruct) -> tuple[TaskType, str]:
     """(task type, why)."""
     if item.task is not None:
         return item.task, "hint"
@@ -31,7 +32,7 @@ def tag_task(item: WorkItem) -> tuple[TaskType, str]:
     return TaskType.OTHER, "no hint, shape or wording matched"
 
 
-def _instruction_text(item: WorkItem) -> str:
+def _instruction_text(item: WorkItem | WorkItemStruct) -> str:
     """Where the ask usually is: the instructions and the start of the last user message."""
     user = [m.content for m in item.chat_messages() if m.role == "user"]
     return f"{item.params.instructions or ''}\n{(user[-1] if user else '')[:SCAN_CHARS]}"

@@ -1,0 +1,85 @@
+"""WorkItemStruct: the WorkItem contract as a msgspec Struct, the router's fast path (about 5x cheaper to decode).
+
+The pydantic `WorkItem` stays the authority. This struct accepts a subset of what WorkItem accepts (strict
+JSON types, the same bounds and patterns) with the same field values, so a record it accepts is a valid
+WorkItem; a record it rejects goes to WorkItem, which either accepts it (lax input such as `"priority": "5"`)
+or names the failing field. tests/unit/test_work_item_struct.py holds the two to that on a corpus.
+
+Its attributes and methods mirror WorkItem's, so routing code reads either.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from schemas.work_item import MAX_INPUT_CHARS, TaskType, WorkItem
+
+# Python's re.search: `\Z`, not `$` (which would let a trailing newline through; pydantic's regex does not)
+Identifier = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*\Z")]
+AwareDatetime = Annotated[datetime, Meta(tz=True)]
+
+
+class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    pass
+
+
+class ChatMessageStruct(_Strict):
+    role: Literal["system", "user", "assistant"]
+    content: Annotated[str, Meta(min_length=1, max_length=MAX_INPUT_CHARS)]
+
+
+class TaskParamsStruct(_Strict):
+    labels: Annotated[list[Annotated[str, Meta(min_length=1, max_length=200)]], Meta(min_length=2, max_length=1000)] | None = None
+    json_schema: dict[str, Any] | None = None
+    max_output_tokens: Annotated[int, Meta(ge=1, le=32_768)] | None = None
+    instructions: Annotated[str, Meta(max_length=20_000)] | None = None
+
+    def __post_init__(self) -> None:
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            raise ValueError("labels must be unique")
+
+
+class WorkItemStruct(_Strict):
+    job_id: Identifier
+    tenant: Identifier
+    input: Annotated[str, Meta(min_length=1, max_length=MAX_INPUT_CHARS)] | Annotated[
+        list[ChatMessageStruct], Meta(min_length=1, max_length=500)
+    ]
+    schema_version: Literal[1] = 1
+    task: TaskType | None = None
+    params: TaskParamsStruct = msgspec.field(default_factory=TaskParamsStruct)
+    priority: Annotated[int, Meta(ge=0, le=9)] = 5
+    deadline: AwareDatetime | None = None
+    metadata: Annotated[
+        dict[Annotated[str, Meta(max_length=128)], Annotated[str, Meta(max_length=1024)]], Meta(max_length=64)
+    ] = msgspec.field(default_factory=dict)
+    submitted_at: AwareDatetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.task is TaskType.CLASSIFICATION and not self.params.labels:
+            raise ValueError("params.labels is required when task is 'classification'")
+
+    def input_text(self) -> str:
+        if isinstance(self.input, str):
+            return self.input
+        return "\n".join(message.content for message in self.input)
+
+    def chat_messages(self) -> list[ChatMessageStruct]:
+        if isinstance(self.input, str):
+            return [ChatMessageStruct(role="user", content=self.input)]
+        return list(self.input)
+
+    @property
+    def is_deferrable(self) -> bool:
+        return self.deadline is None
+
+    def to_model(self) -> WorkItem:
+        """The pydantic model of the same item (off the hot path: shadow copies, explanations)."""
+        return WorkItem.model_validate(msgspec.to_builtins(self))
+
+
+WORK_ITEM_DECODER = msgspec.json.Decoder(WorkItemStruct)

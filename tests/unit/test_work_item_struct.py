@@ -1,0 +1,77 @@
+"""The router's msgspec fast path accepts only what the pydantic WorkItem accepts, with the same values."""
+
+import random
+
+import orjson
+import pytest
+
+from modelyard.demo import sample_lines
+from schemas import WorkItem
+from schemas.decoding import DecodeFailure, decode, decode_fast
+from schemas.work_item_struct import WORK_ITEM_DECODER, WorkItemStruct
+
+VALID = {"job_id": "j-1", "tenant": "acme", "input": "hello"}
+EDGE_VALUES: list[object] = [
+    None, True, 0, 5, 5.0, 9, 10, -1, "5", "", " ", "x", "j\n", "has space", "x" * 129, "x" * 200_001, "\u00e9t\u00e9",
+    [], ["a"], ["a", "b"], ["a", "a"], ["", "b"], [{"role": "user", "content": "hi"}], [{"role": "robot", "content": "x"}],
+    [{"role": "user", "content": ""}], [{"role": "user", "content": "x", "name": "n"}], {}, {"k": "v"}, {"k": 1},
+    {"k" * 129: "v"}, {f"k{i}": "v" for i in range(65)}, {"labels": ["a", "b"]}, {"labels": ["a"]}, {"json_schema": {"type": "object"}},
+    {"json_schema": []}, {"max_output_tokens": 0}, {"max_output_tokens": 32_769}, {"instructions": "x" * 20_001}, {"extra": 1},
+    "2026-01-01T00:00:00Z", "2026-01-01T00:00:00", "2026-01-01T00:00:00+02:00", "2026-01-01 00:00:00Z", 1_700_000_000,
+    "classification", "generation", "translate", 1, 2, "1",
+]
+FIELDS = ["job_id", "tenant", "input", "task", "params", "priority", "deadline", "metadata", "submitted_at", "schema_version", "unknown"]
+
+
+def valid_sample_lines() -> list[bytes]:
+    return [raw for _, raw in sample_lines("fuzz") if isinstance(decode(WorkItem, raw), WorkItem)]
+
+
+def fuzzed_records(count: int, seed: int = 7) -> list[bytes]:
+    rng, bases = random.Random(seed), [orjson.loads(raw) for raw in valid_sample_lines()][:50] + [VALID]
+    out = []
+    for _ in range(count):
+        record = dict(rng.choice(bases))
+        for name in rng.sample(FIELDS, rng.randint(0, 2)):
+            record[name] = rng.choice(EDGE_VALUES)
+        out.append(orjson.dumps(record))
+    return out
+
+
+def fast(raw: bytes) -> WorkItemStruct | None:
+    try:
+        return WORK_ITEM_DECODER.decode(raw)
+    except Exception:  # noqa: BLE001 - any rejection sends the record to pydantic
+        return None
+
+
+EDGE_RECORDS = [
+    b'{"job_id":"j","tenant":"t","input":"\\ud800"}', b'{"job_id":"j","tenant":"t","input":"x","input":"y"}',
+    b'{"job_id":"j\\n","tenant":"t","input":"x"}', b'{"job_id":"j","tenant":"t","input":"x","deadline":null}',
+]
+
+
+def test_fast_path_accepts_only_what_pydantic_accepts_with_equal_values() -> None:
+    accepted = 0
+    for raw in fuzzed_records(4000) + EDGE_RECORDS:
+        struct, model = fast(raw), decode(WorkItem, raw)
+        if struct is None:
+            continue
+        accepted += 1
+        assert isinstance(model, WorkItem), f"fast path accepted what WorkItem rejects: {raw[:200]!r} -> {model}"
+        assert struct.to_model() == model, raw[:200]
+        assert (struct.input_text(), struct.is_deferrable) == (model.input_text(), model.is_deferrable)
+    assert accepted > 1000  # the corpus exercises acceptance, not only rejection
+
+
+def test_ordinary_traffic_takes_the_fast_path() -> None:
+    lines = valid_sample_lines()
+    assert len(lines) > 100
+    assert all(isinstance(decode_fast(WORK_ITEM_DECODER, WorkItem, raw), WorkItemStruct) for raw in lines)
+
+
+def test_lax_input_falls_back_to_the_model_and_errors_name_the_field() -> None:
+    assert isinstance(decode_fast(WORK_ITEM_DECODER, WorkItem, orjson.dumps({**VALID, "priority": "5"})), WorkItem)
+    failure = decode_fast(WORK_ITEM_DECODER, WorkItem, orjson.dumps({**VALID, "task": "classification"}))
+    assert isinstance(failure, DecodeFailure) and failure.field == "params.labels"
+    assert decode_fast(WORK_ITEM_DECODER, WorkItem, b" " * 1_000_001) == decode(WorkItem, b" " * 1_000_001)
