@@ -1,6 +1,6 @@
 """NoveltyDetector: how unlike an item is from the SLM traffic of its task so far.
 
-Items become hashed word uni+bigram vectors (stable crc32 hashing), a whole batch at a time. Each task keeps up to `prototypes`
+Items become hashed word uni+bigram vectors (stable polynomial hashing, sparse), a whole batch at a time. Each task keeps up to `prototypes`
 centroids, learned online by leader clustering: an item joins its nearest centroid when their cosine is at
 least `merge_cosine`, else it starts a new one (or joins the nearest when all are taken). Recurring kinds of
 work (ticket templates, review styles) each get a centroid. Score = 1 - the best cosine, in [0, 1]; None
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+from scipy.sparse import csr_matrix
 
 WORD = re.compile(r"[a-z0-9']+")
 MAX_CHARS = 2000
@@ -37,18 +38,35 @@ def _powers(base: int, n: int) -> np.ndarray:
     return np.cumprod(out, dtype=np.uint64)
 
 
+class _PowerTables:
+    """HASH_BASE**i and its inverse**i for i < n, grown by doubling (a batch's bytes would recompute them)."""
+
+    def __init__(self) -> None:
+        self.forward = self.inverse = np.ones(0, dtype=np.uint64)
+
+    def upto(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        if len(self.forward) < n:
+            size = max(n, 2 * len(self.forward), 1 << 16)
+            self.forward, self.inverse = _powers(HASH_BASE, size), _powers(HASH_BASE_INVERSE, size)
+        return self.forward[:n], self.inverse[:n]
+
+
+_POWERS = _PowerTables()
+
+
 def _substring_hashes(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """Position-independent polynomial hash of each data[start:end], modulo 2**64, all at once."""
+    forward, inverse = _POWERS.upto(len(data))
     prefix = np.zeros(len(data) + 1, dtype=np.uint64)
-    np.cumsum((data.astype(np.uint64) + np.uint64(1)) * _powers(HASH_BASE, len(data)), out=prefix[1:])
-    return (prefix[ends] - prefix[starts]) * _powers(HASH_BASE_INVERSE, len(data))[starts]
+    np.cumsum((data.astype(np.uint64) + np.uint64(1)) * forward, out=prefix[1:])
+    return (prefix[ends] - prefix[starts]) * inverse[starts]
 
 
 class Vectors(NamedTuple):
-    """Hashed word uni+bigram counts of a batch of texts: dense (texts x dims) counts and each row's L2 norm,
+    """Hashed word uni+bigram counts of a batch of texts: sparse (texts x dims) counts and each row's L2 norm,
     plus the same counts as entries (text, dimension), repeats allowed, for cheap sparse updates."""
 
-    counts: np.ndarray
+    counts: csr_matrix
     norms: np.ndarray
     rows: np.ndarray
     cols: np.ndarray
@@ -104,9 +122,10 @@ class NoveltyDetector:
         hashes = np.concatenate([words, (words[:-1] * BIGRAM_MIX + words[1:])[same]])
         rows = np.concatenate([owners, owners[:-1][same]])
         cols = ((hashes ^ (hashes >> np.uint64(29))) % np.uint64(self.dims)).astype(np.intp)
-        flat = np.bincount(rows * self.dims + cols, minlength=len(texts) * self.dims)
-        counts = flat.reshape(len(texts), self.dims).astype(np.float32)
-        return Vectors(counts, np.sqrt((counts * counts).sum(axis=1, dtype=np.float64)), rows, cols)
+        counts = csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(texts), self.dims))
+        counts.sum_duplicates()  # a dense (texts x dims) matrix would cost more than the hashing, in memory traffic
+        squares = np.bincount(np.repeat(np.arange(len(texts)), np.diff(counts.indptr)), weights=counts.data.astype(np.float64) ** 2, minlength=len(texts))
+        return Vectors(counts, np.sqrt(squares), rows, cols)
 
     def samples(self, task: str) -> int:
         centroids = self.tasks.get(task)
