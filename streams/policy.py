@@ -27,7 +27,7 @@ from schemas.work_item_struct import WORK_ITEM_DECODER, WorkItemStruct
 from streams.budgets import BudgetBook, Overrun
 from streams.dedup import RecentJobIds
 from streams.novelty import NoveltyDetector
-from streams.rules import ItemFeatures, NoveltyPolicy, PolicyFile, Rule, load_policy_file, policy_from_routes
+from streams.rules import ItemFeatures, NoveltyPolicy, PolicyFile, Rule, RuleMemo, load_policy_file, policy_from_routes
 from streams.tagging import tag_task
 
 log = logging.getLogger("modelyard.router")
@@ -122,6 +122,7 @@ class RoutingPolicy:
         self.costs = settings.costs
         self.budgets = BudgetBook(settings.costs.budgets)
         self.novelty = NoveltyDetector(router.novelty_dims, self.source.current().novelty.min_samples)
+        self._memo = RuleMemo(self.source.current())
         self._pool_topics: dict[str, str] = {}
         self._routed: Counter[str] = Counter()  # routed per pool in the current batch, counted once per batch
 
@@ -138,10 +139,12 @@ class RoutingPolicy:
     def decide_many(self, items: list[Item], now: datetime, learn: bool = True) -> list[Decision]:
         """The routing hot path: the same decisions as decide(), without recording every rule check."""
         policy = self.source.current()
-        decisions = []
+        if self._memo.policy is not policy:
+            self._memo = RuleMemo(policy)
+        decisions, first_match = [], self._memo.first_match
         for item in items:
             features, task_reason = self._features(item)
-            decisions.append(self._ruled(policy, features, task_reason, self._matching_rule(policy, features, now), []))
+            decisions.append(self._ruled(policy, features, task_reason, first_match(features, now), []))
         return self._apply_novelty(policy, items, decisions, learn)
 
     @staticmethod
@@ -170,15 +173,6 @@ class RoutingPolicy:
             if failure is None:
                 return checks, rule
         return checks, None
-
-    @staticmethod
-    def _matching_rule(policy: PolicyFile, f: ItemFeatures, now: datetime) -> Rule | None:
-        tenant = policy.tenants.get(f.tenant)
-        for rules in (tenant.rules if tenant else (), policy.rules):
-            for rule in rules:
-                if rule.when.matches(f, now):
-                    return rule
-        return None
 
     def _apply_novelty(self, policy: PolicyFile, items: list[Item], decisions: list[Decision], learn: bool) -> list[Decision]:
         """Items bound for an SLM pool are scored against their task's centroids, a task's items at once."""

@@ -6,6 +6,7 @@ tenant's default pool replaces the global default. Validated by pydantic; pools 
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -134,6 +135,52 @@ class PolicyFile(Strict):
         if unknown:
             raise ConfigError(f"routing policy {source}: unknown pools {unknown}; configured pools are {sorted(known)}")
         return self
+
+
+class RuleMemo:
+    """The first matching rule for each class of items the policy cannot tell apart, found once.
+
+    Rules compare input tokens and label counts with thresholds, so values between two thresholds decide
+    alike and an item's class is (task, tenant, token interval, priority, label interval, has deadline).
+    A policy with a deadline_within_s rule depends on the clock and is never memoised."""
+
+    MAX_ENTRIES = 65_536
+
+    def __init__(self, policy: PolicyFile) -> None:
+        conditions = [r.when for r in policy.rules] + [r.when for t in policy.tenants.values() for r in t.rules]
+        self.policy = policy
+        self.enabled = all(c.deadline_within_s is None for c in conditions)
+        self.token_cuts = _cuts([(c.min_input_tokens, c.max_input_tokens) for c in conditions])
+        self.label_cuts = _cuts([(c.min_labels, c.max_labels) for c in conditions])
+        self._rules: dict[tuple[object, ...], Rule | None] = {}
+
+    def first_match(self, f: ItemFeatures, now: datetime) -> Rule | None:
+        if not self.enabled:
+            return first_matching_rule(self.policy, f, now)
+        key = (f.task_type, f.tenant, bisect_right(self.token_cuts, f.input_tokens), f.priority,
+               bisect_right(self.label_cuts, f.label_count), f.deadline is None)
+        try:
+            return self._rules[key]
+        except KeyError:
+            if len(self._rules) >= self.MAX_ENTRIES:
+                self._rules.clear()
+            rule = self._rules[key] = first_matching_rule(self.policy, f, now)
+            return rule
+
+
+def first_matching_rule(policy: PolicyFile, f: ItemFeatures, now: datetime) -> Rule | None:
+    """Tenant rules first, then the global ones."""
+    tenant = policy.tenants.get(f.tenant)
+    for rules in (tenant.rules if tenant else (), policy.rules):
+        for rule in rules:
+            if rule.when.matches(f, now):
+                return rule
+    return None
+
+
+def _cuts(bounds: list[tuple[int | None, int | None]]) -> list[int]:
+    """Where `value >= low` or `value <= high` can change truth: each low, and each high + 1."""
+    return sorted({low for low, _ in bounds if low is not None} | {high + 1 for _, high in bounds if high is not None})
 
 
 def load_policy_file(path: Path, known_pools: set[str]) -> PolicyFile:

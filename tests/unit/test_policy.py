@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import os
+import random
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 import pytest
+import yaml
 
 from modelyard._exceptions import ConfigError
 from modelyard.settings import load_settings
 from schemas import Assignment, DeadLetter, TaskType, WorkItem
 from streams.policy import RoutingPolicy, Source
+from streams.rules import ItemFeatures, PolicyFile, RuleMemo, first_matching_rule
 from streams.tagging import tag_task
 
 SOURCE = Source("modelyard.jobs", 0, 7)
@@ -206,3 +209,23 @@ def test_shadow_sampling_copies_a_share_of_slm_items_to_the_frontier() -> None:
     assert first.item.job_id == "shadow:" + first.item.metadata["shadow_of"] and first.item.metadata["tenant"] == "acme"
     frontier = policy.route(orjson.dumps({"job_id": "g1", "tenant": "acme", "input": "x", "task": "generation"}), Source("jobs", 0, 999))
     assert frontier.shadow is None
+
+
+MEMO_POLICY = POLICY.replace("  - {name: tight-deadline, when: {deadline_within_s: 60}, pool: frontier}\n", "").replace(
+    "  - {name: extraction,", "  - {name: mid-size, when: {min_input_tokens: 100, max_input_tokens: 200, min_labels: 3}, pool: slm}\n  - {name: extraction,"
+)
+
+
+def test_rule_memo_picks_the_same_rule_as_trying_every_rule() -> None:
+    policy = PolicyFile.model_validate(yaml.safe_load(MEMO_POLICY))
+    memo, rng = RuleMemo(policy), random.Random(3)
+    assert memo.enabled and memo.token_cuts == [100, 201, 501] and memo.label_cuts == [3, 11]
+    for _ in range(5000):
+        f = ItemFeatures(rng.choice(list(TaskType)), rng.choice(["acme", "globex", "initech"]), rng.randint(0, 700),
+                         rng.randint(0, 9), rng.randint(0, 14), rng.choice([None, NOW]))
+        assert memo.first_match(f, NOW) is first_matching_rule(policy, f, NOW)
+    assert len(memo._rules) < 5000  # classes, not items
+
+
+def test_rule_memo_is_off_for_clock_dependent_rules() -> None:
+    assert not RuleMemo(PolicyFile.model_validate(yaml.safe_load(POLICY))).enabled
