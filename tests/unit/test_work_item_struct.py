@@ -3,7 +3,6 @@
 import random
 
 import orjson
-import pytest
 
 from modelyard.demo import sample_lines
 from schemas import WorkItem
