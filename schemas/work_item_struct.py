@@ -23,7 +23,7 @@ Identifier = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-
 AwareDatetime = Annotated[datetime, Meta(tz=True)]
 
 
-class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):  # no cycles: not GC-tracked
     pass
 
 
