@@ -228,14 +228,23 @@ class RoutingPolicy:
         valid = [k for k, item in enumerate(checked) if not isinstance(item, DecodeFailure)]
         decisions = self.decide_many([checked[k] for k in valid], now)  # type: ignore[misc]
         out: list[Outgoing | None] = [None] * len(records)
-        for k, decision in zip(valid, decisions):
-            out[k] = self._emit(checked[k], decision, *records[k], now)  # type: ignore[arg-type]
+        emitted = self._emit_all([checked[k] for k in valid], decisions, [records[k] for k in valid], now)  # type: ignore[misc]
+        for k, outgoing in zip(valid, emitted):
+            out[k] = outgoing
         for k, item in enumerate(checked):
             if isinstance(item, DecodeFailure):
                 out[k] = self._dead(item, *records[k])
         for pool, count in self._routed.items():
             routed_to(pool).inc(count)
         return out  # type: ignore[return-value]
+
+    def _emit_all(self, items: list[Item], decisions: list[Decision], records: list[tuple[bytes, Source]], now: datetime) -> list[Outgoing]:
+        """The routed items' outputs; with budgets or shadow sampling configured, item by item (_emit)."""
+        if self.costs.budgets or self.router.shadow_share:
+            return [self._emit(item, d, *record, now) for item, d, record in zip(items, decisions, records)]
+        self._routed.update(d.pool for d in decisions)
+        topic = self._topic
+        return [Outgoing(topic(d.pool), item.job_id.encode(), assignment_json(record[0], d, now)) for item, d, record in zip(items, decisions, records)]
 
     def _emit(self, item: Item, decision: Decision, raw: bytes, source: Source, now: datetime) -> Outgoing:
         if self.costs.budgets:
