@@ -127,24 +127,20 @@ class BatchRouter:
         """Outputs appended to one record batch per (topic, partition), partitioned as Kafka's default
         partitioner would (murmur2 of the key; keyless records spread round-robin): a send() per record
         costs more Python than routing it."""
-        deliveries, builders = [], {}
+        deliveries: list[asyncio.Future] = []
         for topic, group in _by_topic(outputs).items():
             count = len(await producer.partitions_for(topic))
-            for outgoing, partition in zip(group, self._partitions(group, count)):
-                builder = builders.get((topic, partition)) or builders.setdefault((topic, partition), producer.create_batch())
-                if builder.append(key=outgoing.key, value=outgoing.value, timestamp=None) is None:  # full: send it
-                    deliveries.append(await producer.send_batch(builder, topic, partition=partition))
-                    builder = builders[(topic, partition)] = producer.create_batch()
-                    builder.append(key=outgoing.key, value=outgoing.value, timestamp=None)
-        for (topic, partition), builder in builders.items():
-            deliveries.append(await producer.send_batch(builder, topic, partition=partition))
+            for partition, records in _by_partition(group, self._partitions(group, count)).items():
+                deliveries += await _send_records(producer, topic, partition, records)
         return deliveries
 
     def _partitions(self, group: list[Outgoing], count: int) -> list[int]:
-        keyed = [o.key for o in group if o.key is not None]
-        hashed = iter(partitions_for(keyed, count).tolist()) if keyed else iter(())
+        keys = [o.key for o in group]
+        if None not in keys:  # the usual case: every output is keyed by its job_id
+            return partitions_for(keys, count).tolist()  # type: ignore[arg-type]
+        hashed = iter(partitions_for([k for k in keys if k is not None], count).tolist())
         spread = itertools.count(self._round_robin)
-        chosen = [next(hashed) if o.key is not None else next(spread) % count for o in group]
+        chosen = [next(hashed) if key is not None else next(spread) % count for key in keys]
         self._round_robin = next(spread)
         return chosen
 
@@ -182,6 +178,28 @@ class _SettleBeforeRevoke(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         return None
+
+
+async def _send_records(producer: AIOKafkaProducer, topic: str, partition: int, records: list[Outgoing]) -> list[asyncio.Future]:
+    """One partition's records as record batches (a new one whenever the current is full)."""
+    deliveries, builder = [], producer.create_batch()
+    for outgoing in records:
+        if builder.append(key=outgoing.key, value=outgoing.value, timestamp=None) is None:  # full: send it
+            deliveries.append(await producer.send_batch(builder, topic, partition=partition))
+            builder = producer.create_batch()
+            builder.append(key=outgoing.key, value=outgoing.value, timestamp=None)
+    deliveries.append(await producer.send_batch(builder, topic, partition=partition))
+    return deliveries
+
+
+def _by_partition(group: list[Outgoing], partitions: list[int]) -> dict[int, list[Outgoing]]:
+    out: dict[int, list[Outgoing]] = {}
+    for outgoing, partition in zip(group, partitions):
+        bucket = out.get(partition)
+        if bucket is None:
+            bucket = out[partition] = []
+        bucket.append(outgoing)
+    return out
 
 
 def _by_topic(outputs: list[Outgoing]) -> dict[str, list[Outgoing]]:

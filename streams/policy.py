@@ -227,6 +227,16 @@ class RoutingPolicy:
         checked = [self._validate(raw, source, clock) for raw, source in records]
         valid = [k for k, item in enumerate(checked) if not isinstance(item, DecodeFailure)]
         decisions = self.decide_many([checked[k] for k in valid], now)  # type: ignore[misc]
+        if len(valid) == len(records):  # the usual batch: nothing to interleave
+            out = self._emit_all(checked, decisions, records, now)  # type: ignore[arg-type]
+        else:
+            out = self._interleave(checked, valid, decisions, records, now)
+        for pool, count in self._routed.items():
+            routed_to(pool).inc(count)
+        return out
+
+    def _interleave(self, checked: list[Item | DecodeFailure], valid: list[int], decisions: list[Decision], records: list[tuple[bytes | None, Source]], now: datetime) -> list[Outgoing]:
+        """Routed items' outputs and dead letters, in input order."""
         out: list[Outgoing | None] = [None] * len(records)
         emitted = self._emit_all([checked[k] for k in valid], decisions, [records[k] for k in valid], now)  # type: ignore[misc]
         for k, outgoing in zip(valid, emitted):
@@ -234,8 +244,6 @@ class RoutingPolicy:
         for k, item in enumerate(checked):
             if isinstance(item, DecodeFailure):
                 out[k] = self._dead(item, *records[k])
-        for pool, count in self._routed.items():
-            routed_to(pool).inc(count)
         return out  # type: ignore[return-value]
 
     def _emit_all(self, items: list[Item], decisions: list[Decision], records: list[tuple[bytes, Source]], now: datetime) -> list[Outgoing]:
