@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -57,8 +60,45 @@ async def produce(settings: Settings, topic: str, batch: list[tuple[bytes, bytes
         await producer.stop()
 
 
-async def span_of_outputs(settings: Settings, topics: list[str], n: int, timeout: float) -> float:
-    """Seconds between the first and last of n output records (by their Kafka timestamps)."""
+class MachineCpu:
+    """Samples /proc/stat every 0.1 s in a thread, so a run can say how many of the machine's cores were
+    busy (all processes: broker, routers, this script) between two wall-clock instants."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, int, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.1):
+            fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+            self.samples.append((time.time(), sum(fields) - fields[3] - fields[4], sum(fields)))
+
+    def busy_cores(self, start: float, end: float) -> float:
+        inside = [s for s in self.samples if start <= s[0] <= end] or self.samples[-2:]
+        (_, busy0, total0), (_, busy1, total1) = inside[0], inside[-1]
+        return (os.cpu_count() or 1) * (busy1 - busy0) / max(total1 - total0, 1)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+CPU: MachineCpu | None = None
+
+
+class Run(NamedTuple):
+    rate: float
+    cores: float  # machine cores busy during the run's outputs
+
+
+async def measured(settings: Settings, topics: list[str], n: int, timeout: float) -> Run:
+    first, last = await span_of_outputs(settings, topics, n, timeout)
+    return Run(n / max(last - first, 0.001), CPU.busy_cores(first, last) if CPU else float("nan"))
+
+
+async def span_of_outputs(settings: Settings, topics: list[str], n: int, timeout: float) -> tuple[float, float]:
+    """Wall-clock seconds of the first and last of n output records (by their Kafka timestamps)."""
     consumer = AIOKafkaConsumer(*topics, **settings.kafka.client_options(), auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     first, last, seen = float("inf"), 0.0, 0
@@ -73,7 +113,7 @@ async def span_of_outputs(settings: Settings, topics: list[str], n: int, timeout
                 last = max(last, max(r.timestamp for r in records))
     finally:
         await consumer.stop()
-    return max(last - first, 1) / 1000
+    return first / 1000, last / 1000
 
 
 async def raw_passthrough(settings: Settings, source: str, sinks: list[str], n: int, decode_route: bool = False) -> None:
@@ -101,16 +141,16 @@ def scenario_settings(base: Settings, prefix: str, partitions: int) -> Settings:
     return base.model_copy(update={"kafka": base.kafka.model_copy(update={"topic_prefix": prefix, "partitions": partitions}), "app_id": prefix})
 
 
-async def run_raw(base: Settings, batch: list[tuple[bytes, bytes]], partitions: int, decode_route: bool = False) -> float:
+async def run_raw(base: Settings, batch: list[tuple[bytes, bytes]], partitions: int, decode_route: bool = False) -> Run:
     settings = scenario_settings(base, f"bench-raw-{uuid.uuid4().hex[:6]}", partitions)
     await ensure_topics(settings)
     await produce(settings, settings.kafka.jobs_topic, batch)
     outs = [settings.kafka.pool_topic("slm"), settings.kafka.pool_topic("frontier")]
     await raw_passthrough(settings, settings.kafka.jobs_topic, outs, len(batch), decode_route)
-    return len(batch) / await span_of_outputs(settings, outs, len(batch), 120)
+    return await measured(settings, outs, len(batch), 120)
 
 
-async def run_router(base: Settings, batch: list[tuple[bytes, bytes]], partitions: int, routers: int, engine: str = "batch") -> float:
+async def run_router(base: Settings, batch: list[tuple[bytes, bytes]], partitions: int, routers: int, engine: str = "batch") -> Run:
     settings = scenario_settings(base, f"bench-router-{uuid.uuid4().hex[:6]}", partitions)
     await ensure_topics(settings)
     await produce(settings, settings.kafka.jobs_topic, batch)
@@ -121,7 +161,7 @@ async def run_router(base: Settings, batch: list[tuple[bytes, bytes]], partition
     with ProcessSupervisor(Path(".modelyard/logs/bench"), env=env) as supervisor:
         for i in range(routers):
             supervisor.start(f"router-{i}", "router")
-        return len(batch) / await span_of_outputs(settings, outputs, len(batch), 600)
+        return await measured(settings, outputs, len(batch), 600)
 
 
 def policy_alone(base: Settings, batch: list[tuple[bytes, bytes]]) -> float:
@@ -140,13 +180,15 @@ def policy_alone(base: Settings, batch: list[tuple[bytes, bytes]]) -> float:
 
 
 async def main(args: argparse.Namespace) -> None:
+    global CPU
+    CPU = MachineCpu()
     base = load_settings()
     broker = LocalKafkaBroker(base)
     started = broker.start()
     try:
         batch = messages(args.messages)
         console.print(f"{len(batch):,} messages of ~{sum(len(v) for _, v in batch) // len(batch)} bytes; broker {base.kafka.bootstrap_servers}")
-        table = Table("scenario", "partitions", "processes", "msg/s (best)", "runs", "vs pass-through", "vs decode+route",
+        table = Table("scenario", "partitions", "processes", "msg/s (best)", "runs", "cores busy", "vs pass-through", "vs decode+route",
                       title=f"router throughput, best of {args.repeat} interleaved runs")
         scenarios = {
             "raw": lambda: run_raw(base, batch, 4),
@@ -157,27 +199,28 @@ async def main(args: argparse.Namespace) -> None:
             scenarios["two"] = lambda: run_router(base, batch, 8, 2)
         if args.agent:
             scenarios["agent"] = lambda: run_router(base, batch, 4, 1, engine="agent")
-        runs: dict[str, list[float]] = {name: [] for name in scenarios}
+        runs: dict[str, list[Run]] = {name: [] for name in scenarios}
         for attempt in range(args.repeat):  # interleaved, so a busy moment of the machine hits every scenario alike
             for name, scenario in scenarios.items():
                 with console.status(f"run {attempt + 1}/{args.repeat}: {name}..."):
                     runs[name].append(await scenario())
         best = {name: max(rates) for name, rates in runs.items()}
-        raw, raw_dr = best["raw"], best["raw_dr"]
+        raw, raw_dr = best["raw"].rate, best["raw_dr"].rate
 
         def row(name: str, partitions: int, processes: int, key: str, extra: str = "") -> None:
-            rate = best[key]
-            spread = " ".join(f"{r / 1000:.0f}k" for r in runs[key])
-            table.add_row(name, str(partitions), str(processes), f"{rate:,.0f}", spread, f"{rate / raw:.2f}x", f"{rate / raw_dr:.2f}x{extra}")
+            rate, cores = best[key]
+            spread = " ".join(f"{r.rate / 1000:.0f}k" for r in runs[key])
+            table.add_row(name, str(partitions), str(processes), f"{rate:,.0f}", spread, f"{cores:.2f} of {os.cpu_count()}",
+                          f"{rate / raw:.2f}x", f"{rate / raw_dr:.2f}x{extra}")
 
         row("raw aiokafka consume -> produce (bytes pass-through)", 4, 1, "raw")
         row("raw aiokafka consume -> decode -> route -> produce", 4, 1, "raw_dr")
         row("modelyard router, batch engine", 4, 1, "one")
         if args.scaling:
-            row("modelyard router, batch engine", 8, 2, "two", f" ({best['two'] / best['one']:.2f}x of 1 process)")
+            row("modelyard router, batch engine", 8, 2, "two", f" ({best['two'].rate / best['one'].rate:.2f}x of 1 process)")
         if args.agent:
             row("modelyard router, Faust agent engine", 4, 1, "agent")
-        runs["alone"] = [policy_alone(base, batch) for _ in range(args.repeat)]
+        runs["alone"] = [Run(policy_alone(base, batch), 1.0) for _ in range(args.repeat)]
         best["alone"] = max(runs["alone"])
         row("routing policy alone, no Kafka (validate, tag, rules, novelty)", 0, 1, "alone")
         Console(width=200).print(table)
