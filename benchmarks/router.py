@@ -1,7 +1,9 @@
 """Router throughput vs a raw aiokafka consume -> produce pass-through, same broker, same messages, one run.
 
 Throughput is measured the same way for both: N / (last output timestamp - first output timestamp), so
-process start-up and group joins are excluded. Usage:
+process start-up is excluded. The routers start on an empty topic and get their input (as whole record
+batches, faster than they route) once their consumer group is Stable with every router in it: input waiting
+before a second router joins would be half routed by the first, then paused by the rebalance. Usage:
 
     .venv/bin/python benchmarks/router.py --messages 100000            # one router process, 4 partitions
     .venv/bin/python benchmarks/router.py --messages 100000 --scaling  # also 2 routers on 8 partitions
@@ -25,6 +27,7 @@ from typing import NamedTuple
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from rich.console import Console
 from rich.table import Table
 
@@ -35,6 +38,7 @@ from modelyard.demo import sample_lines  # noqa: E402
 from modelyard.processes import ProcessSupervisor  # noqa: E402
 from modelyard.settings import Settings, load_settings  # noqa: E402
 from modelyard.topics import ensure_topics  # noqa: E402
+from streams.partitioning import partitions_for  # noqa: E402
 from schemas import WorkItem  # noqa: E402
 from schemas.decoding import decode  # noqa: E402
 
@@ -65,7 +69,8 @@ class MachineCpu:
     busy (all processes: broker, routers, this script) between two wall-clock instants."""
 
     def __init__(self) -> None:
-        self.samples: list[tuple[float, int, int]] = []
+        self.samples: list[tuple[float, int, int, int]] = []  # time, machine busy, machine total, watched processes
+        self.pids: list[int] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -73,12 +78,24 @@ class MachineCpu:
     def _sample(self) -> None:
         while not self._stop.wait(0.1):
             fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-            self.samples.append((time.time(), sum(fields) - fields[3] - fields[4], sum(fields)))
+            self.samples.append((time.time(), sum(fields) - fields[3] - fields[4], sum(fields), self._watched()))
 
-    def busy_cores(self, start: float, end: float) -> float:
+    def _watched(self) -> int:
+        ticks = 0
+        for pid in self.pids:
+            try:
+                ticks += sum(int(v) for v in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13])
+            except (OSError, IndexError, ValueError):
+                pass
+        return ticks
+
+    def between(self, start: float, end: float) -> tuple[float, float]:
+        """(machine cores busy, CPU seconds of the watched processes) between two wall-clock instants."""
         inside = [s for s in self.samples if start <= s[0] <= end] or self.samples[-2:]
-        (_, busy0, total0), (_, busy1, total1) = inside[0], inside[-1]
-        return (os.cpu_count() or 1) * (busy1 - busy0) / max(total1 - total0, 1)
+        (_, busy0, total0, mine0), (_, busy1, total1, mine1) = inside[0], inside[-1]
+        seconds = max(inside[-1][0] - inside[0][0], 1e-3)
+        cores = (os.cpu_count() or 1) * (busy1 - busy0) / max(total1 - total0, 1)
+        return cores, (mine1 - mine0) / os.sysconf("SC_CLK_TCK") * min((end - start) / seconds, 1.0) if self.pids else float("nan")
 
     def stop(self) -> None:
         self._stop.set()
@@ -90,30 +107,69 @@ CPU: MachineCpu | None = None
 class Run(NamedTuple):
     rate: float
     cores: float  # machine cores busy during the run's outputs
+    router_us: float = float("nan")  # CPU microseconds of the router processes per record
 
 
 async def measured(settings: Settings, topics: list[str], n: int, timeout: float) -> Run:
-    first, last = await span_of_outputs(settings, topics, n, timeout)
-    return Run(n / max(last - first, 0.001), CPU.busy_cores(first, last) if CPU else float("nan"))
+    stamps = await output_timestamps(settings, topics, n, timeout)
+    assert CPU is not None
+    cores, router_s = CPU.between(stamps[0], stamps[-1])
+    return Run(n / max(stamps[-1] - stamps[0], 0.001), cores, router_s / n * 1e6)
 
 
-async def span_of_outputs(settings: Settings, topics: list[str], n: int, timeout: float) -> tuple[float, float]:
-    """Wall-clock seconds of the first and last of n output records (by their Kafka timestamps)."""
-    consumer = AIOKafkaConsumer(*topics, **settings.kafka.client_options(), auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
-    first, last, seen = float("inf"), 0.0, 0
+async def group_stable(settings: Settings, group_id: str, members: int, timeout: float = 120) -> None:
+    """Until the group has all its members and is Stable: input produced before a second router joins
+    would be half routed by the first, then paused by the rebalance."""
+    admin = AIOKafkaAdminClient(**settings.kafka.client_options())
+    await admin.start()
     deadline = time.monotonic() + timeout
     try:
-        while seen < n:
+        while time.monotonic() < deadline:
+            described = await admin.describe_consumer_groups([group_id])
+            _, _, state, _, _, joined = described[0].groups[0][:6]
+            if state == "Stable" and len(joined) == members:
+                return
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"consumer group {group_id} not Stable with {members} members after {timeout:.0f}s")
+    finally:
+        await admin.close()
+
+
+async def produce_batches(settings: Settings, topic: str, batch: list[tuple[bytes, bytes]]) -> None:
+    """The input as whole record batches per partition (murmur2 of the key, like the default partitioner):
+    many times faster than the routers, so the routers, not this producer, set the pace."""
+    producer = AIOKafkaProducer(**settings.kafka.client_options(), max_batch_size=1024 * 1024)
+    await producer.start()
+    try:
+        count = len(await producer.partitions_for(topic))
+        deliveries, builders = [], {}
+        for (key, value), partition in zip(batch, partitions_for([k for k, _ in batch], count).tolist()):
+            builder = builders.setdefault(partition, producer.create_batch())
+            if builder.append(key=key, value=value, timestamp=None) is None:
+                deliveries.append(await producer.send_batch(builder, topic, partition=partition))
+                builder = builders[partition] = producer.create_batch()
+                builder.append(key=key, value=value, timestamp=None)
+        deliveries += [await producer.send_batch(b, topic, partition=p) for p, b in builders.items()]
+        await asyncio.gather(*deliveries)
+    finally:
+        await producer.stop()
+
+
+async def output_timestamps(settings: Settings, topics: list[str], n: int, timeout: float) -> list[float]:
+    """Wall-clock seconds of the n output records (their Kafka timestamps), sorted."""
+    consumer = AIOKafkaConsumer(*topics, **settings.kafka.client_options(), auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    stamps: list[float] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(stamps) < n:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"only {seen}/{n} outputs after {timeout:.0f}s")
+                raise TimeoutError(f"only {len(stamps)}/{n} outputs after {timeout:.0f}s")
             for records in (await consumer.getmany(timeout_ms=500, max_records=10000)).values():
-                seen += len(records)
-                first = min(first, min(r.timestamp for r in records))
-                last = max(last, max(r.timestamp for r in records))
+                stamps += [r.timestamp / 1000 for r in records]
     finally:
         await consumer.stop()
-    return first / 1000, last / 1000
+    return sorted(stamps)
 
 
 async def raw_passthrough(settings: Settings, source: str, sinks: list[str], n: int, decode_route: bool = False) -> None:
@@ -153,15 +209,19 @@ async def run_raw(base: Settings, batch: list[tuple[bytes, bytes]], partitions: 
 async def run_router(base: Settings, batch: list[tuple[bytes, bytes]], partitions: int, routers: int, engine: str = "batch") -> Run:
     settings = scenario_settings(base, f"bench-router-{uuid.uuid4().hex[:6]}", partitions)
     await ensure_topics(settings)
-    await produce(settings, settings.kafka.jobs_topic, batch)
     env = {"MODELYARD_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix, "MODELYARD_KAFKA__PARTITIONS": str(partitions),
            "MODELYARD_APP_ID": settings.app_id, "MODELYARD_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
            "MODELYARD_LOG_LEVEL": "WARNING", "MODELYARD_ROUTER__ENGINE": engine}
     outputs = [settings.kafka.pool_topic(p) for p in settings.pools] + [settings.kafka.dead_letter_topic]
     with ProcessSupervisor(Path(".modelyard/logs/bench"), env=env) as supervisor:
-        for i in range(routers):
-            supervisor.start(f"router-{i}", "router")
-        return await measured(settings, outputs, len(batch), 600)
+        assert CPU is not None
+        CPU.pids = [supervisor.start(f"router-{i}", "router").pid for i in range(routers)]
+        try:
+            await group_stable(settings, f"{settings.app_id}.router", routers)
+            await produce_batches(settings, settings.kafka.jobs_topic, batch)
+            return await measured(settings, outputs, len(batch), 600)
+        finally:
+            CPU.pids = []
 
 
 def policy_alone(base: Settings, batch: list[tuple[bytes, bytes]]) -> float:
@@ -188,7 +248,7 @@ async def main(args: argparse.Namespace) -> None:
     try:
         batch = messages(args.messages)
         console.print(f"{len(batch):,} messages of ~{sum(len(v) for _, v in batch) // len(batch)} bytes; broker {base.kafka.bootstrap_servers}")
-        table = Table("scenario", "partitions", "processes", "msg/s (best)", "runs", "cores busy", "vs pass-through", "vs decode+route",
+        table = Table("scenario", "partitions", "processes", "msg/s (best)", "runs", "cores busy", "router CPU us/msg", "vs pass-through", "vs decode+route",
                       title=f"router throughput, best of {args.repeat} interleaved runs")
         scenarios = {
             "raw": lambda: run_raw(base, batch, 4),
@@ -208,9 +268,10 @@ async def main(args: argparse.Namespace) -> None:
         raw, raw_dr = best["raw"].rate, best["raw_dr"].rate
 
         def row(name: str, partitions: int, processes: int, key: str, extra: str = "") -> None:
-            rate, cores = best[key]
+            rate, cores, router_us = best[key]
             spread = " ".join(f"{r.rate / 1000:.0f}k" for r in runs[key])
             table.add_row(name, str(partitions), str(processes), f"{rate:,.0f}", spread, f"{cores:.2f} of {os.cpu_count()}",
+                          "-" if router_us != router_us else f"{router_us:.1f}",
                           f"{rate / raw:.2f}x", f"{rate / raw_dr:.2f}x{extra}")
 
         row("raw aiokafka consume -> produce (bytes pass-through)", 4, 1, "raw")
