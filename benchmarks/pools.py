@@ -34,8 +34,11 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from ctypes import c_longlong
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Event as ProcessEvent
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
@@ -167,10 +170,10 @@ async def bench_pool_processes(base: Settings, in_flight: int, rounds: int, sim_
         await preload(settings, [assignment(n, run) for n in range(total)])
         await until_counted(children, lambda: min(c.value for c in counts) >= in_flight // processes)
         done, sim_cpu, started = sum(c.value for c in counts), process_cpu_s(sim_pid), time.perf_counter()
-        cpu = sum(process_cpu_s(child.pid) for child in children)  # type: ignore[arg-type]
+        cpu = sum(process_cpu_s(child.pid or 0) for child in children)
         await until_counted(children, lambda: sum(c.value for c in counts) >= total)
         wall, sim_cpu = time.perf_counter() - started, process_cpu_s(sim_pid) - sim_cpu
-        cpu = sum(process_cpu_s(child.pid) for child in children) - cpu  # type: ignore[arg-type]
+        cpu = sum(process_cpu_s(child.pid or 0) for child in children) - cpu
     finally:
         stop.set()
         for child in children:
@@ -178,30 +181,30 @@ async def bench_pool_processes(base: Settings, in_flight: int, rounds: int, sim_
     return Measure(f"whole pool ({base.providers['vllm'].client}) x{processes}", in_flight, total - done, wall, cpu, sim_cpu)
 
 
-async def until_counted(children: list, reached: Callable[[], bool]) -> None:  # type: ignore[type-arg]
+async def until_counted(children: list[BaseProcess], reached: Callable[[], bool]) -> None:
     while not reached():
         if dead := [c for c in children if not c.is_alive()]:
             raise RuntimeError(f"a pool process exited with {dead[0].exitcode}")
         await asyncio.sleep(0.002)
 
 
-def pool_process(settings: Settings, processed: object, stop: object) -> None:
+def pool_process(settings: Settings, processed: c_longlong, stop: ProcessEvent) -> None:
     """One pool process of `--processes`: runs a PoolWorker, publishing how many assignments it finished."""
     asyncio.run(_pool_process(settings, processed, stop))
 
 
-async def _pool_process(settings: Settings, processed: object, stop: object) -> None:
+async def _pool_process(settings: Settings, processed: c_longlong, stop: ProcessEvent) -> None:
     worker = PoolWorker(settings, "slm", build_dispatcher(settings, "slm"))
     freeze_startup_heap()
     stopping = asyncio.Event()
     task = asyncio.create_task(worker.run(stopping))
-    while not stop.is_set() and not task.done():  # type: ignore[attr-defined]
-        if getattr(worker, "consumer", None) is not None and worker.consumer.assignment():
-            processed.value = worker.processed  # type: ignore[attr-defined]
+    while not stop.is_set() and not task.done():
+        if getattr(worker, "consumer", None) is not None and worker.consumer.assignment():  # -1 until it has partitions
+            processed.value = worker.processed
         await asyncio.sleep(0.002)
     stopping.set()
     await task
-    processed.value = worker.processed  # type: ignore[attr-defined]
+    processed.value = worker.processed
 
 
 async def until_processed(worker: PoolWorker, count: int, task: asyncio.Task[None]) -> None:
@@ -299,4 +302,7 @@ if __name__ == "__main__":
     parser.add_argument("--bootstrap", help="use this Kafka instead of starting a local broker")
     parser.add_argument("--clients", nargs="+", default=["lean", "sdk"], choices=["lean", "sdk"], help="vLLM client(s) to measure")
     parser.add_argument("--processes", type=int, nargs="+", default=[1], help="pool processes in the consumer group (each runs C/N)")
-    asyncio.run(main(parser.parse_args()))
+    arguments = parser.parse_args()
+    if any(c % p for c in arguments.inflight for p in arguments.processes):
+        parser.error("every --inflight must divide by every --processes (each process runs C/N)")
+    asyncio.run(main(arguments))
