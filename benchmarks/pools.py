@@ -7,7 +7,9 @@ second (Little's law). This measures how close modelyard gets, against the simul
 * backend: C coroutines calling the SLM pool's vLLM backend (a classification with structured output and
   logprobs) back to back, through the lean aiohttp client (the default) and through the real openai SDK;
 * pool: a whole PoolWorker in this process (aiokafka consumer, Dispatcher with gate and breaker, model call,
-  Result encoding, acks=all producer, offset commits) draining assignments pre-loaded on its topic.
+  Result encoding, acks=all producer, offset commits) draining assignments pre-loaded on its topic. With
+  `--processes N`, N pool processes in one consumer group (as a deployment scales a pool), C/N calls in
+  flight each; their CPU is added up, so "core busy" can pass 100%.
 
 CPU per request is `time.process_time()` of this process over the measured window, divided by requests.
 The simulator runs as its own process (its CPU is reported apart: on a small machine it competes with the
@@ -15,6 +17,7 @@ pool for the same cores). Kafka is a local broker on a free port, started and st
 
     .venv/bin/python benchmarks/pools.py                    # 64, 256, 512 in flight; 20 latencies each
     .venv/bin/python benchmarks/pools.py --rounds 40 --inflight 64 512
+    .venv/bin/python benchmarks/pools.py --scopes pool --clients lean --processes 1 2
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import multiprocessing
 import os
 import shutil
 import socket
@@ -29,8 +33,12 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
+from ctypes import c_longlong
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Event as ProcessEvent
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
@@ -119,12 +127,16 @@ async def bench_backend(base: Settings, in_flight: int, rounds: int, sim_pid: in
     return Measure(f"backend alone ({base.providers['vllm'].client})", in_flight, len(items), wall, cpu, process_cpu_s(sim_pid) - sim_cpu)
 
 
-async def bench_pool(base: Settings, in_flight: int, rounds: int, sim_pid: int) -> Measure:
+def pool_settings(base: Settings, concurrency: int, processes: int = 1) -> tuple[Settings, str]:
+    """Settings of one benchmark run: its own topics and consumer group; enough partitions for every process."""
     run = f"bp{uuid.uuid4().hex[:6]}"
-    settings = base.model_copy(update={
-        "app_id": run, "kafka": base.kafka.model_copy(update={"topic_prefix": run}),
-        "pools": {**base.pools, "slm": base.pools["slm"].model_copy(update={"concurrency": in_flight})},
-    })
+    kafka = base.kafka.model_copy(update={"topic_prefix": run, "partitions": max(base.kafka.partitions, processes)})
+    pools = {**base.pools, "slm": base.pools["slm"].model_copy(update={"concurrency": concurrency})}
+    return base.model_copy(update={"app_id": run, "kafka": kafka, "pools": pools}), run
+
+
+async def bench_pool(base: Settings, in_flight: int, rounds: int, sim_pid: int) -> Measure:
+    settings, run = pool_settings(base, in_flight)
     await ensure_topics(settings)
     total = in_flight * (rounds + 1)
     await preload(settings, [assignment(n, run) for n in range(total)])
@@ -140,6 +152,59 @@ async def bench_pool(base: Settings, in_flight: int, rounds: int, sim_pid: int) 
     stop.set()
     await task
     return Measure(f"whole pool ({base.providers['vllm'].client})", in_flight, total - done, wall, cpu, sim_cpu)
+
+
+async def bench_pool_processes(base: Settings, in_flight: int, rounds: int, sim_pid: int, processes: int) -> Measure:
+    """N pool processes in one consumer group, C/N calls in flight each: all in the group before the assignments
+    are loaded, measured from when every one of them is busy."""
+    settings, run = pool_settings(base, in_flight // processes, processes)
+    await ensure_topics(settings)
+    spawn = multiprocessing.get_context("spawn")
+    stop, counts = spawn.Event(), [spawn.Value("q", -1, lock=False) for _ in range(processes)]
+    children = [spawn.Process(target=pool_process, args=(settings, count, stop), daemon=True) for count in counts]
+    for child in children:
+        child.start()
+    try:
+        await until_counted(children, lambda: min(c.value for c in counts) >= 0)  # each one has its partitions
+        total = in_flight * (rounds + 1)
+        await preload(settings, [assignment(n, run) for n in range(total)])
+        await until_counted(children, lambda: min(c.value for c in counts) >= in_flight // processes)
+        done, sim_cpu, started = sum(c.value for c in counts), process_cpu_s(sim_pid), time.perf_counter()
+        cpu = sum(process_cpu_s(child.pid or 0) for child in children)
+        await until_counted(children, lambda: sum(c.value for c in counts) >= total)
+        wall, sim_cpu = time.perf_counter() - started, process_cpu_s(sim_pid) - sim_cpu
+        cpu = sum(process_cpu_s(child.pid or 0) for child in children) - cpu
+    finally:
+        stop.set()
+        for child in children:
+            child.join(30)
+    return Measure(f"whole pool ({base.providers['vllm'].client}) x{processes}", in_flight, total - done, wall, cpu, sim_cpu)
+
+
+async def until_counted(children: list[BaseProcess], reached: Callable[[], bool]) -> None:
+    while not reached():
+        if dead := [c for c in children if not c.is_alive()]:
+            raise RuntimeError(f"a pool process exited with {dead[0].exitcode}")
+        await asyncio.sleep(0.002)
+
+
+def pool_process(settings: Settings, processed: c_longlong, stop: ProcessEvent) -> None:
+    """One pool process of `--processes`: runs a PoolWorker, publishing how many assignments it finished."""
+    asyncio.run(_pool_process(settings, processed, stop))
+
+
+async def _pool_process(settings: Settings, processed: c_longlong, stop: ProcessEvent) -> None:
+    worker = PoolWorker(settings, "slm", build_dispatcher(settings, "slm"))
+    freeze_startup_heap()
+    stopping = asyncio.Event()
+    task = asyncio.create_task(worker.run(stopping))
+    while not stop.is_set() and not task.done():
+        if getattr(worker, "consumer", None) is not None and worker.consumer.assignment():  # -1 until it has partitions
+            processed.value = worker.processed
+        await asyncio.sleep(0.002)
+    stopping.set()
+    await task
+    processed.value = worker.processed
 
 
 async def until_processed(worker: PoolWorker, count: int, task: asyncio.Task[None]) -> None:
@@ -216,9 +281,12 @@ async def main(args: argparse.Namespace) -> None:
                 if "backend" in args.scopes:
                     with console.status(f"backend alone ({client}), {in_flight} in flight..."):
                         measures.append(await bench_backend(settings, in_flight, args.rounds, sim.pid))
-                if "pool" in args.scopes:
-                    with console.status(f"whole pool ({client}), {in_flight} in flight..."):
-                        measures.append(await bench_pool(settings, in_flight, args.rounds, sim.pid))
+                for processes in args.processes if "pool" in args.scopes else []:
+                    with console.status(f"whole pool ({client}) x{processes}, {in_flight} in flight..."):
+                        if processes == 1:
+                            measures.append(await bench_pool(settings, in_flight, args.rounds, sim.pid))
+                        else:
+                            measures.append(await bench_pool_processes(settings, in_flight, args.rounds, sim.pid, processes))
         Console(width=140).print(report(measures))
     finally:
         if broker is not None:
@@ -233,4 +301,8 @@ if __name__ == "__main__":
     parser.add_argument("--scopes", nargs="+", default=["backend", "pool"], choices=["backend", "pool"])
     parser.add_argument("--bootstrap", help="use this Kafka instead of starting a local broker")
     parser.add_argument("--clients", nargs="+", default=["lean", "sdk"], choices=["lean", "sdk"], help="vLLM client(s) to measure")
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--processes", type=int, nargs="+", default=[1], help="pool processes in the consumer group (each runs C/N)")
+    arguments = parser.parse_args()
+    if any(c % p for c in arguments.inflight for p in arguments.processes):
+        parser.error("every --inflight must divide by every --processes (each process runs C/N)")
+    asyncio.run(main(arguments))

@@ -18,6 +18,7 @@ class MeteredBackend:
         self.provider = inner.provider
         self._in_flight = POOL_IN_FLIGHT.labels(pool)
         self._latency = POOL_CALL_SECONDS.labels(pool, inner.provider)
+        self._jobs = {status: POOL_JOBS.labels(pool, inner.provider, status) for status in ("ok", "error")}  # looked up once
 
     async def complete(self, item: WorkItem, task_type: TaskType) -> Completion:
         current_job_id.set(item.job_id)  # each job runs in its own task: the id stays with that task's log lines
@@ -30,7 +31,7 @@ class MeteredBackend:
         finally:
             self._in_flight.dec()
             self._latency.observe(time.perf_counter() - started)
-            POOL_JOBS.labels(self.pool, self.provider, status).inc()
+            self._jobs[status].inc()
 
     async def close(self) -> None:
         await self.inner.close()
