@@ -6,13 +6,17 @@ listens on the host/port of `kafka.bootstrap_servers` and its controller on the 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from modelyard._exceptions import BrokerError
@@ -95,9 +99,13 @@ class LocalKafkaBroker:
             raise BrokerError(f"fetching Kafka with Maven failed: {result.stdout[-500:]}{result.stderr[-500:]}")
 
     def start(self) -> bool:
-        """Start the broker unless one already listens; True when this call started it."""
-        if self.is_running():
-            return False
+        """Start the broker unless one already listens; True when this call started it. Starts of the same
+        port from several checkouts take turns (a lock file), so a loser sees the winner's broker instead
+        of reporting its own, which could not bind the port, as started."""
+        with _port_lock(self.port):
+            return False if self.is_running() else self._launch()
+
+    def _launch(self) -> bool:
         self.ensure_jars()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         properties = self._write_properties()
@@ -180,6 +188,17 @@ class LocalKafkaBroker:
                 return
             time.sleep(0.2)
         raise BrokerError(f"Kafka did not accept connections on {self.host}:{self.port} in time; see {self.log_file}")
+
+
+@contextlib.contextmanager
+def _port_lock(port: int) -> Iterator[None]:
+    path = Path(tempfile.gettempdir()) / f"modelyard-broker-{port}.lock"
+    with open(path, "a") as handle:  # noqa: PTH123 - a lock file, never read
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _cluster_id() -> str:
