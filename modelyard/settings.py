@@ -192,7 +192,7 @@ class RouterSettings(Section):
         default="batch",
         description="batch: whole fetches routed by a task of the Faust app (fast); agent: a Faust agent per event.",
     )
-    batch_max: int = Field(default=2000, ge=1, description="Most records routed (and committed) as one batch.")
+    batch_max: int = Field(default=5000, ge=1, description="Most records routed (and committed) as one batch; fewer broker round trips per record than 2000 (about 15% less wall time per record here), ~75 ms of routing each.")
 
 
 class SinkSettings(Section):
