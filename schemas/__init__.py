@@ -2,7 +2,7 @@
 
 from schemas.assignment import Assignment
 from schemas.dead_letter import DeadLetter
-from schemas.result import Result, ResultStatus, Usage
+from schemas.result import AnyResult, Result, ResultStatus, ResultStruct, Usage
 from schemas.work_item import ChatMessage, TaskParams, TaskType, WorkItem
 
 SCHEMAS = {
@@ -14,11 +14,13 @@ SCHEMAS = {
 
 __all__ = [
     "SCHEMAS",
+    "AnyResult",
     "Assignment",
     "ChatMessage",
     "DeadLetter",
     "Result",
     "ResultStatus",
+    "ResultStruct",
     "TaskParams",
     "TaskType",
     "Usage",

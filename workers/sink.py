@@ -25,8 +25,8 @@ from modelyard.observability import (
 )
 from modelyard.settings import Settings
 from modelyard.topics import sink_topics
-from schemas import Assignment, Result
-from schemas.decoding import DecodeFailure, decode
+from schemas import AnyResult, Assignment, Result, ResultStruct
+from schemas.decoding import DecodeFailure, StructFirst, decode
 from schemas.evaluation import EvalScore
 from workers.clickhouse import ClickHouseStore
 from workers.kafka_clients import make_consumer, make_producer
@@ -34,13 +34,14 @@ from workers.pricing import UNITS_PER_USD, PriceCatalog, PricedColumns
 from workers.shadow_watch import ShadowAgreementWatch
 
 log = logging.getLogger("modelyard.sink")
+decode_result = StructFirst(ResultStruct, Result)  # msgspec for well-formed results, pydantic for every verdict
 
 
 @dataclass
 class Batch:
     results_topic: str
     evals_topic: str
-    results: list[Result] = field(default_factory=list)
+    results: list[AnyResult] = field(default_factory=list)
     undecoded: list[ConsumerRecord] = field(default_factory=list)  # results, decoded at write time off the loop
     decisions: list[Assignment] = field(default_factory=list)
     evals: list[EvalScore] = field(default_factory=list)
@@ -59,11 +60,13 @@ class Batch:
     def decode_results(self) -> None:
         """Decode the results topic's records (once, however often the write is retried)."""
         for record in self.undecoded:
-            self._decode_into(record, Result, self.results)
+            self._keep(record, decode_result(record.value), self.results)
         self.undecoded = []
 
     def _decode_into(self, record: ConsumerRecord, model: type, bucket: list) -> None:
-        value = decode(model, record.value)
+        self._keep(record, decode(model, record.value), bucket)
+
+    def _keep(self, record: ConsumerRecord, value: object, bucket: list) -> None:
         if isinstance(value, DecodeFailure):
             self.rejected.append((record, value))
         else:
