@@ -73,7 +73,11 @@ def test_dsn_password_is_redacted_in_messages() -> None:
 
 def test_stored_key_check_matches_awkward_job_ids(store: ClickHouseStore) -> None:
     store.migrate()
-    awkward = [result(job_id) for job_id in ("it's", 'say "hi"\\', "line\nbreak", "ünï\u2028")]
+    awkward = [result(job_id) for job_id in (
+        "it's", 'say "hi"\\', "line\nbreak", "ünï\u2028", "tab\there", "cr\r", "nul\0", "back\\nslash", "{ids:String}", "%s %(x)s", "",
+    )]
     store.write_batch(awkward, PriceCatalog.load().price(awkward))
     keys = [(r.job_id, 1) for r in awkward] + [("it's", 2), ("never-stored", 1)]
     assert store.unseen("results", keys) == {("it's", 2), ("never-stored", 1)}
+    # ids that need no TSV escaping take the unescaped path; an empty id is still a line of its own
+    assert store.unseen("results", [("", 1), ("it's", 1), ("ünï\u2028", 1), ("{ids:String}", 1), ("x", 1)]) == {("x", 1)}
