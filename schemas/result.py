@@ -7,6 +7,7 @@ to `Result` for the verdict and the field-naming error (tests/unit/test_result_s
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -70,14 +71,16 @@ class Result(BaseModel):
     completed_at: AwareDatetime
 
 
-# Only the plain RFC 3339 shape, read by datetime.fromisoformat: msgspec's own datetime rounds a fraction past
-# microseconds where pydantic truncates, and fromisoformat alone reads shapes pydantic refuses (basic format,
-# minute 60 in an offset). Anything else takes the pydantic path.
-AWARE_TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])\Z"
+# The one time shape the fast path reads (plain RFC 3339), with datetime.fromisoformat: msgspec's own datetime
+# rounds a fraction past microseconds where pydantic truncates, and fromisoformat alone reads shapes pydantic
+# refuses (basic format, minute 60 in an offset). Anything else takes the pydantic path.
+plain_aware_time = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+).fullmatch
 Tokens = Annotated[int, Meta(ge=0, le=MAX_TOKENS)]
 
 
-class UsageStruct(Struct, frozen=True, forbid_unknown_fields=True):
+class UsageStruct(Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     input_tokens: Tokens = 0
     cached_input_tokens: Tokens = 0
     cache_write_tokens: Tokens = 0
@@ -85,7 +88,7 @@ class UsageStruct(Struct, frozen=True, forbid_unknown_fields=True):
     reasoning_tokens: Tokens = 0
 
 
-class ResultStruct(Struct, frozen=True, forbid_unknown_fields=True):
+class ResultStruct(Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     """`Result`'s fields and constraints, strict: no coercion (1.0 for 1, "true" for true), RFC 3339 times only."""
 
     job_id: str
@@ -97,7 +100,7 @@ class ResultStruct(Struct, frozen=True, forbid_unknown_fields=True):
     model: str
     status: ResultStatus
     latency_ms: Annotated[float, Meta(ge=0.0)]
-    completed_at: Annotated[str, Meta(pattern=AWARE_TIME)]  # an aware datetime once decoded (__post_init__)
+    completed_at: str  # plain RFC 3339 text, an aware datetime once decoded (__post_init__)
     schema_version: Literal[1] = 1
     output: str | None = None
     confidence: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
@@ -106,6 +109,9 @@ class ResultStruct(Struct, frozen=True, forbid_unknown_fields=True):
     batch: bool = False
 
     def __post_init__(self) -> None:
+        """msgspec calls this while decoding; a ValueError here refuses the record (pydantic then decides)."""
+        if plain_aware_time(self.completed_at) is None:
+            raise ValueError("completed_at is not plain RFC 3339")
         force_setattr(self, "completed_at", datetime.fromisoformat(self.completed_at))
 
 
