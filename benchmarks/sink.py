@@ -78,7 +78,7 @@ def raw_arrow(store: ClickHouseStore, batches: list[LedgerTables]) -> float:
 
 
 def stages(store: ClickHouseStore, rows: list[Result], catalog: PriceCatalog, batch: int, topic: str) -> dict[str, float]:
-    """The sink's steps on the same kind of rows without Kafka, seconds per stage (write_batch's steps, timed)."""
+    """The sink's steps on the same kind of rows without Kafka, seconds per stage (write_ledger's steps, timed)."""
     spent = dict.fromkeys(("decode + validate", "price", "build Arrow tables", "stored-key check", "insert results", "insert cost_ledger", "metrics"), 0.0)
     for start in range(0, len(rows), batch):
         records = [ConsumerRecord(topic, 0, start + n, 0, 0, None, r.model_dump_json().encode(), None, 0, 0, [])
@@ -98,10 +98,10 @@ def stages(store: ClickHouseStore, rows: list[Result], catalog: PriceCatalog, ba
         costs = catalog.price(work.results); lap("price")
         tables = LedgerTables(work.results, costs)
         _ = tables.results, tables.cost_ledger; lap("build Arrow tables")
-        fresh = store.unseen("results", [(r.job_id, r.attempt) for r in work.results]); lap("stored-key check")
-        store.insert_arrow("results", tables.results, list(range(len(fresh)))); lap("insert results")
-        store.insert_arrow("cost_ledger", tables.cost_ledger, list(range(len(fresh)))); lap("insert cost_ledger")
-        count_written(work, costs); lap("metrics")
+        new_results, new_costs = store.unstored(tables); lap("stored-key check")
+        store.insert_arrow("results", tables.results, new_results); lap("insert results")
+        store.insert_arrow("cost_ledger", tables.cost_ledger, new_costs); lap("insert cost_ledger")
+        count_written(tables, len(work.decisions)); lap("metrics")
     return spent
 
 

@@ -18,7 +18,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from modelyard._exceptions import StorageError
 from modelyard.settings import ClickHouseSettings
-from schemas import Assignment, Result, TaskType
+from schemas import AnyResult, Assignment, TaskType
 from schemas.migrations import load_migrations
 from schemas.evaluation import EvalScore
 from schemas.spend import SpendRecord
@@ -64,23 +64,37 @@ class ClickHouseStore:
         return applied
 
     def write_batch(
-        self, results: Sequence[Result], costs: PricedColumns, decisions: Sequence[Assignment] = (),
+        self, results: Sequence[AnyResult], costs: PricedColumns, decisions: Sequence[Assignment] = (),
         capture_tasks: Collection[TaskType] = (),
     ) -> None:
-        """Insert results, their cost rows and routing decisions, skipping (job_id, attempt) keys already stored;
-        and the inputs of new first-attempt decisions whose task is in `capture_tasks` (training data).
+        """Results with their cost rows (`costs` from `PriceCatalog.price(results)`, row for row), and routing
+        decisions: `write_ledger` and `write_decisions` in one call."""
+        self.write_ledger(LedgerTables(results, costs))
+        self.write_decisions(decisions, capture_tasks)
+
+    def write_ledger(self, tables: LedgerTables) -> None:
+        """Insert results and their cost rows, one Arrow table each, skipping (job_id, attempt) keys already stored.
 
         The skip keeps replays out of the raw tables (and so out of the daily rollup view); the tables'
-        ReplacingMergeTree engine is the backstop when two sinks race during a rebalance. Results and costs
-        go in as one Arrow table each (`costs` from `PriceCatalog.price(results)`, row for row)."""
-        by_key = {(r.job_id, r.attempt): i for i, r in enumerate(results)}  # a key twice in the batch: the last wins
-        tables = LedgerTables(results, costs)
+        ReplacingMergeTree engine is the backstop when two sinks race during a rebalance."""
+        new_results, new_costs = self.unstored(tables)
+        self.insert_arrow("results", tables.results, new_results)
+        self.insert_arrow("cost_ledger", tables.cost_ledger, new_costs)
+
+    def unstored(self, tables: LedgerTables) -> tuple[list[int] | None, list[int] | None]:
+        """Positions of the rows whose result, and whose cost row, is not stored yet (None: every row).
+
+        A key twice in the batch: its last row. A cost row is written only after its result row, so when no
+        result of the batch was stored before, no cost row can be either; otherwise (a replay, a retry after a
+        partial write) the ledger is checked too."""
+        by_key = dict(zip(tables.keys, range(len(tables))))
         fresh = self.unseen("results", list(by_key))
-        self.insert_arrow("results", tables.results, [i for k, i in by_key.items() if k in fresh])
-        # A cost row is written only after its result row, so when no result of the batch was stored before,
-        # no cost row can be either; otherwise (a replay, a retry after a partial write) check the ledger too.
-        unpriced = set(by_key) if len(fresh) == len(by_key) else self.unseen("cost_ledger", list(by_key))
-        self.insert_arrow("cost_ledger", tables.cost_ledger, [i for k, i in by_key.items() if k in unpriced])
+        unpriced = fresh if len(fresh) == len(by_key) else self.unseen("cost_ledger", list(by_key))
+        return _positions(by_key, fresh, len(tables)), _positions(by_key, unpriced, len(tables))
+
+    def write_decisions(self, decisions: Sequence[Assignment], capture_tasks: Collection[TaskType] = ()) -> None:
+        """Routing decisions not stored yet, and the inputs of new first-attempt decisions whose task is in
+        `capture_tasks` (training data)."""
         decided = {(a.item.job_id, a.attempt): a for a in decisions}
         new_decisions = self.unseen("routing_decisions", list(decided))
         self.insert("routing_decisions", [_decision_row(a) for k, a in decided.items() if k in new_decisions], DECISION_COLUMNS)
@@ -128,11 +142,11 @@ class ClickHouseStore:
         except (ClickHouseError, OSError) as exc:
             raise StorageError(f"insert into {table} failed: {str(exc)[:300]}") from exc
 
-    def insert_arrow(self, table: str, rows: pa.Table, positions: list[int]) -> None:
-        """Insert the rows of an Arrow table at `positions` (all of them, in order, without copying)."""
-        if not positions:
-            return
-        if positions != list(range(rows.num_rows)):
+    def insert_arrow(self, table: str, rows: pa.Table, positions: list[int] | None = None) -> None:
+        """Insert the rows of an Arrow table at `positions` (None: all of them, without copying)."""
+        if positions is not None:
+            if not positions:
+                return
             rows = rows.take(positions)
         try:
             self.client.insert_arrow(table, rows)
@@ -171,6 +185,13 @@ DECISION_COLUMNS = (
     "job_id", "attempt", "tenant", "task_type", "task_reason", "pool", "rule", "reason", "novelty_score",
     "input_tokens_est", "priority", "routed_at",
 )
+
+
+def _positions(by_key: dict[tuple[str, int], int], keep: set[tuple[str, int]], rows: int) -> list[int] | None:
+    """The row positions of the keys to keep, in order; None for every row."""
+    if len(keep) == len(by_key) == rows:
+        return None
+    return [row for key, row in by_key.items() if key in keep]
 
 
 def _decision_row(a: Assignment) -> tuple[Any, ...]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -30,7 +29,8 @@ from schemas.decoding import DecodeFailure, StructFirst, decode
 from schemas.evaluation import EvalScore
 from workers.clickhouse import ClickHouseStore
 from workers.kafka_clients import make_consumer, make_producer
-from workers.pricing import UNITS_PER_USD, PriceCatalog, PricedColumns
+from workers.ledger_tables import LedgerTables
+from workers.pricing import PriceCatalog
 from workers.shadow_watch import ShadowAgreementWatch
 
 log = logging.getLogger("modelyard.sink")
@@ -146,7 +146,7 @@ class ClickHouseSink:
         """Price and write off the event loop (chdb releases the GIL while it inserts), then commit."""
         started = time.perf_counter()
         try:
-            costs = await asyncio.to_thread(self._price_and_write, batch)
+            tables = await asyncio.to_thread(self._price_and_write, batch)
         except StorageError as exc:
             SINK_WRITE_FAILURES.inc()
             raise Backpressure(f"ClickHouse write failed: {exc}", retry_after=self.settings.sink.retry_backoff_s) from exc
@@ -158,7 +158,7 @@ class ClickHouseSink:
         except KafkaError as exc:  # e.g. the partitions moved in a rebalance: the new owner replays, the store skips
             log.warning("commit after write failed (%r); the batch will replay and be skipped as already stored", exc)
         self.written += len(batch.results)
-        count_written(batch, costs)
+        count_written(tables, len(batch.decisions))
 
     async def _publish_spend(self, batch: Batch) -> None:
         """Budgeted tenants' spend today and this month, for the routers (compacted topic keyed by tenant)."""
@@ -168,15 +168,16 @@ class ClickHouseSink:
         for record in await asyncio.to_thread(self.store.spend, tenants, datetime.now(UTC)):
             await self.producer.send(self.settings.kafka.spend_topic, record.model_dump_json().encode(), key=record.tenant.encode())
 
-    def _price_and_write(self, batch: Batch) -> PricedColumns:
+    def _price_and_write(self, batch: Batch) -> LedgerTables:
         """Decode, price and insert: all of it in the writer thread, while the loop fetches the next batch."""
         batch.decode_results()
-        costs = self.catalog.price(batch.results)
-        self.store.write_batch(batch.results, costs, batch.decisions, self.settings.distill.capture_tasks)
+        tables = LedgerTables(batch.results, self.catalog.price(batch.results))
+        self.store.write_ledger(tables)
+        self.store.write_decisions(batch.decisions, self.settings.distill.capture_tasks)
         self.store.write_evals(batch.evals)
         if self.shadow_watch.due():  # here, in the writing thread: chdb serves one caller at a time
             self.shadow_watch.refresh()
-        return costs
+        return tables
 
     async def _dead_letter(self, rejected: list[tuple[ConsumerRecord, DecodeFailure]]) -> None:
         for record, failure in rejected:
@@ -188,27 +189,22 @@ class ClickHouseSink:
             DEAD_LETTERS.labels("sink", failure.reason).inc()
 
 
-def count_written(batch: Batch, costs: PricedColumns) -> None:
+def count_written(tables: LedgerTables, decisions: int) -> None:
     """Metrics for a batch ClickHouse accepted: rows per table, results per outcome, tokens and cost.
 
-    Summed per label set first: one counter update per group, not per row."""
-    for table, rows in (("results", len(batch.results)), ("cost_ledger", len(costs)), ("routing_decisions", len(batch.decisions))):
+    Summed per label set by Arrow's group-by first: one counter update per group, not per row."""
+    for table, rows in (("results", len(tables)), ("cost_ledger", len(tables)), ("routing_decisions", decisions)):
         if rows:
             SINK_ROWS.labels(table).inc(rows)
-    outcomes: Counter[tuple[str, str]] = Counter()
-    tokens: Counter[tuple[str, str, str]] = Counter()
-    units: Counter[tuple[str, str]] = Counter()
-    for result, total in zip(batch.results, costs.total, strict=True):
-        outcomes[result.pool, result.status.value] += 1
-        usage = result.usage
-        for kind, count in (("input", usage.input_tokens), ("cached_input", usage.cached_input_tokens),
-                            ("cache_write", usage.cache_write_tokens), ("output", usage.output_tokens)):
-            tokens[result.pool, result.model, kind] += count
-        units[result.pool, result.model] += total
-    for labels, count in outcomes.items():
-        SINK_RESULTS.labels(*labels).inc(count)
-    for labels, count in tokens.items():
-        if count:
-            TOKENS.labels(*labels).inc(count)
-    for labels, total in units.items():
-        COST_USD.labels(*labels).inc(total / UNITS_PER_USD)
+    if not len(tables):
+        return
+    for group in tables.results.group_by(["pool", "status"]).aggregate([([], "count_all")]).to_pylist():
+        SINK_RESULTS.labels(group["pool"], group["status"]).inc(group["count_all"])
+    kinds = (("input", "input_tokens"), ("cached_input", "cached_input_tokens"), ("cache_write", "cache_write_tokens"), ("output", "output_tokens"))
+    sums = tables.results.group_by(["pool", "model"]).aggregate([(column, "sum") for _, column in kinds]).to_pylist()
+    for group in sums:
+        for kind, column in kinds:
+            if group[f"{column}_sum"]:
+                TOKENS.labels(group["pool"], group["model"], kind).inc(group[f"{column}_sum"])
+    for group in tables.cost_ledger.group_by(["pool", "model"]).aggregate([("total_cost_usd", "sum")]).to_pylist():
+        COST_USD.labels(group["pool"], group["model"]).inc(float(group["total_cost_usd_sum"]))
