@@ -20,7 +20,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from rich.console import Console
 from rich.table import Table
@@ -84,8 +84,7 @@ def stages(store: ClickHouseStore, rows: list[Result], catalog: PriceCatalog, ba
         records = [ConsumerRecord(topic, 0, start + n, 0, 0, None, r.model_dump_json().encode(), None, 0, 0, [])
                    for n, r in enumerate(rows[start : start + batch])]
         work = Batch(topic, "-")
-        for record in records:
-            work.add(record)
+        work.add(TopicPartition(topic, 0), records)
         clock = time.perf_counter()
 
         def lap(stage: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -47,24 +48,31 @@ class Batch:
     evals: list[EvalScore] = field(default_factory=list)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
     rejected: list[tuple[ConsumerRecord, DecodeFailure]] = field(default_factory=list)
+    ledger: LedgerTables | None = None  # the results and their costs as Arrow tables, once prepared
     opened_at: float = field(default_factory=time.monotonic)
 
-    def add(self, record: ConsumerRecord) -> None:
-        self.offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
-        if record.topic == self.results_topic:
-            self.undecoded.append(record)
+    def add(self, partition: TopicPartition, records: list[ConsumerRecord]) -> None:
+        """One partition's fetched records, in offset order (results are decoded at write time, off the loop)."""
+        if not records:
             return
-        model, bucket = (EvalScore, self.evals) if record.topic == self.evals_topic else (Assignment, self.decisions)
-        self._decode_into(record, model, bucket)
+        self.offsets[partition] = records[-1].offset + 1
+        if partition.topic == self.results_topic:
+            self.undecoded.extend(records)
+            return
+        model, bucket = (EvalScore, self.evals) if partition.topic == self.evals_topic else (Assignment, self.decisions)
+        for record in records:
+            self._keep(record, decode(model, record.value), bucket)
 
     def decode_results(self) -> None:
         """Decode the results topic's records (once, however often the write is retried)."""
+        results, rejected = self.results, self.rejected
         for record in self.undecoded:
-            self._keep(record, decode_result(record.value), self.results)
+            value = decode_result(record.value)
+            if isinstance(value, DecodeFailure):
+                rejected.append((record, value))
+            else:
+                results.append(value)
         self.undecoded = []
-
-    def _decode_into(self, record: ConsumerRecord, model: type, bucket: list) -> None:
-        self._keep(record, decode(model, record.value), bucket)
 
     def _keep(self, record: ConsumerRecord, value: object, bucket: list) -> None:
         if isinstance(value, DecodeFailure):
@@ -92,18 +100,18 @@ class ClickHouseSink:
         self.producer = make_producer(self.settings)
         await self.producer.start()
         await self.consumer.start()
-        batch, writing = self._new_batch(), None
+        batch, flushing = self._new_batch(), deque[asyncio.Task[bool]]()
         try:
             while not stop.is_set():
                 await self._fill(batch)
                 if self._due(batch):
-                    if writing is not None:
-                        await writing  # at most one batch written while the next one fills
-                    writing = asyncio.create_task(self._flush_until_written(batch, stop))
+                    while len(flushing) >= 2:  # one batch written, the next one prepared, while a third fills
+                        await flushing.popleft()
+                    after = flushing[-1] if flushing else None
+                    flushing.append(asyncio.create_task(self._flush_until_written(batch, stop, after=after)))
                     batch = self._new_batch()
-            if writing is not None:
-                await writing
-            if len(batch):
+            written = all([await task for task in flushing])
+            if len(batch) and written:
                 await self._flush_until_written(batch, stop, attempts=3)
         finally:
             await self.consumer.stop()
@@ -116,10 +124,9 @@ class ClickHouseSink:
         room = self.settings.sink.batch_size - len(batch)
         timeout_ms = int(self.settings.sink.flush_interval_s * 1000)
         polled = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max(1, room))
-        for records in polled.values():
+        for partition, records in polled.items():
             self.consumed += len(records)
-            for record in records:
-                batch.add(record)
+            batch.add(partition, records)
 
     def _due(self, batch: Batch) -> bool:
         if not len(batch):
@@ -127,26 +134,35 @@ class ClickHouseSink:
         full = len(batch) >= self.settings.sink.batch_size
         return full or time.monotonic() - batch.opened_at >= self.settings.sink.flush_interval_s
 
-    async def _flush_until_written(self, batch: Batch, stop: asyncio.Event, attempts: int | None = None) -> None:
-        """Write, then commit. Hold the batch and retry while ClickHouse refuses it."""
+    async def _flush_until_written(
+        self, batch: Batch, stop: asyncio.Event, attempts: int | None = None, after: asyncio.Task[bool] | None = None,
+    ) -> bool:
+        """Prepare the batch, then (once the batch before it, `after`, is written) write it and commit. Hold the
+        batch and retry while ClickHouse refuses it. True once written.
+
+        Preparing touches no ClickHouse, so it runs while the batch before is still being written (chdb releases
+        the GIL); writes and commits stay in batch order."""
+        await asyncio.to_thread(self._prepare, batch)
+        if after is not None and not await after:
+            return False  # the batch before was given up at shutdown: committing past it would skip it
         tries = 0
         while True:
             try:
                 await self.flush(batch)
-                return
+                return True
             except Backpressure as exc:
                 tries += 1
                 if (attempts is not None and tries >= attempts) or (stop.is_set() and tries >= 3):
                     log.error("giving up on a batch of %d at shutdown; it will replay: %s", len(batch), exc)
-                    return
+                    return False
                 log.warning("%s; retrying in %.1fs", exc, exc.retry_after)
                 await asyncio.sleep(exc.retry_after)
 
     async def flush(self, batch: Batch) -> None:
-        """Price and write off the event loop (chdb releases the GIL while it inserts), then commit."""
+        """Write a prepared batch off the event loop (chdb releases the GIL while it inserts), then commit."""
         started = time.perf_counter()
         try:
-            tables = await asyncio.to_thread(self._price_and_write, batch)
+            await asyncio.to_thread(self._write, batch)
         except StorageError as exc:
             SINK_WRITE_FAILURES.inc()
             raise Backpressure(f"ClickHouse write failed: {exc}", retry_after=self.settings.sink.retry_backoff_s) from exc
@@ -158,7 +174,7 @@ class ClickHouseSink:
         except KafkaError as exc:  # e.g. the partitions moved in a rebalance: the new owner replays, the store skips
             log.warning("commit after write failed (%r); the batch will replay and be skipped as already stored", exc)
         self.written += len(batch.results)
-        count_written(tables, len(batch.decisions))
+        count_written(batch.ledger, len(batch.decisions))
 
     async def _publish_spend(self, batch: Batch) -> None:
         """Budgeted tenants' spend today and this month, for the routers (compacted topic keyed by tenant)."""
@@ -168,16 +184,21 @@ class ClickHouseSink:
         for record in await asyncio.to_thread(self.store.spend, tenants, datetime.now(UTC)):
             await self.producer.send(self.settings.kafka.spend_topic, record.model_dump_json().encode(), key=record.tenant.encode())
 
-    def _price_and_write(self, batch: Batch) -> LedgerTables:
-        """Decode, price and insert: all of it in the writer thread, while the loop fetches the next batch."""
-        batch.decode_results()
-        tables = LedgerTables(batch.results, self.catalog.price(batch.results))
-        self.store.write_ledger(tables)
+    def _prepare(self, batch: Batch) -> None:
+        """Decode and price the results and build their Arrow tables (once, however often the write is retried)."""
+        if batch.ledger is None:
+            batch.decode_results()
+            batch.ledger = LedgerTables(batch.results, self.catalog.price(batch.results))
+            _ = batch.ledger.results, batch.ledger.cost_ledger
+
+    def _write(self, batch: Batch) -> None:
+        """Every ClickHouse call of a batch, in the writing thread: chdb serves one caller at a time."""
+        assert batch.ledger is not None
+        self.store.write_ledger(batch.ledger)
         self.store.write_decisions(batch.decisions, self.settings.distill.capture_tasks)
         self.store.write_evals(batch.evals)
-        if self.shadow_watch.due():  # here, in the writing thread: chdb serves one caller at a time
+        if self.shadow_watch.due():
             self.shadow_watch.refresh()
-        return tables
 
     async def _dead_letter(self, rejected: list[tuple[ConsumerRecord, DecodeFailure]]) -> None:
         for record, failure in rejected:
