@@ -144,9 +144,9 @@ class ClickHouseStore:
 
     def insert_arrow(self, table: str, rows: pa.Table, positions: list[int] | None = None) -> None:
         """Insert the rows of an Arrow table at `positions` (None: all of them, without copying)."""
+        if not rows.num_rows or positions == []:
+            return
         if positions is not None:
-            if not positions:
-                return
             rows = rows.take(positions)
         try:
             self.client.insert_arrow(table, rows)

@@ -210,8 +210,8 @@ class PricedColumns:
     @classmethod
     def in_row_order(cls, groups: list[tuple[list[int], PricedColumns]], rows: int) -> PricedColumns:
         """Columns priced group by group (each with its rows' positions in the batch), back in the batch's order."""
-        if len(groups) == 1:
-            return groups[0][1]
+        if len(groups) <= 1:
+            return groups[0][1] if groups else cls()
         place = [0] * rows  # each row's place in the groups' concatenated columns
         for at, row in enumerate(chain.from_iterable(positions for positions, _ in groups)):
             place[row] = at

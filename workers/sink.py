@@ -1,7 +1,9 @@
 """ClickHouseSink: results topic -> results + cost_ledger tables; pool topics -> routing_decisions.
 
 Adds records to a batch, flushes by size or time, writes with clickhouse-connect off the event loop, and
-commits the batch's offsets only after the write succeeded. While ClickHouse is unavailable it holds the
+commits the batch's offsets only after the write succeeded. A due batch is decoded (msgspec first, pydantic
+for the verdict on anything it refuses), priced and turned into Arrow tables while the batch before it is
+still being written; writes and commits stay in batch order. While ClickHouse is unavailable it holds the
 batch (consuming nothing more) and retries with backoff. Replays are harmless: both tables dedup on
 (job_id, attempt).
 """
@@ -15,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import pyarrow as pa
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
@@ -178,7 +181,8 @@ class ClickHouseSink:
 
     async def _publish_spend(self, batch: Batch) -> None:
         """Budgeted tenants' spend today and this month, for the routers (compacted topic keyed by tenant)."""
-        tenants = sorted({r.tenant for r in batch.results} & set(self.settings.costs.budgets))
+        budgets = self.settings.costs.budgets
+        tenants = sorted({r.tenant for r in batch.results} & set(budgets)) if budgets else []
         if not tenants:
             return
         for record in await asyncio.to_thread(self.store.spend, tenants, datetime.now(UTC)):
@@ -210,6 +214,9 @@ class ClickHouseSink:
             DEAD_LETTERS.labels("sink", failure.reason).inc()
 
 
+TOKEN_COLUMNS = {"input": "input_tokens", "cached_input": "cached_input_tokens", "cache_write": "cache_write_tokens", "output": "output_tokens"}
+
+
 def count_written(tables: LedgerTables, decisions: int) -> None:
     """Metrics for a batch ClickHouse accepted: rows per table, results per outcome, tokens and cost.
 
@@ -217,15 +224,21 @@ def count_written(tables: LedgerTables, decisions: int) -> None:
     for table, rows in (("results", len(tables)), ("cost_ledger", len(tables)), ("routing_decisions", decisions)):
         if rows:
             SINK_ROWS.labels(table).inc(rows)
-    if not len(tables):
-        return
-    for group in tables.results.group_by(["pool", "status"]).aggregate([([], "count_all")]).to_pylist():
+    if len(tables):
+        _count_results(tables.results)
+        _count_costs(tables.cost_ledger)
+
+
+def _count_results(results: pa.Table) -> None:
+    for group in results.group_by(["pool", "status"]).aggregate([([], "count_all")]).to_pylist():
         SINK_RESULTS.labels(group["pool"], group["status"]).inc(group["count_all"])
-    kinds = (("input", "input_tokens"), ("cached_input", "cached_input_tokens"), ("cache_write", "cache_write_tokens"), ("output", "output_tokens"))
-    sums = tables.results.group_by(["pool", "model"]).aggregate([(column, "sum") for _, column in kinds]).to_pylist()
-    for group in sums:
-        for kind, column in kinds:
+    tokens = results.group_by(["pool", "model"]).aggregate([(column, "sum") for column in TOKEN_COLUMNS.values()])
+    for group in tokens.to_pylist():
+        for kind, column in TOKEN_COLUMNS.items():
             if group[f"{column}_sum"]:
                 TOKENS.labels(group["pool"], group["model"], kind).inc(group[f"{column}_sum"])
-    for group in tables.cost_ledger.group_by(["pool", "model"]).aggregate([("total_cost_usd", "sum")]).to_pylist():
+
+
+def _count_costs(ledger: pa.Table) -> None:
+    for group in ledger.group_by(["pool", "model"]).aggregate([("total_cost_usd", "sum")]).to_pylist():
         COST_USD.labels(group["pool"], group["model"]).inc(float(group["total_cost_usd_sum"]))

@@ -58,6 +58,8 @@ def test_replayed_results_bill_once(store: ClickHouseStore) -> None:
     assert store.query("SELECT count() FROM cost_ledger WHERE startsWith(job_id, 'replay-')") == [(3,)]
     rollup = store.query("SELECT sum(attempts), sum(cost_usd) FROM v_cost_by_day WHERE tenant = 'acme'")
     assert rollup == [(3, expected * 3)]
+    store.write_batch([], catalog.price([]))  # a batch of routing decisions only: no result, nothing to write
+    assert store.query("SELECT count() FROM cost_ledger WHERE startsWith(job_id, 'replay-')") == [(3,)]
 
 
 def test_analyst_views_answer(store: ClickHouseStore) -> None:
