@@ -203,10 +203,6 @@ class PricedColumns:
     self_hosted: list[int] = field(default_factory=list)
     reference_model: list[str] = field(default_factory=list)
 
-    @property
-    def amount_lists(self) -> tuple[list[int], ...]:
-        return (self.input, self.cached_input, self.cache_write, self.output, self.reasoning)
-
     @classmethod
     def in_row_order(cls, groups: list[tuple[list[int], PricedColumns]], rows: int) -> PricedColumns:
         """Columns priced group by group (each with its rows' positions in the batch), back in the batch's order."""
