@@ -32,7 +32,7 @@ from modelyard.broker import LocalKafkaBroker  # noqa: E402
 from modelyard.settings import Settings, load_settings  # noqa: E402
 from modelyard.topics import ensure_topics, group_lag, sink_topics  # noqa: E402
 from schemas import Result  # noqa: E402
-from workers.clickhouse import ClickHouseStore  # noqa: E402
+from workers.clickhouse import UNIQUE_KEYS, ClickHouseStore  # noqa: E402
 from workers.ledger_tables import LedgerTables  # noqa: E402
 from workers.pricing import PriceCatalog  # noqa: E402
 from workers.sink import Batch, ClickHouseSink, count_written  # noqa: E402
@@ -98,8 +98,8 @@ def stages(store: ClickHouseStore, rows: list[Result], catalog: PriceCatalog, ba
         tables = LedgerTables(work.results, costs)
         _ = tables.results, tables.cost_ledger; lap("build Arrow tables")
         new_results, new_costs = store.unstored(tables); lap("stored-key check")
-        store.insert_arrow("results", tables.results, new_results); lap("insert results")
-        store.insert_arrow("cost_ledger", tables.cost_ledger, new_costs); lap("insert cost_ledger")
+        store.insert_arrow("results", tables.results, new_results, UNIQUE_KEYS); lap("insert results")
+        store.insert_arrow("cost_ledger", tables.cost_ledger, new_costs, UNIQUE_KEYS); lap("insert cost_ledger")
         count_written(tables, len(work.decisions)); lap("metrics")
     return spent
 

@@ -83,3 +83,14 @@ def test_stored_key_check_matches_awkward_job_ids(store: ClickHouseStore) -> Non
     assert store.unseen("results", keys) == {("it's", 2), ("never-stored", 1)}
     # ids that need no TSV escaping take the unescaped path; an empty id is still a line of its own
     assert store.unseen("results", [("", 1), ("it's", 1), ("ünï\u2028", 1), ("{ids:String}", 1), ("x", 1)]) == {("x", 1)}
+
+
+def test_a_key_twice_in_one_batch_is_stored_once_the_last_copy(store: ClickHouseStore) -> None:
+    store.migrate()
+    batch = [result("twice-1", output="first"), result("twice-2"), result("twice-1", output="second")]
+    store.write_batch(batch, PriceCatalog.load().price(batch))
+    # no FINAL: the insert itself holds one row per key (optimize_on_insert is off for these inserts)
+    assert store.query("SELECT job_id, output FROM results WHERE startsWith(job_id, 'twice-') ORDER BY job_id") == [
+        ("twice-1", "second"), ("twice-2", "ok"),
+    ]
+    assert store.query("SELECT count() FROM cost_ledger WHERE startsWith(job_id, 'twice-')") == [(2,)]
