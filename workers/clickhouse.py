@@ -90,10 +90,10 @@ class ClickHouseStore:
         A key twice in the batch: its last row. A cost row is written only after its result row, so when no
         result of the batch was stored before, no cost row can be either; otherwise (a replay, a retry after a
         partial write) the ledger is checked too."""
-        by_key = dict(zip(tables.keys, range(len(tables))))
-        fresh = self.unseen("results", list(by_key))
-        unpriced = fresh if len(fresh) == len(by_key) else self.unseen("cost_ledger", list(by_key))
-        return _positions(by_key, fresh, len(tables)), _positions(by_key, unpriced, len(tables))
+        by_key = dict(zip(zip(tables.job_ids, tables.attempts), range(len(tables))))
+        in_results = self.stored("results", tables.job_ids) & by_key.keys()
+        in_ledger = self.stored("cost_ledger", tables.job_ids) & by_key.keys() if in_results else set()
+        return _positions(by_key, in_results, len(tables)), _positions(by_key, in_ledger, len(tables))
 
     def write_decisions(self, decisions: Sequence[Assignment], capture_tasks: Collection[TaskType] = ()) -> None:
         """Routing decisions not stored yet, and the inputs of new first-attempt decisions whose task is in
@@ -114,15 +114,18 @@ class ClickHouseStore:
 
     def unseen(self, table: str, keys: list[tuple[str, int]]) -> set[tuple[str, int]]:
         """The keys not yet stored in `table` (keyed by job_id, attempt)."""
-        if not keys:
+        return set(keys) - self.stored(table, [job_id for job_id, _ in keys]) if keys else set()
+
+    def stored(self, table: str, job_ids: Collection[str]) -> set[tuple[str, int]]:
+        """The (job_id, attempt) keys `table` holds for these job ids."""
+        if not job_ids:
             return set()
         # The job ids go in as one TSV string that the server parses (format(TSV)) into the IN set, which still
         # uses the primary key: quicker to parse than a JSON array or thousands of literals, and escaped in C
         # (str.replace) where a query parameter is escaped character by character in Python.
-        ids = string_literal(tsv_lines({job_id for job_id, _ in keys}))
+        ids = string_literal(tsv_lines(set(job_ids)))
         sql = f"SELECT job_id, attempt FROM {table} WHERE job_id IN (SELECT job_id FROM format(TSV, 'job_id String', {ids}))"
-        stored = self.query(sql, settings={"max_query_size": len(sql) + 1024})
-        return set(keys) - {(job_id, int(attempt)) for job_id, attempt in stored}
+        return {(job_id, int(attempt)) for job_id, attempt in self.query(sql, settings={"max_query_size": len(sql) + 1024})}
 
     def spend(self, tenants: list[str], now: datetime) -> list[SpendRecord]:
         """Spend today and this month per tenant, from the daily rollup (replays never reach it)."""
@@ -192,11 +195,11 @@ DECISION_COLUMNS = (
 )
 
 
-def _positions(by_key: dict[tuple[str, int], int], keep: set[tuple[str, int]], rows: int) -> list[int] | None:
-    """The row positions of the keys to keep, in order; None for every row."""
-    if len(keep) == len(by_key) == rows:
+def _positions(by_key: dict[tuple[str, int], int], stored: set[tuple[str, int]], rows: int) -> list[int] | None:
+    """The row positions of the keys not stored, in order; None for every row."""
+    if not stored and len(by_key) == rows:
         return None
-    return [row for key, row in by_key.items() if key in keep]
+    return [row for key, row in by_key.items() if key not in stored]
 
 
 def _decision_row(a: Assignment) -> tuple[Any, ...]:

@@ -40,16 +40,11 @@ class LedgerTables:
             raise ValueError(f"{len(results)} results but {len(costs)} costs")
         self.rows = results
         self.costs = costs
-        self.job_ids = [r.job_id for r in results]
+        self.job_ids = [r.job_id for r in results]  # with `attempts`, the key both tables dedup on
         self.attempts = [r.attempt for r in results]
 
     def __len__(self) -> int:
         return len(self.rows)
-
-    @property
-    def keys(self) -> list[tuple[str, int]]:
-        """Each row's (job_id, attempt), the key both tables dedup on."""
-        return list(zip(self.job_ids, self.attempts))
 
     @cached_property
     def results(self) -> pa.Table:
