@@ -4,7 +4,9 @@ The sink path: Kafka fetch -> Result validation -> pricing -> stored-key check -
 cost_ledger (and the daily-rollup materialized view) -> offset commit. The raw paths insert the same result and
 cost rows, already built, into the same tables at the same batch size: as row tuples with `client.insert` (the
 baseline), and as the sink's own prebuilt Arrow tables (the floor of the sink's write). The per-stage table
-times the sink's steps on the same rows without Kafka, and a bare aiokafka fetch of the sink's topic. Usage:
+times the sink's steps on the same rows without Kafka, one after another (the sink itself decodes, prices and
+builds the Arrow tables of a batch while the batch before it is checked and inserted), and a bare aiokafka
+fetch of the sink's topic. Usage:
 
     .venv/bin/python benchmarks/sink.py --rows 100000 --batch 20000
 """

@@ -1,4 +1,5 @@
-"""Wire models (pydantic v2) and ClickHouse migrations. Imports nothing else of modelyard."""
+"""Wire models (pydantic v2; msgspec ResultStruct, the sink's fast path for Result) and ClickHouse migrations.
+Imports nothing else of modelyard."""
 
 from schemas.assignment import Assignment
 from schemas.dead_letter import DeadLetter
