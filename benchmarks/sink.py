@@ -4,7 +4,9 @@ The sink path: Kafka fetch -> Result validation -> pricing -> stored-key check -
 cost_ledger (and the daily-rollup materialized view) -> offset commit. The raw paths insert the same result and
 cost rows, already built, into the same tables at the same batch size: as row tuples with `client.insert` (the
 baseline), and as the sink's own prebuilt Arrow tables (the floor of the sink's write). The per-stage table
-times the sink's steps on the same rows without Kafka, and a bare aiokafka fetch of the sink's topic. Usage:
+times the sink's steps on the same rows without Kafka, one after another (the sink itself decodes, prices and
+builds the Arrow tables of a batch while the batch before it is checked and inserted), and a bare aiokafka
+fetch of the sink's topic. Usage:
 
     .venv/bin/python benchmarks/sink.py --rows 100000 --batch 20000
 """
@@ -20,7 +22,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from rich.console import Console
 from rich.table import Table
@@ -32,7 +34,7 @@ from modelyard.broker import LocalKafkaBroker  # noqa: E402
 from modelyard.settings import Settings, load_settings  # noqa: E402
 from modelyard.topics import ensure_topics, group_lag, sink_topics  # noqa: E402
 from schemas import Result  # noqa: E402
-from workers.clickhouse import ClickHouseStore  # noqa: E402
+from workers.clickhouse import UNIQUE_KEYS, ClickHouseStore  # noqa: E402
 from workers.ledger_tables import LedgerTables  # noqa: E402
 from workers.pricing import PriceCatalog  # noqa: E402
 from workers.sink import Batch, ClickHouseSink, count_written  # noqa: E402
@@ -78,14 +80,13 @@ def raw_arrow(store: ClickHouseStore, batches: list[LedgerTables]) -> float:
 
 
 def stages(store: ClickHouseStore, rows: list[Result], catalog: PriceCatalog, batch: int, topic: str) -> dict[str, float]:
-    """The sink's steps on the same kind of rows without Kafka, seconds per stage (write_batch's steps, timed)."""
+    """The sink's steps on the same kind of rows without Kafka, seconds per stage (write_ledger's steps, timed)."""
     spent = dict.fromkeys(("decode + validate", "price", "build Arrow tables", "stored-key check", "insert results", "insert cost_ledger", "metrics"), 0.0)
     for start in range(0, len(rows), batch):
         records = [ConsumerRecord(topic, 0, start + n, 0, 0, None, r.model_dump_json().encode(), None, 0, 0, [])
                    for n, r in enumerate(rows[start : start + batch])]
         work = Batch(topic, "-")
-        for record in records:
-            work.add(record)
+        work.add(TopicPartition(topic, 0), records)
         clock = time.perf_counter()
 
         def lap(stage: str) -> None:
@@ -98,10 +99,10 @@ def stages(store: ClickHouseStore, rows: list[Result], catalog: PriceCatalog, ba
         costs = catalog.price(work.results); lap("price")
         tables = LedgerTables(work.results, costs)
         _ = tables.results, tables.cost_ledger; lap("build Arrow tables")
-        fresh = store.unseen("results", [(r.job_id, r.attempt) for r in work.results]); lap("stored-key check")
-        store.insert_arrow("results", tables.results, list(range(len(fresh)))); lap("insert results")
-        store.insert_arrow("cost_ledger", tables.cost_ledger, list(range(len(fresh)))); lap("insert cost_ledger")
-        count_written(work, costs); lap("metrics")
+        new_results, new_costs = store.unstored(tables); lap("stored-key check")
+        store.insert_arrow("results", tables.results, new_results, UNIQUE_KEYS); lap("insert results")
+        store.insert_arrow("cost_ledger", tables.cost_ledger, new_costs, UNIQUE_KEYS); lap("insert cost_ledger")
+        count_written(tables, len(work.decisions)); lap("metrics")
     return spent
 
 

@@ -1,8 +1,9 @@
-"""Wire models (pydantic v2) and ClickHouse migrations. Imports nothing else of modelyard."""
+"""Wire models (pydantic v2; msgspec ResultStruct, the sink's fast path for Result) and ClickHouse migrations.
+Imports nothing else of modelyard."""
 
 from schemas.assignment import Assignment
 from schemas.dead_letter import DeadLetter
-from schemas.result import Result, ResultStatus, Usage
+from schemas.result import AnyResult, Result, ResultStatus, ResultStruct, Usage
 from schemas.work_item import ChatMessage, TaskParams, TaskType, WorkItem
 
 SCHEMAS = {
@@ -14,11 +15,13 @@ SCHEMAS = {
 
 __all__ = [
     "SCHEMAS",
+    "AnyResult",
     "Assignment",
     "ChatMessage",
     "DeadLetter",
     "Result",
     "ResultStatus",
+    "ResultStruct",
     "TaskParams",
     "TaskType",
     "Usage",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Generic, TypeVar
 
 import msgspec
 from pydantic import BaseModel, ValidationError
@@ -14,6 +14,7 @@ from schemas.dead_letter import MAX_ORIGINAL_BYTES, DeadLetter
 
 MAX_MESSAGE_BYTES = 1_000_000
 Model = TypeVar("Model", bound=BaseModel)
+Fast = TypeVar("Fast", bound=msgspec.Struct)
 
 
 @dataclass(frozen=True)
@@ -42,15 +43,21 @@ def decode(model: type[Model], raw: bytes | None) -> Model | DecodeFailure:
         return _json_failure(exc) or describe(exc)
 
 
-def decode_fast(decoder: msgspec.json.Decoder[Any], model: type[Model], raw: bytes | None) -> Any:
-    """The decoder's Struct when it accepts the record (a strict fast path that accepts a subset of what
-    the model accepts), otherwise decode(model, raw): the model either accepts it or names the field."""
-    if raw and len(raw) <= MAX_MESSAGE_BYTES:
-        try:
-            return decoder.decode(raw)
-        except msgspec.DecodeError:  # ValidationError included
-            pass
-    return decode(model, raw)
+class StructFirst(Generic[Fast, Model]):
+    """Decode with a msgspec Struct that accepts a subset of what `model` accepts, to equal values (several
+    times faster); whatever it refuses goes to `decode(model, ...)`, so pydantic still gives every verdict."""
+
+    def __init__(self, struct: type[Fast], model: type[Model]) -> None:
+        self._fast = msgspec.json.Decoder(struct).decode
+        self.model = model
+
+    def __call__(self, raw: bytes | None) -> Fast | Model | DecodeFailure:
+        if raw and len(raw) <= MAX_MESSAGE_BYTES:
+            try:
+                return self._fast(raw)
+            except (msgspec.MsgspecError, ValueError):  # ValueError: bytes that are not UTF-8
+                pass
+        return decode(self.model, raw)
 
 
 def _json_failure(exc: ValidationError) -> DecodeFailure | None:

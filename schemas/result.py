@@ -1,10 +1,19 @@
-"""Result: the outcome of one attempt at one job, with the provider's own token usage."""
+"""Result: the outcome of one attempt at one job, with the provider's own token usage.
+
+`Result` (pydantic) is the authority. `ResultStruct` (msgspec) is the sink's fast path for the same wire
+record: it accepts a subset of what `Result` accepts, decodes to equal values, and anything it refuses goes
+to `Result` for the verdict and the field-naming error (tests/unit/test_result_struct.py holds it to that).
+"""
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
+from msgspec import Meta, Struct
+from msgspec.structs import force_setattr
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from schemas.work_item import TaskType
@@ -60,3 +69,50 @@ class Result(BaseModel):
     latency_ms: float = Field(ge=0.0)
     batch: bool = Field(default=False, description="Served through a provider's discounted batch API.")
     completed_at: AwareDatetime
+
+
+# The one time shape the fast path reads (plain RFC 3339), with datetime.fromisoformat: msgspec's own datetime
+# rounds a fraction past microseconds where pydantic truncates, and fromisoformat alone reads shapes pydantic
+# refuses (basic format, minute 60 in an offset). Anything else takes the pydantic path.
+plain_aware_time = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+).fullmatch
+Tokens = Annotated[int, Meta(ge=0, le=MAX_TOKENS)]
+
+
+class UsageStruct(Struct, frozen=True, forbid_unknown_fields=True, gc=False):
+    input_tokens: Tokens = 0
+    cached_input_tokens: Tokens = 0
+    cache_write_tokens: Tokens = 0
+    output_tokens: Tokens = 0
+    reasoning_tokens: Tokens = 0
+
+
+class ResultStruct(Struct, frozen=True, forbid_unknown_fields=True, gc=False):
+    """`Result`'s fields and constraints, strict: no coercion (1.0 for 1, "true" for true), RFC 3339 times only."""
+
+    job_id: str
+    attempt: Annotated[int, Meta(ge=1, le=MAX_ATTEMPT)]
+    tenant: str
+    task_type: TaskType
+    pool: str
+    provider: str
+    model: str
+    status: ResultStatus
+    latency_ms: Annotated[float, Meta(ge=0.0)]
+    completed_at: str  # plain RFC 3339 text, an aware datetime once decoded (__post_init__)
+    schema_version: Literal[1] = 1
+    output: str | None = None
+    confidence: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
+    error: Annotated[str, Meta(max_length=2000)] | None = None
+    usage: UsageStruct = UsageStruct()
+    batch: bool = False
+
+    def __post_init__(self) -> None:
+        """msgspec calls this while decoding; a ValueError here refuses the record (pydantic then decides)."""
+        if plain_aware_time(self.completed_at) is None:
+            raise ValueError("completed_at is not plain RFC 3339")
+        force_setattr(self, "completed_at", datetime.fromisoformat(self.completed_at))
+
+
+AnyResult = Result | ResultStruct  # what the sink holds after decoding: the fast path's struct, or pydantic's model

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from schemas.decoding import StructFirst
 from schemas.work_item import MAX_INPUT_CHARS, TaskType, WorkItem
 
 # `\Z`, not `$` (which would let a trailing newline through; pydantic's regex does not). Checked in
@@ -94,4 +95,4 @@ def _is_identifier(value: str) -> bool:
     return IDENTIFIER.match(value) is not None
 
 
-WORK_ITEM_DECODER = msgspec.json.Decoder(WorkItemStruct)
+DECODE_WORK_ITEM = StructFirst(WorkItemStruct, WorkItem)  # the struct, else the pydantic model's verdict

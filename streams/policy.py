@@ -22,8 +22,8 @@ from modelyard.observability import DEAD_LETTERS, routed_to
 from modelyard.settings import Settings
 from modelyard.signatures import TenantKeys
 from schemas import TaskType, WorkItem
-from schemas.decoding import DecodeFailure, decode_fast
-from schemas.work_item_struct import WORK_ITEM_DECODER, WorkItemStruct
+from schemas.decoding import DecodeFailure
+from schemas.work_item_struct import DECODE_WORK_ITEM, WorkItemStruct
 from streams.budgets import BudgetBook, Overrun
 from streams.dedup import RecentJobIds
 from streams.novelty import NoveltyDetector
@@ -299,7 +299,7 @@ class RoutingPolicy:
         return Outgoing(self.kafka.pool_topic(pool), item.job_id.encode(), assignment_json(raw, downgraded, now))
 
     def _validate(self, raw: bytes | None, source: Source, clock: float) -> Item | DecodeFailure:
-        item = decode_fast(WORK_ITEM_DECODER, WorkItem, raw)
+        item = DECODE_WORK_ITEM(raw)
         if isinstance(item, DecodeFailure):
             return item
         if self.known_tenants is not None and item.tenant not in self.known_tenants:

@@ -15,7 +15,7 @@ from operator import attrgetter
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas import Result
+from schemas import AnyResult
 from workers.pricing import PricedColumns
 
 LEDGER_AMOUNT = pa.decimal128(24, 12)  # cost_ledger's Decimal(24, 12)
@@ -32,53 +32,60 @@ COST_COLUMNS = (
     "self_hosted", "reference_model", "reference_cost_usd", "savings_usd", "completed_at",
 )
 TOKEN_KINDS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
-STRINGS = ("job_id", "tenant", "pool", "provider", "model")
 
 
 class LedgerTables:
-    def __init__(self, results: Sequence[Result], costs: PricedColumns) -> None:
+    def __init__(self, results: Sequence[AnyResult], costs: PricedColumns) -> None:
         if len(results) != len(costs):
             raise ValueError(f"{len(results)} results but {len(costs)} costs")
         self.rows = results
         self.costs = costs
+        self.job_ids = [r.job_id for r in results]  # with `attempts`, the key both tables dedup on
+        self.attempts = [r.attempt for r in results]
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
     @cached_property
     def results(self) -> pa.Table:
         rows = self.rows
         own = {
-            "status": pa.array([r.status.value for r in rows], pa.string()),
+            "status": pa.array([r.status for r in rows], pa.string()),  # a StrEnum member is its value
             "output": pa.array([r.output or "" for r in rows], pa.string()),
-            "confidence": pa.array(list(map(attrgetter("confidence"), rows)), pa.float64()),
-            "error": pa.array(list(map(attrgetter("error"), rows)), pa.string()),
-            "latency_ms": pa.array(list(map(attrgetter("latency_ms"), rows)), pa.float64()),
+            "confidence": pa.array([r.confidence for r in rows], pa.float64()),
+            "error": pa.array([r.error for r in rows], pa.string()),
+            "latency_ms": pa.array([r.latency_ms for r in rows], pa.float64()),
         }
         return _table(RESULT_COLUMNS, self._shared | own)
 
     @cached_property
     def cost_ledger(self) -> pa.Table:
         c = self.costs
+        total = amounts(c.total)
         own = {
             "input_cost_usd": amounts(c.input), "cached_input_cost_usd": amounts(c.cached_input),
             "cache_write_cost_usd": amounts(c.cache_write), "output_cost_usd": amounts(c.output),
-            "reasoning_cost_usd": amounts(c.reasoning), "total_cost_usd": amounts(c.total),
+            "reasoning_cost_usd": amounts(c.reasoning), "total_cost_usd": total,
             "catalog_version": pa.array(c.catalog_version, pa.string()), "self_hosted": pa.array(c.self_hosted, pa.uint8()),
-            "reference_model": pa.array(c.reference_model, pa.string()), "reference_cost_usd": amounts(c.reference),
-            "savings_usd": amounts(c.savings),
+            "reference_model": pa.array(c.reference_model, pa.string()),
+            "reference_cost_usd": total if c.reference is c.total else amounts(c.reference), "savings_usd": amounts(c.savings),
         }
         return _table(COST_COLUMNS, self._shared | own)
 
     @cached_property
     def _shared(self) -> dict[str, pa.Array]:
-        """Columns both tables carry, built once."""
+        """Columns both tables carry, built once, each straight from the rows' attributes."""
         rows = self.rows
-        usages = list(map(attrgetter("usage"), rows))
-        columns = {name: pa.array(list(map(attrgetter(name), rows)), pa.string()) for name in STRINGS}
-        columns |= {kind: pa.array(list(map(attrgetter(kind), usages)), pa.uint32()) for kind in TOKEN_KINDS}
-        columns["attempt"] = pa.array(list(map(attrgetter("attempt"), rows)), pa.uint16())
-        columns["task_type"] = pa.array([r.task_type.value for r in rows], pa.string())
-        columns["batch"] = pa.array(list(map(attrgetter("batch"), rows)), pa.bool_()).cast(pa.uint8())
-        columns["completed_at"] = milliseconds(list(map(attrgetter("completed_at"), rows)))
-        return columns
+        usages = [r.usage for r in rows]
+        columns = {
+            "job_id": pa.array(self.job_ids, pa.string()), "attempt": pa.array(self.attempts, pa.uint16()),
+            "tenant": pa.array([r.tenant for r in rows], pa.string()), "task_type": pa.array([r.task_type for r in rows], pa.string()),
+            "pool": pa.array([r.pool for r in rows], pa.string()), "provider": pa.array([r.provider for r in rows], pa.string()),
+            "model": pa.array([r.model for r in rows], pa.string()),
+            "batch": pa.array([r.batch for r in rows], pa.bool_()).cast(pa.uint8()),
+            "completed_at": milliseconds([r.completed_at for r in rows]),
+        }
+        return columns | {kind: pa.array(list(map(attrgetter(kind), usages)), pa.uint32()) for kind in TOKEN_KINDS}
 
 
 def _table(names: Sequence[str], columns: dict[str, pa.Array]) -> pa.Table:
@@ -86,8 +93,12 @@ def _table(names: Sequence[str], columns: dict[str, pa.Array]) -> pa.Table:
 
 
 def amounts(units: list[int]) -> pa.Array:
-    """Whole ledger units (1e-12 USD) as exact Decimal128(24, 12) values."""
-    return pa.array(units, WHOLE_UNITS).view(LEDGER_AMOUNT)
+    """Whole ledger units (1e-12 USD) as exact Decimal128(24, 12) values (through int64 while they fit: faster)."""
+    try:
+        whole = pa.array(units, pa.int64()).cast(WHOLE_UNITS)
+    except OverflowError:  # past 2**63 units (9.2 million USD in one row)
+        whole = pa.array(units, WHOLE_UNITS)
+    return whole.view(LEDGER_AMOUNT)
 
 
 def milliseconds(times: list) -> pa.Array:

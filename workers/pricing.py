@@ -11,25 +11,29 @@ reference frontier model would have charged for the same tokens.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from datetime import date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from importlib import resources
+from itertools import chain
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from modelyard._exceptions import ConfigError
-from schemas import Result, Usage
+from schemas import AnyResult, Result, Usage
+from schemas.result import UsageStruct
 
 MILLION = Decimal(1_000_000)
 ZERO = Decimal(0)
 SECONDS_PER_HOUR = Decimal(3600)
 PRECISION = Decimal("1e-12")  # the ledger's Decimal(24, 12): amounts are rounded once, here, so sums stay exact
 UNITS_PER_USD = 10**12  # whole ledger units (PRECISION) in one USD
+AnyUsage = Usage | UsageStruct
 EXACT_LIMIT = 10**28  # Decimal's default 28 digits: coefficients below this multiply without rounding
 
 
@@ -139,6 +143,14 @@ class Meter:
             return self.per_token * tokens
         return _charged_units(self.rate, self.scale, tokens)
 
+    def column(self, tokens: list[int]) -> list[int]:
+        """`self(n)` for every n: one multiplication each at a whole-unit rate, else Decimal once per distinct n."""
+        if self.per_token is not None and max(tokens, default=0) <= self.max_tokens:
+            per_token = self.per_token
+            return [per_token * n for n in tokens] if per_token else [0] * len(tokens)
+        charged = {n: self(n) for n in set(tokens)}
+        return [charged[n] for n in tokens]
+
 
 @lru_cache(maxsize=1 << 16)
 def _charged_units(rate: Decimal, scale: Decimal, tokens: int) -> int:
@@ -191,9 +203,20 @@ class PricedColumns:
     self_hosted: list[int] = field(default_factory=list)
     reference_model: list[str] = field(default_factory=list)
 
-    @property
-    def amount_lists(self) -> tuple[list[int], ...]:
-        return (self.input, self.cached_input, self.cache_write, self.output, self.reasoning)
+    @classmethod
+    def in_row_order(cls, groups: list[tuple[list[int], PricedColumns]], rows: int) -> PricedColumns:
+        """Columns priced group by group (each with its rows' positions in the batch), back in the batch's order."""
+        if len(groups) <= 1:
+            return groups[0][1] if groups else cls()
+        place = [0] * rows  # each row's place in the groups' concatenated columns
+        for at, row in enumerate(chain.from_iterable(positions for positions, _ in groups)):
+            place[row] = at
+
+        def column(name: str) -> list:
+            concatenated = list(chain.from_iterable(getattr(columns, name) for _, columns in groups))
+            return list(map(concatenated.__getitem__, place))
+
+        return cls(**{name: column(name) for name in vars(groups[0][1])})
 
     def take(self, rows: Sequence[int]) -> PricedColumns:
         """The columns for the given row positions only."""
@@ -249,14 +272,21 @@ class PriceCatalog:
         return Cost(*amounts, catalog_version=rates.catalog_version, self_hosted=rates.self_hosted,
                     reference_model=self.reference_model or "", reference_usd=reference_usd)
 
-    def price(self, results: Sequence[Result]) -> PricedColumns:
-        """The same figures as `cost` for every result, as ledger columns; one rate lookup per (model, day, batch)."""
-        columns, plans = PricedColumns(), {}
-        for result in results:
-            key = (result.model, result.completed_at.date(), result.batch)
-            plan = plans.get(key) or plans.setdefault(key, _Plan(self, *key))
-            plan.price(result.usage, columns)
-        return columns
+    def price(self, results: Sequence[AnyResult]) -> PricedColumns:
+        """The same figures as `cost` for every result, as ledger columns: the rows of each (model, day, batch
+        mode) priced together from their token columns, in whole ledger units."""
+        groups: defaultdict[tuple[str, date, bool], list[int]] = defaultdict(list)
+        for row, key in enumerate([(r.model, r.completed_at.date(), r.batch) for r in results]):
+            groups[key].append(row)
+        usages = [r.usage for r in results]
+        if len(groups) == 1:
+            return self._plan(*next(iter(groups))).price(usages)
+        priced = [(rows, self._plan(*key).price([usages[row] for row in rows])) for key, rows in groups.items()]
+        return PricedColumns.in_row_order(priced, len(results))
+
+    @lru_cache(maxsize=4096)  # noqa: B019 - the catalog is immutable and lives as long as the process
+    def _plan(self, model: str, day: date, batch: bool) -> _Plan:
+        return _Plan(self, model, day, batch)
 
     def _reference(self, result: Result) -> Decimal:
         """What the reference frontier model would have charged for the same tokens (same batch mode)."""
@@ -268,7 +298,7 @@ class PriceCatalog:
 
 
 class _Plan:
-    """How to price results of one model on one day in one batch mode, appending to the ledger columns."""
+    """How to price the results of one model on one day in one batch mode: their ledger columns, from their usage."""
 
     def __init__(self, catalog: PriceCatalog, model: str, day: date, batch: bool) -> None:
         rates = catalog._rates_on(model, day)
@@ -277,20 +307,29 @@ class _Plan:
         self.reference_meters = reference.meters(batch) if rates and reference else None
         self.tag = ("unpriced", 0, "") if rates is None else (rates.catalog_version, int(rates.self_hosted), catalog.reference_model or "")
 
-    def price(self, usage: Usage, columns: PricedColumns) -> None:
-        tokens = (usage.input_tokens, usage.cached_input_tokens, usage.cache_write_tokens,
-                  max(usage.output_tokens - usage.reasoning_tokens, 0), usage.reasoning_tokens)
-        amounts = [meter(n) for meter, n in zip(self.meters, tokens)] if self.meters else [0, 0, 0, 0, 0]
-        total = sum(amounts)
-        reference = sum(meter(n) for meter, n in zip(self.reference_meters, tokens)) if self.reference_meters else 0
-        for column, value in zip(columns.amount_lists, amounts):
-            column.append(value)
-        columns.total.append(total)
-        columns.reference.append(reference)
-        columns.savings.append(reference - total if self.tag[2] else 0)
-        columns.catalog_version.append(self.tag[0])
-        columns.self_hosted.append(self.tag[1])
-        columns.reference_model.append(self.tag[2])
+    def price(self, usages: Sequence[AnyUsage]) -> PricedColumns:
+        rows = len(usages)
+        tokens = token_columns(usages)
+        amounts = [meter.column(n) for meter, n in zip(self.meters, tokens)] if self.meters else [[0] * rows for _ in tokens]
+        total = [a + b + c + d + e for a, b, c, d, e in zip(*amounts)]
+        if self.reference_meters is None:
+            reference = [0] * rows
+        elif self.reference_meters is self.meters:  # the reference model itself
+            reference = total
+        else:
+            reference = [a + b + c + d + e for a, b, c, d, e in zip(*(m.column(n) for m, n in zip(self.reference_meters, tokens)))]
+        savings = [r - t for r, t in zip(reference, total)] if self.tag[2] else [0] * rows
+        version, self_hosted, reference_model = self.tag
+        return PricedColumns(*amounts, total, reference, savings, [version] * rows, [self_hosted] * rows, [reference_model] * rows)
+
+
+def token_columns(usages: Sequence[AnyUsage]) -> tuple[list[int], list[int], list[int], list[int], list[int]]:
+    """(input, cached input, cache write, visible output, reasoning) token counts; reasoning is part of output."""
+    output = [u.output_tokens for u in usages]
+    reasoning = [u.reasoning_tokens for u in usages]
+    visible = [o - r if o > r else 0 for o, r in zip(output, reasoning)] if any(reasoning) else output
+    return ([u.input_tokens for u in usages], [u.cached_input_tokens for u in usages],
+            [u.cache_write_tokens for u in usages], visible, reasoning)
 
 
 def _resolve(prices: ProviderPrices, entry: PriceEntry) -> Rates:

@@ -1,7 +1,9 @@
 """ClickHouseSink: results topic -> results + cost_ledger tables; pool topics -> routing_decisions.
 
 Adds records to a batch, flushes by size or time, writes with clickhouse-connect off the event loop, and
-commits the batch's offsets only after the write succeeded. While ClickHouse is unavailable it holds the
+commits the batch's offsets only after the write succeeded. A due batch is decoded (msgspec first, pydantic
+for the verdict on anything it refuses), priced and turned into Arrow tables while the batch before it is
+still being written; writes and commits stay in batch order. While ClickHouse is unavailable it holds the
 batch (consuming nothing more) and retries with backoff. Replays are harmless: both tables dedup on
 (job_id, attempt).
 """
@@ -11,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import pyarrow as pa
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
@@ -25,45 +28,56 @@ from modelyard.observability import (
 )
 from modelyard.settings import Settings
 from modelyard.topics import sink_topics
-from schemas import Assignment, Result
-from schemas.decoding import DecodeFailure, decode
+from schemas import AnyResult, Assignment, Result, ResultStruct
+from schemas.decoding import DecodeFailure, StructFirst, decode
 from schemas.evaluation import EvalScore
 from workers.clickhouse import ClickHouseStore
 from workers.kafka_clients import make_consumer, make_producer
-from workers.pricing import UNITS_PER_USD, PriceCatalog, PricedColumns
+from workers.ledger_tables import LedgerTables
+from workers.pricing import PriceCatalog
 from workers.shadow_watch import ShadowAgreementWatch
 
 log = logging.getLogger("modelyard.sink")
+decode_result = StructFirst(ResultStruct, Result)  # msgspec for well-formed results, pydantic for every verdict
 
 
 @dataclass
 class Batch:
     results_topic: str
     evals_topic: str
-    results: list[Result] = field(default_factory=list)
+    results: list[AnyResult] = field(default_factory=list)
     undecoded: list[ConsumerRecord] = field(default_factory=list)  # results, decoded at write time off the loop
     decisions: list[Assignment] = field(default_factory=list)
     evals: list[EvalScore] = field(default_factory=list)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
     rejected: list[tuple[ConsumerRecord, DecodeFailure]] = field(default_factory=list)
+    ledger: LedgerTables | None = None  # the results and their costs as Arrow tables, once prepared
     opened_at: float = field(default_factory=time.monotonic)
 
-    def add(self, record: ConsumerRecord) -> None:
-        self.offsets[TopicPartition(record.topic, record.partition)] = record.offset + 1
-        if record.topic == self.results_topic:
-            self.undecoded.append(record)
+    def add(self, partition: TopicPartition, records: list[ConsumerRecord]) -> None:
+        """One partition's fetched records, in offset order (results are decoded at write time, off the loop)."""
+        if not records:
             return
-        model, bucket = (EvalScore, self.evals) if record.topic == self.evals_topic else (Assignment, self.decisions)
-        self._decode_into(record, model, bucket)
+        self.offsets[partition] = records[-1].offset + 1
+        if partition.topic == self.results_topic:
+            self.undecoded.extend(records)
+            return
+        model, bucket = (EvalScore, self.evals) if partition.topic == self.evals_topic else (Assignment, self.decisions)
+        for record in records:
+            self._keep(record, decode(model, record.value), bucket)
 
     def decode_results(self) -> None:
         """Decode the results topic's records (once, however often the write is retried)."""
+        results, rejected = self.results, self.rejected
         for record in self.undecoded:
-            self._decode_into(record, Result, self.results)
+            value = decode_result(record.value)
+            if isinstance(value, DecodeFailure):
+                rejected.append((record, value))
+            else:
+                results.append(value)
         self.undecoded = []
 
-    def _decode_into(self, record: ConsumerRecord, model: type, bucket: list) -> None:
-        value = decode(model, record.value)
+    def _keep(self, record: ConsumerRecord, value: object, bucket: list) -> None:
         if isinstance(value, DecodeFailure):
             self.rejected.append((record, value))
         else:
@@ -89,18 +103,18 @@ class ClickHouseSink:
         self.producer = make_producer(self.settings)
         await self.producer.start()
         await self.consumer.start()
-        batch, writing = self._new_batch(), None
+        batch, flushing = self._new_batch(), deque[asyncio.Task[bool]]()
         try:
             while not stop.is_set():
                 await self._fill(batch)
                 if self._due(batch):
-                    if writing is not None:
-                        await writing  # at most one batch written while the next one fills
-                    writing = asyncio.create_task(self._flush_until_written(batch, stop))
+                    while len(flushing) >= 2:  # one batch written, the next one prepared, while a third fills
+                        await flushing.popleft()
+                    after = flushing[-1] if flushing else None
+                    flushing.append(asyncio.create_task(self._flush_until_written(batch, stop, after=after)))
                     batch = self._new_batch()
-            if writing is not None:
-                await writing
-            if len(batch):
+            written = all([await task for task in flushing])
+            if len(batch) and written:
                 await self._flush_until_written(batch, stop, attempts=3)
         finally:
             await self.consumer.stop()
@@ -113,10 +127,9 @@ class ClickHouseSink:
         room = self.settings.sink.batch_size - len(batch)
         timeout_ms = int(self.settings.sink.flush_interval_s * 1000)
         polled = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max(1, room))
-        for records in polled.values():
+        for partition, records in polled.items():
             self.consumed += len(records)
-            for record in records:
-                batch.add(record)
+            batch.add(partition, records)
 
     def _due(self, batch: Batch) -> bool:
         if not len(batch):
@@ -124,26 +137,35 @@ class ClickHouseSink:
         full = len(batch) >= self.settings.sink.batch_size
         return full or time.monotonic() - batch.opened_at >= self.settings.sink.flush_interval_s
 
-    async def _flush_until_written(self, batch: Batch, stop: asyncio.Event, attempts: int | None = None) -> None:
-        """Write, then commit. Hold the batch and retry while ClickHouse refuses it."""
+    async def _flush_until_written(
+        self, batch: Batch, stop: asyncio.Event, attempts: int | None = None, after: asyncio.Task[bool] | None = None,
+    ) -> bool:
+        """Prepare the batch, then (once the batch before it, `after`, is written) write it and commit. Hold the
+        batch and retry while ClickHouse refuses it. True once written.
+
+        Preparing touches no ClickHouse, so it runs while the batch before is still being written (chdb releases
+        the GIL); writes and commits stay in batch order."""
+        await asyncio.to_thread(self._prepare, batch)
+        if after is not None and not await after:
+            return False  # the batch before was given up at shutdown: committing past it would skip it
         tries = 0
         while True:
             try:
                 await self.flush(batch)
-                return
+                return True
             except Backpressure as exc:
                 tries += 1
                 if (attempts is not None and tries >= attempts) or (stop.is_set() and tries >= 3):
                     log.error("giving up on a batch of %d at shutdown; it will replay: %s", len(batch), exc)
-                    return
+                    return False
                 log.warning("%s; retrying in %.1fs", exc, exc.retry_after)
                 await asyncio.sleep(exc.retry_after)
 
     async def flush(self, batch: Batch) -> None:
-        """Price and write off the event loop (chdb releases the GIL while it inserts), then commit."""
+        """Write a prepared batch off the event loop (chdb releases the GIL while it inserts), then commit."""
         started = time.perf_counter()
         try:
-            costs = await asyncio.to_thread(self._price_and_write, batch)
+            await asyncio.to_thread(self._write, batch)
         except StorageError as exc:
             SINK_WRITE_FAILURES.inc()
             raise Backpressure(f"ClickHouse write failed: {exc}", retry_after=self.settings.sink.retry_backoff_s) from exc
@@ -155,25 +177,32 @@ class ClickHouseSink:
         except KafkaError as exc:  # e.g. the partitions moved in a rebalance: the new owner replays, the store skips
             log.warning("commit after write failed (%r); the batch will replay and be skipped as already stored", exc)
         self.written += len(batch.results)
-        count_written(batch, costs)
+        count_written(batch.ledger, len(batch.decisions))
 
     async def _publish_spend(self, batch: Batch) -> None:
         """Budgeted tenants' spend today and this month, for the routers (compacted topic keyed by tenant)."""
-        tenants = sorted({r.tenant for r in batch.results} & set(self.settings.costs.budgets))
+        budgets = self.settings.costs.budgets
+        tenants = sorted({r.tenant for r in batch.results} & set(budgets)) if budgets else []
         if not tenants:
             return
         for record in await asyncio.to_thread(self.store.spend, tenants, datetime.now(UTC)):
             await self.producer.send(self.settings.kafka.spend_topic, record.model_dump_json().encode(), key=record.tenant.encode())
 
-    def _price_and_write(self, batch: Batch) -> PricedColumns:
-        """Decode, price and insert: all of it in the writer thread, while the loop fetches the next batch."""
-        batch.decode_results()
-        costs = self.catalog.price(batch.results)
-        self.store.write_batch(batch.results, costs, batch.decisions, self.settings.distill.capture_tasks)
+    def _prepare(self, batch: Batch) -> None:
+        """Decode and price the results and build their Arrow tables (once, however often the write is retried)."""
+        if batch.ledger is None:
+            batch.decode_results()
+            batch.ledger = LedgerTables(batch.results, self.catalog.price(batch.results))
+            _ = batch.ledger.results, batch.ledger.cost_ledger
+
+    def _write(self, batch: Batch) -> None:
+        """Every ClickHouse call of a batch, in the writing thread: chdb serves one caller at a time."""
+        assert batch.ledger is not None
+        self.store.write_ledger(batch.ledger)
+        self.store.write_decisions(batch.decisions, self.settings.distill.capture_tasks)
         self.store.write_evals(batch.evals)
-        if self.shadow_watch.due():  # here, in the writing thread: chdb serves one caller at a time
+        if self.shadow_watch.due():
             self.shadow_watch.refresh()
-        return costs
 
     async def _dead_letter(self, rejected: list[tuple[ConsumerRecord, DecodeFailure]]) -> None:
         for record, failure in rejected:
@@ -185,27 +214,31 @@ class ClickHouseSink:
             DEAD_LETTERS.labels("sink", failure.reason).inc()
 
 
-def count_written(batch: Batch, costs: PricedColumns) -> None:
+TOKEN_COLUMNS = {"input": "input_tokens", "cached_input": "cached_input_tokens", "cache_write": "cache_write_tokens", "output": "output_tokens"}
+
+
+def count_written(tables: LedgerTables, decisions: int) -> None:
     """Metrics for a batch ClickHouse accepted: rows per table, results per outcome, tokens and cost.
 
-    Summed per label set first: one counter update per group, not per row."""
-    for table, rows in (("results", len(batch.results)), ("cost_ledger", len(costs)), ("routing_decisions", len(batch.decisions))):
+    Summed per label set by Arrow's group-by first: one counter update per group, not per row."""
+    for table, rows in (("results", len(tables)), ("cost_ledger", len(tables)), ("routing_decisions", decisions)):
         if rows:
             SINK_ROWS.labels(table).inc(rows)
-    outcomes: Counter[tuple[str, str]] = Counter()
-    tokens: Counter[tuple[str, str, str]] = Counter()
-    units: Counter[tuple[str, str]] = Counter()
-    for result, total in zip(batch.results, costs.total, strict=True):
-        outcomes[result.pool, result.status.value] += 1
-        usage = result.usage
-        for kind, count in (("input", usage.input_tokens), ("cached_input", usage.cached_input_tokens),
-                            ("cache_write", usage.cache_write_tokens), ("output", usage.output_tokens)):
-            tokens[result.pool, result.model, kind] += count
-        units[result.pool, result.model] += total
-    for labels, count in outcomes.items():
-        SINK_RESULTS.labels(*labels).inc(count)
-    for labels, count in tokens.items():
-        if count:
-            TOKENS.labels(*labels).inc(count)
-    for labels, total in units.items():
-        COST_USD.labels(*labels).inc(total / UNITS_PER_USD)
+    if len(tables):
+        _count_results(tables.results)
+        _count_costs(tables.cost_ledger)
+
+
+def _count_results(results: pa.Table) -> None:
+    for group in results.group_by(["pool", "status"]).aggregate([([], "count_all")]).to_pylist():
+        SINK_RESULTS.labels(group["pool"], group["status"]).inc(group["count_all"])
+    tokens = results.group_by(["pool", "model"]).aggregate([(column, "sum") for column in TOKEN_COLUMNS.values()])
+    for group in tokens.to_pylist():
+        for kind, column in TOKEN_COLUMNS.items():
+            if group[f"{column}_sum"]:
+                TOKENS.labels(group["pool"], group["model"], kind).inc(group[f"{column}_sum"])
+
+
+def _count_costs(ledger: pa.Table) -> None:
+    for group in ledger.group_by(["pool", "model"]).aggregate([("total_cost_usd", "sum")]).to_pylist():
+        COST_USD.labels(group["pool"], group["model"]).inc(float(group["total_cost_usd_sum"]))

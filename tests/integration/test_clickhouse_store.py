@@ -58,6 +58,8 @@ def test_replayed_results_bill_once(store: ClickHouseStore) -> None:
     assert store.query("SELECT count() FROM cost_ledger WHERE startsWith(job_id, 'replay-')") == [(3,)]
     rollup = store.query("SELECT sum(attempts), sum(cost_usd) FROM v_cost_by_day WHERE tenant = 'acme'")
     assert rollup == [(3, expected * 3)]
+    store.write_batch([], catalog.price([]))  # a batch of routing decisions only: no result, nothing to write
+    assert store.query("SELECT count() FROM cost_ledger WHERE startsWith(job_id, 'replay-')") == [(3,)]
 
 
 def test_analyst_views_answer(store: ClickHouseStore) -> None:
@@ -73,7 +75,22 @@ def test_dsn_password_is_redacted_in_messages() -> None:
 
 def test_stored_key_check_matches_awkward_job_ids(store: ClickHouseStore) -> None:
     store.migrate()
-    awkward = [result(job_id) for job_id in ("it's", 'say "hi"\\', "line\nbreak", "ünï\u2028")]
+    awkward = [result(job_id) for job_id in (
+        "it's", 'say "hi"\\', "line\nbreak", "ünï\u2028", "tab\there", "cr\r", "nul\0", "back\\nslash", "{ids:String}", "%s %(x)s", "",
+    )]
     store.write_batch(awkward, PriceCatalog.load().price(awkward))
     keys = [(r.job_id, 1) for r in awkward] + [("it's", 2), ("never-stored", 1)]
     assert store.unseen("results", keys) == {("it's", 2), ("never-stored", 1)}
+    # ids that need no TSV escaping take the unescaped path; an empty id is still a line of its own
+    assert store.unseen("results", [("", 1), ("it's", 1), ("ünï\u2028", 1), ("{ids:String}", 1), ("x", 1)]) == {("x", 1)}
+
+
+def test_a_key_twice_in_one_batch_is_stored_once_the_last_copy(store: ClickHouseStore) -> None:
+    store.migrate()
+    batch = [result("twice-1", output="first"), result("twice-2"), result("twice-1", output="second")]
+    store.write_batch(batch, PriceCatalog.load().price(batch))
+    # no FINAL: the insert itself holds one row per key (optimize_on_insert is off for these inserts)
+    assert store.query("SELECT job_id, output FROM results WHERE startsWith(job_id, 'twice-') ORDER BY job_id") == [
+        ("twice-1", "second"), ("twice-2", "ok"),
+    ]
+    assert store.query("SELECT count() FROM cost_ledger WHERE startsWith(job_id, 'twice-')") == [(2,)]

@@ -196,3 +196,7 @@ def test_whole_unit_rates_hand_over_to_decimal_beyond_28_digits() -> None:
     assert meter(meter.max_tokens) == 15_000_000 * meter.max_tokens
     with pytest.raises(InvalidOperation):  # Decimal's own verdict on an amount past 28 digits, as `cost` gives it
         meter(meter.max_tokens + 1)
+
+
+def test_no_results_price_to_empty_columns(catalog: PriceCatalog) -> None:
+    assert len(catalog.price([])) == 0
