@@ -43,11 +43,14 @@ console = Console(stderr=True)
 MODELS = [("slm", "vllm", "HuggingFaceTB/SmolLM2-135M-Instruct"), ("frontier", "anthropic", "claude-sonnet-5")]
 
 
+ID_STYLE = "sequential"  # or "random": uuid4 job ids, whose lookups spread over the whole key index
+
+
 def results(prefix: str, n: int) -> list[Result]:
     now = datetime.now(UTC)
     return [
         Result(
-            job_id=f"{prefix}-{i}", attempt=1, tenant=("acme", "globex", "initech")[i % 3], task_type="classification",
+            job_id=f"{prefix}-{uuid.uuid4() if ID_STYLE == 'random' else i}", attempt=1, tenant=("acme", "globex", "initech")[i % 3], task_type="classification",
             pool=MODELS[i % 2][0], provider=MODELS[i % 2][1], model=MODELS[i % 2][2], status="ok", output="billing",
             confidence=0.9, usage={"input_tokens": 120 + i % 50, "cached_input_tokens": i % 7, "output_tokens": 3},
             latency_ms=42.0, completed_at=now,
@@ -196,4 +199,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=20_000)
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--ids", choices=["sequential", "random"], default="sequential", help="job ids: prefix-N, or prefix-uuid4")
+    arguments = parser.parse_args()
+    ID_STYLE = arguments.ids
+    asyncio.run(main(arguments))
