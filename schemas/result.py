@@ -7,8 +7,6 @@ to `Result` for the verdict and the field-naming error (tests/unit/test_result_s
 
 from __future__ import annotations
 
-import re
-from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -16,6 +14,7 @@ from msgspec import Meta, Struct
 from msgspec.structs import force_setattr
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from schemas.decoding import plain_aware_datetime
 from schemas.work_item import TaskType
 
 
@@ -71,12 +70,6 @@ class Result(BaseModel):
     completed_at: AwareDatetime
 
 
-# The one time shape the fast path reads (plain RFC 3339), with datetime.fromisoformat: msgspec's own datetime
-# rounds a fraction past microseconds where pydantic truncates, and fromisoformat alone reads shapes pydantic
-# refuses (basic format, minute 60 in an offset). Anything else takes the pydantic path.
-plain_aware_time = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
-).fullmatch
 Tokens = Annotated[int, Meta(ge=0, le=MAX_TOKENS)]
 
 
@@ -110,9 +103,7 @@ class ResultStruct(Struct, frozen=True, forbid_unknown_fields=True, gc=False):
 
     def __post_init__(self) -> None:
         """msgspec calls this while decoding; a ValueError here refuses the record (pydantic then decides)."""
-        if plain_aware_time(self.completed_at) is None:
-            raise ValueError("completed_at is not plain RFC 3339")
-        force_setattr(self, "completed_at", datetime.fromisoformat(self.completed_at))
+        force_setattr(self, "completed_at", plain_aware_datetime(self.completed_at, "completed_at"))
 
 
 AnyResult = Result | ResultStruct  # what the sink holds after decoding: the fast path's struct, or pydantic's model

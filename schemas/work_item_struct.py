@@ -11,21 +11,21 @@ Its attributes and methods mirror WorkItem's, so routing code reads either.
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
+from msgspec.structs import force_setattr
 
-from schemas.decoding import StructFirst
+from schemas.decoding import StructFirst, plain_aware_datetime
 from schemas.work_item import MAX_INPUT_CHARS, TaskType, WorkItem
 
 # `\Z`, not `$` (which would let a trailing newline through; pydantic's regex does not). Checked in
 # __post_init__ rather than as a msgspec pattern: one Python call per item instead of one per field.
 IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@-]*\Z")
 Identifier = Annotated[str, Meta(min_length=1, max_length=128)]
-AwareDatetime = Annotated[datetime, Meta(tz=True)]
+MAX_SCHEMA_DEPTH = 64  # pydantic's JSON parser refuses nesting past ~200 levels, msgspec's only past ~1,000
 
 
 class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):  # no cycles: not GC-tracked
@@ -54,11 +54,11 @@ class WorkItemStruct(_Strict):
     task: TaskType | None = None
     params: TaskParamsStruct = msgspec.field(default_factory=TaskParamsStruct)
     priority: Annotated[int, Meta(ge=0, le=9)] = 5
-    deadline: AwareDatetime | None = None
+    deadline: str | None = None  # plain RFC 3339 text, an aware datetime once decoded (__post_init__)
     metadata: Annotated[
         dict[Annotated[str, Meta(max_length=128)], Annotated[str, Meta(max_length=1024)]], Meta(max_length=64)
     ] = msgspec.field(default_factory=dict)
-    submitted_at: AwareDatetime | None = None
+    submitted_at: str | None = None  # as deadline
 
     def __post_init__(self) -> None:
         """What msgspec's constraints cannot say, in one call (the messages are pydantic's job: see module doc)."""
@@ -69,6 +69,12 @@ class WorkItemStruct(_Strict):
             raise ValueError("params.labels must be unique")
         if self.task is TaskType.CLASSIFICATION and not labels:
             raise ValueError("params.labels is required when task is 'classification'")
+        if self.params.json_schema is not None and _deeper_than(self.params.json_schema, MAX_SCHEMA_DEPTH):
+            raise ValueError("params.json_schema nests too deep for the fast path")
+        for name in ("deadline", "submitted_at"):
+            text = getattr(self, name)
+            if text is not None:  # msgspec's datetime rounds past microseconds where pydantic truncates
+                force_setattr(self, name, plain_aware_datetime(text, name))
 
     def input_text(self) -> str:
         if isinstance(self.input, str):
@@ -87,6 +93,16 @@ class WorkItemStruct(_Strict):
     def to_model(self) -> WorkItem:
         """The pydantic model of the same item (off the hot path: shadow copies, explanations)."""
         return WorkItem.model_validate(msgspec.to_builtins(self))
+
+
+def _deeper_than(value: object, depth: int) -> bool:
+    if depth < 0:
+        return True
+    if isinstance(value, dict):
+        return any(_deeper_than(v, depth - 1) for v in value.values())
+    if isinstance(value, list):
+        return any(_deeper_than(v, depth - 1) for v in value)
+    return False
 
 
 @lru_cache(maxsize=4096)

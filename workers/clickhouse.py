@@ -125,7 +125,8 @@ class ClickHouseStore:
         # (str.replace) where a query parameter is escaped character by character in Python.
         ids = string_literal(tsv_lines(set(job_ids)))
         sql = f"SELECT job_id, attempt FROM {table} WHERE job_id IN (SELECT job_id FROM format(TSV, 'job_id String', {ids}))"
-        return {(job_id, int(attempt)) for job_id, attempt in self.query(sql, settings={"max_query_size": len(sql) + 1024})}
+        size = len(sql.encode()) + 1024  # the server counts bytes; job ids may be any text
+        return {(job_id, int(attempt)) for job_id, attempt in self.query(sql, settings={"max_query_size": max(size, 262_144)})}
 
     def spend(self, tenants: list[str], now: datetime) -> list[SpendRecord]:
         """Spend today and this month per tenant, from the daily rollup (replays never reach it)."""

@@ -14,7 +14,6 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from modelyard._exceptions import Stopping
-from modelyard.observability import DEAD_LETTERS
 from modelyard.settings import Settings
 from schemas import Assignment, Result, ResultStatus
 from schemas.decoding import DecodeFailure, decode

@@ -85,6 +85,14 @@ def test_stored_key_check_matches_awkward_job_ids(store: ClickHouseStore) -> Non
     assert store.unseen("results", [("", 1), ("it's", 1), ("ünï\u2028", 1), ("{ids:String}", 1), ("x", 1)]) == {("x", 1)}
 
 
+def test_stored_key_check_sizes_its_query_in_bytes(store: ClickHouseStore) -> None:
+    """Multi-byte job ids: a query sized in characters was refused (max_query_size) and wedged the sink."""
+    store.migrate()
+    wide = [result("\u00e9" * 120_000 + str(k)) for k in range(3)]  # ~240 KB of UTF-8 each, 120k characters
+    store.write_batch(wide, PriceCatalog.load().price(wide))
+    assert store.unseen("results", [(r.job_id, 1) for r in wide] + [("\u00e9", 1)]) == {("\u00e9", 1)}
+
+
 def test_a_key_twice_in_one_batch_is_stored_once_the_last_copy(store: ClickHouseStore) -> None:
     store.migrate()
     batch = [result("twice-1", output="first"), result("twice-2"), result("twice-1", output="second")]

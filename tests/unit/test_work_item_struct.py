@@ -20,6 +20,8 @@ EDGE_VALUES: list[object] = [
     {"json_schema": []}, {"max_output_tokens": 0}, {"max_output_tokens": 32_769}, {"instructions": "x" * 20_001}, {"extra": 1},
     "2026-01-01T00:00:00Z", "2026-01-01T00:00:00", "2026-01-01T00:00:00+02:00", "2026-01-01 00:00:00Z", 1_700_000_000,
     "classification", "generation", "translate", 1, 2, "1",
+    "2026-01-01T00:00:00.1234567Z", "2026-12-31T23:59:59.9999999Z", "2026-01-01T24:00:00Z", "2026-01-01t00:00:00z",
+    "2026-01-01T00:00:00.5+05:30", "2026-01-01T00:00:00+0000", "2026-01-01",
 ]
 FIELDS = ["job_id", "tenant", "input", "task", "params", "priority", "deadline", "metadata", "submitted_at", "schema_version", "unknown"]
 
@@ -46,7 +48,12 @@ def fast(raw: bytes) -> WorkItemStruct | None:
         return None
 
 
-EDGE_RECORDS = [
+def nested_schema(depth: int) -> bytes:
+    """A record whose json_schema nests `depth` objects deep (as text: orjson itself stops at 254)."""
+    return b'{"job_id":"j","tenant":"t","input":"x","params":{"json_schema":' + b'{"a":' * depth + b"{}" + b"}" * depth + b"}}"
+
+
+EDGE_RECORDS = [nested_schema(depth) for depth in (10, 63, 64, 150, 196, 197, 199, 300)] + [
     b'{"job_id":"j","tenant":"t","input":"\\ud800"}', b'{"job_id":"j","tenant":"t","input":"x","input":"y"}',
     b'{"job_id":"j\\n","tenant":"t","input":"x"}', b'{"job_id":"j","tenant":"t","input":"x","deadline":null}',
 ]

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 
 from modelyard._exceptions import ConfigError, ProviderError
-from modelyard.settings import PoolSettings, ProviderSettings
+from modelyard.settings import PoolSettings
 from schemas import TaskType, Usage, WorkItem
 from workers.backends.base import Completion
 from workers.model_registry import ModelRegistry

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from typing import Any
 
 import aiohttp
 import orjson
