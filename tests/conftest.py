@@ -4,6 +4,7 @@ project's local KRaft broker (jars from Maven) on a free port, or MODELYARD_TEST
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -22,6 +23,28 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def broker_port() -> int:
+    """A port for a test broker whose next port (its controller's) is free too, both below the kernel's
+    ephemeral range: a port the OS hands out for bind(0) is also where client sockets get their local ports,
+    so the controller's port was now and then taken between the check and Kafka's bind."""
+    ephemeral = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    low = int(ephemeral.read_text().split()[0]) if ephemeral.exists() else 32768
+    rng = random.Random()
+    while True:
+        port = rng.randrange(max(1024, low - 12_000), low - 2)
+        if _bindable(port) and _bindable(port + 1):
+            return port
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def docker_engine_available() -> bool:
@@ -55,10 +78,7 @@ def _local_broker(data_dir: Path) -> Iterator[tuple[str, object]]:
     from modelyard.broker import LocalKafkaBroker
 
     for attempt in range(3):
-        port = free_port()
-        while _port_taken(port + 1):
-            port = free_port()
-        bootstrap = f"127.0.0.1:{port}"
+        bootstrap = f"127.0.0.1:{broker_port()}"
         settings = load_settings(kafka={"bootstrap_servers": bootstrap}, local_broker={"data_dir": data_dir / str(attempt)})
         broker = LocalKafkaBroker(settings)
         try:
@@ -72,11 +92,6 @@ def _local_broker(data_dir: Path) -> Iterator[tuple[str, object]]:
         yield bootstrap, broker
     finally:
         broker.stop()
-
-
-def _port_taken(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.fixture

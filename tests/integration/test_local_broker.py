@@ -10,15 +10,13 @@ import pytest
 
 from modelyard.broker import LocalKafkaBroker
 from modelyard.settings import load_settings
-from tests.conftest import _port_taken, free_port
+from tests.conftest import broker_port
 
 pytestmark = pytest.mark.integration
 
 
 def test_concurrent_starts_on_one_port_leave_one_running_broker(tmp_path: Path) -> None:
-    port = free_port()
-    while _port_taken(port + 1):  # the controller's port
-        port = free_port()
+    port = broker_port()
     brokers = [
         LocalKafkaBroker(load_settings(kafka={"bootstrap_servers": f"127.0.0.1:{port}"}, local_broker={"data_dir": tmp_path / name}))
         for name in ("a", "b")

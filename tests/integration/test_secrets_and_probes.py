@@ -23,7 +23,7 @@ from modelyard.settings import Settings, load_settings
 from modelyard.topics import ensure_topics, topic_plan
 from schemas import WorkItem
 from schemas.decoding import decode
-from tests.conftest import _port_taken, free_port, get
+from tests.conftest import broker_port, free_port, get
 from tests.integration.test_end_to_end import modelyard, read_topic, rows, wait_for_sink
 
 pytestmark = pytest.mark.integration
@@ -47,9 +47,7 @@ SASL = {
 @pytest.fixture
 def sasl_kafka(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A broker of this test's own that admits only the SASL/PLAIN user with the canary password."""
-    port = free_port()
-    while _port_taken(port + 1):
-        port = free_port()
+    port = broker_port()
     for name, value in {**SASL, "MODELYARD_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{port}"}.items():
         monkeypatch.setenv(name, value)
     broker = LocalKafkaBroker(load_settings(local_broker={"data_dir": tmp_path / "kafka"}))
