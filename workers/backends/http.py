@@ -10,9 +10,21 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
+from modelyard.settings import PoolSettings, ProviderSettings
+
 
 def sdk_http_client(sdk: ModuleType, connections: int) -> Any:
     """An http_client for `sdk` (the openai or anthropic module) sized to the pool's concurrency."""
     limits = type(sdk.DEFAULT_CONNECTION_LIMITS)(max_connections=connections, max_keepalive_connections=connections)
     client_class = getattr(sdk, "DefaultAioHttpClient", None) or sdk.DefaultAsyncHttpxClient
     return client_class(limits=limits)
+
+
+def sdk_client(client_class: type, sdk: ModuleType, settings: ProviderSettings, pool: PoolSettings, base_url: str | None = None) -> Any:
+    """An official SDK's async client (AsyncOpenAI, AsyncAnthropic): key, endpoint, timeout and retries from
+    the provider's settings, connections sized to the pool."""
+    key = settings.api_key.get_secret_value() if settings.api_key else "unused"
+    return client_class(
+        api_key=key, base_url=base_url or settings.base_url, timeout=settings.timeout_s, max_retries=settings.max_retries,
+        http_client=sdk_http_client(sdk, pool.concurrency),
+    )

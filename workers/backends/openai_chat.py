@@ -13,7 +13,7 @@ from modelyard._exceptions import ProviderError, RateLimited
 from modelyard.settings import PoolSettings, ProviderSettings
 from schemas import TaskType, Usage, WorkItem
 from workers.backends.base import Completion, retryable_status, status_error_message
-from workers.backends.http import sdk_http_client
+from workers.backends.http import sdk_client
 from workers.prompts import conversation, system_prompt
 
 
@@ -86,11 +86,7 @@ class OpenAIChatBackend(ChatCompletionsDialect):
 
     def __init__(self, provider: str, settings: ProviderSettings, pool: PoolSettings, base_url: str | None = None) -> None:
         super().__init__(provider, settings, pool)
-        key = settings.api_key.get_secret_value() if settings.api_key else "unused"
-        self.client = AsyncOpenAI(
-            api_key=key, base_url=base_url or settings.base_url, timeout=settings.timeout_s, max_retries=settings.max_retries,
-            http_client=sdk_http_client(openai, pool.concurrency),
-        )
+        self.client = sdk_client(AsyncOpenAI, openai, settings, pool, base_url)
 
     async def complete(self, item: WorkItem, task_type: TaskType) -> Completion:
         try:
