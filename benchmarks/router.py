@@ -38,7 +38,9 @@ from modelyard.demo import sample_lines  # noqa: E402
 from modelyard.processes import ProcessSupervisor  # noqa: E402
 from modelyard.settings import Settings, load_settings  # noqa: E402
 from modelyard.topics import ensure_topics  # noqa: E402
+from streams.batch_router import by_partition, send_records  # noqa: E402
 from streams.partitioning import partitions_for  # noqa: E402
+from streams.policy import Outgoing  # noqa: E402
 from schemas import WorkItem  # noqa: E402
 from schemas.decoding import decode  # noqa: E402
 
@@ -136,20 +138,16 @@ async def group_stable(settings: Settings, group_id: str, members: int, timeout:
 
 
 async def produce_batches(settings: Settings, topic: str, batch: list[tuple[bytes, bytes]]) -> None:
-    """The input as whole record batches per partition (murmur2 of the key, like the default partitioner):
-    many times faster than the routers, so the routers, not this producer, set the pace."""
+    """The input as whole record batches per partition (murmur2 of the key, as the router writes its own
+    outputs): many times faster than the routers, so the routers, not this producer, set the pace."""
     producer = AIOKafkaProducer(**settings.kafka.client_options(), max_batch_size=1024 * 1024)
     await producer.start()
     try:
         count = len(await producer.partitions_for(topic))
-        deliveries, builders = [], {}
-        for (key, value), partition in zip(batch, partitions_for([k for k, _ in batch], count).tolist()):
-            builder = builders.setdefault(partition, producer.create_batch())
-            if builder.append(key=key, value=value, timestamp=None) is None:
-                deliveries.append(await producer.send_batch(builder, topic, partition=partition))
-                builder = builders[partition] = producer.create_batch()
-                builder.append(key=key, value=value, timestamp=None)
-        deliveries += [await producer.send_batch(b, topic, partition=p) for p, b in builders.items()]
+        records = [Outgoing(topic, key, value) for key, value in batch]
+        deliveries = []
+        for partition, group in by_partition(records, partitions_for([k for k, _ in batch], count).tolist()).items():
+            deliveries += await send_records(producer, topic, partition, group)
         await asyncio.gather(*deliveries)
     finally:
         await producer.stop()

@@ -130,8 +130,8 @@ class BatchRouter:
         deliveries: list[asyncio.Future] = []
         for topic, group in _by_topic(outputs).items():
             count = len(await producer.partitions_for(topic))
-            for partition, records in _by_partition(group, self._partitions(group, count)).items():
-                deliveries += await _send_records(producer, topic, partition, records)
+            for partition, records in by_partition(group, self._partitions(group, count)).items():
+                deliveries += await send_records(producer, topic, partition, records)
         return deliveries
 
     def _partitions(self, group: list[Outgoing], count: int) -> list[int]:
@@ -180,7 +180,7 @@ class _SettleBeforeRevoke(ConsumerRebalanceListener):
         return None
 
 
-async def _send_records(producer: AIOKafkaProducer, topic: str, partition: int, records: list[Outgoing]) -> list[asyncio.Future]:
+async def send_records(producer: AIOKafkaProducer, topic: str, partition: int, records: list[Outgoing]) -> list[asyncio.Future]:
     """One partition's records as record batches (a new one whenever the current is full)."""
     deliveries, builder = [], producer.create_batch()
     for outgoing in records:
@@ -192,7 +192,7 @@ async def _send_records(producer: AIOKafkaProducer, topic: str, partition: int, 
     return deliveries
 
 
-def _by_partition(group: list[Outgoing], partitions: list[int]) -> dict[int, list[Outgoing]]:
+def by_partition(group: list[Outgoing], partitions: list[int]) -> dict[int, list[Outgoing]]:
     out: dict[int, list[Outgoing]] = {}
     for outgoing, partition in zip(group, partitions):
         bucket = out.get(partition)
