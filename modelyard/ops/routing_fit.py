@@ -9,10 +9,10 @@ The fit (features and decision rule: streams/learned_routing.py):
 1. inverse document frequencies of the hashed words over the training items (words seen in one item only get
    weight 0: they cannot generalise);
 2. per pool, a logistic regression on the items whose outcome for that pool is known;
-3. out-of-fold logits (K folds by a seeded hash of the text) give each pool's Platt scaling, so probabilities
-   are calibrated on items the model did not see;
-4. the margin: on the same out-of-fold probabilities, the largest margin (the most items on cheaper pools) whose
-   measured accuracy still meets the target.
+3. out-of-fold logits (K folds by a seeded hash of the text) give each pool's Platt scaling, so the calibrated
+   probabilities are calibrated on items the model did not see;
+4. the margin: on the same out-of-fold items, the largest margin (the most items on cheaper pools) whose measured
+   accuracy still meets the target. The final weights are then fitted on every item.
 """
 
 from __future__ import annotations
@@ -142,8 +142,8 @@ def fit_router(outcomes: Sequence[Outcome], pools: Sequence[str], costs: Sequenc
     x = feature_matrix(outcomes, idf)
     oof = out_of_fold_logits(outcomes, x, y, seed, c, folds)
     platt = np.array([_platt(oof[:, p], y[:, p]) for p in range(len(pools))])
-    probabilities = 1 / (1 + np.exp(-(oof * platt[:, 0] + platt[:, 1])))
-    report = choose_margin(probabilities, y, costs, pools, target)
+    raw, calibrated = 1 / (1 + np.exp(-oof)), 1 / (1 + np.exp(-(oof * platt[:, 0] + platt[:, 1])))
+    report = choose_margin(raw, calibrated, y, costs, pools, target)
     fitted = [_fit_pool(x, y[:, p], c) for p in range(len(pools))]
     weights, bias = np.stack([w for w, _ in fitted], axis=1), np.array([b for _, b in fitted])
     card = RoutingCard(
@@ -165,12 +165,13 @@ def out_of_fold_logits(outcomes: Sequence[Outcome], x: csr_matrix, y: np.ndarray
     return logits
 
 
-def routed_figures(probabilities: np.ndarray, y: np.ndarray, costs: Sequence[float], pools: Sequence[str], margin: float) -> FitReport:
+def routed_figures(raw: np.ndarray, calibrated: np.ndarray, y: np.ndarray, costs: Sequence[float], pools: Sequence[str],
+                   margin: float) -> FitReport:
     """What routing with `margin` does on labelled items: measured and expected accuracy, shares, cost."""
-    choices = choose(probabilities, margin)
+    choices = choose(raw, margin)
     picked = y[np.arange(len(y)), choices]
     known = ~np.isnan(picked)
-    chosen_p = probabilities[np.arange(len(y)), choices]
+    chosen_p = calibrated[np.arange(len(y)), choices]
     shares = {p: float((choices == i).mean()) for i, p in enumerate(pools)}
     accuracy = {p: float(np.nanmean(y[:, i])) if (~np.isnan(y[:, i])).any() else float("nan") for i, p in enumerate(pools)}
     return FitReport(
@@ -180,16 +181,16 @@ def routed_figures(probabilities: np.ndarray, y: np.ndarray, costs: Sequence[flo
     )
 
 
-def choose_margin(probabilities: np.ndarray, y: np.ndarray, costs: Sequence[float], pools: Sequence[str],
+def choose_margin(raw: np.ndarray, calibrated: np.ndarray, y: np.ndarray, costs: Sequence[float], pools: Sequence[str],
                   target: float | None) -> FitReport:
     """The largest margin whose measured accuracy meets the target (default: the best single pool's accuracy
     less one point); margin 0 (each item's likeliest pool) when no margin does."""
     if target is None:
         target = float(np.nanmax(np.nanmean(y, axis=0))) - 0.01
-    gaps = np.unique(np.round(probabilities.max(axis=1, keepdims=True) - probabilities, 4))
-    best = routed_figures(probabilities, y, costs, pools, 0.0)
+    gaps = np.unique(np.round(raw.max(axis=1, keepdims=True) - raw, 4))
+    best = routed_figures(raw, calibrated, y, costs, pools, 0.0)
     for margin in gaps[gaps > 0]:
-        figures = routed_figures(probabilities, y, costs, pools, float(margin))
+        figures = routed_figures(raw, calibrated, y, costs, pools, float(margin))
         if figures.measured_accuracy < target:
             break
         best = figures

@@ -98,3 +98,19 @@ class Summary:
     @classmethod
     def of(cls, values: Sequence[float]) -> Summary:
         return cls(float(np.mean(values)), float(np.std(values)), tuple(float(v) for v in values))
+
+
+def category_scores(train_categories: Sequence[str | None], train_strong: np.ndarray, train_weak: np.ndarray,
+                    test_categories: Sequence[str | None], prior: float = 5.0) -> np.ndarray:
+    """The per-category baseline: each category's strong minus weak success rate on the training items,
+    shrunk towards the overall rates by `prior` pseudo-items (an unseen category gets the overall gain)."""
+    overall_strong, overall_weak = float(train_strong.mean()), float(train_weak.mean())
+    sums: dict[str | None, list[float]] = {}
+    for category, s, w in zip(train_categories, train_strong, train_weak):
+        totals = sums.setdefault(category, [0.0, 0.0, 0.0])
+        totals[0], totals[1], totals[2] = totals[0] + s, totals[1] + w, totals[2] + 1
+    gains = {
+        c: (s + prior * overall_strong) / (n + prior) - (w + prior * overall_weak) / (n + prior)
+        for c, (s, w, n) in sums.items()
+    }
+    return np.array([gains.get(c, overall_strong - overall_weak) for c in test_categories])
