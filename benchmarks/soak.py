@@ -30,13 +30,15 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from modelyard.broker import LocalKafkaBroker, port_is_open  # noqa: E402
-from modelyard.demo import sample_lines  # noqa: E402
-from modelyard.processes import ProcessSupervisor, wait_for_port  # noqa: E402
-from modelyard.settings import Settings, load_settings  # noqa: E402
-from modelyard.topics import ensure_topics  # noqa: E402
-from schemas import WorkItem  # noqa: E402
-from schemas.decoding import decode  # noqa: E402
+import contextlib
+
+from modelyard.core.settings import Settings, load_settings
+from modelyard.core.topics import ensure_topics
+from modelyard.local.broker import LocalKafkaBroker, port_is_open
+from modelyard.local.demo import sample_lines
+from modelyard.local.processes import ProcessSupervisor, wait_for_port
+from schemas import WorkItem
+from schemas.decoding import decode
 
 console = Console(stderr=True)
 RSS = re.compile(rb"^process_resident_memory_bytes (\S+)$", re.M)
@@ -58,7 +60,11 @@ def counter_total(port: int, name: str) -> float:
             text = response.read().decode()
     except OSError:
         return 0.0
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith((f"{name}{{", f"{name} ")))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith((f"{name}{{", f"{name} "))
+    )
 
 
 def slope_per_min(samples: list[tuple[float, float]]) -> float:
@@ -79,10 +85,14 @@ def jobs_due(elapsed: float, rate: float, burst: tuple[float, float, float]) -> 
     return int(rate * elapsed + (factor - 1) * rate * in_burst)
 
 
-async def submit_steadily(settings: Settings, rate: float, seconds: float, burst: tuple[float, float, float] = (0, 0, 1)) -> int:
+async def submit_steadily(
+    settings: Settings, rate: float, seconds: float, burst: tuple[float, float, float] = (0, 0, 1)
+) -> int:
     """Fresh job ids at `rate` a second (never duplicates, so the router's dedup window fills as in production),
     `burst` = (start s, end s, factor) multiplies the rate for a while."""
-    templates = [orjson.loads(raw) for _, raw in sample_lines("soak") if isinstance(decode(WorkItem, raw), WorkItem)]
+    templates = [
+        orjson.loads(raw) for _, raw in sample_lines("soak") if isinstance(decode(WorkItem, raw), WorkItem)
+    ]
     producer = AIOKafkaProducer(**settings.kafka.client_options(), linger_ms=10)
     await producer.start()
     sent, started = 0, time.monotonic()
@@ -91,7 +101,9 @@ async def submit_steadily(settings: Settings, rate: float, seconds: float, burst
             due = jobs_due(elapsed, rate, burst) - sent
             for _ in range(due):
                 job = dict(templates[sent % len(templates)], job_id=f"soak-{uuid.uuid4().hex[:12]}")
-                await producer.send(settings.kafka.jobs_topic, value=orjson.dumps(job), key=job["job_id"].encode())
+                await producer.send(
+                    settings.kafka.jobs_topic, value=orjson.dumps(job), key=job["job_id"].encode()
+                )
                 sent += 1
             await asyncio.sleep(0.05)
         await producer.flush()
@@ -100,7 +112,9 @@ async def submit_steadily(settings: Settings, rate: float, seconds: float, burst
     return sent
 
 
-async def sample_while(ports: dict[str, int], every: float, stop: asyncio.Event) -> dict[str, list[tuple[float, float]]]:
+async def sample_while(
+    ports: dict[str, int], every: float, stop: asyncio.Event
+) -> dict[str, list[tuple[float, float]]]:
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in ports}
     started = time.monotonic()
     while not stop.is_set():
@@ -108,21 +122,23 @@ async def sample_while(ports: dict[str, int], every: float, stop: asyncio.Event)
             value = await asyncio.to_thread(rss_mb, port)
             if value is not None:
                 samples[name].append((time.monotonic() - started, value))
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every)
-        except TimeoutError:
-            pass
     return samples
 
 
-async def soak(settings: Settings, ports: dict[str, int], args: argparse.Namespace) -> tuple[int, dict[str, list[tuple[float, float]]]]:
+async def soak(
+    settings: Settings, ports: dict[str, int], args: argparse.Namespace
+) -> tuple[int, dict[str, list[tuple[float, float]]]]:
     stop = asyncio.Event()
     sampler = asyncio.create_task(sample_while(ports, args.sample_s, stop))
     try:
         start = args.minutes * 60 * args.burst_at
         burst = (start, start + args.burst_s, args.burst_x)
         sent = await submit_steadily(settings, args.rate, args.minutes * 60, burst)
-        console.print(f"submitted {sent:,} jobs; draining (up to {args.drain_s:g} s) while memory is still sampled")
+        console.print(
+            f"submitted {sent:,} jobs; draining (up to {args.drain_s:g} s) while memory is still sampled"
+        )
         await drain(ports["sink"], sent, args.drain_s)
     finally:
         stop.set()
@@ -142,7 +158,15 @@ async def drain(sink_port: int, sent: int, seconds: float) -> None:
 def report(samples: dict[str, list[tuple[float, float]]], steady_from_s: float, limit: float) -> bool:
     """Verdict on the slope from `steady_from_s` on: after the warm-up and, with a burst, after the burst has
     settled (a burst raises the high-water mark once; a leak keeps raising it)."""
-    table = Table("process", "RSS start MB", "RSS peak MB", "RSS end MB", f"MB/min from {steady_from_s:.0f} s", "verdict", title="memory")
+    table = Table(
+        "process",
+        "RSS start MB",
+        "RSS peak MB",
+        "RSS end MB",
+        f"MB/min from {steady_from_s:.0f} s",
+        "verdict",
+        title="memory",
+    )
     ok = True
     for name, points in samples.items():
         growth = slope_per_min([(t, m) for t, m in points if t >= steady_from_s])
@@ -150,7 +174,14 @@ def report(samples: dict[str, list[tuple[float, float]]], steady_from_s: float, 
         ok &= bounded
         first, last = (points[0][1], points[-1][1]) if points else (0.0, 0.0)
         peak = max((m for _, m in points), default=0.0)
-        table.add_row(name, f"{first:.1f}", f"{peak:.1f}", f"{last:.1f}", f"{growth:+.2f}", "bounded" if bounded else "[red]GROWING[/red]")
+        table.add_row(
+            name,
+            f"{first:.1f}",
+            f"{peak:.1f}",
+            f"{last:.1f}",
+            f"{growth:+.2f}",
+            "bounded" if bounded else "[red]GROWING[/red]",
+        )
     console.print(table)
     return ok
 
@@ -164,30 +195,45 @@ def steady_from(args: argparse.Namespace) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--rate", type=float, default=100.0, help="jobs per second")
-    parser.add_argument("--burst-x", type=float, default=1.0, help="rate multiplier during the burst (e.g. 10)")
+    parser.add_argument(
+        "--burst-x", type=float, default=1.0, help="rate multiplier during the burst (e.g. 10)"
+    )
     parser.add_argument("--burst-s", type=float, default=0.0, help="burst length in seconds")
     parser.add_argument("--burst-at", type=float, default=0.5, help="burst start, as a share of the run")
     parser.add_argument("--sample-s", type=float, default=5.0)
-    parser.add_argument("--drain-s", type=float, default=0.0, help="after submitting, wait up to this long for the backlog")
+    parser.add_argument(
+        "--drain-s", type=float, default=0.0, help="after submitting, wait up to this long for the backlog"
+    )
     parser.add_argument("--max-growth-mb-per-min", type=float, default=2.0)
-    parser.add_argument("--external-kafka", action="store_true", help="use MODELYARD_KAFKA__BOOTSTRAP_SERVERS as is")
+    parser.add_argument(
+        "--external-kafka", action="store_true", help="use MODELYARD_KAFKA__BOOTSTRAP_SERVERS as is"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="modelyard-soak-"))
     run = uuid.uuid4().hex[:6]
     base = load_settings()
     bootstrap = base.kafka.bootstrap_servers if args.external_kafka else f"127.0.0.1:{_free_port()}"
     env = {
-        "MODELYARD_KAFKA__BOOTSTRAP_SERVERS": bootstrap, "MODELYARD_KAFKA__TOPIC_PREFIX": f"soak{run}",
-        "MODELYARD_APP_ID": f"soak-{run}", "MODELYARD_STATE_DIR": str(work / "state"),
-        "MODELYARD_CLICKHOUSE__DSN": f"chdb://{work / 'chdb'}", "MODELYARD_SIMULATOR__PORT": str(_free_port()),
+        "MODELYARD_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "MODELYARD_KAFKA__TOPIC_PREFIX": f"soak{run}",
+        "MODELYARD_APP_ID": f"soak-{run}",
+        "MODELYARD_STATE_DIR": str(work / "state"),
+        "MODELYARD_CLICKHOUSE__DSN": f"chdb://{work / 'chdb'}",
+        "MODELYARD_SIMULATOR__PORT": str(_free_port()),
         "MODELYARD_METRICS__HOST": "127.0.0.1",
     }
     os.environ.update(env)
     settings = load_settings()
-    broker = None if args.external_kafka else LocalKafkaBroker(load_settings(local_broker={"data_dir": work / "kafka"}))
+    broker = (
+        None
+        if args.external_kafka
+        else LocalKafkaBroker(load_settings(local_broker={"data_dir": work / "kafka"}))
+    )
     if broker:
         broker.start()
     kinds = {"sink": ["sink"], "router": ["router"], **{f"pool-{p}": ["pool", p] for p in settings.pools}}

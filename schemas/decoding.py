@@ -32,9 +32,15 @@ class DecodeFailure:
 
     def dead_letter(self, raw: bytes, stage: str, **source: object) -> DeadLetter:
         return DeadLetter(
-            stage=stage, reason=self.reason, field=self.field, error=self.error,
-            original_b64=base64.b64encode(raw[:MAX_ORIGINAL_BYTES]).decode(), original_bytes=len(raw),
-            original_truncated=len(raw) > MAX_ORIGINAL_BYTES, at=datetime.now(UTC), **source,
+            stage=stage,
+            reason=self.reason,
+            field=self.field,
+            error=self.error,
+            original_b64=base64.b64encode(raw[:MAX_ORIGINAL_BYTES]).decode(),
+            original_bytes=len(raw),
+            original_truncated=len(raw) > MAX_ORIGINAL_BYTES,
+            at=datetime.now(UTC),
+            **source,
         )
 
 
@@ -43,7 +49,9 @@ def decode(model: type[Model], raw: bytes | None) -> Model | DecodeFailure:
     if not raw:
         return DecodeFailure("empty", None, "message has no value")
     if len(raw) > MAX_MESSAGE_BYTES:
-        return DecodeFailure("oversized", None, f"message is {len(raw)} bytes; the limit is {MAX_MESSAGE_BYTES}")
+        return DecodeFailure(
+            "oversized", None, f"message is {len(raw)} bytes; the limit is {MAX_MESSAGE_BYTES}"
+        )
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
@@ -106,7 +114,9 @@ def describe(exc: ValidationError) -> DecodeFailure:
 
 
 def _is_union_tag(part: object) -> bool:
-    return isinstance(part, str) and ("[" in part or part.startswith(("constrained-", "function-")) or part in {"str", "list"})
+    return isinstance(part, str) and (
+        "[" in part or part.startswith(("constrained-", "function-")) or part in {"str", "list"}
+    )
 
 
 def _leading_field(message: str) -> str | None:

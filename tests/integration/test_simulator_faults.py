@@ -8,9 +8,9 @@ import statistics
 
 import pytest
 
-from modelyard._exceptions import ProviderError
-from modelyard.settings import load_settings
-from modelyard.simulator import ProviderSimulator
+from modelyard.core._exceptions import ProviderError
+from modelyard.core.settings import load_settings
+from modelyard.local.simulator import ProviderSimulator
 from schemas import TaskType
 from tests.integration.test_backends_sdk import CLASSIFY, openai_backend, simulator
 
@@ -22,7 +22,9 @@ def test_lognormal_latency_has_the_median_asked_for_and_a_tail() -> None:
     sim.faults.update({"latency_ms": 20, "latency_sigma": 0.8})
     samples = sorted(sim._latency_s() * 1000 for _ in range(4000))
     assert 17 < statistics.median(samples) < 23
-    assert samples[int(0.99 * len(samples))] > 3 * statistics.median(samples)  # heavy tail, unlike uniform jitter
+    assert samples[int(0.99 * len(samples))] > 3 * statistics.median(
+        samples
+    )  # heavy tail, unlike uniform jitter
 
 
 def test_hanging_requests_time_out_and_faults_can_target_one_model() -> None:
@@ -30,7 +32,9 @@ def test_hanging_requests_time_out_and_faults_can_target_one_model() -> None:
         async with simulator() as (sim, settings):
             sim.faults.update({"timeout_rate": 1.0, "hang_s": 1, "fault_model": "other-model"})
             backend = openai_backend(settings, timeout_s=0.3, max_retries=0)
-            assert (await backend.complete(CLASSIFY, TaskType.CLASSIFICATION)).output  # not the targeted model
+            assert (
+                await backend.complete(CLASSIFY, TaskType.CLASSIFICATION)
+            ).output  # not the targeted model
             sim.faults.update({"fault_model": ""})
             with pytest.raises(ProviderError, match="timed out") as caught:
                 await backend.complete(CLASSIFY, TaskType.CLASSIFICATION)

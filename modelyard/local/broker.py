@@ -1,0 +1,249 @@
+"""A single-node Apache Kafka broker (KRaft mode) for machines without Docker.
+
+Jars come from Maven (infra/kafka/pom.xml); data lives in a project-local directory. The broker
+listens on the host/port of `kafka.bootstrap_servers` and its controller on the next port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from modelyard.core._exceptions import BrokerError
+from modelyard.core.settings import Settings
+
+SERVER_PROPERTIES = """\
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@{host}:{controller_port}
+listeners={protocol}://{host}:{port},CONTROLLER://{host}:{controller_port}
+advertised.listeners={protocol}://{host}:{port}
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,{protocol}:{protocol}
+inter.broker.listener.name={protocol}
+{sasl}log.dirs={log_dirs}
+num.partitions=4
+auto.create.topics.enable=true
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+log.retention.hours=168
+"""
+
+
+# With kafka.security_protocol SASL_PLAINTEXT and mechanism PLAIN, the local broker accepts exactly the configured
+# user (and talks to itself as that user), so the whole SASL path runs locally; the file stays in the data dir.
+SASL_PLAIN_PROPERTIES = """\
+sasl.enabled.mechanisms=PLAIN
+sasl.mechanism.inter.broker.protocol=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule \\
+  required username="{user}" password="{password}" user_{user}="{password}";
+"""
+
+
+def parse_host_port(bootstrap_servers: str) -> tuple[str, int]:
+    host, _, port = bootstrap_servers.split(",")[0].strip().rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+def port_is_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+class LocalKafkaBroker:
+    """Formats, starts and stops one KRaft broker+controller process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings.local_broker
+        self.kafka = settings.kafka
+        self.host, self.port = parse_host_port(settings.kafka.bootstrap_servers)
+        self.data_dir = self.settings.data_dir.resolve()
+        self.lib_dir = self.settings.home / "target" / "lib"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "broker.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "broker.log"
+
+    def is_running(self) -> bool:
+        return port_is_open(self.host, self.port)
+
+    def ensure_jars(self) -> None:
+        if any(self.lib_dir.glob("kafka_2.13-*.jar")):
+            return
+        if not shutil.which("mvn"):
+            raise BrokerError(
+                "Kafka jars are missing and Maven is not installed", hint="install Maven and Java 17+"
+            )
+        result = subprocess.run(
+            ["mvn", "-q", "-B", "package"], cwd=self.settings.home, capture_output=True, text=True
+        )
+        if result.returncode != 0:
+            raise BrokerError(
+                f"fetching Kafka with Maven failed: {result.stdout[-500:]}{result.stderr[-500:]}"
+            )
+
+    def start(self) -> bool:
+        """Start the broker unless one already listens; True when this call started it. Starts of the same
+        port from several checkouts take turns (a lock file), so a loser sees the winner's broker instead
+        of reporting its own, which could not bind the port, as started."""
+        with _port_lock(self.port):
+            return False if self.is_running() else self._launch()
+
+    def _launch(self) -> bool:
+        self.ensure_jars()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        properties = self._write_properties()
+        if not (self.data_dir / "logs" / "meta.properties").exists():
+            self._java(
+                "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(properties), check=True
+            )
+        process = self._java("kafka.Kafka", str(properties))
+        self.pid_file.write_text(str(process.pid))
+        self._wait_until_ready(process)
+        return True
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop the broker this directory started; True when one was stopped."""
+        pid = self._pid()
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        _wait_for_exit(pid, timeout)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def _pid(self) -> int | None:
+        try:
+            return int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _write_properties(self) -> Path:
+        path = self.data_dir / "server.properties"
+        protocol, sasl = self._client_security()
+        text = SERVER_PROPERTIES.format(
+            host=self.host,
+            port=self.port,
+            controller_port=self.port + 1,
+            log_dirs=self.data_dir / "logs",
+            protocol=protocol,
+            sasl=sasl,
+        )
+        path.write_text(text)
+        path.chmod(0o600)
+        return path
+
+    def _client_security(self) -> tuple[str, str]:
+        """The client listener's protocol and its SASL lines: plain text, or SASL/PLAIN for the configured user."""
+        kafka = self.kafka
+        if kafka.security_protocol == "PLAINTEXT":
+            return "PLAINTEXT", ""
+        if kafka.security_protocol != "SASL_PLAINTEXT" or (kafka.sasl_mechanism or "").upper() != "PLAIN":
+            raise BrokerError(
+                f"the local broker speaks PLAINTEXT or SASL_PLAINTEXT with PLAIN, not {kafka.security_protocol}/{kafka.sasl_mechanism}",
+                hint="use a real cluster for SSL or SCRAM, or set MODELYARD_KAFKA__SECURITY_PROTOCOL=PLAINTEXT",
+            )
+        if not kafka.sasl_username or kafka.sasl_password is None:
+            raise BrokerError(
+                "SASL_PLAINTEXT needs kafka.sasl_username and kafka.sasl_password", hint="set both"
+            )
+        password = kafka.sasl_password.get_secret_value()
+        return "SASL_PLAINTEXT", SASL_PLAIN_PROPERTIES.format(user=kafka.sasl_username, password=password)
+
+    def _java(self, main_class: str, *args: str, check: bool = False) -> subprocess.Popen[bytes]:
+        java = shutil.which("java")
+        if java is None:
+            raise BrokerError("java is not installed", hint="install a Java 17+ runtime")
+        command = [
+            java,
+            f"-Xmx{self.settings.heap}",
+            f"-Xms{self.settings.heap}",
+            f"-Dlog4j2.configurationFile={self.settings.home / 'log4j2.properties'}",
+            "-cp",
+            f"{self.lib_dir}/*",
+            main_class,
+            *args,
+        ]
+        log = open(self.log_file, "ab")  # noqa: SIM115 - handed to the child process
+        if check:
+            done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
+            if done.returncode != 0:
+                raise BrokerError(f"{main_class} failed; see {self.log_file}")
+            return None  # type: ignore[return-value]
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def _wait_until_ready(self, process: subprocess.Popen[bytes]) -> None:
+        deadline = time.monotonic() + self.settings.start_timeout_s
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise BrokerError(f"Kafka exited with code {process.returncode}; see {self.log_file}")
+            if self.is_running():
+                return
+            time.sleep(0.2)
+        raise BrokerError(
+            f"Kafka did not accept connections on {self.host}:{self.port} in time; see {self.log_file}"
+        )
+
+
+@contextlib.contextmanager
+def _port_lock(port: int) -> Iterator[None]:
+    path = Path(tempfile.gettempdir()) / f"modelyard-broker-{port}.lock"
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _cluster_id() -> str:
+    """A random Kafka cluster id. Like Kafka's own Uuid.randomUuid, never one starting with '-': the
+    storage tool would read it as an option and fail (1 start in 64 did)."""
+    import base64
+
+    while (cluster_id := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")).startswith("-"):
+        pass
+    return cluster_id
+
+
+def _wait_for_exit(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        _reap(pid)
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
