@@ -292,9 +292,9 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace, console: Console) 
 
 def cmd_sql(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from modelyard.local.demo import cost_table
-    from workers.sink.clickhouse import ClickHouseStore
+    from workers.sink.analyst_store import open_analyst_store
 
-    store = ClickHouseStore(settings.clickhouse)
+    store = open_analyst_store(settings.clickhouse)
     try:
         names, rows = store.query_with_names(args.query)
     finally:
@@ -310,13 +310,12 @@ def cmd_sql(settings: Settings, args: argparse.Namespace, console: Console) -> i
 
 def cmd_costs(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from modelyard.ops.cost_report import CostReport, parse_dimensions, parse_since, plot_stacked
-    from workers.sink.clickhouse import ClickHouseStore
+    from workers.sink.analyst_store import open_analyst_store
     from workers.sink.pricing import PriceCatalog
 
     since, dims = parse_since(args.since), parse_dimensions(args.by)
-    store = ClickHouseStore(settings.clickhouse)
+    store = open_analyst_store(settings.clickhouse, write=args.action == "reprice")
     try:
-        store.migrate()
         report = CostReport(store)
         if args.action == "reprice":
             catalog = PriceCatalog.load(
@@ -387,11 +386,10 @@ def cmd_eval(settings: Settings, args: argparse.Namespace, console: Console) -> 
 
 def cmd_policy(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from modelyard.ops import policy_advisor as advisor
-    from workers.sink.clickhouse import ClickHouseStore
+    from workers.sink.analyst_store import open_analyst_store
 
-    store = ClickHouseStore(settings.clickhouse)
+    store = open_analyst_store(settings.clickhouse)
     try:
-        store.migrate()
         run = args.run or advisor.latest_run(store)
         if run is None:
             raise InvalidInput("no eval results yet", field="run")
@@ -462,15 +460,14 @@ def _read_bytes(path: Path) -> bytes:
 def cmd_distill(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from modelyard.ops.distill import Distiller, write_proposal
     from schemas import TaskType
-    from workers.sink.clickhouse import ClickHouseStore
+    from workers.sink.analyst_store import open_analyst_store
 
     task, config = TaskType(args.task), settings.distill
     target, holdout = args.target or config.target, args.holdout or config.holdout
     if not 0 < holdout < 1 or not 0 < target <= 1:
         raise InvalidInput("--holdout must be in (0, 1) and --target in (0, 1]", field="holdout")
-    store = ClickHouseStore(settings.clickhouse)
+    store = open_analyst_store(settings.clickhouse, write=True)
     try:
-        store.migrate()
         with console.status(f"training the {task.value} student on answers of {config.teacher_pools}..."):
             outcome = Distiller(settings, store).run(task, target, holdout)
     finally:
@@ -497,11 +494,10 @@ def cmd_distill(settings: Settings, args: argparse.Namespace, console: Console) 
 def cmd_report(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from modelyard.ops.cost_report import parse_since
     from modelyard.ops.report import HtmlReport
-    from workers.sink.clickhouse import ClickHouseStore
+    from workers.sink.analyst_store import open_analyst_store
 
-    store = ClickHouseStore(settings.clickhouse)
+    store = open_analyst_store(settings.clickhouse)
     try:
-        store.migrate()
         with console.status("reading ClickHouse and drawing plots..."):
             html = HtmlReport(store, args.target_quality, settings.shadow_alert.threshold).render(
                 args.run, parse_since(args.since)
