@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from modelyard.cli_live import add_live_commands
 from modelyard.core._exceptions import InvalidInput, ModelyardError
 from modelyard.core.settings import Settings, load_settings
 
@@ -145,6 +146,7 @@ def _parser() -> argparse.ArgumentParser:
         "--distill", action="store_true", help="the distillation loop: frontier first, distill, student after"
     )
     _dlq_parser(command("dlq", None, "list, show or replay dead letters"))
+    add_live_commands(command)  # up, down, status, top, results
     return parser
 
 
