@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -20,12 +21,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console(stderr=True)
     try:
-        return int(args.handler(load_settings(), args, console) or 0)
+        code = int(args.handler(load_settings(), args, console) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not as a traceback at interpreter exit
+        return code
     except ModelyardError as exc:
         console.print(f"[red]error:[/red] {exc.one_line()}", highlight=False)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `modelyard schema work-item | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as `yes | head` reports
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -419,6 +425,7 @@ def cmd_policy(settings: Settings, args: argparse.Namespace, console: Console) -
 def cmd_route(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from schemas import WorkItem
     from schemas.decoding import DecodeFailure, decode
+    from streams.novelty_explain import explain_novelty
     from streams.policy import RoutingPolicy
 
     raw = sys.stdin.buffer.read() if str(args.item) == "-" else _read_bytes(args.item)
@@ -441,9 +448,8 @@ def cmd_route(settings: Settings, args: argparse.Namespace, console: Console) ->
             + (f": {check.failure}" if check.failure else "")
         )
     novelty = policy.source.current().novelty
-    score = "not scored" if decision.novelty_score is None else f"{decision.novelty_score:.3f}"
-    state = "learned centroids loaded" if learned else "no centroids learned yet"
-    out.print(f"novelty: {score} (threshold {novelty.threshold}, applies to {novelty.applies_to}; {state})")
+    why = explain_novelty(decision, novelty, policy.novelty, settings.novelty_state_file, learned)
+    out.print(f"novelty: {why}", highlight=False, markup=False)
     out.print(
         f"pool: [bold]{decision.pool}[/bold] via {decision.rule}: {decision.reason} -> topic {settings.kafka.pool_topic(decision.pool)}"
     )
