@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -60,7 +60,7 @@ class Client:
         try:
             while True:
                 try:
-                    yield self._call(outcomes.__anext__())
+                    yield self._call(_next(outcomes))
                 except StopAsyncIteration:
                     return
         finally:
@@ -86,9 +86,14 @@ class Client:
         self.close()
 
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run `coroutine` in the client's loop and wait for it here."""
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._loop.close()
+
+
+async def _next(outcomes: AsyncIterator[Outcome]) -> Outcome:
+    return await outcomes.__anext__()
