@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from schemas import Result
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """Kafka's answer for one record: where it was stored, or why it was not."""
+class Delivery(NamedTuple):
+    """Kafka's answer for one record: where it was stored, or why it was not. (A NamedTuple: one is made per
+    record, and a frozen dataclass costs ~1 µs more to build.)"""
 
     job_id: str | None
     topic: str

@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from pydantic import SecretStr
 
+from modelyard.client.deliveries import DeliveryTracker, Listener
 from modelyard.client.items import as_work_item, encode
 from modelyard.client.outcomes import Delivery, Outcome, SubmitReport
 from modelyard.client.results import ResultReader
@@ -20,6 +21,7 @@ from modelyard.core.settings import KafkaSettings, Settings
 from modelyard.core.signatures import TenantKeys
 from schemas import DeadLetter, WorkItem
 
+YIELD_EVERY = 500  # records queued between turns of the event loop (the batches go out meanwhile)
 CLOCK_SKEW = timedelta(seconds=60)  # results are looked for from this long before the client started
 
 
@@ -44,8 +46,8 @@ class AsyncClient:
         self.max_in_flight = max_in_flight
         self.started_at = datetime.now(UTC)
         self._producer: AIOKafkaProducer | None = None
-        self._slots: asyncio.Semaphore | None = None
-        self._pending: set[asyncio.Future[Delivery]] = set()
+        self._deliveries: DeliveryTracker | None = None
+        self._sent = 0
 
     @classmethod
     def from_settings(cls, settings: Settings, **options: Any) -> AsyncClient:
@@ -53,7 +55,6 @@ class AsyncClient:
         return cls(settings.kafka, tenant_keys=settings.router.tenant_keys, **options)
 
     async def start(self) -> None:
-        self._slots = asyncio.Semaphore(self.max_in_flight)
         self._producer = AIOKafkaProducer(
             acks="all",
             enable_idempotence=True,
@@ -66,6 +67,8 @@ class AsyncClient:
         except (KafkaError, OSError) as exc:
             self._producer = None
             raise BrokerError(f"cannot reach Kafka at {self.kafka.bootstrap_servers}: {exc!r}") from exc
+        self._deliveries = DeliveryTracker(self.max_in_flight)
+        self._deliveries.start()
 
     async def close(self) -> None:
         """Wait for every record sent to be acknowledged (or to fail), then disconnect."""
@@ -76,6 +79,8 @@ class AsyncClient:
         finally:
             await self._producer.stop()
             self._producer = None
+            if self._deliveries is not None:
+                await self._deliveries.stop()
 
     async def __aenter__(self) -> AsyncClient:
         await self.start()
@@ -92,13 +97,18 @@ class AsyncClient:
             raise BrokerError(f"job {delivery.job_id} was not stored: {delivery.error}")
         return delivery
 
-    async def send(self, item: WorkItem | Mapping[str, Any]) -> asyncio.Future[Delivery]:
+    async def send(
+        self,
+        item: WorkItem | Mapping[str, Any],
+        on_delivery: Callable[[Delivery], None] | None = None,
+    ) -> asyncio.Future[Delivery]:
         """Queue one job (validated, signed); returns once it is in the producer's batch, with a future for its
-        delivery. Waits while `max_in_flight` records are unacknowledged."""
+        delivery (`on_delivery` is called with it too, straight from the acknowledgement). Waits while
+        `max_in_flight` records are unacknowledged."""
         checked = as_work_item(item)
         value = encode(checked)
         headers = self.keys.headers_for(checked.tenant, value) if self.keys else None
-        return await self._send(self.kafka.jobs_topic, value, checked.job_id, headers)
+        return await self._send(self.kafka.jobs_topic, value, checked.job_id, headers, on_delivery)
 
     async def submit_many(
         self,
@@ -110,58 +120,54 @@ class AsyncClient:
         before it are sent."""
         report, started = SubmitReport(), time.perf_counter()
 
-        def record(future: asyncio.Future[Delivery]) -> None:
-            report.add(future.result())
+        def record(delivery: Delivery) -> None:
+            report.add(delivery)
             if on_delivery is not None:
-                on_delivery(future.result())
+                on_delivery(delivery)
 
         async for item in _aiter(items):
-            (await self.send(item)).add_done_callback(record)
+            await self.send(item, record)
         await self.flush()
         report.seconds = time.perf_counter() - started
         return report
 
-    async def dead_letter(self, letter: DeadLetter) -> asyncio.Future[Delivery]:
+    async def dead_letter(
+        self, letter: DeadLetter, on_delivery: Callable[[Delivery], None] | None = None
+    ) -> asyncio.Future[Delivery]:
         """Queue a dead letter (input that cannot become a job: a producer reports it rather than drop it)."""
-        return await self._send(self.kafka.dead_letter_topic, letter.model_dump_json().encode(), None, None)
+        value = letter.model_dump_json().encode()
+        return await self._send(self.kafka.dead_letter_topic, value, None, None, on_delivery)
 
     async def flush(self) -> None:
-        """Wait until every record sent so far is acknowledged or failed."""
-        while self._pending:
-            await asyncio.wait(list(self._pending))
+        """Wait until every record sent so far is acknowledged or failed (and reported)."""
+        if self._deliveries is not None:
+            await self._deliveries.idle()
 
     async def _send(
-        self, topic: str, value: bytes, job_id: str | None, headers: list[tuple[str, bytes]] | None
+        self,
+        topic: str,
+        value: bytes,
+        job_id: str | None,
+        headers: list[tuple[str, bytes]] | None,
+        on_delivery: Listener | None,
     ) -> asyncio.Future[Delivery]:
-        if self._producer is None or self._slots is None:
+        if self._producer is None or self._deliveries is None:
             raise BrokerError(
                 "the client is not started", hint="use `async with AsyncClient(...)` or start()"
             )
-        await self._slots.acquire()
-        delivery: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
+        await self._deliveries.room()
         try:
-            sent = await self._producer.send(
+            acked = await self._producer.send(
                 topic, value, key=job_id.encode() if job_id else None, headers=headers
             )
         except (KafkaError, OSError) as exc:  # refused before it was batched (e.g. too large)
-            self._slots.release()
-            delivery.set_result(Delivery(job_id, topic, error=repr(exc)))
-            return delivery
-        self._pending.add(delivery)
-        sent.add_done_callback(lambda acked: self._delivered(acked, delivery, job_id, topic))
-        return delivery
-
-    def _delivered(
-        self, acked: asyncio.Future[Any], delivery: asyncio.Future[Delivery], job_id: str | None, topic: str
-    ) -> None:
-        self._slots.release()  # type: ignore[union-attr]
-        self._pending.discard(delivery)
-        if acked.cancelled() or acked.exception() is not None:
-            error = "cancelled" if acked.cancelled() else repr(acked.exception())
-            delivery.set_result(Delivery(job_id, topic, error=error))
-        else:
-            meta = acked.result()
-            delivery.set_result(Delivery(job_id, topic, meta.partition, meta.offset))
+            return self._deliveries.failed(job_id, topic, repr(exc), on_delivery)
+        self._sent += 1
+        if (
+            not self._sent % YIELD_EVERY
+        ):  # a send that does not block never lets the producer's sender task run
+            await asyncio.sleep(0)
+        return self._deliveries.track(acked, job_id, topic, on_delivery)
 
     # -- results --------------------------------------------------------------------------------------
     def results(

@@ -5,7 +5,6 @@ none is silently skipped. Blank lines are not jobs and are counted in the summar
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -39,6 +38,10 @@ class SubmitSummary:
     @property
     def ok(self) -> bool:
         return not self.invalid and not self.failed
+
+    def count(self, delivery: Delivery) -> None:
+        if not delivery.ok:
+            self.failed.append(delivery)
 
 
 def read_lines(path: Path) -> Iterator[tuple[int, bytes]]:
@@ -86,29 +89,20 @@ class JobSubmitter:
             with progress_bar(self.console) as progress:
                 task = progress.add_task(f"submitting {source}", total=total)
                 for number, raw, item in check_lines(lines):
-                    delivery = await self._send(client, summary, number, raw, item)
-                    if delivery is not None:
-                        delivery.add_done_callback(lambda done: _count(summary, done.result()))
+                    await self._send(client, summary, number, raw, item)
                     progress.advance(task)
         summary.seconds = time.perf_counter() - started
         return summary
 
-    async def _send(
-        self, client: AsyncClient, summary: SubmitSummary, number: int, raw: bytes, item
-    ) -> asyncio.Future[Delivery] | None:
+    async def _send(self, client: AsyncClient, summary: SubmitSummary, number: int, raw: bytes, item) -> None:
         if isinstance(item, WorkItem):
             summary.submitted += 1
-            return await client.send(item)
-        if item.reason == "blank":
+            await client.send(item, summary.count)
+        elif item.reason == "blank":
             summary.blank += 1
-            return None
-        summary.invalid.append(InvalidLine(number, item))
-        return await client.dead_letter(item.dead_letter(raw, "submit", source_line=number))
-
-
-def _count(summary: SubmitSummary, delivery: Delivery) -> None:
-    if not delivery.ok:
-        summary.failed.append(delivery)
+        else:
+            summary.invalid.append(InvalidLine(number, item))
+            await client.dead_letter(item.dead_letter(raw, "submit", source_line=number), summary.count)
 
 
 def print_summary(summary: SubmitSummary, console: Console, limit: int = 50) -> None:
