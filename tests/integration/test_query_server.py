@@ -6,10 +6,12 @@ Checked with clickhouse-connect's own `http://` client (the code path a ClickHou
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from datetime import UTC, datetime
@@ -108,6 +110,16 @@ def test_an_analyst_sees_rows_while_the_sink_writes(
             "SELECT getSetting('max_threads')"
         )
         assert urllib.request.urlopen(url, timeout=10).read().strip() == b"1"
+        # HTTP compression when asked for; ClickHouse's own block compression refused plainly
+        gzipped = urllib.request.Request(
+            f"{url}&enable_http_compression=1", headers={"Accept-Encoding": "gzip"}
+        )
+        with urllib.request.urlopen(gzipped, timeout=10) as response:
+            assert response.headers["Content-Encoding"] == "gzip"
+            assert gzip.decompress(response.read()).strip() == b"1"
+        with pytest.raises(urllib.error.HTTPError) as refused_compress:
+            urllib.request.urlopen(f"{url}&compress=1", timeout=10)
+        assert refused_compress.value.headers["X-ClickHouse-Exception-Code"] == "48"
 
         with pytest.raises(DatabaseError, match="readonly|READONLY") as refused:
             client.command("INSERT INTO results (job_id, attempt) VALUES ('forged', 1)")

@@ -63,7 +63,7 @@ TRANSPORT_PARAMS = frozenset(
 SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 TRAILING_FORMAT = re.compile(r"\bFORMAT\s+(\w+)\s*;?\s*$", re.IGNORECASE)
 ERROR_CODE = re.compile(r"Code: (\d+)")
-HTTP_STATUS = {62: 400, 115: 400, 47: 400, 46: 400, 60: 404, 81: 404, 164: 403, 497: 403}
+HTTP_STATUS = {48: 501, 62: 400, 115: 400, 47: 400, 46: 400, 60: 404, 81: 404, 164: 403, 497: 403}
 
 
 @dataclass
@@ -74,6 +74,7 @@ class QueryRequest:
     params: dict[str, str] = field(default_factory=dict)
     settings: dict[str, str] = field(default_factory=dict)
     query_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    http_compression: bool = False  # enable_http_compression=1: gzip/deflate as Accept-Encoding allows
 
     @property
     def format(self) -> str:
@@ -168,6 +169,12 @@ async def parse_request(request: web.Request) -> QueryRequest:
         else:
             body = (await request.read()).decode("utf-8", errors="replace")
     sql = "\n".join(part for part in (values.get("query", ""), body) if part.strip())
+    for name in ("compress", "decompress"):
+        if values.get(name) == "1":
+            raise QueryError(
+                f"Code: 48. DB::Exception: {name}=1 (ClickHouse's block compression) is not served here; "
+                "use HTTP compression (enable_http_compression=1 with Accept-Encoding: gzip). (NOT_IMPLEMENTED)"
+            )
     settings = {}
     for name, value in values.items():
         if name in TRANSPORT_PARAMS or name.startswith(("param_", "http_")):
@@ -184,6 +191,7 @@ async def parse_request(request: web.Request) -> QueryRequest:
         params={k.removeprefix("param_"): v for k, v in values.items() if k.startswith("param_")},
         settings=settings,
         query_id=values.get("query_id") or str(uuid.uuid4()),
+        http_compression=values.get("enable_http_compression") == "1",
     )
 
 
@@ -273,7 +281,10 @@ class QueryServer:
             "X-ClickHouse-Summary": json.dumps(answer.summary),
             "Content-Type": content_type(answer.format),
         }
-        return web.Response(body=answer.body, headers=headers)
+        response = web.Response(body=answer.body, headers=headers)
+        if query.http_compression:
+            response.enable_compression()  # picks gzip or deflate from the request's Accept-Encoding
+        return response
 
 
 def chdb_path(settings: ClickHouseSettings) -> str | None:
