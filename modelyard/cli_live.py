@@ -59,6 +59,8 @@ def cmd_up(settings: Settings, args: argparse.Namespace, console: Console) -> in
         state = stack.up(use_running_broker=args.use_running_broker)
     broker = "started" if state.broker_started else f"using {stack.broker.describe()}"
     console.print(f"Kafka on {state.bootstrap_servers}: {broker}", highlight=False)
+    for provider in sorted({pool.provider for pool in settings.pools.values()}):
+        console.print(f"provider {provider}: {settings.providers[provider].mode}", highlight=False)
     timeout = args.timeout or settings.stack.ready_timeout_s
     with console.status("waiting until every process is ready...") as status:
         ready = wait_ready(settings, state, timeout, lambda s: status.update(f"waiting for readiness: {s}"))
