@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from modelyard.core._exceptions import ConfigError
 from schemas import AnyResult, Result, Usage
 from schemas.result import UsageStruct
+from workers.sink.model_ids import ModelIds, Resolution
 
 MILLION = Decimal(1_000_000)
 ZERO = Decimal(0)
@@ -69,9 +70,18 @@ class ProviderPrices(Strict):
     batch_discount: Decimal = Field(default=ZERO, ge=0, lt=1)
     self_hosted: SelfHosted | None = None
     models: dict[str, list[PriceEntry]] = Field(min_length=1)
+    aliases: dict[str, str] = Field(
+        default_factory=dict,
+        description="Other ids of this file's models: alias -> model (see model_ids.py).",
+    )
 
     @model_validator(mode="after")
     def _prices_present(self) -> ProviderPrices:
+        for alias, model in self.aliases.items():
+            if model not in self.models:
+                raise ValueError(f"aliases.{alias}: {model!r} is not a model of this file")
+            if alias in self.models:
+                raise ValueError(f"aliases.{alias}: already a model of this file")
         if self.self_hosted:
             return self
         for model, entries in self.models.items():
@@ -243,11 +253,19 @@ class PricedColumns:
 class PriceCatalog:
     def __init__(self, providers: list[ProviderPrices], reference_model: str | None = None) -> None:
         self.by_model: dict[str, tuple[ProviderPrices, list[PriceEntry]]] = {}
+        aliases: dict[str, str] = {}
         for prices in providers:
             for model, entries in prices.models.items():
+                if model in self.by_model or model in aliases:
+                    raise ConfigError(f"price files: model {model!r} is listed twice")
                 self.by_model[model] = (prices, sorted(entries, key=lambda e: e.effective_from))
+            for alias, model in prices.aliases.items():
+                if alias in aliases or alias in self.by_model:
+                    raise ConfigError(f"price files: alias {alias!r} is listed twice")
+                aliases[alias] = model
+        self.model_ids = ModelIds({m: p.provider for m, (p, _) in self.by_model.items()}, aliases)
         self.versions = sorted(f"{p.provider}@{p.version}" for p in providers)
-        if reference_model and reference_model not in self.by_model:
+        if reference_model and self.model_ids.resolve(reference_model) is None:
             raise ConfigError(f"costs.reference_model {reference_model!r} has no price in the catalog")
         self.reference_model = reference_model
 
@@ -269,13 +287,16 @@ class PriceCatalog:
     def rates(self, model: str, at: datetime) -> Rates | None:
         return self._rates_on(model, at.date())
 
+    def resolve(self, model: str) -> Resolution | None:
+        """The catalog model that prices `model` as a provider reported it (rules in model_ids.py)."""
+        return self.model_ids.resolve(model)
+
     @lru_cache(maxsize=4096)  # noqa: B019 - the catalog is immutable and lives as long as the process
     def _rates_on(self, model: str, day: date) -> Rates | None:
-        """`name@version` (a registered student, e.g. student@classification-v3) is priced as `name`."""
-        found = self.by_model.get(model) or self.by_model.get(model.partition("@")[0])
+        found = self.model_ids.resolve(model)
         if found is None:
             return None
-        prices, entries = found
+        prices, entries = self.by_model[found.model]
         current = [e for e in entries if e.effective_from <= day]
         entry = current[-1] if current else entries[0]
         return _resolve(prices, entry)
