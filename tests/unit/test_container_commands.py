@@ -22,7 +22,10 @@ def test_the_image_installs_every_package_and_enters_modelyard() -> None:
     lines = dockerfile()
     copied = {path for line in lines if line[0] == "COPY" for path in line[1:-1]}
     packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
-    assert {pattern.rstrip("*") for pattern in packages["include"]} | {"pyproject.toml", "README.md"} <= copied
+    assert {pattern.rstrip("*") for pattern in packages["include"]} | {
+        "pyproject.toml",
+        "README.md",
+    } <= copied
     assert ["RUN", "pip", "install", "--no-cache-dir", "."] in lines  # not editable: package data must ship
     assert ["ENTRYPOINT", '["modelyard"]'] in lines
 
