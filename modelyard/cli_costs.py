@@ -21,8 +21,16 @@ from rich.console import Console
 from modelyard.core._exceptions import InvalidInput
 from modelyard.core.settings import Settings
 
-ACTIONS = ["show", "jobs", "unpriced", "reprice", "budgets", "price", "reconcile"]
 PROVIDERS = ["openai", "anthropic"]
+ACTIONS = {
+    "show": "cost tables with per-job savings (the default)",
+    "jobs": "per-job cost against the reference model, least saved first",
+    "unpriced": "models whose results were stored unpriced, and whether the catalog prices them now",
+    "reprice": "price every attempt since --since under a catalog (cost_repricings), and the unpriced ones",
+    "budgets": "spend today and this month against the tenants' budgets",
+    "price": "the priced breakdown of one Result JSON file (no ClickHouse needed)",
+    "reconcile": "the ledger against a provider's usage/cost export, per day and model",
+}
 
 
 def add_costs_command(command: Callable[..., argparse.ArgumentParser]) -> None:
@@ -32,37 +40,50 @@ def add_costs_command(command: Callable[..., argparse.ArgumentParser]) -> None:
         "cost tables from the ledger with per-job savings (chdb: while the sink is stopped); unpriced models, "
         "repricing, one result's breakdown, reconciliation with a provider's usage export",
     )
-    p.add_argument("action", nargs="?", choices=ACTIONS, default="show")
+    _options(p, None)
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    for name, help in ACTIONS.items():
+        action = actions.add_parser(name, help=help, description=help)
+        _options(action, argparse.SUPPRESS)  # given after the action; the defaults are the costs command's
+        if name == "price":
+            action.add_argument("result", type=Path, help="a Result as JSON ('-' for stdin)")
+        if name == "reconcile":
+            action.add_argument(
+                "--provider", choices=PROVIDERS, required=True, help="whose export the files are"
+            )
+            action.add_argument(
+                "--ledger-provider", help="the ledger's provider name for those calls (default: --provider)"
+            )
+            action.add_argument("exports", nargs="+", type=Path, help="usage and/or cost export JSON files")
+
+
+def _options(p: argparse.ArgumentParser, suppressed: str | None) -> None:
+    def default(value: object) -> object:
+        return suppressed if suppressed is not None else value
+
     p.add_argument(
-        "files", nargs="*", type=Path, help="price: a Result JSON file; reconcile: export JSON files"
+        "--by",
+        default=default("day,pool,model"),
+        help="comma-separated: day, tenant, task, pool, provider, model",
+    )
+    p.add_argument("--since", default=default("7d"), help="7d, 24h, 30m, 2w or an ISO date")
+    p.add_argument("--format", choices=["table", "csv", "json"], default=default("table"))
+    p.add_argument(
+        "--plot", type=Path, default=default(None), help="show: also write a stacked bar chart (PNG) of cost"
     )
     p.add_argument(
-        "--by", default="day,pool,model", help="comma-separated: day, tenant, task, pool, provider, model"
+        "--prices", type=Path, default=default(None), help="directory of price YAML files (default: settings)"
     )
-    p.add_argument("--since", default="7d", help="7d, 24h, 30m, 2w or an ISO date")
-    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    p.add_argument(
-        "--plot", type=Path, help="also write a stacked bar chart (PNG) of cost by the first two dimensions"
-    )
-    p.add_argument(
-        "--prices",
-        type=Path,
-        help="reprice/price/reconcile: directory of price YAML files (default: settings)",
-    )
-    p.add_argument("--limit", type=int, default=20, help="jobs: how many jobs to list")
-    p.add_argument("--provider", choices=PROVIDERS, help="reconcile: whose export FILE is")
-    p.add_argument(
-        "--ledger-provider",
-        help="reconcile: the ledger's provider name for those calls (default: the same as --provider)",
-    )
+    p.add_argument("--limit", type=int, default=default(20), help="jobs: how many jobs to list")
 
 
 def cmd_costs(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from workers.sink.pricing import PriceCatalog
 
+    args.action = args.action or "show"
     catalog = PriceCatalog.load(args.prices or settings.costs.prices_dir, settings.costs.reference_model)
     if args.action == "price":
-        return _price(catalog, _one_file(args, "price", "RESULT.json"), console)
+        return _price(catalog, args.result, console)
     if args.action == "reconcile":
         return _reconcile(settings, args, catalog)
     return _ledger_action(settings, args, catalog, console)
@@ -123,11 +144,7 @@ def _reconcile(settings: Settings, args: argparse.Namespace, catalog) -> int:
     from modelyard.ops.usage_exports import read_export
     from workers.sink.clickhouse import ClickHouseStore
 
-    if not args.provider:
-        raise InvalidInput("costs reconcile needs --provider openai|anthropic", field="provider")
-    if not args.files:
-        raise InvalidInput("costs reconcile needs the provider's export FILE", field="files")
-    export = read_export(args.provider, [(str(f), _read(f)) for f in args.files])
+    export = read_export(args.provider, [(str(f), _read(f)) for f in args.exports])
     store = ClickHouseStore(settings.clickhouse)
     try:
         store.migrate()
@@ -136,12 +153,6 @@ def _reconcile(settings: Settings, args: argparse.Namespace, catalog) -> int:
         store.close()
     print_table(table, args.format, f"{args.provider}: ledger vs invoice, per day and model (UTC)")
     return 0
-
-
-def _one_file(args: argparse.Namespace, action: str, what: str) -> Path:
-    if len(args.files) != 1:
-        raise InvalidInput(f"costs {action} takes one {what}", field="files")
-    return args.files[0]
 
 
 def _read(path: Path) -> bytes:

@@ -202,24 +202,51 @@ def _coefficient(value: Decimal) -> int:
     return int("".join(map(str, value.as_tuple().digits)))
 
 
+@dataclass(frozen=True)
+class Charged:
+    """Ledger units per kind for a column of usages (KINDS order); a kind no usage has is the shared `zeros`."""
+
+    columns: list[list[int]]
+    long: list[int]  # 1 where the row was charged at the long-context tier
+    zeros: list[int]
+
+    def totals(self) -> list[int]:
+        """Row by row sums (the `zeros` columns skipped)."""
+        charged = [column for column in self.columns if column is not self.zeros]
+        if len(charged) <= 1:
+            return list(charged[0] if charged else self.zeros)
+        if len(charged) == 2:
+            return [a + b for a, b in zip(*charged, strict=True)]
+        if len(charged) == 3:
+            return [a + b + c for a, b, c in zip(*charged, strict=True)]
+        return list(map(sum, zip(*charged, strict=True)))
+
+    def sum_of(self, first: int, second: int) -> list[int]:
+        """Two kinds' columns added (one of them when the other is all zero)."""
+        a, b = self.columns[first], self.columns[second]
+        if b is self.zeros or a is self.zeros:
+            return a if b is self.zeros else b
+        return [x + y for x, y in zip(a, b, strict=True)]
+
+
 def charge_columns(
-    rates: Rates, batch: bool, usages: Sequence[UsageLike]
-) -> tuple[list[list[int]], list[int]]:
-    """Ledger units per kind for every usage (one list per kind, KINDS order), and which rows were charged at
-    the long-context tier (1) or the standard one (0)."""
-    tokens = kind_columns(usages)
-    standard = [meter.column(n) for meter, n in zip(rates.meters(batch), tokens, strict=True)]
-    if rates.long_context is None:
-        return standard, [0] * len(usages)
-    long = [int(rates.is_long(u)) for u in usages]
+    rates: Rates, batch: bool, usages: Sequence[UsageLike], tokens: tuple[list[int], ...] | None = None
+) -> Charged:
+    """Every usage charged at `rates`, kind by kind: the standard tier, or the long-context one for the rows
+    whose prompt exceeds its threshold. `tokens`: their `kind_columns`, when already at hand."""
+    tokens = tokens or kind_columns(usages)
+    zeros = [0] * len(usages)
+    standard = _columns(rates.meters(batch), tokens, zeros)
+    long = [int(rates.is_long(u)) for u in usages] if rates.long_context is not None else zeros
     if not any(long):
-        return standard, long
-    tiered = [meter.column(n) for meter, n in zip(rates.meters(batch, long=True), tokens, strict=True)]
-    return [
-        [t if flag else s for s, t, flag in zip(plain, high, long, strict=True)]
+        return Charged(standard, zeros, zeros)
+    tiered = _columns(rates.meters(batch, long=True), tokens, zeros)
+    columns = [
+        plain if plain is high else [t if flag else s for s, t, flag in zip(plain, high, long, strict=True)]
         for plain, high in zip(standard, tiered, strict=True)
-    ], long
+    ]
+    return Charged(columns, long, zeros)
 
 
-def row_totals(columns: list[list[int]]) -> list[int]:
-    return [sum(amounts) for amounts in zip(*columns, strict=True)] if columns and columns[0] else []
+def _columns(meters: tuple[Meter, ...], tokens: tuple[list[int], ...], zeros: list[int]) -> list[list[int]]:
+    return [meter.column(n) if any(n) else zeros for meter, n in zip(meters, tokens, strict=True)]

@@ -30,7 +30,7 @@ from workers.sink.meters import (
     Rates,
     UsageLike,
     charge_columns,
-    row_totals,
+    kind_columns,
 )
 from workers.sink.model_ids import ModelIds, Resolution
 from workers.sink.price_catalog import PriceEntry, ProviderPrices, load_price_files
@@ -246,30 +246,31 @@ class _Plan:
                 priced=zeros,
                 long_context=zeros,
             )
-        amounts, long = charge_columns(self.rates, self.batch, usages)
-        total = row_totals(amounts)
+        tokens = kind_columns(usages)
+        charged = charge_columns(self.rates, self.batch, usages, tokens)
+        total = charged.totals()
         if self.reference is None:
             reference = [0] * rows
         elif self.reference == self.rates:  # the reference model itself
             reference = total
         else:
-            reference = row_totals(charge_columns(self.reference, self.batch, usages)[0])
+            reference = charge_columns(self.reference, self.batch, usages, tokens).totals()
         savings = [r - t for r, t in zip(reference, total, strict=True)] if self.reference else [0] * rows
-        cache_write = [a + b for a, b in zip(amounts[2], amounts[3], strict=True)]
+        amounts = charged.columns
         return PricedColumns(
-            amounts[0],
-            amounts[1],
-            cache_write,
-            amounts[4],
-            amounts[5],
-            total,
-            reference,
-            savings,
-            [self.rates.catalog_version] * rows,
-            [int(self.rates.self_hosted)] * rows,
-            [self.reference_model] * rows,
-            amounts[3],
-            [self.rates.catalog_model] * rows,
-            [1] * rows,
-            long,
+            input=amounts[0],
+            cached_input=amounts[1],
+            cache_write=charged.sum_of(2, 3),
+            output=amounts[4],
+            reasoning=amounts[5],
+            total=total,
+            reference=reference,
+            savings=savings,
+            catalog_version=[self.rates.catalog_version] * rows,
+            self_hosted=[int(self.rates.self_hosted)] * rows,
+            reference_model=[self.reference_model] * rows,
+            cache_write_1h=amounts[3],
+            catalog_model=[self.rates.catalog_model] * rows,
+            priced=[1] * rows,
+            long_context=charged.long,
         )
