@@ -58,7 +58,7 @@ async def _create(settings: Settings, plan: dict[str, int]) -> None:
                 name,
                 num_partitions=n,
                 replication_factor=settings.kafka.replication_factor,
-                topic_configs=COMPACTED if name == settings.kafka.spend_topic else {},
+                topic_configs=_topic_configs(settings, name),
             )
             for name, n in plan.items()
             if name not in existing
@@ -67,6 +67,14 @@ async def _create(settings: Settings, plan: dict[str, int]) -> None:
             await _create_ignoring_existing(admin, missing)
     finally:
         await admin.close()
+
+
+def _topic_configs(settings: Settings, name: str) -> dict[str, str]:
+    kafka = settings.kafka
+    configs = dict(COMPACTED) if name == kafka.spend_topic else {}
+    if kafka.min_insync_replicas is not None:
+        configs["min.insync.replicas"] = str(kafka.min_insync_replicas)
+    return configs
 
 
 async def _create_ignoring_existing(admin: AIOKafkaAdminClient, topics: list[NewTopic]) -> None:

@@ -2,7 +2,8 @@
 
 Per pool: calls in flight, items/s, p50/p95 call latency (over the last 10 s; since start when idle), errors,
 consumer lag. The router's and the sink's rates and lags. Spend and savings today (UTC) per pool, from the
-ledger through the analyst door (the sink's query server while it runs). Dead letters today by stage and
+ledger's per-job savings (v_savings) through the analyst door (the sink's query server while it runs), read
+every 10 s. Dead letters today by stage and
 reason, read from the dead-letter topic itself (so letters from `submit` count too).
 
 Rates and latencies come from the processes' Prometheus endpoints; lag from Kafka's committed offsets.
@@ -28,10 +29,11 @@ from schemas import DeadLetter
 from schemas.decoding import decode
 
 LATENCY_WINDOW_S = 10.0
-SPEND_EVERY_S = 5.0
+SPEND_EVERY_S = 10.0
+# per-job savings (v_savings, as `modelyard costs` books them): an escalated SLM attempt counts against its pool
 SPEND_SQL = """
 SELECT pool, sum(attempts) AS attempts, sum(cost_usd) AS cost_usd, sum(savings_usd) AS savings_usd
-FROM v_cost_by_day WHERE day = toDate(now('UTC')) GROUP BY pool ORDER BY pool
+FROM v_savings WHERE day = toDate(now('UTC')) GROUP BY pool ORDER BY pool
 """
 
 
