@@ -80,15 +80,15 @@ def test_labelled_teacher_is_right_at_its_rate_and_the_same_for_a_job() -> None:
     rows = lines(BANKING)
     labels = sorted({r["label"] for r in rows})
     teacher = backend(BANKING, "claude-sonnet-5", teacher_accuracy=0.8)
-    right, wrong_labels = 0, set()
-    for n, row in enumerate(rows):
+    right, wrong_labels, asked = 0, set(), 0
+    for n, row in enumerate(rows * 10):
         item = WorkItem(job_id=f"bank-{n}", tenant="acme", input=row["text"], params={"labels": labels})
         output = answer(teacher, item).output
         assert output == answer(teacher, item).output  # deterministic per job
-        right += output == row["label"]
+        right, asked = right + (output == row["label"]), asked + 1
         if output != row["label"]:
             wrong_labels.add(output)
-    assert 0.72 <= right / len(rows) <= 0.88, right / len(rows)
+    assert 0.77 <= right / asked <= 0.83, right / asked  # 2,000 draws: 3.4 standard deviations either side
     assert wrong_labels and wrong_labels <= set(labels)
     perfect = backend(BANKING, "claude-sonnet-5")
     assert all(answer(perfect, WorkItem(job_id=f"p{n}", tenant="a", input=r["text"])).output == r["label"] for n, r in enumerate(rows[:30]))
