@@ -26,6 +26,7 @@ from schemas.decoding import DecodeFailure
 from schemas.work_item_struct import DECODE_WORK_ITEM, WorkItemStruct
 from streams.budgets import BudgetBook, Overrun
 from streams.dedup import RecentJobIds
+from streams.learned_routing import LearnedRouter, RoutingModel
 from streams.novelty import NoveltyDetector
 from streams.rules import (
     ItemFeatures,
@@ -135,6 +136,8 @@ class RoutingPolicy:
         self._memo = RuleMemo(self.source.current())
         self._pool_topics: dict[str, str] = {}
         self._routed: Counter[str] = Counter()  # routed per pool in the current batch, counted once per batch
+        self.pools = set(settings.pools)
+        self._learned: LearnedRouter | None = None
 
     # -- decisions ----------------------------------------------------------------------------------
     def decide(self, item: Item, now: datetime | None = None, learn: bool = True) -> Decision:
@@ -144,6 +147,7 @@ class RoutingPolicy:
         features, task_reason = self._features(item)
         checks, chosen = self._first_match(policy, features, now)
         decision = self._ruled(policy, features, task_reason, chosen, checks)
+        self._apply_learned(policy, [item], [decision])
         return self._apply_novelty(policy, [item], [decision], learn)[0]
 
     def decide_many(self, items: list[Item], now: datetime, learn: bool = True) -> list[Decision]:
@@ -155,7 +159,40 @@ class RoutingPolicy:
         for item in items:
             features, task_reason = self._features(item)
             decisions.append(self._ruled(policy, features, task_reason, first_match(features, now), []))
+        if policy.learned is not None:
+            self._apply_learned(policy, items, decisions)
         return self._apply_novelty(policy, items, decisions, learn)
+
+    def learned_model(self, policy: PolicyFile) -> tuple[LearnedRouter, RoutingModel] | None:
+        """The routing model the policy's `learned` section names (reloaded when a version is registered)."""
+        learned = policy.learned
+        if learned is None:
+            return None
+        router = self._learned
+        if router is None or router.registry.root != learned.models_dir:
+            router = self._learned = LearnedRouter(learned.models_dir, learned.reload_interval_s)
+        error = router.error
+        model = router.model(time.monotonic())
+        if router.error and router.error != error:
+            log.error("%s; keeping the previous one", router.error)
+        if model is None:
+            return None
+        unknown = sorted(set(model.card.pools) - self.pools)
+        if unknown:
+            log.error("routing model %s names unknown pools %s; not applied", model.card.version, unknown)
+            return None
+        return router, model
+
+    def _apply_learned(self, policy: PolicyFile, items: list[Item], decisions: list[Decision]) -> None:
+        """Decisions are built per item by the caller, so they are changed in place."""
+        found = self.learned_model(policy)
+        if found is None:
+            return
+        router, model = found
+        tasks, pools = [d.task_type.value for d in decisions], [d.pool for d in decisions]
+        for choice in router.reroute(model, tasks, pools, items):
+            decision = decisions[choice.index]
+            decision.pool, decision.rule, decision.reason = choice.pool, "learned", choice.reason
 
     @staticmethod
     def _features(item: Item) -> tuple[ItemFeatures, str]:

@@ -106,7 +106,7 @@ def _fit_pool(x: csr_matrix, y: np.ndarray, c: float) -> tuple[np.ndarray, float
     if len(np.unique(labels)) < 2:  # always right (or always wrong): a constant
         rate = float(np.clip(labels.mean() if len(labels) else 0.5, 1e-3, 1 - 1e-3))
         return np.zeros(x.shape[1]), float(np.log(rate / (1 - rate)))
-    fitted = LogisticRegression(C=c, max_iter=3000).fit(x[known], labels)
+    fitted = LogisticRegression(C=c, solver="newton-cg", max_iter=500).fit(x[known], labels)
     return fitted.coef_[0], float(fitted.intercept_[0])
 
 
@@ -143,6 +143,8 @@ def fit_router(outcomes: Sequence[Outcome], pools: Sequence[str], costs: Sequenc
     oof = out_of_fold_logits(outcomes, x, y, seed, c, folds)
     platt = np.array([_platt(oof[:, p], y[:, p]) for p in range(len(pools))])
     raw, calibrated = 1 / (1 + np.exp(-oof)), 1 / (1 + np.exp(-(oof * platt[:, 0] + platt[:, 1])))
+    if target is None:  # the best single pool's accuracy, less one point
+        target = round(float(np.nanmax(np.nanmean(y, axis=0))) - 0.01, 4)
     report = choose_margin(raw, calibrated, y, costs, pools, target)
     fitted = [_fit_pool(x, y[:, p], c) for p in range(len(pools))]
     weights, bias = np.stack([w for w, _ in fitted], axis=1), np.array([b for _, b in fitted])
@@ -182,11 +184,9 @@ def routed_figures(raw: np.ndarray, calibrated: np.ndarray, y: np.ndarray, costs
 
 
 def choose_margin(raw: np.ndarray, calibrated: np.ndarray, y: np.ndarray, costs: Sequence[float], pools: Sequence[str],
-                  target: float | None) -> FitReport:
-    """The largest margin whose measured accuracy meets the target (default: the best single pool's accuracy
-    less one point); margin 0 (each item's likeliest pool) when no margin does."""
-    if target is None:
-        target = float(np.nanmax(np.nanmean(y, axis=0))) - 0.01
+                  target: float) -> FitReport:
+    """The largest margin whose measured accuracy meets the target; margin 0 (each item's likeliest pool) when
+    no margin does."""
     gaps = np.unique(np.round(raw.max(axis=1, keepdims=True) - raw, 4))
     best = routed_figures(raw, calibrated, y, costs, pools, 0.0)
     for margin in gaps[gaps > 0]:
@@ -195,3 +195,44 @@ def choose_margin(raw: np.ndarray, calibrated: np.ndarray, y: np.ndarray, costs:
             break
         best = figures
     return best
+
+
+EVAL_OUTCOMES = (
+    "SELECT e.run, e.case_id, e.pool, e.correct, e.task_type, i.input_text, i.labels, i.tenant "
+    "FROM (SELECT * FROM eval_results FINAL WHERE pool IN {pools:Array(String)}) AS e "
+    "INNER JOIN (SELECT job_id, input_text, labels, tenant FROM job_inputs FINAL) AS i ON e.job_id = i.job_id"
+)
+# A cheaper pool's answer next to a stronger pool's answer to the same item, the stronger taken as right:
+# shadow pairs (router.shadow_share: job X on the cheap pool, shadow:X on the strong one) and cascade
+# escalations (attempt n escalated on the cheap pool, the final answer from the strong one).
+AGREEMENT_OUTCOMES = (
+    "SELECT c.job_id, c.output = s.output, c.task_type, i.input_text, i.labels, i.tenant "
+    "FROM (SELECT job_id, output, task_type FROM results FINAL WHERE pool = {cheap:String} "
+    "      AND status IN ('ok', 'escalated') AND NOT startsWith(job_id, 'shadow:')) AS c "
+    "INNER JOIN (SELECT if(startsWith(job_id, 'shadow:'), substring(job_id, 8), job_id) AS original, output "
+    "      FROM results FINAL WHERE pool = {strong:String} AND status = 'ok') AS s ON c.job_id = s.original "
+    "INNER JOIN (SELECT job_id, input_text, labels, tenant FROM job_inputs FINAL) AS i ON c.job_id = i.job_id"
+)
+
+
+def outcomes_from_evals(store: object, pools: Sequence[str], category_key: str = "category") -> list[Outcome]:
+    """Eval cases run through several of `pools` (`modelyard eval`), with their inputs from job_inputs (stored
+    for the task types in distill.capture_tasks). job_inputs keeps no metadata, so no category key here."""
+    cases: dict[tuple[str, str], dict] = {}
+    for run, case_id, pool, correct, task, text, labels, tenant in store.query(EVAL_OUTCOMES, {"pools": list(pools)}):  # type: ignore[attr-defined]
+        case = cases.setdefault((run, case_id), {"text": text, "labels": labels, "task": task, "tenant": tenant, "right": {}})
+        case["right"][pool] = float(correct)
+    return [_outcome(c, pools, category_key) for c in cases.values()]
+
+
+def outcomes_from_agreement(store: object, cheap: str, strong: str, category_key: str = "category") -> list[Outcome]:
+    """Shadow pairs and cascade escalations: the cheap pool right when it agreed with the strong one."""
+    rows = store.query(AGREEMENT_OUTCOMES, {"cheap": cheap, "strong": strong})  # type: ignore[attr-defined]
+    cases = {job: {"text": text, "labels": labels, "task": task, "tenant": tenant, "right": {cheap: float(same), strong: 1.0}}
+             for job, same, task, text, labels, tenant in rows}
+    return [_outcome(c, [cheap, strong], category_key) for c in cases.values()]
+
+
+def _outcome(case: dict, pools: Sequence[str], category_key: str) -> Outcome:
+    keys = item_keys(case["task"], case["tenant"], list(case["labels"]) or None, {}, case["text"], category_key)
+    return Outcome(case["text"], keys, tuple(case["right"].get(p, float("nan")) for p in pools))
