@@ -44,8 +44,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from modelyard.ops.routing_fit import Outcome, fit_router, outcomes_from_recordings  # noqa: E402
-from modelyard.ops.routing_quality import (  # noqa: E402
+from modelyard.ops.routing_fit import Outcome, fit_router, outcomes_from_recordings
+from modelyard.ops.routing_quality import (
     Curve,
     Summary,
     category_scores,
@@ -55,10 +55,10 @@ from modelyard.ops.routing_quality import (  # noqa: E402
     share_at,
     threshold_curve,
 )
-from schemas import Usage  # noqa: E402
-from schemas.recording import Recording, parse_recording  # noqa: E402
-from workers.pools.token_counts import TokenCounter  # noqa: E402
-from workers.sink.pricing import PriceCatalog  # noqa: E402
+from schemas import Usage
+from schemas.recording import Recording, parse_recording
+from workers.pools.token_counts import TokenCounter
+from workers.sink.pricing import PriceCatalog
 
 ROUTERS = ("random", "category", "learned", "oracle")
 GAP_SHARE = 0.8  # the operating point: weak accuracy + 80% of the gap to the strong model's
@@ -81,7 +81,7 @@ def held_out(key: str, seed: int, share: float) -> bool:
 def split_rows(rows: list[dict], seed: int, share: float) -> tuple[list[dict], list[dict]]:
     key = "prompt" if "prompt" in rows[0] else "text" if "text" in rows[0] else "input"
     test = [held_out(str(r.get(key) or r.get("item")), seed, share) for r in rows]
-    return [r for r, t in zip(rows, test) if not t], [r for r, t in zip(rows, test) if t]
+    return [r for r, t in zip(rows, test, strict=True) if not t], [r for r, t in zip(rows, test, strict=True) if t]
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,9 @@ def model_pair(recordings: list[Recording], strong: str | None, weak: str | None
     if strong and weak:
         return Pair(strong, weak)
     if len(models) != 2:
-        raise SystemExit(f"the recording has {len(models)} models {models}: name them with --strong and --weak")
+        raise SystemExit(
+            f"the recording has {len(models)} models {models}: name them with --strong and --weak"
+        )
     rate = {m: np.mean([r.answers[m].right for r in recordings if m in r.answers]) for m in models}
     ranked = sorted(models, key=lambda m: rate[m])
     return Pair(ranked[1], ranked[0])
@@ -115,10 +117,14 @@ class CostModel:
         if rates is None:
             raise SystemExit(f"{model} has no price in the catalog (modelyard/data/prices/)")
         tokens = self.counter.count_many(texts)
-        return np.array([float(sum(rates.charge(Usage(input_tokens=n, output_tokens=OUTPUT_TOKENS)))) for n in tokens])
+        return np.array(
+            [float(sum(rates.charge(Usage(input_tokens=n, output_tokens=OUTPUT_TOKENS)))) for n in tokens]
+        )
 
 
-def score_split(train: list[Recording], test: list[Recording], pair: Pair, costs: CostModel, seed: int) -> dict[str, dict[str, float]]:
+def score_split(
+    train: list[Recording], test: list[Recording], pair: Pair, costs: CostModel, seed: int
+) -> dict[str, dict[str, float]]:
     models = {"weak": pair.weak, "strong": pair.strong}
     train_outcomes = outcomes_from_recordings(train, models)
     test_outcomes = outcomes_from_recordings(test, models)
@@ -133,21 +139,41 @@ def score_split(train: list[Recording], test: list[Recording], pair: Pair, costs
     for name in ROUTERS:
         started = time.perf_counter()
         if name == "learned":
-            out[name] = _learned(train_outcomes, test_outcomes, te, cost_weak, cost_strong, target, seed, jitter)
+            out[name] = _learned(
+                train_outcomes, test_outcomes, te, cost_weak, cost_strong, target, seed, jitter
+            )
         else:
             curve = _curve(name, train, test, tr, te, seed, jitter)
             share = share_at(curve, target * 100) / 100
             out[name] = _figures(curve, strong, weak) | {
-                "strong_share": share, "accuracy": target,
-                "cost_per_1000_usd": 1000 * float(share * cost_strong.mean() + (1 - share) * cost_weak.mean()),
+                "strong_share": share,
+                "accuracy": target,
+                "cost_per_1000_usd": 1000
+                * float(share * cost_strong.mean() + (1 - share) * cost_weak.mean()),
             }
         out[name]["seconds"] = time.perf_counter() - started
-    out["always weak"] = {"accuracy": float(weak.mean()), "strong_share": 0.0, "cost_per_1000_usd": 1000 * float(cost_weak.mean())}
-    out["always strong"] = {"accuracy": float(strong.mean()), "strong_share": 1.0, "cost_per_1000_usd": 1000 * float(cost_strong.mean())}
+    out["always weak"] = {
+        "accuracy": float(weak.mean()),
+        "strong_share": 0.0,
+        "cost_per_1000_usd": 1000 * float(cost_weak.mean()),
+    }
+    out["always strong"] = {
+        "accuracy": float(strong.mean()),
+        "strong_share": 1.0,
+        "cost_per_1000_usd": 1000 * float(cost_strong.mean()),
+    }
     return out
 
 
-def _curve(name: str, train: list[Recording], test: list[Recording], tr: np.ndarray, te: np.ndarray, seed: int, jitter: np.ndarray) -> Curve:
+def _curve(
+    name: str,
+    train: list[Recording],
+    test: list[Recording],
+    tr: np.ndarray,
+    te: np.ndarray,
+    seed: int,
+    jitter: np.ndarray,
+) -> Curve:
     weak, strong = te[:, 0], te[:, 1]
     if name == "random":
         return random_curve(strong, weak, seed)
@@ -157,9 +183,19 @@ def _curve(name: str, train: list[Recording], test: list[Recording], tr: np.ndar
     return threshold_curve(scores + jitter, strong, weak)
 
 
-def _learned(train: list[Outcome], test: list[Outcome], te: np.ndarray, cost_weak: np.ndarray, cost_strong: np.ndarray,
-             target: float, seed: int, jitter: np.ndarray) -> dict[str, float]:
-    model = fit_router(train, ["weak", "strong"], [float(cost_weak.mean()), float(cost_strong.mean())], target, seed=seed)
+def _learned(
+    train: list[Outcome],
+    test: list[Outcome],
+    te: np.ndarray,
+    cost_weak: np.ndarray,
+    cost_strong: np.ndarray,
+    target: float,
+    seed: int,
+    jitter: np.ndarray,
+) -> dict[str, float]:
+    model = fit_router(
+        train, ["weak", "strong"], [float(cost_weak.mean()), float(cost_strong.mean())], target, seed=seed
+    )
     routed = model.route([o.text for o in test], [o.keys for o in test])
     strong_column = model.card.pools.index("strong")
     p, raw = routed.probabilities, routed.raw
@@ -181,7 +217,12 @@ def _figures(curve: Curve, strong: np.ndarray, weak: np.ndarray) -> dict[str, fl
     return {"apgr": q.apgr, "cpt50": q.cpt50, "cpt80": q.cpt80}
 
 
-def recorded(args: argparse.Namespace, train_rows: list[dict] | None, test_rows: list[dict] | None, rows: list[dict] | None) -> dict:
+def recorded(
+    args: argparse.Namespace,
+    train_rows: list[dict] | None,
+    test_rows: list[dict] | None,
+    rows: list[dict] | None,
+) -> dict:
     from modelyard.core.settings import load_settings
 
     settings = load_settings()
@@ -195,13 +236,24 @@ def recorded(args: argparse.Namespace, train_rows: list[dict] | None, test_rows:
         splits.append((args.seed, train_rows, test_rows))
     runs = []
     for seed, train, test in splits:
-        train_recordings, test_recordings = [parse_recording(r) for r in train], [parse_recording(r) for r in test]
+        train_recordings, test_recordings = (
+            [parse_recording(r) for r in train],
+            [parse_recording(r) for r in test],
+        )
         pair = model_pair(train_recordings, args.strong, args.weak)
         runs.append(score_split(train_recordings, test_recordings, pair, costs, seed))
-        print(f"split seed {seed}: {len(train)} train / {len(test)} test items, learned APGR {runs[-1]['learned']['apgr']:.3f}",
-              file=sys.stderr, flush=True)
-    return {"models": {"strong": pair.strong, "weak": pair.weak}, "splits": len(runs),
-            "train_items": len(splits[0][1]), "test_items": len(splits[0][2]), "routers": _summarise(runs)}
+        print(
+            f"split seed {seed}: {len(train)} train / {len(test)} test items, learned APGR {runs[-1]['learned']['apgr']:.3f}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return {
+        "models": {"strong": pair.strong, "weak": pair.weak},
+        "splits": len(runs),
+        "train_items": len(splits[0][1]),
+        "test_items": len(splits[0][2]),
+        "routers": _summarise(runs),
+    }
 
 
 def _summarise(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, object]]:
@@ -217,15 +269,23 @@ def _summarise(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, o
 
 
 def print_recorded(result: dict) -> None:
-    print(f"strong {result['models']['strong']}, weak {result['models']['weak']}; {result['splits']} split(s), "
-          f"{result['train_items']} train / {result['test_items']} test items (mean ± spread over splits)")
-    print(f"{'router':<14} {'APGR':>14} {'CPT(50%)':>16} {'CPT(80%)':>16} {'strong share':>14} {'accuracy':>9} {'USD/1k items':>13}")
+    print(
+        f"strong {result['models']['strong']}, weak {result['models']['weak']}; {result['splits']} split(s), "
+        f"{result['train_items']} train / {result['test_items']} test items (mean ± spread over splits)"
+    )
+    print(
+        f"{'router':<14} {'APGR':>14} {'CPT(50%)':>16} {'CPT(80%)':>16} {'strong share':>14} {'accuracy':>9} {'USD/1k items':>13}"
+    )
     for name, f in result["routers"].items():
-        cells = [f"{f['apgr']:.3f} ± {f['apgr_spread']:.3f}" if "apgr" in f else "-",
-                 f"{f['cpt50']:.1f}% ± {f['cpt50_spread']:.1f}" if "cpt50" in f else "-",
-                 f"{f['cpt80']:.1f}% ± {f['cpt80_spread']:.1f}" if "cpt80" in f else "-"]
-        print(f"{name:<14} {cells[0]:>14} {cells[1]:>16} {cells[2]:>16} {f['strong_share'] * 100:>13.1f}% "
-              f"{f['accuracy']:>9.3f} {f['cost_per_1000_usd']:>13.2f}")
+        cells = [
+            f"{f['apgr']:.3f} ± {f['apgr_spread']:.3f}" if "apgr" in f else "-",
+            f"{f['cpt50']:.1f}% ± {f['cpt50_spread']:.1f}" if "cpt50" in f else "-",
+            f"{f['cpt80']:.1f}% ± {f['cpt80_spread']:.1f}" if "cpt80" in f else "-",
+        ]
+        print(
+            f"{name:<14} {cells[0]:>14} {cells[1]:>16} {cells[2]:>16} {f['strong_share'] * 100:>13.1f}% "
+            f"{f['accuracy']:>9.3f} {f['cost_per_1000_usd']:>13.2f}"
+        )
     print("RouteLLM's best published MMLU router (paper v4): APGR 0.603, CPT(50%) 35.4%, CPT(80%) 70.3%")
 
 
@@ -233,19 +293,29 @@ def labelled(args: argparse.Namespace, train_rows: list[dict], test_rows: list[d
     try:
         student_quality = importlib.import_module("modelyard.ops.student_quality")
     except ModuleNotFoundError as exc:
-        raise SystemExit(f"labelled datasets need modelyard/ops/student_quality.py (labelled_quality), not here yet: {exc}") from exc
+        raise SystemExit(
+            f"labelled datasets need modelyard/ops/student_quality.py (labelled_quality), not here yet: {exc}"
+        ) from exc
     return student_quality.labelled_quality(train_rows, test_rows, args.seed)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("dataset", nargs="?", type=Path, help="one JSONL file, split by a seeded hash")
     parser.add_argument("--train", type=Path, help="train on this file (with --test: no split)")
     parser.add_argument("--test", type=Path, help="score on this file")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--splits", type=int, default=5, help="seeded splits of DATASET (recorded data; default 5)")
-    parser.add_argument("--test-share", type=float, default=0.5, help="share of DATASET held out per split (default 0.5)")
-    parser.add_argument("--strong", help="the strong model's name in the recording (default: the more accurate)")
+    parser.add_argument(
+        "--splits", type=int, default=5, help="seeded splits of DATASET (recorded data; default 5)"
+    )
+    parser.add_argument(
+        "--test-share", type=float, default=0.5, help="share of DATASET held out per split (default 0.5)"
+    )
+    parser.add_argument(
+        "--strong", help="the strong model's name in the recording (default: the more accurate)"
+    )
     parser.add_argument("--weak", help="the weak model's name in the recording")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
@@ -261,7 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     first = rows if rows is not None else train_rows
     if is_labelled(first or []):
         if rows is not None:
-            train_rows, test_rows = split_rows(rows, args.seed, args.test_share if args.test_share != 0.5 else 0.2)
+            train_rows, test_rows = split_rows(
+                rows, args.seed, args.test_share if args.test_share != 0.5 else 0.2
+            )
         result = labelled(args, train_rows, test_rows)  # type: ignore[arg-type]
         print(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode())
         return 0

@@ -27,13 +27,28 @@ def add_routing_command(command: Callable[..., argparse.ArgumentParser]) -> None
     p = command("routing", cmd_routing, "learn the per-item router (routing fit) from labelled outcomes")
     p.add_argument("action", choices=["fit"])
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--recording", type=Path, help="a recording (docs/recordings.md) with the pools' models' scores")
-    source.add_argument("--from-evals", action="store_true", help="eval_results joined with job_inputs (ClickHouse)")
-    source.add_argument("--from-agreement", metavar="CHEAP,STRONG", help="shadow pairs and cascade escalations")
-    p.add_argument("--pool", action="append", default=[], metavar="POOL=MODEL",
-                   help="with --recording: the recorded model a pool stands for (default: the pool's own model)")
-    p.add_argument("--pools", default=None, help="with --from-evals: comma-separated pools (default: all configured)")
-    p.add_argument("--target", type=float, default=None, help="accuracy to keep (default: the best pool's less 0.01)")
+    source.add_argument(
+        "--recording", type=Path, help="a recording (docs/recordings.md) with the pools' models' scores"
+    )
+    source.add_argument(
+        "--from-evals", action="store_true", help="eval_results joined with job_inputs (ClickHouse)"
+    )
+    source.add_argument(
+        "--from-agreement", metavar="CHEAP,STRONG", help="shadow pairs and cascade escalations"
+    )
+    p.add_argument(
+        "--pool",
+        action="append",
+        default=[],
+        metavar="POOL=MODEL",
+        help="with --recording: the recorded model a pool stands for (default: the pool's own model)",
+    )
+    p.add_argument(
+        "--pools", default=None, help="with --from-evals: comma-separated pools (default: all configured)"
+    )
+    p.add_argument(
+        "--target", type=float, default=None, help="accuracy to keep (default: the best pool's less 0.01)"
+    )
     p.add_argument("--task", default="other", help="with --recording: the task type its items are routed as")
     p.add_argument("--tenant", default="default", help="with --recording: the tenant its items come from")
     p.add_argument("--category-key", default="category", help="the metadata key read as the item's category")
@@ -51,13 +66,20 @@ def cmd_routing(settings: Settings, args: argparse.Namespace, console: Console) 
     version = RoutingRegistry(args.out or settings.state_dir / "routing").register(model)
     h = model.card.heldout
     out = Console()
-    out.print(f"routing model {version}: {len(outcomes)} labelled items, pools (cheapest first) {model.card.pools}")
-    out.print(f"margin {model.card.margin:.4f} for target {args.target or 'best pool - 0.01'}; out of fold: accuracy "
-              f"{h['measured_accuracy']:.3f} (expected {h['expected_accuracy']:.3f}), shares "
-              f"{ {p: round(s, 3) for p, s in h['pool_shares'].items()} }, each pool alone "
-              f"{ {p: round(a, 3) for p, a in h['pool_accuracy'].items()} }", highlight=False)
-    console.print(f"registered in {args.out or settings.state_dir / 'routing'}; use it with `learned: "
-                  f"{{models_dir: ...}}` in the routing policy file")
+    out.print(
+        f"routing model {version}: {len(outcomes)} labelled items, pools (cheapest first) {model.card.pools}"
+    )
+    out.print(
+        f"margin {model.card.margin:.4f} for target {args.target or 'best pool - 0.01'}; out of fold: accuracy "
+        f"{h['measured_accuracy']:.3f} (expected {h['expected_accuracy']:.3f}), shares "
+        f"{ {p: round(s, 3) for p, s in h['pool_shares'].items()} }, each pool alone "
+        f"{ {p: round(a, 3) for p, a in h['pool_accuracy'].items()} }",
+        highlight=False,
+    )
+    console.print(
+        f"registered in {args.out or settings.state_dir / 'routing'}; use it with `learned: "
+        f"{{models_dir: ...}}` in the routing policy file"
+    )
     return 0
 
 
@@ -69,7 +91,9 @@ def _outcomes(settings: Settings, args: argparse.Namespace) -> tuple[list[str], 
 
         models = _pool_models(settings, args.pool)
         recordings = list(read_recordings(args.recording))
-        return list(models), fit.outcomes_from_recordings(recordings, models, args.task, args.tenant, args.category_key)
+        return list(models), fit.outcomes_from_recordings(
+            recordings, models, args.task, args.tenant, args.category_key
+        )
     from workers.sink.analyst_store import open_analyst_store
 
     store = open_analyst_store(settings.clickhouse)
@@ -110,9 +134,13 @@ def _costs(settings: Settings, pools: list[str], texts: list[str]) -> list[float
     costs = []
     for pool in pools:
         if pool not in settings.pools:
-            raise ConfigError(f"routing fit: pool {pool!r} is not configured; configured: {sorted(settings.pools)}")
+            raise ConfigError(
+                f"routing fit: pool {pool!r} is not configured; configured: {sorted(settings.pools)}"
+            )
         rates = catalog.rates(settings.pools[pool].model, datetime.now(UTC))
         if rates is None:
-            raise ConfigError(f"routing fit: the model of pool {pool} ({settings.pools[pool].model}) has no price")
+            raise ConfigError(
+                f"routing fit: the model of pool {pool} ({settings.pools[pool].model}) has no price"
+            )
         costs.append(float(sum(rates.charge(Usage(input_tokens=prompt, output_tokens=OUTPUT_TOKENS)))))
     return costs

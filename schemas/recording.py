@@ -43,7 +43,9 @@ class RecordedAnswer(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     output: str | None = None
-    score: float | None = Field(default=None, ge=0, le=1, description="1 right, 0 wrong; partial credit between.")
+    score: float | None = Field(
+        default=None, ge=0, le=1, description="1 right, 0 wrong; partial credit between."
+    )
     input_tokens: int | None = Field(default=None, ge=0)
     output_tokens: int | None = Field(default=None, ge=0)
 
@@ -64,7 +66,9 @@ class Recording(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
-    input: Annotated[str, Field(min_length=1)] | Annotated[list[ChatMessage], Field(min_length=1)] | None = None
+    input: Annotated[str, Field(min_length=1)] | Annotated[list[ChatMessage], Field(min_length=1)] | None = (
+        None
+    )
     item: WorkItem | None = Field(default=None, description="A whole work item instead of `input`.")
     expected: Any = None
     labels: list[str] | None = None
@@ -143,6 +147,11 @@ def _from_labelled(data: dict[str, Any]) -> Recording:
         raise ValueError(f"{unknown[0]}: unknown field in a labelled {{text, label}} line")
     if not isinstance(data["label"], str) or not data["label"]:
         raise ValueError("label: a non-empty string")
-    fields = {"id": data.get("id"), "input": data["text"], "expected": data["label"],
-              "split": data.get("split"), "category": data.get("category")}
+    fields = {
+        "id": data.get("id"),
+        "input": data["text"],
+        "expected": data["label"],
+        "split": data.get("split"),
+        "category": data.get("category"),
+    }
     return Recording.model_validate(fields)

@@ -30,7 +30,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -44,21 +44,22 @@ KEY_DIMS = 2**12
 VERSION = re.compile(r"^v(\d+)$")
 
 
-@dataclass(frozen=True)
-class ItemKeys:
-    """The non-text features of one item."""
+class ItemKeys(NamedTuple):
+    """The non-text features of one item (a tuple: hashed and compared in C, the key of a per-batch memo)."""
 
     task: str
     tenant: str
     labels: tuple[str, ...] | None
     category: str | None
-    chars: int
+    length: int  # log2 of the input's characters
 
     def tokens(self) -> list[str]:
-        bucket = int(np.log2(max(self.chars, 1)))
-        out = [f"task={self.task}", f"tenant={self.tenant}", f"length={bucket}"]
+        out = [f"task={self.task}", f"tenant={self.tenant}", f"length={self.length}"]
         if self.labels is not None:
-            out += [f"labels={zlib.crc32(chr(31).join(sorted(self.labels)).encode()):08x}", f"label_count={len(self.labels)}"]
+            out += [
+                f"labels={zlib.crc32(chr(31).join(sorted(self.labels)).encode()):08x}",
+                f"label_count={len(self.labels)}",
+            ]
         if self.category is not None:
             out.append(f"category={self.category}")
         return out
@@ -96,7 +97,9 @@ class SparseRows:
         """(count x pools) = rows @ weights, by one bincount per pool."""
         out = np.empty((self.count, weights.shape[1]), dtype=np.float64)
         for p in range(weights.shape[1]):
-            out[:, p] = np.bincount(self.rows, weights=self.values * weights[self.cols, p], minlength=self.count)
+            out[:, p] = np.bincount(
+                self.rows, weights=self.values * weights[self.cols, p], minlength=self.count
+            )
         return out
 
 
@@ -112,9 +115,9 @@ def text_rows(texts: Sequence[str], idf: np.ndarray) -> SparseRows:
     return SparseRows(rows, cols, values, len(texts))
 
 
-def key_rows(keys: Sequence[ItemKeys], offset: int, key_dims: int = KEY_DIMS, memo: dict | None = None) -> SparseRows:
+def key_rows(keys: Sequence[ItemKeys], offset: int, key_dims: int = KEY_DIMS) -> SparseRows:
     """One-hot key columns, shifted past the text block."""
-    memo = {} if memo is None else memo
+    memo: dict[ItemKeys, list[int]] = {}
     rows, cols = [], []
     for i, k in enumerate(keys):
         found = memo.get(k)
@@ -122,8 +125,9 @@ def key_rows(keys: Sequence[ItemKeys], offset: int, key_dims: int = KEY_DIMS, me
             found = memo[k] = key_columns(k, key_dims)
         rows += [i] * len(found)
         cols += found
-    return SparseRows(np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64) + offset,
-                      np.ones(len(rows)), len(keys))
+    return SparseRows(
+        np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64) + offset, np.ones(len(rows)), len(keys)
+    )
 
 
 @dataclass
@@ -152,27 +156,41 @@ class RoutedBatch:
 
 
 class RoutingModel:
-    def __init__(self, card: RoutingCard, weights: np.ndarray, bias: np.ndarray, platt: np.ndarray, idf: np.ndarray) -> None:
+    def __init__(
+        self, card: RoutingCard, weights: np.ndarray, bias: np.ndarray, platt: np.ndarray, idf: np.ndarray
+    ) -> None:
         self.card = card
         self.weights = np.ascontiguousarray(weights, dtype=np.float64)
         self.bias = bias.astype(np.float64)
         self.platt = platt.astype(np.float64)  # (pools x 2): scale, shift of the logit
         self.idf = idf.astype(np.float64)
         self.tasks = frozenset(card.tasks)
-        self._memo: dict[ItemKeys, list[int]] = {}
+        self._key_index: dict[ItemKeys, int] = {}
+        self._key_logits = np.zeros((0, self.weights.shape[1]))
 
     def logits(self, texts: Sequence[str], keys: Sequence[ItemKeys]) -> np.ndarray:
         """Raw logistic scores (items x pools), before calibration."""
-        text = text_rows(texts, self.idf).dot(self.weights)
-        keyed = key_rows(keys, self.card.text_dims, self.card.key_dims, self._memo).dot(self.weights)
-        return text + keyed + self.bias
+        return text_rows(texts, self.idf).dot(self.weights) + self._keyed(keys) + self.bias
+
+    def _keyed(self, keys: Sequence[ItemKeys]) -> np.ndarray:
+        """The key block's share of each item's logits: a fixed row per distinct ItemKeys, found by one dict
+        lookup an item (rows computed once per new ItemKeys; the table is dropped past 65,536 of them)."""
+        if len(self._key_index) > 65_536:
+            self._key_index, self._key_logits = {}, self._key_logits[:0]
+        ids = list(map(self._key_index.get, keys))
+        if None in ids:
+            new = list(dict.fromkeys(k for k, i in zip(keys, ids, strict=True) if i is None))
+            start = len(self._key_logits)
+            rows = key_rows(new, self.card.text_dims, self.card.key_dims).dot(self.weights)
+            self._key_logits = np.vstack([self._key_logits, rows])
+            self._key_index.update((k, start + n) for n, k in enumerate(new))
+            ids = list(map(self._key_index.get, keys))
+        return self._key_logits[np.array(ids, dtype=np.intp)]
 
     def scores(self, texts: Sequence[str], keys: Sequence[ItemKeys]) -> tuple[np.ndarray, np.ndarray]:
         """(raw, calibrated) P(the pool answers right), items x pools. The raw probabilities rank and choose
         (the per-pool Platt scalings would reorder items: measured, it costs MMLU 0.01 APGR); the calibrated ones
         are what the router expects to happen (the expected accuracy, `route --explain`)."""
-        if len(self._memo) > 65_536:
-            self._memo.clear()
         logits = self.logits(texts, keys)
         return _sigmoid(logits), _sigmoid(logits * self.platt[:, 0] + self.platt[:, 1])
 
@@ -180,14 +198,21 @@ class RoutingModel:
         """Calibrated P(the pool answers right), items x pools."""
         return self.scores(texts, keys)[1]
 
-    def route(self, texts: Sequence[str], keys: Sequence[ItemKeys], margin: float | None = None) -> RoutedBatch:
+    def route(
+        self, texts: Sequence[str], keys: Sequence[ItemKeys], margin: float | None = None
+    ) -> RoutedBatch:
         raw, calibrated = self.scores(texts, keys)
         return RoutedBatch(raw, calibrated, choose(raw, self.card.margin if margin is None else margin))
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        np.savez(directory / "routing.npz", weights=self.weights.astype(np.float32), bias=self.bias,
-                 platt=self.platt, idf=self.idf.astype(np.float32))
+        np.savez(
+            directory / "routing.npz",
+            weights=self.weights.astype(np.float32),
+            bias=self.bias,
+            platt=self.platt,
+            idf=self.idf.astype(np.float32),
+        )
         (directory / "routing.json").write_bytes(orjson.dumps(asdict(self.card), option=orjson.OPT_INDENT_2))
 
     @classmethod
@@ -195,7 +220,9 @@ class RoutingModel:
         """Raises ValueError (unreadable, or hashed another way) or OSError."""
         card = RoutingCard(**orjson.loads((directory / "routing.json").read_bytes()))
         if card.hashing != HASHING_VERSION:
-            raise ValueError(f"{directory}: hashing version {card.hashing}, this router reads {HASHING_VERSION}")
+            raise ValueError(
+                f"{directory}: hashing version {card.hashing}, this router reads {HASHING_VERSION}"
+            )
         with np.load(directory / "routing.npz", allow_pickle=False) as arrays:
             return cls(card, arrays["weights"], arrays["bias"], arrays["platt"], arrays["idf"])
 
@@ -210,9 +237,17 @@ def choose(probabilities: np.ndarray, margin: float) -> np.ndarray:
     return good.argmax(axis=1)
 
 
-def item_keys(task: str, tenant: str, labels: Sequence[str] | None, metadata: Mapping[str, str], text: str,
-              category_key: str) -> ItemKeys:
-    return ItemKeys(task, tenant, tuple(labels) if labels else None, metadata.get(category_key), len(text))
+def item_keys(
+    task: str,
+    tenant: str,
+    labels: Sequence[str] | None,
+    metadata: Mapping[str, str],
+    text: str,
+    category_key: str,
+) -> ItemKeys:
+    return ItemKeys(
+        task, tenant, tuple(labels) if labels else None, metadata.get(category_key), len(text).bit_length()
+    )
 
 
 class RoutingRegistry:
@@ -248,7 +283,11 @@ class RoutingRegistry:
         return None if version is None else RoutingModel.load(self.root / version)
 
     def _last(self) -> int:
-        names = [m.group(1) for p in self.root.iterdir() if (m := VERSION.match(p.name))] if self.root.is_dir() else []
+        names = (
+            [m.group(1) for p in self.root.iterdir() if (m := VERSION.match(p.name))]
+            if self.root.is_dir()
+            else []
+        )
         return max((int(n) for n in names), default=0)
 
 
@@ -287,39 +326,57 @@ class LearnedRouter:
         except (OSError, ValueError, KeyError, TypeError) as exc:  # keep serving the model already loaded
             self.error = f"routing model in {self.registry.root} not loaded: {exc}"
 
-    def reroute(self, model: RoutingModel, tasks: Sequence[str], pools: Sequence[str], items: Sequence[Any]) -> list[Rerouted]:
+    def reroute(
+        self, model: RoutingModel, tasks: Sequence[str], pools: Sequence[str], items: Sequence[Any]
+    ) -> list[Rerouted]:
         """For the items (WorkItem or WorkItemStruct) whose task and current pool the model covers: its pool."""
         card = model.card
         covered = set(card.pools)
-        chosen = [i for i, (task, pool) in enumerate(zip(tasks, pools)) if task in model.tasks and pool in covered]
+        chosen = [
+            i for i, (task, pool) in enumerate(zip(tasks, pools, strict=True)) if task in model.tasks and pool in covered
+        ]
         if not chosen:
             return []
         texts = [items[i].input_text() for i in chosen]
-        keys = [item_keys(tasks[i], items[i].tenant, items[i].params.labels, items[i].metadata, text, card.category_key)
-                for i, text in zip(chosen, texts)]
+        keys = [
+            item_keys(
+                tasks[i], items[i].tenant, items[i].params.labels, items[i].metadata, text, card.category_key
+            )
+            for i, text in zip(chosen, texts, strict=True)
+        ]
         routed = model.route(texts, keys)
         best = routed.probabilities.max(axis=1)
         picked = routed.probabilities[np.arange(len(chosen)), routed.choices]
         return [
-            Rerouted(i, card.pools[c], f"learned {card.version}: P(right) {p:.2f}, best pool {b:.2f}, margin {card.margin:.3f}")
-            for i, c, p, b in zip(chosen, routed.choices.tolist(), picked.tolist(), best.tolist())
+            Rerouted(
+                i,
+                card.pools[c],
+                f"learned {card.version}: P(right) {p:.2f}, best pool {b:.2f}, margin {card.margin:.3f}",
+            )
+            for i, c, p, b in zip(chosen, routed.choices.tolist(), picked.tolist(), best.tolist(), strict=True)
         ]
 
     def explain(self, model: RoutingModel, task: str, pool: str, item: Any) -> list[str]:
         """What `modelyard route --explain` prints about the learned step."""
         card = model.card
         if task not in model.tasks or pool not in card.pools:
-            return [f"learned router {card.version}: not applied (task {task} in {sorted(model.tasks)}? pool {pool} in {card.pools}?)"]
+            return [
+                f"learned router {card.version}: not applied (task {task} in {sorted(model.tasks)}? pool {pool} in {card.pools}?)"
+            ]
         text = item.input_text()
         keys = item_keys(task, item.tenant, item.params.labels, item.metadata, text, card.category_key)
         routed = model.route([text], [keys])
         raw, calibrated, choice = routed.raw[0], routed.probabilities[0], int(routed.choices[0])
-        lines = [f"learned router {card.version} (trained on {card.trained_on} items; margin {card.margin:.3f} "
-                 f"for target {card.target}; keys: {', '.join(keys.tokens())})"]
+        lines = [
+            f"learned router {card.version} (trained on {card.trained_on} items; margin {card.margin:.3f} "
+            f"for target {card.target}; keys: {', '.join(keys.tokens())})"
+        ]
         for k, name in enumerate(card.pools):
             within = raw[k] >= raw.max() - card.margin
             mark = "v" if k == choice else ("." if within else "x")
-            lines.append(f"  {mark} {name}: P(right) {calibrated[k]:.3f} (model {raw[k]:.3f}), ~USD {card.cost_per_item_usd[k]:.6f} an item"
-                         f"{'' if within else f', more than {card.margin:.3f} below the best'}")
+            lines.append(
+                f"  {mark} {name}: P(right) {calibrated[k]:.3f} (model {raw[k]:.3f}), ~USD {card.cost_per_item_usd[k]:.6f} an item"
+                f"{'' if within else f', more than {card.margin:.3f} below the best'}"
+            )
         lines.append(f"  -> {card.pools[choice]}: the cheapest pool within {card.margin:.3f} of the best")
         return lines

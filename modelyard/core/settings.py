@@ -153,10 +153,14 @@ class ProviderSettings(Section):
         default=None, description="api replay only: the JSONL recording answered from (docs/recordings.md)."
     )
     recording_key: str = Field(
-        default="recording_id", min_length=1, description="api replay only: the metadata key naming a line's id."
+        default="recording_id",
+        min_length=1,
+        description="api replay only: the metadata key naming a line's id.",
     )
     teacher_accuracy: float = Field(
-        default=1.0, ge=0, le=1,
+        default=1.0,
+        ge=0,
+        le=1,
         description="api replay only: how often a labelled teacher (a line with only an expected answer) is right.",
     )
 

@@ -54,8 +54,13 @@ class Outcome:
     right: tuple[float, ...]
 
 
-def outcomes_from_recordings(recordings: Sequence[Recording], pool_models: dict[str, str], task: str = "other",
-                             tenant: str = "default", category_key: str = "category") -> list[Outcome]:
+def outcomes_from_recordings(
+    recordings: Sequence[Recording],
+    pool_models: dict[str, str],
+    task: str = "other",
+    tenant: str = "default",
+    category_key: str = "category",
+) -> list[Outcome]:
     """Per recording, whether each pool's model (pool -> recorded model name) was right."""
     pools = list(pool_models)
     out = []
@@ -97,7 +102,9 @@ def feature_matrix(outcomes: Sequence[Outcome], idf: np.ndarray, key_dims: int =
     text = text_rows([o.text for o in outcomes], idf)
     keys = key_rows([o.keys for o in outcomes], len(idf), key_dims)
     rows, cols = np.concatenate([text.rows, keys.rows]), np.concatenate([text.cols, keys.cols])
-    return csr_matrix((np.concatenate([text.values, keys.values]), (rows, cols)), shape=(len(outcomes), len(idf) + key_dims))
+    return csr_matrix(
+        (np.concatenate([text.values, keys.values]), (rows, cols)), shape=(len(outcomes), len(idf) + key_dims)
+    )
 
 
 def _fit_pool(x: csr_matrix, y: np.ndarray, c: float) -> tuple[np.ndarray, float]:
@@ -128,13 +135,25 @@ class FitReport:
     cost_per_item_usd: float
 
 
-def fit_router(outcomes: Sequence[Outcome], pools: Sequence[str], costs: Sequence[float], target: float | None,
-               category_key: str = "category", seed: int = 0, c: float = REGULARISATION_C, folds: int = FOLDS) -> RoutingModel:
+def fit_router(
+    outcomes: Sequence[Outcome],
+    pools: Sequence[str],
+    costs: Sequence[float],
+    target: float | None,
+    category_key: str = "category",
+    seed: int = 0,
+    c: float = REGULARISATION_C,
+    folds: int = FOLDS,
+) -> RoutingModel:
     """A calibrated routing model over `pools` (costs: per item, same order), its margin set for `target`."""
     if len(pools) < 2 or len(pools) != len(costs):
-        raise ConfigError(f"routing fit: needs two or more pools, each with a cost (got {list(pools)}, {list(costs)})")
+        raise ConfigError(
+            f"routing fit: needs two or more pools, each with a cost (got {list(pools)}, {list(costs)})"
+        )
     if len(outcomes) < 4 * folds:
-        raise ConfigError(f"routing fit: {len(outcomes)} labelled items are too few; it needs at least {4 * folds}")
+        raise ConfigError(
+            f"routing fit: {len(outcomes)} labelled items are too few; it needs at least {4 * folds}"
+        )
     order = np.argsort(np.asarray(costs, dtype=float), kind="stable")
     pools, costs = [pools[i] for i in order], [float(costs[i]) for i in order]
     y = np.array([[o.right[i] for i in order] for o in outcomes], dtype=float)
@@ -149,14 +168,21 @@ def fit_router(outcomes: Sequence[Outcome], pools: Sequence[str], costs: Sequenc
     fitted = [_fit_pool(x, y[:, p], c) for p in range(len(pools))]
     weights, bias = np.stack([w for w, _ in fitted], axis=1), np.array([b for _, b in fitted])
     card = RoutingCard(
-        pools=list(pools), cost_per_item_usd=costs, margin=report.margin, target=target, category_key=category_key,
-        tasks=sorted({o.keys.task for o in outcomes}), trained_on=len(outcomes),
+        pools=list(pools),
+        cost_per_item_usd=costs,
+        margin=report.margin,
+        target=target,
+        category_key=category_key,
+        tasks=sorted({o.keys.task for o in outcomes}),
+        trained_on=len(outcomes),
         heldout={"method": f"{folds}-fold out of fold", **report.__dict__},
     )
     return RoutingModel(card, weights, bias, platt, idf)
 
 
-def out_of_fold_logits(outcomes: Sequence[Outcome], x: csr_matrix, y: np.ndarray, seed: int, c: float, folds: int) -> np.ndarray:
+def out_of_fold_logits(
+    outcomes: Sequence[Outcome], x: csr_matrix, y: np.ndarray, seed: int, c: float, folds: int
+) -> np.ndarray:
     fold = np.array([fold_of(o.text, seed, folds) for o in outcomes])
     logits = np.zeros(y.shape)
     for k in range(folds):
@@ -167,24 +193,42 @@ def out_of_fold_logits(outcomes: Sequence[Outcome], x: csr_matrix, y: np.ndarray
     return logits
 
 
-def routed_figures(raw: np.ndarray, calibrated: np.ndarray, y: np.ndarray, costs: Sequence[float], pools: Sequence[str],
-                   margin: float) -> FitReport:
+def routed_figures(
+    raw: np.ndarray,
+    calibrated: np.ndarray,
+    y: np.ndarray,
+    costs: Sequence[float],
+    pools: Sequence[str],
+    margin: float,
+) -> FitReport:
     """What routing with `margin` does on labelled items: measured and expected accuracy, shares, cost."""
     choices = choose(raw, margin)
     picked = y[np.arange(len(y)), choices]
     known = ~np.isnan(picked)
     chosen_p = calibrated[np.arange(len(y)), choices]
     shares = {p: float((choices == i).mean()) for i, p in enumerate(pools)}
-    accuracy = {p: float(np.nanmean(y[:, i])) if (~np.isnan(y[:, i])).any() else float("nan") for i, p in enumerate(pools)}
+    accuracy = {
+        p: float(np.nanmean(y[:, i])) if (~np.isnan(y[:, i])).any() else float("nan")
+        for i, p in enumerate(pools)
+    }
     return FitReport(
-        margin=float(margin), measured_accuracy=float(picked[known].mean()) if known.any() else float("nan"),
-        expected_accuracy=float(chosen_p[known].mean()) if known.any() else float("nan"), pool_shares=shares,
-        pool_accuracy=accuracy, cost_per_item_usd=float(np.asarray(costs)[choices].mean()),
+        margin=float(margin),
+        measured_accuracy=float(picked[known].mean()) if known.any() else float("nan"),
+        expected_accuracy=float(chosen_p[known].mean()) if known.any() else float("nan"),
+        pool_shares=shares,
+        pool_accuracy=accuracy,
+        cost_per_item_usd=float(np.asarray(costs)[choices].mean()),
     )
 
 
-def choose_margin(raw: np.ndarray, calibrated: np.ndarray, y: np.ndarray, costs: Sequence[float], pools: Sequence[str],
-                  target: float) -> FitReport:
+def choose_margin(
+    raw: np.ndarray,
+    calibrated: np.ndarray,
+    y: np.ndarray,
+    costs: Sequence[float],
+    pools: Sequence[str],
+    target: float,
+) -> FitReport:
     """The largest margin whose measured accuracy meets the target; margin 0 (each item's likeliest pool) when
     no margin does."""
     gaps = np.unique(np.round(raw.max(axis=1, keepdims=True) - raw, 4))
@@ -219,20 +263,36 @@ def outcomes_from_evals(store: object, pools: Sequence[str], category_key: str =
     """Eval cases run through several of `pools` (`modelyard eval`), with their inputs from job_inputs (stored
     for the task types in distill.capture_tasks). job_inputs keeps no metadata, so no category key here."""
     cases: dict[tuple[str, str], dict] = {}
-    for run, case_id, pool, correct, task, text, labels, tenant in store.query(EVAL_OUTCOMES, {"pools": list(pools)}):  # type: ignore[attr-defined]
-        case = cases.setdefault((run, case_id), {"text": text, "labels": labels, "task": task, "tenant": tenant, "right": {}})
+    for run, case_id, pool, correct, task, text, labels, tenant in store.query(
+        EVAL_OUTCOMES, {"pools": list(pools)}
+    ):  # type: ignore[attr-defined]
+        case = cases.setdefault(
+            (run, case_id), {"text": text, "labels": labels, "task": task, "tenant": tenant, "right": {}}
+        )
         case["right"][pool] = float(correct)
     return [_outcome(c, pools, category_key) for c in cases.values()]
 
 
-def outcomes_from_agreement(store: object, cheap: str, strong: str, category_key: str = "category") -> list[Outcome]:
+def outcomes_from_agreement(
+    store: object, cheap: str, strong: str, category_key: str = "category"
+) -> list[Outcome]:
     """Shadow pairs and cascade escalations: the cheap pool right when it agreed with the strong one."""
     rows = store.query(AGREEMENT_OUTCOMES, {"cheap": cheap, "strong": strong})  # type: ignore[attr-defined]
-    cases = {job: {"text": text, "labels": labels, "task": task, "tenant": tenant, "right": {cheap: float(same), strong: 1.0}}
-             for job, same, task, text, labels, tenant in rows}
+    cases = {
+        job: {
+            "text": text,
+            "labels": labels,
+            "task": task,
+            "tenant": tenant,
+            "right": {cheap: float(same), strong: 1.0},
+        }
+        for job, same, task, text, labels, tenant in rows
+    }
     return [_outcome(c, [cheap, strong], category_key) for c in cases.values()]
 
 
 def _outcome(case: dict, pools: Sequence[str], category_key: str) -> Outcome:
-    keys = item_keys(case["task"], case["tenant"], list(case["labels"]) or None, {}, case["text"], category_key)
+    keys = item_keys(
+        case["task"], case["tenant"], list(case["labels"]) or None, {}, case["text"], category_key
+    )
     return Outcome(case["text"], keys, tuple(case["right"].get(p, float("nan")) for p in pools))

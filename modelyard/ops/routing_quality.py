@@ -56,7 +56,11 @@ def quality(curve: Curve, strong_accuracy: float, weak_accuracy: float) -> Quali
     strong_auc = float(np.trapezoid(np.full(len(x), strong_accuracy), x))
 
     def cpt(share: float) -> float:
-        return float(np.interp(share * (strong_accuracy - weak_accuracy) + weak_accuracy, curve.accuracy, curve.strong_pct))
+        return float(
+            np.interp(
+                share * (strong_accuracy - weak_accuracy) + weak_accuracy, curve.accuracy, curve.strong_pct
+            )
+        )
 
     return Quality((auc - weak_auc) / (strong_auc - weak_auc), cpt(0.5), cpt(0.8), auc)
 
@@ -67,7 +71,7 @@ def random_curve(strong: np.ndarray, weak: np.ndarray, seed: int, iterations: in
     by_pct: dict[float, list[float]] = {}
     for _ in range(iterations):
         curve = threshold_curve(rng.random(len(strong)), strong, weak)
-        for pct, acc in zip(curve.strong_pct, curve.accuracy):
+        for pct, acc in zip(curve.strong_pct, curve.accuracy, strict=True):
             by_pct.setdefault(float(pct), []).append(float(acc))
     pcts = sorted(by_pct)
     return Curve(np.array(pcts), np.array([np.mean(by_pct[p]) for p in pcts]))
@@ -100,13 +104,18 @@ class Summary:
         return cls(float(np.mean(values)), float(np.std(values)), tuple(float(v) for v in values))
 
 
-def category_scores(train_categories: Sequence[str | None], train_strong: np.ndarray, train_weak: np.ndarray,
-                    test_categories: Sequence[str | None], prior: float = 5.0) -> np.ndarray:
+def category_scores(
+    train_categories: Sequence[str | None],
+    train_strong: np.ndarray,
+    train_weak: np.ndarray,
+    test_categories: Sequence[str | None],
+    prior: float = 5.0,
+) -> np.ndarray:
     """The per-category baseline: each category's strong minus weak success rate on the training items,
     shrunk towards the overall rates by `prior` pseudo-items (an unseen category gets the overall gain)."""
     overall_strong, overall_weak = float(train_strong.mean()), float(train_weak.mean())
     sums: dict[str | None, list[float]] = {}
-    for category, s, w in zip(train_categories, train_strong, train_weak):
+    for category, s, w in zip(train_categories, train_strong, train_weak, strict=True):
         totals = sums.setdefault(category, [0.0, 0.0, 0.0])
         totals[0], totals[1], totals[2] = totals[0] + s, totals[1] + w, totals[2] + 1
     gains = {

@@ -50,8 +50,11 @@ def configure(tmp_path: Path, env: dict[str, str]) -> dict[str, str]:
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     (tmp_path / "policy.yaml").write_text(yaml.safe_dump(policy))
-    return {**env, "MODELYARD_CONFIG": str(tmp_path / "config.yaml"),
-            "MODELYARD_ROUTER__POLICY_FILE": str(tmp_path / "policy.yaml")}
+    return {
+        **env,
+        "MODELYARD_CONFIG": str(tmp_path / "config.yaml"),
+        "MODELYARD_ROUTER__POLICY_FILE": str(tmp_path / "policy.yaml"),
+    }
 
 
 def jobs(tmp_path: Path) -> tuple[list[dict], dict[str, dict]]:
@@ -59,13 +62,24 @@ def jobs(tmp_path: Path) -> tuple[list[dict], dict[str, dict]]:
     labels = sorted({r["label"] for r in lines(BANKING)})
     items, truth = [], {}
     for n, r in enumerate(mmlu):
-        items.append({"job_id": f"mmlu-{n}", "tenant": "acme", "task": "other", "input": r["prompt"],
-                      "metadata": {"category": r["category"]}})
+        items.append(
+            {
+                "job_id": f"mmlu-{n}",
+                "tenant": "acme",
+                "task": "other",
+                "input": r["prompt"],
+                "metadata": {"category": r["category"]},
+            }
+        )
         truth[f"mmlu-{n}"] = r
     for n, r in enumerate(banking):
-        items.append({"job_id": f"bank-{n}", "tenant": "acme", "input": r["text"], "params": {"labels": labels}})
+        items.append(
+            {"job_id": f"bank-{n}", "tenant": "acme", "input": r["text"], "params": {"labels": labels}}
+        )
         truth[f"bank-{n}"] = r
-    items.append({"job_id": "unknown-1", "tenant": "acme", "task": "other", "input": "a question nobody recorded"})
+    items.append(
+        {"job_id": "unknown-1", "tenant": "acme", "task": "other", "input": "a question nobody recorded"}
+    )
     (tmp_path / "jobs.jsonl").write_bytes(b"\n".join(orjson.dumps(i) for i in items) + b"\n")
     return items, truth
 
@@ -75,14 +89,31 @@ def test_recorded_answers_flow_through_router_pools_and_sink(
 ) -> None:
     env = configure(tmp_path, pipeline_env)
     monkeypatch.setenv("MODELYARD_CONFIG", env["MODELYARD_CONFIG"])
-    fitted = modelyard(env, "routing", "fit", "--recording", str(MMLU), "--pool", f"weak={WEAK}",
-                       "--pool", f"strong={STRONG}", "--out", str(tmp_path / "routing"), "--target", "0.8")
+    fitted = modelyard(
+        env,
+        "routing",
+        "fit",
+        "--recording",
+        str(MMLU),
+        "--pool",
+        f"weak={WEAK}",
+        "--pool",
+        f"strong={STRONG}",
+        "--out",
+        str(tmp_path / "routing"),
+        "--target",
+        "0.8",
+    )
     assert fitted.returncode == 0, fitted.stderr
     settings = load_settings()
     items, truth = jobs(tmp_path)
     asyncio.run(ensure_topics(settings))
     with ProcessSupervisor(tmp_path / "logs", env=env) as supervisor:
-        for name, *args in [("sink", "sink"), ("router", "router"), *[(f"pool-{p}", "pool", p) for p in ("weak", "strong", "teacher")]]:
+        for name, *args in [
+            ("sink", "sink"),
+            ("router", "router"),
+            *[(f"pool-{p}", "pool", p) for p in ("weak", "strong", "teacher")],
+        ]:
             supervisor.start(name, *args)
         submitted = modelyard(env, "submit", str(tmp_path / "jobs.jsonl"))
         assert submitted.returncode == 0, submitted.stderr
@@ -91,8 +122,12 @@ def test_recorded_answers_flow_through_router_pools_and_sink(
         asyncio.run(wait_for_sink(settings, supervisor))
         supervisor.stop("sink")
 
-    stored = {r["job_id"]: r for r in rows(env, "SELECT job_id, pool, model, status, output, error, input_tokens "
-                                                 "FROM results FINAL")}
+    stored = {
+        r["job_id"]: r
+        for r in rows(
+            env, "SELECT job_id, pool, model, status, output, error, input_tokens FROM results FINAL"
+        )
+    }
     assert set(stored) == {i["job_id"] for i in items}
     assert stored["unknown-1"]["status"] == "error" and "not in the recording" in stored["unknown-1"]["error"]
     counter = TokenCounter()
@@ -110,13 +145,20 @@ def test_recorded_answers_flow_through_router_pools_and_sink(
 
     pools = {r["pool"] for r in stored.values() if r["pool"] in POOL_MODELS}
     assert pools == {"weak", "strong"}  # the learned router sent some items each way
-    decisions = rows(env, "SELECT job_id, rule, pool FROM routing_decisions FINAL WHERE startsWith(job_id, 'mmlu-')")
+    decisions = rows(
+        env, "SELECT job_id, rule, pool FROM routing_decisions FINAL WHERE startsWith(job_id, 'mmlu-')"
+    )
     assert {d["rule"] for d in decisions} == {"learned"} and len(decisions) == 60
-    costs = rows(env, "SELECT r.pool AS pool, c.catalog_version AS version, min(c.total_cost_usd) AS least, "
-                      "sum(c.total_cost_usd) / count() AS mean FROM cost_ledger AS c FINAL "
-                      "JOIN results AS r FINAL ON c.job_id = r.job_id AND c.attempt = r.attempt "
-                      "WHERE r.status = 'ok' GROUP BY r.pool, c.catalog_version")
+    costs = rows(
+        env,
+        "SELECT r.pool AS pool, c.catalog_version AS version, min(c.total_cost_usd) AS least, "
+        "sum(c.total_cost_usd) / count() AS mean FROM cost_ledger AS c FINAL "
+        "JOIN results AS r FINAL ON c.job_id = r.job_id AND c.attempt = r.attempt "
+        "WHERE r.status = 'ok' GROUP BY r.pool, c.catalog_version",
+    )
     by_pool = {c["pool"]: c for c in costs}
     assert by_pool["weak"]["version"] == by_pool["strong"]["version"] == "recorded@2024-06-01"
-    assert 0 < float(by_pool["weak"]["least"]) and float(by_pool["weak"]["mean"]) * 10 < float(by_pool["strong"]["mean"])
+    assert float(by_pool["weak"]["least"]) > 0 and float(by_pool["weak"]["mean"]) * 10 < float(
+        by_pool["strong"]["mean"]
+    )
     assert by_pool["teacher"]["version"].startswith("anthropic@") and float(by_pool["teacher"]["least"]) > 0

@@ -27,7 +27,7 @@ def items(n: int, seed: int, with_category: bool = True) -> list[Outcome]:
         category = list(SUCCESS)[i % 3]
         words = list(rng.choice(VOCABULARY[category], 3)) + list(rng.choice(COMMON, 12))
         right = tuple(float(rng.random() < p) for p in SUCCESS[category])
-        keys = ItemKeys("classification", "acme", None, category if with_category else None, 80)
+        keys = ItemKeys("classification", "acme", None, category if with_category else None, 7)
         out.append(Outcome(" ".join(words) + f" #{seed}-{i}", keys, right))
     return out
 
@@ -75,18 +75,26 @@ def test_calibration_holds_on_held_out_items() -> None:
     def noisy(n: int, seed: int) -> list[Outcome]:
         r = np.random.default_rng(seed)
         out = []
-        for i in range(n):
+        for _i in range(n):
             words = list(r.choice(COMMON, 8))
             z = sum(signal[w] for w in words) / 3
             p = (1 / (1 + np.exp(-(z - 0.3))), 1 / (1 + np.exp(-(z + 2.0))))
-            out.append(Outcome(" ".join(words), ItemKeys("other", "acme", None, None, 60), tuple(float(r.random() < q) for q in p)))
+            out.append(
+                Outcome(
+                    " ".join(words),
+                    ItemKeys("other", "acme", None, None, 6),
+                    tuple(float(r.random() < q) for q in p),
+                )
+            )
         return out
 
     model = fit_router(noisy(3000, 11), ["weak", "strong"], [1.0, 20.0], target=None, seed=0)
     test = noisy(3000, 12)
     raw, calibrated = model.scores([o.text for o in test], [o.keys for o in test])
     y = np.array([o.right for o in test])
-    figures = routed_figures(raw, calibrated, y, model.card.cost_per_item_usd, model.card.pools, model.card.margin)
+    figures = routed_figures(
+        raw, calibrated, y, model.card.cost_per_item_usd, model.card.pools, model.card.margin
+    )
     assert 0.05 < figures.pool_shares["strong"] < 0.95, figures
     assert abs(figures.expected_accuracy - figures.measured_accuracy) <= 0.02, figures
 
@@ -114,7 +122,9 @@ def test_routing_costs_under_ten_microseconds_an_item(model: RoutingModel) -> No
     texts, keys = [o.text for o in test], [o.keys for o in test]
     model.route(texts, keys)  # warm: key memo, numpy paths
     best = min(_timed(model, texts, keys) for _ in range(5))
-    assert best / len(texts) < 10e-6 * 3, f"{best / len(texts) * 1e6:.1f} us an item"  # 3x slack for a busy test machine
+    assert best / len(texts) < 10e-6 * 3, (
+        f"{best / len(texts) * 1e6:.1f} us an item"
+    )  # 3x slack for a busy test machine
 
 
 def _timed(model: RoutingModel, texts: list[str], keys: list[ItemKeys]) -> float:

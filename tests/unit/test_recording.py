@@ -29,22 +29,33 @@ def test_labelled_lines_become_expected_answers() -> None:
 
 
 def test_own_shape_with_item_and_outputs() -> None:
-    recording = parse_recording({
-        "id": "q-1", "item": {"job_id": "q-1", "tenant": "acme", "input": "2+2?", "params": {"labels": ["3", "4"]}},
-        "expected": "4", "answers": {"big": {"output": "4", "input_tokens": 5, "output_tokens": 1}, "small": {"score": 0}},
-    })
-    assert isinstance(recording, Recording) and recording.text() == "2+2?" and recording.label_set() == ["3", "4"]
+    recording = parse_recording(
+        {
+            "id": "q-1",
+            "item": {"job_id": "q-1", "tenant": "acme", "input": "2+2?", "params": {"labels": ["3", "4"]}},
+            "expected": "4",
+            "answers": {"big": {"output": "4", "input_tokens": 5, "output_tokens": 1}, "small": {"score": 0}},
+        }
+    )
+    assert (
+        isinstance(recording, Recording)
+        and recording.text() == "2+2?"
+        and recording.label_set() == ["3", "4"]
+    )
     assert recording.answers["small"].right is False and recording.answers["big"].right is None
 
 
-@pytest.mark.parametrize(("line", "field"), [
-    ({"prompt": "x", "scores": {"m": 1}, "extra": 1}, "extra"),
-    ({"text": "x", "label": 3}, "label"),
-    ({"input": "x", "answers": {"m": {}}}, "answers.m"),
-    ({"input": "x", "answers": {"m": {"score": 2}}}, "answers.m.score"),
-    ({"input": "x"}, "line"),
-    ({"input": "x", "expected": "a", "typo": 1}, "typo"),
-])
+@pytest.mark.parametrize(
+    ("line", "field"),
+    [
+        ({"prompt": "x", "scores": {"m": 1}, "extra": 1}, "extra"),
+        ({"text": "x", "label": 3}, "label"),
+        ({"input": "x", "answers": {"m": {}}}, "answers.m"),
+        ({"input": "x", "answers": {"m": {"score": 2}}}, "answers.m.score"),
+        ({"input": "x"}, "line"),
+        ({"input": "x", "expected": "a", "typo": 1}, "typo"),
+    ],
+)
 def test_bad_lines_name_the_field(line: dict, field: str) -> None:
     with pytest.raises(ValueError) as caught:
         parse_recording(line)

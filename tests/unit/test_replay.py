@@ -38,17 +38,28 @@ def test_recorded_scores_become_right_and_wrong_answers_with_real_token_counts()
     counter = TokenCounter()
     for n, line in enumerate(lines(MMLU)[:40]):
         # the text as a producer would send it: other whitespace and case find the same line
-        item = WorkItem(job_id=f"j{n}", tenant="acme", input="  " + line["prompt"].upper().replace("\n", " \n "))
+        item = WorkItem(
+            job_id=f"j{n}", tenant="acme", input="  " + line["prompt"].upper().replace("\n", " \n ")
+        )
         for b, model in ((strong, STRONG), (weak, WEAK)):
             done = answer(b, item)
             assert done.output == (RECORDED_RIGHT if line["scores"][model] else RECORDED_WRONG)
             assert done.model == model
-            assert done.usage.input_tokens == counter.count(item.input_text()) > 0 and done.usage.output_tokens >= 1
+            assert (
+                done.usage.input_tokens == counter.count(item.input_text()) > 0
+                and done.usage.output_tokens >= 1
+            )
 
 
 def test_lookup_by_metadata_key_and_job_id_before_text() -> None:
-    recordings = [{"id": "a", "input": "same text", "answers": {"m": {"output": "from a"}}},
-                  {"id": "b", "input": "other text", "answers": {"m": {"output": "from b", "input_tokens": 7, "output_tokens": 2}}}]
+    recordings = [
+        {"id": "a", "input": "same text", "answers": {"m": {"output": "from a"}}},
+        {
+            "id": "b",
+            "input": "other text",
+            "answers": {"m": {"output": "from b", "input_tokens": 7, "output_tokens": 2}},
+        },
+    ]
     path = Path(__file__).parent / "replay-lookup.jsonl"
     index = RecordingIndex([*map(_parse, recordings)], "inline")
     b = ReplayBackend("replay", ProviderSettings(api="replay", recording=path), "m", index=index)
@@ -58,7 +69,7 @@ def test_lookup_by_metadata_key_and_job_id_before_text() -> None:
     assert by_key.output == "from b" and (by_key.usage.input_tokens, by_key.usage.output_tokens) == (7, 2)
 
 
-def _parse(line: dict):  # noqa: ANN202
+def _parse(line: dict):
     from schemas.recording import parse_recording
 
     return parse_recording(line)
@@ -91,7 +102,10 @@ def test_labelled_teacher_is_right_at_its_rate_and_the_same_for_a_job() -> None:
     assert 0.77 <= right / asked <= 0.83, right / asked  # 2,000 draws: 3.4 standard deviations either side
     assert wrong_labels and wrong_labels <= set(labels)
     perfect = backend(BANKING, "claude-sonnet-5")
-    assert all(answer(perfect, WorkItem(job_id=f"p{n}", tenant="a", input=r["text"])).output == r["label"] for n, r in enumerate(rows[:30]))
+    assert all(
+        answer(perfect, WorkItem(job_id=f"p{n}", tenant="a", input=r["text"])).output == r["label"]
+        for n, r in enumerate(rows[:30])
+    )
 
 
 def test_a_bad_line_names_its_number_and_field(tmp_path: Path) -> None:

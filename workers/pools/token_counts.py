@@ -26,7 +26,9 @@ def tokenizer_file() -> Path:
         candidate = Path(location) / "model" / "tokenizer.json"
         if candidate.is_file():
             return candidate
-    raise ConfigError(f"no tokenizer to count tokens with: the package {PACKAGE} is not installed", hint=INSTALL_HINT)
+    raise ConfigError(
+        f"no tokenizer to count tokens with: the package {PACKAGE} is not installed", hint=INSTALL_HINT
+    )
 
 
 class TokenCounter:

@@ -107,8 +107,14 @@ class Answer:
 
 
 class ReplayBackend:
-    def __init__(self, provider: str, config: ProviderSettings, model: str, index: RecordingIndex | None = None,
-                 counter: TokenCounter | None = None) -> None:
+    def __init__(
+        self,
+        provider: str,
+        config: ProviderSettings,
+        model: str,
+        index: RecordingIndex | None = None,
+        counter: TokenCounter | None = None,
+    ) -> None:
         if config.recording is None and index is None:
             raise ConfigError(f"providers.{provider}.recording: a replay provider needs a recording file")
         self.provider = provider
@@ -123,12 +129,17 @@ class ReplayBackend:
         if recording is None:
             raise ProviderError(
                 f"{self.provider}: item {item.job_id} is not in the recording {self.index.source} (looked up by "
-                f"metadata[{self.key!r}], job id and input text)", provider=self.provider,
+                f"metadata[{self.key!r}], job id and input text)",
+                provider=self.provider,
             )
         answer = self._answer(item, recording)
         usage = Usage(
-            input_tokens=answer.input_tokens if answer.input_tokens is not None else self._prompt_tokens(item),
-            output_tokens=answer.output_tokens if answer.output_tokens is not None else max(1, self.counter.count(answer.output)),
+            input_tokens=answer.input_tokens
+            if answer.input_tokens is not None
+            else self._prompt_tokens(item),
+            output_tokens=answer.output_tokens
+            if answer.output_tokens is not None
+            else max(1, self.counter.count(answer.output)),
         )
         return Completion(output=answer.output, usage=usage, model=self.model)
 
@@ -143,21 +154,30 @@ class ReplayBackend:
         else:
             raise ProviderError(
                 f"{self.provider}: the recording has no answer of {self.model} for item {item.job_id} "
-                f"(it recorded {sorted(recording.answers)})", provider=self.provider,
+                f"(it recorded {sorted(recording.answers)})",
+                provider=self.provider,
             )
         output = recording.expected_answer() if right else self._wrong(item, recording)
-        return Answer(output, recorded.input_tokens if recorded else None, recorded.output_tokens if recorded else None)
+        return Answer(
+            output, recorded.input_tokens if recorded else None, recorded.output_tokens if recorded else None
+        )
 
     def _wrong(self, item: WorkItem, recording: Recording) -> str:
         expected = recording.expected_answer()
-        choices = [label for label in (item.params.labels or recording.label_set() or self.index.labels) if label != expected]
+        choices = [
+            label
+            for label in (item.params.labels or recording.label_set() or self.index.labels)
+            if label != expected
+        ]
         if not choices:
             return RECORDED_WRONG
         return choices[int(stable_fraction("wrong", item.job_id, self.model) * len(choices))]
 
     def _prompt_tokens(self, item: WorkItem) -> int:
         instructions = item.params.instructions or ""
-        return self.counter.count(f"{instructions}\n{item.input_text()}" if instructions else item.input_text())
+        return self.counter.count(
+            f"{instructions}\n{item.input_text()}" if instructions else item.input_text()
+        )
 
     @property
     def counter(self) -> TokenCounter:
