@@ -81,7 +81,9 @@ def held_out(key: str, seed: int, share: float) -> bool:
 def split_rows(rows: list[dict], seed: int, share: float) -> tuple[list[dict], list[dict]]:
     key = "prompt" if "prompt" in rows[0] else "text" if "text" in rows[0] else "input"
     test = [held_out(str(r.get(key) or r.get("item")), seed, share) for r in rows]
-    return [r for r, t in zip(rows, test, strict=True) if not t], [r for r, t in zip(rows, test, strict=True) if t]
+    return [r for r, t in zip(rows, test, strict=True) if not t], [
+        r for r, t in zip(rows, test, strict=True) if t
+    ]
 
 
 @dataclass(frozen=True)
@@ -289,14 +291,14 @@ def print_recorded(result: dict) -> None:
     print("RouteLLM's best published MMLU router (paper v4): APGR 0.603, CPT(50%) 35.4%, CPT(80%) 70.3%")
 
 
-def labelled(args: argparse.Namespace, train_rows: list[dict], test_rows: list[dict]) -> dict:
+def labelled(args: argparse.Namespace, train_rows: list[dict], test_rows: list[dict]) -> tuple[object, dict]:
     try:
         student_quality = importlib.import_module("modelyard.ops.student_quality")
     except ModuleNotFoundError as exc:
         raise SystemExit(
             f"labelled datasets need modelyard/ops/student_quality.py (labelled_quality), not here yet: {exc}"
         ) from exc
-    return student_quality.labelled_quality(train_rows, test_rows, args.seed)
+    return student_quality, student_quality.labelled_quality(train_rows, test_rows, args.seed)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -311,7 +313,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--splits", type=int, default=5, help="seeded splits of DATASET (recorded data; default 5)"
     )
     parser.add_argument(
-        "--test-share", type=float, default=0.5, help="share of DATASET held out per split (default 0.5)"
+        "--test-share",
+        type=float,
+        default=None,
+        help="share of DATASET held out per split (default: 0.5 of a recording, 0.2 of a labelled dataset)",
     )
     parser.add_argument(
         "--strong", help="the strong model's name in the recording (default: the more accurate)"
@@ -331,12 +336,16 @@ def main(argv: list[str] | None = None) -> int:
     first = rows if rows is not None else train_rows
     if is_labelled(first or []):
         if rows is not None:
-            train_rows, test_rows = split_rows(
-                rows, args.seed, args.test_share if args.test_share != 0.5 else 0.2
-            )
-        result = labelled(args, train_rows, test_rows)  # type: ignore[arg-type]
-        print(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode())
+            share = 0.2 if args.test_share is None else args.test_share
+            train_rows, test_rows = split_rows(rows, args.seed, share)
+        module, result = labelled(args, train_rows, test_rows)  # type: ignore[arg-type]
+        if not args.json and hasattr(module, "print_table"):
+            module.print_table(result)  # the module's own table, when it has one
+        else:
+            print(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode())
         return 0
+    if args.test_share is None:
+        args.test_share = 0.5
     result = recorded(args, train_rows, test_rows, rows)
     if args.json:
         print(orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY).decode())

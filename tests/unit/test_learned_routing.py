@@ -122,12 +122,12 @@ def test_routing_costs_under_ten_microseconds_an_item(model: RoutingModel) -> No
     texts, keys = [o.text for o in test], [o.keys for o in test]
     model.route(texts, keys)  # warm: key memo, numpy paths
     best = min(_timed(model, texts, keys) for _ in range(5))
-    assert best / len(texts) < 10e-6 * 3, (
-        f"{best / len(texts) * 1e6:.1f} us an item"
-    )  # 3x slack for a busy test machine
+    assert best / len(texts) < 10e-6, (
+        f"{best / len(texts) * 1e6:.1f} CPU us an item"
+    )  # process time: load-proof
 
 
 def _timed(model: RoutingModel, texts: list[str], keys: list[ItemKeys]) -> float:
-    started = time.perf_counter()
+    started = time.process_time()
     model.route(texts, keys)
-    return time.perf_counter() - started
+    return time.process_time() - started
