@@ -39,6 +39,7 @@ from streams.learned_routing import (
     text_rows,
     word_entries,
 )
+from workers.sink.clickhouse import ClickHouseStore
 
 REGULARISATION_C = 1.0
 FOLDS = 5
@@ -259,13 +260,15 @@ AGREEMENT_OUTCOMES = (
 )
 
 
-def outcomes_from_evals(store: object, pools: Sequence[str], category_key: str = "category") -> list[Outcome]:
+def outcomes_from_evals(
+    store: ClickHouseStore, pools: Sequence[str], category_key: str = "category"
+) -> list[Outcome]:
     """Eval cases run through several of `pools` (`modelyard eval`), with their inputs from job_inputs (stored
     for the task types in distill.capture_tasks). job_inputs keeps no metadata, so no category key here."""
     cases: dict[tuple[str, str], dict] = {}
     for run, case_id, pool, correct, task, text, labels, tenant in store.query(
         EVAL_OUTCOMES, {"pools": list(pools)}
-    ):  # type: ignore[attr-defined]
+    ):
         case = cases.setdefault(
             (run, case_id), {"text": text, "labels": labels, "task": task, "tenant": tenant, "right": {}}
         )
@@ -274,10 +277,10 @@ def outcomes_from_evals(store: object, pools: Sequence[str], category_key: str =
 
 
 def outcomes_from_agreement(
-    store: object, cheap: str, strong: str, category_key: str = "category"
+    store: ClickHouseStore, cheap: str, strong: str, category_key: str = "category"
 ) -> list[Outcome]:
     """Shadow pairs and cascade escalations: the cheap pool right when it agreed with the strong one."""
-    rows = store.query(AGREEMENT_OUTCOMES, {"cheap": cheap, "strong": strong})  # type: ignore[attr-defined]
+    rows = store.query(AGREEMENT_OUTCOMES, {"cheap": cheap, "strong": strong})
     cases = {
         job: {
             "text": text,
