@@ -35,6 +35,7 @@ from typing import NamedTuple
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.table import Table
 
@@ -146,7 +147,13 @@ async def group_stable(settings: Settings, group_id: str, members: int, timeout:
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            described = await admin.describe_consumer_groups([group_id])
+            try:
+                described = await admin.describe_consumer_groups([group_id])
+            except KafkaError as exc:  # a fresh broker may still be loading the group's coordinator
+                if not exc.retriable:
+                    raise
+                await asyncio.sleep(0.2)
+                continue
             _, _, state, _, _, joined = described[0].groups[0][:6]
             if state == "Stable" and len(joined) == members:
                 return
