@@ -190,11 +190,29 @@ def run_pool(settings: Settings, pool: str) -> None:
     asyncio.run(_run_pool(settings, pool))
 
 
-async def _run_pool(settings: Settings, pool: str) -> None:
+def build_result_cache(settings: Settings, pool: str):  # -> PoolCache
+    """The pool's copy of the shared result cache, keyed for its own provider and model."""
+    from workers.pools.result_cache import PoolCache
+
+    config = settings.pools[pool]
+    target = (config.provider, config.model, config.max_output_tokens)
+    return PoolCache(pool, settings.kafka, settings.result_cache, target)
+
+
+def build_pool(settings: Settings, pool: str):  # -> PoolWorker
     from workers.pools.pool import PoolWorker
 
-    worker = PoolWorker(settings, pool, build_dispatcher(settings, pool), build_batcher(settings, pool))
-    await serve(settings, worker, f"pool.{pool}")
+    return PoolWorker(
+        settings,
+        pool,
+        build_dispatcher(settings, pool),
+        build_batcher(settings, pool),
+        build_result_cache(settings, pool),
+    )
+
+
+async def _run_pool(settings: Settings, pool: str) -> None:
+    await serve(settings, build_pool(settings, pool), f"pool.{pool}")
 
 
 def run_sink(settings: Settings) -> None:

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from schemas.cache import CacheDirective
 from schemas.work_item import TaskType, WorkItem
 
 
@@ -27,3 +28,7 @@ class Assignment(BaseModel):
     input_tokens_est: int = Field(default=0, ge=0)
     attempt: int = Field(default=1, ge=1)
     routed_at: AwareDatetime
+    cache: CacheDirective | None = Field(
+        default=None,
+        description="Set when the routing policy opts this tenant and task into the result cache.",
+    )

@@ -25,6 +25,7 @@ from schemas import TaskType, WorkItem
 from schemas.decoding import DecodeFailure
 from schemas.work_item_struct import DECODE_WORK_ITEM, WorkItemStruct
 from streams.budgets import BudgetBook, Overrun
+from streams.cache_policy import CacheDirectives
 from streams.dedup import RecentJobIds
 from streams.novelty import NoveltyDetector
 from streams.rules import (
@@ -93,7 +94,9 @@ class PolicySource:
         self._mtime = self._stat()
         self._checked = time.monotonic()
         if self.path is None:
-            self.policy = policy_from_routes(settings.routes, settings.default_pool, self.pools)
+            self.policy = policy_from_routes(
+                settings.routes, settings.default_pool, self.pools, settings.router.cache
+            )
         else:
             self.policy = load_policy_file(self.path, self.pools)
 
@@ -133,6 +136,7 @@ class RoutingPolicy:
         self.budgets = BudgetBook(settings.costs.budgets)
         self.novelty = NoveltyDetector(router.novelty_dims, self.source.current().novelty.min_samples)
         self._memo = RuleMemo(self.source.current())
+        self._cache = CacheDirectives(self.source.current())
         self._pool_topics: dict[str, str] = {}
         self._routed: Counter[str] = Counter()  # routed per pool in the current batch, counted once per batch
 
@@ -304,11 +308,22 @@ class RoutingPolicy:
                 for item, d, record in zip(items, decisions, records, strict=False)
             ]
         self._routed.update(d.pool for d in decisions)
-        topic = self._topic
+        topic, cache = self._topic, self._cache_directives().for_item
         return [
-            Outgoing(topic(d.pool), item.job_id.encode(), assignment_json(record[0], d, now))
+            Outgoing(
+                topic(d.pool),
+                item.job_id.encode(),
+                assignment_json(record[0], d, now, cache(item.tenant, d.task_type)),
+            )
             for item, d, record in zip(items, decisions, records, strict=False)
         ]
+
+    def _cache_directives(self) -> CacheDirectives:
+        """The result-cache directives of the current policy (rebuilt when the policy file is reloaded)."""
+        policy = self.source.current()
+        if self._cache.policy is not policy:
+            self._cache = CacheDirectives(policy)
+        return self._cache
 
     def _emit(self, item: Item, decision: Decision, raw: bytes, source: Source, now: datetime) -> Outgoing:
         if self.costs.budgets:
@@ -317,8 +332,12 @@ class RoutingPolicy:
                 return self._over_budget(overrun, item, decision, raw, source, now)
         self._routed[decision.pool] += 1
         shadow = self._shadow(item, decision, now) if self.router.shadow_share else None
+        cache = self._cache_directives().for_item(item.tenant, decision.task_type)
         return Outgoing(
-            self._topic(decision.pool), item.job_id.encode(), assignment_json(raw, decision, now), shadow
+            self._topic(decision.pool),
+            item.job_id.encode(),
+            assignment_json(raw, decision, now, cache),
+            shadow,
         )
 
     def _topic(self, pool: str) -> str:
@@ -372,8 +391,9 @@ class RoutingPolicy:
         pool = self.costs.downgrade_pool
         downgraded = replace(decision, pool=pool, rule="budget-downgrade", reason=overrun.why)
         self._routed[pool] += 1
+        cache = self._cache_directives().for_item(item.tenant, decision.task_type)
         return Outgoing(
-            self.kafka.pool_topic(pool), item.job_id.encode(), assignment_json(raw, downgraded, now)
+            self.kafka.pool_topic(pool), item.job_id.encode(), assignment_json(raw, downgraded, now, cache)
         )
 
     def _validate(self, raw: bytes | None, source: Source, clock: float) -> Item | DecodeFailure:
@@ -412,20 +432,22 @@ def _divert(decision: Decision, pool: str, score: float, why: str) -> Decision:
     return replace(decision, pool=pool, rule="novelty", reason=why, novelty_score=score)
 
 
-def assignment_json(raw: bytes, d: Decision, now: datetime) -> bytes:
-    """The Assignment wire record, embedding the already-validated item bytes as they came (no re-encoding)."""
-    return orjson.dumps(
-        {
-            "schema_version": 1,
-            "item": orjson.Fragment(raw),
-            "task_type": d.task_type,
-            "task_reason": d.task_reason[:500],
-            "pool": d.pool,
-            "rule": d.rule,
-            "reason": d.reason[:500],
-            "novelty_score": d.novelty_score,
-            "input_tokens_est": d.features.input_tokens,
-            "attempt": 1,
-            "routed_at": now,
-        }
-    )
+def assignment_json(raw: bytes, d: Decision, now: datetime, cache: orjson.Fragment | None = None) -> bytes:
+    """The Assignment wire record, embedding the already-validated item bytes as they came (no re-encoding);
+    `cache`: the result-cache directive when the policy opts the item's tenant and task in."""
+    record = {
+        "schema_version": 1,
+        "item": orjson.Fragment(raw),
+        "task_type": d.task_type,
+        "task_reason": d.task_reason[:500],
+        "pool": d.pool,
+        "rule": d.rule,
+        "reason": d.reason[:500],
+        "novelty_score": d.novelty_score,
+        "input_tokens_est": d.features.input_tokens,
+        "attempt": 1,
+        "routed_at": now,
+    }
+    if cache is not None:
+        record["cache"] = cache
+    return orjson.dumps(record)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 
-from modelyard.core.settings import Settings
+from modelyard.core.settings import KafkaSettings, Settings
 
 
 def make_consumer(
@@ -13,9 +13,12 @@ def make_consumer(
     group: str,
     listener: ConsumerRebalanceListener | None = None,
     max_records: int = 500,
+    fetch_max_wait_ms: int = 500,
 ) -> AIOKafkaConsumer:
-    """A manually committed consumer: offsets move only after the work for them is durable downstream."""
+    """A manually committed consumer: offsets move only after the work for them is durable downstream.
+    `fetch_max_wait_ms`: how long the broker may hold a fetch with no data (a seek waits for it to return)."""
     consumer = AIOKafkaConsumer(
+        fetch_max_wait_ms=fetch_max_wait_ms,
         group_id=f"{settings.app_id}.{group}",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -36,4 +39,15 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
         linger_ms=5,
         max_batch_size=256 * 1024,
         **settings.kafka.client_options(),
+    )
+
+
+def make_reader(kafka: KafkaSettings, topic: str) -> AIOKafkaConsumer:
+    """A group-less consumer of every partition of `topic` from its beginning; it commits nothing."""
+    return AIOKafkaConsumer(
+        topic,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **kafka.client_options(),
     )

@@ -26,6 +26,7 @@ def topic_plan(settings: Settings) -> dict[str, int]:
         kafka.deferred_topic: kafka.partitions,
         kafka.spend_topic: 1,
         kafka.evals_topic: 1,
+        kafka.cache_topic: kafka.partitions,
     }
     for pool in settings.pools:
         plan[kafka.pool_topic(pool)] = kafka.pool_partitions.get(pool, kafka.partitions)
@@ -58,7 +59,7 @@ async def _create(settings: Settings, plan: dict[str, int]) -> None:
                 name,
                 num_partitions=n,
                 replication_factor=settings.kafka.replication_factor,
-                topic_configs=COMPACTED if name == settings.kafka.spend_topic else {},
+                topic_configs=_configs(settings, name),
             )
             for name, n in plan.items()
             if name not in existing
@@ -67,6 +68,21 @@ async def _create(settings: Settings, plan: dict[str, int]) -> None:
             await _create_ignoring_existing(admin, missing)
     finally:
         await admin.close()
+
+
+def _configs(settings: Settings, topic: str) -> dict[str, str]:
+    """The spend topic keeps the latest figures per tenant; the result cache keeps the latest answer per
+    request digest, and nothing older than `result_cache.retention_s`."""
+    if topic == settings.kafka.spend_topic:
+        return COMPACTED
+    if topic == settings.kafka.cache_topic:
+        retention_ms = int(settings.result_cache.retention_s * 1000)
+        return {
+            "cleanup.policy": "compact,delete",
+            "retention.ms": str(retention_ms),
+            "segment.ms": str(min(retention_ms, 3_600_000)),
+        }
+    return {}
 
 
 async def _create_ignoring_existing(admin: AIOKafkaAdminClient, topics: list[NewTopic]) -> None:

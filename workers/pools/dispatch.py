@@ -31,6 +31,7 @@ from modelyard.core._exceptions import ProviderError, RateLimited, Stopping
 from schemas import Assignment, Result, ResultStatus
 from workers.pools.backends.base import Completion, ModelBackend
 from workers.pools.breaker import BreakerState, CircuitBreaker
+from workers.pools.deadlines import deadline_passed, expired_result
 from workers.pools.limits import ProviderGate, estimated_tokens
 
 log = logging.getLogger("modelyard.pool")
@@ -57,6 +58,10 @@ class Target:
 class CallOutcome:
     result: Result
     try_next: bool
+
+
+class _DeadlinePassed(Exception):
+    """The item's deadline passed while it waited at its provider's gate: it is not sent."""
 
 
 class Dispatcher:
@@ -106,6 +111,9 @@ class Dispatcher:
         results: list[Result] = []
         skipped: list[str] = []
         for target in self.targets:
+            if deadline_passed(assignment.item):  # expired before this call: end it, call nothing
+                results.append(self._expired(target, assignment, assignment.attempt + len(results)))
+                break
             if not target.breaker.allow():
                 skipped.append(target.label)
                 continue
@@ -125,6 +133,9 @@ class Dispatcher:
             done = await self._complete(target, assignment, tokens)
         except Stopping:
             raise
+        except _DeadlinePassed:
+            target.breaker.release()
+            return CallOutcome(self._expired(target, assignment, attempt), try_next=False)
         except ProviderError as exc:
             _judge(target, success=not exc.retryable, why=str(exc))
             return CallOutcome(_failed(base, str(exc), started), try_next=exc.retryable)
@@ -139,6 +150,8 @@ class Dispatcher:
         retries = 0
         while True:
             await target.gate.enter(tokens)
+            if deadline_passed(assignment.item):
+                raise _DeadlinePassed
             try:
                 return await target.backend.complete(assignment.item, assignment.task_type)
             except RateLimited as exc:
@@ -146,6 +159,9 @@ class Dispatcher:
                     raise
                 target.gate.pause(exc.retry_after, retries)
                 retries += 1
+
+    def _expired(self, target: Target, assignment: Assignment, attempt: int) -> Result:
+        return expired_result(assignment, attempt, self.pool, target.provider, target.model)
 
     def _no_target(self, assignment: Assignment, skipped: list[str]) -> Result:
         """Every circuit is open: the job ends here with an error, no call made, nothing billed."""
