@@ -188,10 +188,10 @@ def cost_table(names: list[str], rows: list[tuple[object, ...]], title: str) -> 
 
 
 def _totals(names: list[str], rows: list[tuple[object, ...]]) -> list[object]:
-    """Sums of the additive columns; blanks for labels and latencies."""
+    """Sums of the additive columns; blanks for labels, latencies and rates."""
     totals: list[object] = []
     for i, name in enumerate(names):
-        additive = isinstance(rows[0][i], Number) and not name.endswith("_ms")
+        additive = isinstance(rows[0][i], Number) and not name.endswith(("_ms", "_rate"))
         totals.append(sum(r[i] for r in rows) if additive else "")
     totals[0] = "total"
     return totals

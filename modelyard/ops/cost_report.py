@@ -27,7 +27,9 @@ DIMENSIONS = {
 }
 MEASURES = (
     "count() AS attempts, uniqExact(job_id) AS jobs, sum(input_tokens + cached_input_tokens) AS input_tokens, "
-    "sum(output_tokens) AS output_tokens, sum(total_cost_usd) AS cost_usd, sum(savings_usd) AS savings_usd"
+    "sum(output_tokens) AS output_tokens, sum(total_cost_usd) AS cost_usd, sum(savings_usd) AS savings_usd, "
+    "countIf(cached = 1) AS cached_attempts, round(cached_attempts / attempts, 4) AS cache_hit_rate, "
+    "sum(cache_saved_usd) AS cache_saved_usd"
 )
 SINCE = re.compile(r"^(\d+)([mhdw])$")
 UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -236,4 +238,14 @@ def plot_stacked(table: Table, path: Path, value: str = "cost_usd") -> Path:
     return path
 
 
-MEASURE_NAMES = {"attempts", "jobs", "input_tokens", "output_tokens", "cost_usd", "savings_usd"}
+MEASURE_NAMES = {
+    "attempts",
+    "jobs",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "savings_usd",
+    "cached_attempts",
+    "cache_hit_rate",
+    "cache_saved_usd",
+}

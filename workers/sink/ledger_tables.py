@@ -40,6 +40,7 @@ RESULT_COLUMNS = (
     "latency_ms",
     "batch",
     "completed_at",
+    "cached",
 )
 COST_COLUMNS = (
     "job_id",
@@ -67,6 +68,9 @@ COST_COLUMNS = (
     "reference_cost_usd",
     "savings_usd",
     "completed_at",
+    "cached",
+    "cached_from",
+    "cache_saved_usd",
 )
 TOKEN_KINDS = (
     "input_tokens",
@@ -78,11 +82,15 @@ TOKEN_KINDS = (
 
 
 class LedgerTables:
-    def __init__(self, results: Sequence[AnyResult], costs: PricedColumns) -> None:
+    def __init__(
+        self, results: Sequence[AnyResult], costs: PricedColumns, cache_saved: list[int] | None = None
+    ) -> None:
+        """`cache_saved`: per row, the ledger units a cache hit saved (workers/sink/cache_savings.py); None: none."""
         if len(results) != len(costs):
             raise ValueError(f"{len(results)} results but {len(costs)} costs")
         self.rows = results
         self.costs = costs
+        self.cache_saved = cache_saved
         self.job_ids = [r.job_id for r in results]  # with `attempts`, the key both tables dedup on
         self.attempts = [r.attempt for r in results]
 
@@ -117,6 +125,10 @@ class LedgerTables:
             "reference_model": pa.array(c.reference_model, pa.string()),
             "reference_cost_usd": total if c.reference is c.total else amounts(c.reference),
             "savings_usd": amounts(c.savings),
+            "cached_from": pa.array(
+                [r.cached_from.job_id if r.cached_from else "" for r in self.rows], pa.string()
+            ),
+            "cache_saved_usd": amounts(self.cache_saved or [0] * len(self.rows)),
         }
         return _table(COST_COLUMNS, self._shared | own)
 
@@ -135,6 +147,7 @@ class LedgerTables:
             "model": pa.array([r.model for r in rows], pa.string()),
             "batch": pa.array([r.batch for r in rows], pa.bool_()).cast(pa.uint8()),
             "completed_at": milliseconds([r.completed_at for r in rows]),
+            "cached": pa.array([r.cached for r in rows], pa.bool_()).cast(pa.uint8()),
         }
         return columns | {
             kind: pa.array(list(map(attrgetter(kind), usages)), pa.uint32()) for kind in TOKEN_KINDS

@@ -38,6 +38,7 @@ from modelyard.core.topics import sink_topics
 from schemas import AnyResult, Assignment, Result, ResultStruct
 from schemas.decoding import DecodeFailure, StructFirst, decode
 from schemas.evaluation import EvalScore
+from workers.sink.cache_savings import cache_savings
 from workers.sink.clickhouse import ClickHouseStore
 from workers.sink.ledger_tables import LedgerTables
 from workers.sink.pricing import PriceCatalog
@@ -224,7 +225,10 @@ class ClickHouseSink:
         """Decode and price the results and build their Arrow tables (once, however often the write is retried)."""
         if batch.ledger is None:
             batch.decode_results()
-            batch.ledger = LedgerTables(batch.results, self.catalog.price(batch.results))
+            results = batch.results
+            batch.ledger = LedgerTables(
+                results, self.catalog.price(results), cache_savings(self.catalog, results)
+            )
             _ = batch.ledger.results, batch.ledger.cost_ledger
 
     def _write(self, batch: Batch) -> None:
