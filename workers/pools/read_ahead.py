@@ -44,18 +44,18 @@ SEEK_GAP = 2000  # a rewind seeks straight to the next skipped offset when it is
 UNREADABLE: Flow = ("", 9)  # records that do not even peek: they are dead-lettered at once, without a call
 
 
-class _PeekParams(msgspec.Struct):
+class _PeekParams(msgspec.Struct, frozen=True):
     max_output_tokens: int | None = None
 
 
-class _PeekItem(msgspec.Struct):
+class _PeekItem(msgspec.Struct, frozen=True):
     tenant: str
     priority: int = 5
     deadline: datetime | None = None
     params: _PeekParams = _PeekParams()
 
 
-class _PeekAssignment(msgspec.Struct):
+class _PeekAssignment(msgspec.Struct, frozen=True):
     """What the scheduler needs of an Assignment; unknown fields are skipped, not parsed into objects."""
 
     item: _PeekItem
@@ -349,7 +349,7 @@ class ReadAhead:
     def _queue(self, tp: TopicPartition, record: ConsumerRecord, peeked: Peeked) -> None:
         self.offsets.started(tp, record.offset)
         tenant, priority = peeked.flow
-        self.scheduler.push(Queued(tp, record, tenant, priority, peeked.deadline, peeked.cost))
+        self.scheduler.push(Queued(tp, record, tenant, priority, peeked.deadline, peeked.cost), _now())
 
 
 def _now() -> float:
