@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from modelyard.app import build_batcher, build_dispatcher
+from modelyard.app import build_pool
 from modelyard.core.settings import Settings, load_settings
 from modelyard.core.topics import ensure_topics
 from modelyard.local.simulator import ProviderSimulator
@@ -64,10 +64,7 @@ class Pipeline:
 
     def __init__(self, settings: Settings, pools: list[str]) -> None:
         self.settings = settings
-        self.workers = {
-            pool: PoolWorker(settings, pool, build_dispatcher(settings, pool), build_batcher(settings, pool))
-            for pool in pools
-        }
+        self.workers: dict[str, PoolWorker] = {pool: build_pool(settings, pool) for pool in pools}
         self.results: list[Result] = []
         self.stop = asyncio.Event()
 

@@ -32,7 +32,7 @@ from workers.pools.result_cache import PoolCache
 
 log = logging.getLogger("modelyard.pool")
 COMMIT_INTERVAL_S = 0.5
-FETCH_MAX_WAIT_MS = 50  # a rewind's seek waits for the fetch in flight: keep idle fetches short
+FETCH_MAX_WAIT_MS = 20  # a rewind's seek waits for the fetch in flight: keep idle fetches short
 Outgoing = tuple[str, bytes | None, bytes]  # topic, key, value
 
 
