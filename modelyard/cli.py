@@ -419,6 +419,7 @@ def cmd_policy(settings: Settings, args: argparse.Namespace, console: Console) -
 def cmd_route(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from schemas import WorkItem
     from schemas.decoding import DecodeFailure, decode
+    from streams.cache_policy import cache_policy_of, directive
     from streams.policy import RoutingPolicy
 
     raw = sys.stdin.buffer.read() if str(args.item) == "-" else _read_bytes(args.item)
@@ -446,6 +447,12 @@ def cmd_route(settings: Settings, args: argparse.Namespace, console: Console) ->
     out.print(f"novelty: {score} (threshold {novelty.threshold}, applies to {novelty.applies_to}; {state})")
     out.print(
         f"pool: [bold]{decision.pool}[/bold] via {decision.rule}: {decision.reason} -> topic {settings.kafka.pool_topic(decision.pool)}"
+    )
+    cache = directive(cache_policy_of(policy.source.current(), item.tenant), decision.task_type)
+    out.print(
+        "result cache: off for this tenant and task"
+        if cache is None
+        else f"result cache: on, answers up to {cache['ttl_s']:g}s old, scope {cache['scope']}"
     )
     return 0
 

@@ -71,7 +71,7 @@ class PoolWorker:
         self.concurrency = settings.pools[pool].concurrency
         self._slot_freed = asyncio.Event()  # also set when the read-ahead queues work
         self.read_ahead = ReadAhead(
-            settings.scheduling, settings.pools[pool].max_output_tokens, self._slot_freed
+            settings.scheduling, pool, settings.pools[pool].max_output_tokens, self._slot_freed
         )
         self.offsets: OffsetTracker = self.read_ahead.offsets
         self.tasks: set[asyncio.Task[None]] = set()

@@ -33,6 +33,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from modelyard.core.observability import POOL_SKIPPED, POOL_WAITING
 from modelyard.core.offsets import OffsetTracker
 from modelyard.core.settings import SchedulingSettings
 from workers.pools.scheduling import NO_DEADLINE, FairScheduler, Queued
@@ -185,8 +186,11 @@ class WindowOffsets(OffsetTracker):
 
 
 class ReadAhead:
-    def __init__(self, settings: SchedulingSettings, default_output_tokens: int, wake: asyncio.Event) -> None:
+    def __init__(
+        self, settings: SchedulingSettings, pool: str, default_output_tokens: int, wake: asyncio.Event
+    ) -> None:
         self.settings = settings
+        self._waiting, self._skipped = POOL_WAITING.labels(pool), POOL_SKIPPED.labels(pool)
         self.default_output_tokens = default_output_tokens
         self.wake = wake  # set whenever items are queued: the pool's slot loop waits on it
         self.scheduler = FairScheduler(settings, _now())
@@ -222,6 +226,8 @@ class ReadAhead:
                 read += self._absorb(consumer, tp, records)
         if read:
             self.wake.set()
+        self._waiting.set(len(self.scheduler))
+        self._skipped.set(sum(w.skipped_count for w in self.windows.values()))
         return read
 
     def release(self, partitions: set[TopicPartition]) -> None:

@@ -221,7 +221,9 @@ class FairScheduler:
 
     def _expired(self, now: float) -> Queued | None:
         for tier in self.tiers:
-            soonest = tier.soonest() if tier.deadlines else None
+            if not tier.deadlines:
+                continue
+            soonest = tier.soonest()
             if soonest is not None and soonest.deadline <= now:
                 tier.take(soonest)
                 tier.relist(soonest.tenant)
