@@ -165,7 +165,7 @@ async def main(args: argparse.Namespace) -> None:
             update={"kafka": base.kafka.model_copy(update={"topic_prefix": run}), "app_id": run}
         )
         keys = [request_key(assignment(n), "vllm", "small-model", 256) or "" for n in range(args.entries)]
-        lookups = [assignment(n * 2) for n in range(args.lookups)]  # half of them were stored
+        lookups = [assignment(n * 10) for n in range(args.lookups)]  # with the defaults, half were stored
         with console.status(f"topic: producing and restoring {args.entries:,} entries..."):
             topic = await topic_figures(settings, keys, lookups)
         with console.status(f"ClickHouse: inserting {args.entries:,} entries and looking up..."):
