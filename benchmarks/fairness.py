@@ -181,7 +181,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def run_design(base: Settings, design: str, args: argparse.Namespace) -> Figures:
-    run = f"fair{uuid.uuid4().hex[:6]}"
+    run = f"{design}{uuid.uuid4().hex[:6]}"
     settings = scenario_settings(base, run, design, args)
     await ensure_topics(settings)
     spawn = multiprocessing.get_context("spawn")
@@ -239,7 +239,8 @@ async def small_batch(
 ) -> list[float]:
     """`--bursts` times, one after the other: the small tenant's items at once, each timed; all latencies."""
     latencies = []
-    for burst in range(args.bursts):
+    bursts = 1 if phase == "busy" and "window" in run else args.bursts  # in order, the backlog drains first
+    for burst in range(bursts):
         jobs = [
             (f"{run}-{phase}{burst}-{n}", assignment_bytes(f"{run}-{phase}{burst}-{n}", "small", n))
             for n in range(args.small)

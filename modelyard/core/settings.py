@@ -332,10 +332,10 @@ class SchedulingSettings(Section):
         default=30.0, ge=0, description="Items whose deadline is this close go first (nearest first)."
     )
     read_ahead: int = Field(
-        default=4096, ge=1, description="Items a pool holds read but not started, across all tenants."
+        default=8192, ge=1, description="Items a pool holds read but not started, across all tenants."
     )
     flow_cap: int = Field(
-        default=256,
+        default=1024,
         ge=1,
         description="Of those, at most this many per tenant and priority; the rest of a "
         "tenant's backlog is skipped (its offsets kept) and read again when its queue runs low.",

@@ -168,6 +168,10 @@ class WindowOffsets(OffsetTracker):
                 ready[tp] = position
         return ready
 
+    def committed(self, tp: TopicPartition) -> int:
+        """The last offset committed for the partition (0 before the first commit)."""
+        return max(self._committed.get(tp, 0), 0)
+
     def floor(self, tp: TopicPartition) -> int | None:
         """The oldest offset of the partition not finished yet (None before anything was read)."""
         window = self.windows.get(tp)
@@ -219,7 +223,7 @@ class ReadAhead:
     async def fill(self, consumer: AIOKafkaConsumer, timeout_ms: int) -> int:
         """One fetch: steer (seek, pause, resume), read, file what was read. Returns records read."""
         self._steer(consumer)
-        batches = await consumer.getmany(timeout_ms=timeout_ms, max_records=FETCH_RECORDS)
+        batches = await consumer.getmany(timeout_ms=timeout_ms, max_records=self._fetch_size())
         read = 0
         for tp, records in batches.items():
             if records and tp not in self.offsets.released:
@@ -240,6 +244,16 @@ class ReadAhead:
             if window is not None:
                 window.rewinding = None
         self.paused -= partitions
+
+    def _fetch_size(self) -> int:
+        """Records to take from one fetch: many while scanning; while a rewind refills a flow, about what
+        fits (the rest of what the broker sent is dropped at the seek back, so it is not unpacked)."""
+        rooms = [
+            self.settings.flow_cap - self.scheduler.waiting(*w.rewinding)
+            for w in self.windows.values()
+            if w.rewinding is not None
+        ]
+        return FETCH_RECORDS if not rooms else min(max(2 * min(rooms), 64), FETCH_RECORDS)
 
     def _skipping(self) -> bool:
         return any(w.skipped_count for w in self.windows.values())
@@ -282,12 +296,7 @@ class ReadAhead:
     def _pause_or_resume(
         self, consumer: AIOKafkaConsumer, tp: TopicPartition, window: PartitionWindow
     ) -> None:
-        floor = self.offsets.floor(tp)
-        too_far = (
-            floor is not None
-            and window.frontier is not None
-            and window.frontier - floor >= self.settings.scan_limit
-        )
+        too_far = self._too_far(tp, window)
         full = len(self.scheduler) >= self.settings.read_ahead
         hold = window.rewinding is None and (too_far or full)
         if hold and tp not in self.paused:
@@ -296,6 +305,17 @@ class ReadAhead:
         elif not hold and tp in self.paused:
             consumer.resume(tp)
             self.paused.discard(tp)
+
+    def _too_far(self, tp: TopicPartition, window: PartitionWindow) -> bool:
+        """Read `scan_limit` past the oldest unfinished offset? (The last commit bounds that offset from below,
+        so the exact floor, a min over what is pending, is only computed near the limit.)"""
+        if window.frontier is None:
+            return False
+        limit = self.settings.scan_limit
+        if window.frontier - self.offsets.committed(tp) < limit:
+            return False
+        floor = self.offsets.floor(tp)
+        return floor is not None and window.frontier - floor >= limit
 
     def _absorb(self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[ConsumerRecord]) -> int:
         window = self.windows.setdefault(tp, PartitionWindow())
