@@ -74,7 +74,7 @@ def entry(n: int) -> CacheEntry:
         1,
         "vllm",
         "small-model",
-        UsageStruct(40, 0, 0, 2, 0),
+        UsageStruct(input_tokens=40, output_tokens=2),
         False,
         datetime.now(UTC).isoformat(),
         time.time(),

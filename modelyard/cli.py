@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 
 from rich.console import Console
 
+from modelyard.cli_costs import add_costs_command
+from modelyard.cli_live import add_live_commands
 from modelyard.core._exceptions import InvalidInput, ModelyardError
 from modelyard.core.settings import Settings, load_settings
 
@@ -19,12 +22,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console(stderr=True)
     try:
-        return int(args.handler(load_settings(), args, console) or 0)
+        code = int(args.handler(load_settings(), args, console) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not as a traceback at interpreter exit
+        return code
     except ModelyardError as exc:
         console.print(f"[red]error:[/red] {exc.one_line()}", highlight=False)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `modelyard schema work-item | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as `yes | head` reports
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=Path)
     p = command("broker", cmd_broker, "start, stop or check the local Kafka broker (KRaft, no Docker)")
     p.add_argument("action", choices=["start", "stop", "status"])
+    p.add_argument(
+        "--brokers", type=int, default=None, help="nodes of a local cluster (3: replicated, min ISR 2)"
+    )
     p = command(
         "slm", cmd_slm, "the SLM pool's vLLM server on CPU: prepare the packaged model, serve, stop, status"
     )
@@ -58,27 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     command("simulator", lambda s, a, c: _run("run_simulator", s), "run the local OpenAI/Anthropic simulator")
     command("migrate", cmd_migrate, "apply ClickHouse migrations")
     p = command(
-        "sql", cmd_sql, "run a query on the configured ClickHouse (chdb: only while the sink is stopped)"
+        "sql", cmd_sql, "run a query on the configured ClickHouse (chdb: through the sink while it runs)"
     )
     p.add_argument("query")
     p.add_argument("--format", choices=["table", "json"], default="table")
-    p = command(
-        "costs",
-        cmd_costs,
-        "cost tables from the ledger (chdb: while the sink is stopped); reprice under new prices",
-    )
-    p.add_argument("action", nargs="?", choices=["show", "reprice", "budgets"], default="show")
-    p.add_argument(
-        "--by", default="day,pool,model", help="comma-separated: day, tenant, task, pool, provider, model"
-    )
-    p.add_argument("--since", default="7d", help="7d, 24h, 30m, 2w or an ISO date")
-    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    p.add_argument(
-        "--plot", type=Path, help="also write a stacked bar chart (PNG) of cost by the first two dimensions"
-    )
-    p.add_argument(
-        "--prices", type=Path, help="reprice: directory of price YAML files (the new catalog version)"
-    )
+    add_costs_command(command)
     p = command(
         "deferred", cmd_deferred, "release items parked by a budget's 'defer' action back to the jobs topic"
     )
@@ -92,9 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pools", default="slm,frontier", help="comma-separated pools to evaluate")
     p.add_argument("--run", default=None, help="run name (default: eval-<UTC time>)")
     p.add_argument("--timeout", type=float, default=600)
-    p = command(
-        "policy", cmd_policy, "recommend a routing policy from eval results (chdb: while the sink is stopped)"
-    )
+    p = command("policy", cmd_policy, "recommend a routing policy from eval results")
     p.add_argument("action", choices=["recommend"])
     p.add_argument("--target-quality", type=float, default=0.95)
     p.add_argument("--run", default=None, help="eval run (default: the latest)")
@@ -145,6 +138,7 @@ def _parser() -> argparse.ArgumentParser:
         "--distill", action="store_true", help="the distillation loop: frontier first, distill, student after"
     )
     _dlq_parser(command("dlq", None, "list, show or replay dead letters"))
+    add_live_commands(command)  # up, down, status, top, results
     return parser
 
 
@@ -252,14 +246,23 @@ def cmd_slm(settings: Settings, args: argparse.Namespace, console: Console) -> i
 def cmd_broker(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from modelyard.local.broker import LocalKafkaBroker
 
+    if args.brokers:
+        settings = settings.model_copy(
+            update={"local_broker": settings.local_broker.model_copy(update={"brokers": args.brokers})}
+        )
     broker = LocalKafkaBroker(settings)
-    where = settings.kafka.bootstrap_servers
+    where = broker.bootstrap_servers
     if args.action == "start":
         with console.status(f"starting Kafka on {where}..."):
             started = broker.start()
         console.print(
             f"Kafka {'started' if started else 'already running'} on {where} (data in {broker.data_dir})"
         )
+        if len(broker.nodes) > 1:
+            console.print(
+                f"clients: MODELYARD_KAFKA__BOOTSTRAP_SERVERS={where} MODELYARD_KAFKA__REPLICATION_FACTOR="
+                f"{min(3, len(broker.nodes))} MODELYARD_KAFKA__MIN_INSYNC_REPLICAS={min(2, len(broker.nodes))}"
+            )
     elif args.action == "stop":
         console.print(
             "Kafka stopped" if broker.stop() else "no broker started from this directory is running"
@@ -292,9 +295,9 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace, console: Console) 
 
 def cmd_sql(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from modelyard.local.demo import cost_table
-    from workers.sink.clickhouse import ClickHouseStore
+    from workers.sink.analyst_store import open_analyst_store
 
-    store = ClickHouseStore(settings.clickhouse)
+    store = open_analyst_store(settings.clickhouse)
     try:
         names, rows = store.query_with_names(args.query)
     finally:
@@ -306,51 +309,6 @@ def cmd_sql(settings: Settings, args: argparse.Namespace, console: Console) -> i
     else:
         Console().print(cost_table(names, rows, title=""))
     return 0
-
-
-def cmd_costs(settings: Settings, args: argparse.Namespace, console: Console) -> int:
-    from modelyard.ops.cost_report import CostReport, parse_dimensions, parse_since, plot_stacked
-    from workers.sink.clickhouse import ClickHouseStore
-    from workers.sink.pricing import PriceCatalog
-
-    since, dims = parse_since(args.since), parse_dimensions(args.by)
-    store = ClickHouseStore(settings.clickhouse)
-    try:
-        store.migrate()
-        report = CostReport(store)
-        if args.action == "reprice":
-            catalog = PriceCatalog.load(
-                args.prices or settings.costs.prices_dir, settings.costs.reference_model
-            )
-            count, old, new = report.reprice(catalog, since)
-            console.print(
-                f"repriced {count} attempts since {since:%Y-%m-%d %H:%M} under {catalog.version}: "
-                f"${old:,.6f} billed -> ${new:,.6f} (table cost_repricings; the ledger is unchanged)"
-            )
-            return 0
-        table = report.budgets(settings.costs.budgets) if args.action == "budgets" else report.by(dims, since)
-    finally:
-        store.close()
-    title = (
-        "budgets (today and this month)"
-        if args.action == "budgets"
-        else f"costs since {since:%Y-%m-%d %H:%M} UTC by {args.by}"
-    )
-    _print_table(table, args.format, title)
-    if args.plot and args.action == "show":
-        console.print(f"chart written to {plot_stacked(table, args.plot)}")
-    return 0
-
-
-def _print_table(table, fmt: str, title: str) -> None:
-    from modelyard.local.demo import cost_table
-
-    if fmt == "csv":
-        sys.stdout.write(table.to_csv())
-    elif fmt == "json":
-        sys.stdout.write(table.to_json() + "\n")
-    else:
-        Console(width=max(Console().width, 150)).print(cost_table(table.names, table.rows, title=title))
 
 
 def cmd_deferred(settings: Settings, args: argparse.Namespace, console: Console) -> int:
@@ -387,11 +345,10 @@ def cmd_eval(settings: Settings, args: argparse.Namespace, console: Console) -> 
 
 def cmd_policy(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from modelyard.ops import policy_advisor as advisor
-    from workers.sink.clickhouse import ClickHouseStore
+    from workers.sink.analyst_store import open_analyst_store
 
-    store = ClickHouseStore(settings.clickhouse)
+    store = open_analyst_store(settings.clickhouse)
     try:
-        store.migrate()
         run = args.run or advisor.latest_run(store)
         if run is None:
             raise InvalidInput("no eval results yet", field="run")
@@ -420,6 +377,7 @@ def cmd_route(settings: Settings, args: argparse.Namespace, console: Console) ->
     from schemas import WorkItem
     from schemas.decoding import DecodeFailure, decode
     from streams.cache_policy import cache_policy_of, directive
+    from streams.novelty_explain import explain_novelty
     from streams.policy import RoutingPolicy
 
     raw = sys.stdin.buffer.read() if str(args.item) == "-" else _read_bytes(args.item)
@@ -442,9 +400,8 @@ def cmd_route(settings: Settings, args: argparse.Namespace, console: Console) ->
             + (f": {check.failure}" if check.failure else "")
         )
     novelty = policy.source.current().novelty
-    score = "not scored" if decision.novelty_score is None else f"{decision.novelty_score:.3f}"
-    state = "learned centroids loaded" if learned else "no centroids learned yet"
-    out.print(f"novelty: {score} (threshold {novelty.threshold}, applies to {novelty.applies_to}; {state})")
+    why = explain_novelty(decision, novelty, policy.novelty, settings.novelty_state_file, learned)
+    out.print(f"novelty: {why}", highlight=False, markup=False)
     out.print(
         f"pool: [bold]{decision.pool}[/bold] via {decision.rule}: {decision.reason} -> topic {settings.kafka.pool_topic(decision.pool)}"
     )
@@ -469,15 +426,14 @@ def _read_bytes(path: Path) -> bytes:
 def cmd_distill(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from modelyard.ops.distill import Distiller, write_proposal
     from schemas import TaskType
-    from workers.sink.clickhouse import ClickHouseStore
+    from workers.sink.analyst_store import open_analyst_store
 
     task, config = TaskType(args.task), settings.distill
     target, holdout = args.target or config.target, args.holdout or config.holdout
     if not 0 < holdout < 1 or not 0 < target <= 1:
         raise InvalidInput("--holdout must be in (0, 1) and --target in (0, 1]", field="holdout")
-    store = ClickHouseStore(settings.clickhouse)
+    store = open_analyst_store(settings.clickhouse, write=True)
     try:
-        store.migrate()
         with console.status(f"training the {task.value} student on answers of {config.teacher_pools}..."):
             outcome = Distiller(settings, store).run(task, target, holdout)
     finally:
@@ -504,11 +460,10 @@ def cmd_distill(settings: Settings, args: argparse.Namespace, console: Console) 
 def cmd_report(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from modelyard.ops.cost_report import parse_since
     from modelyard.ops.report import HtmlReport
-    from workers.sink.clickhouse import ClickHouseStore
+    from workers.sink.analyst_store import open_analyst_store
 
-    store = ClickHouseStore(settings.clickhouse)
+    store = open_analyst_store(settings.clickhouse)
     try:
-        store.migrate()
         with console.status("reading ClickHouse and drawing plots..."):
             html = HtmlReport(store, args.target_quality, settings.shadow_alert.threshold).render(
                 args.run, parse_since(args.since)

@@ -87,6 +87,21 @@ def redact(text: str, secrets: list[str]) -> str:
     return text
 
 
+class TransientCoordinatorErrors(logging.Filter):
+    """aiokafka logs ERROR "Group Coordinator Request failed: [Error 15] GroupCoordinatorNotAvailableError"
+    while a broker is still loading its offsets topic (every start against a fresh broker), then retries on its
+    own. Those records are downgraded to INFO (shown only where aiokafka logs at INFO); other errors stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and "GroupCoordinatorNotAvailable" in record.getMessage():
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+        return True
+
+
+COORDINATOR_LOGGER = "aiokafka.consumer.group_coordinator"
+
+
 def configure_logging(settings: Settings, process: str) -> None:
     """Root handler on stderr in the configured format; replaces handlers a library installed before us."""
     if settings.log_format == "json":
@@ -100,3 +115,6 @@ def configure_logging(settings: Settings, process: str) -> None:
     root.setLevel(settings.log_level.upper())
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    coordinator = logging.getLogger(COORDINATOR_LOGGER)
+    if not any(isinstance(f, TransientCoordinatorErrors) for f in coordinator.filters):
+        coordinator.addFilter(TransientCoordinatorErrors())

@@ -32,6 +32,11 @@ class KafkaSettings(Section):
     partitions: int = Field(default=4, ge=1)
     pool_partitions: dict[str, int] = Field(default_factory=dict, description="Per-pool partition counts.")
     replication_factor: int = Field(default=1, ge=1)
+    min_insync_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        description="Set on every topic modelyard creates (with acks=all, how many copies a write needs).",
+    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
@@ -93,12 +98,29 @@ class LocalBrokerSettings(Section):
     data_dir: Path = Path(".modelyard/kafka")
     heap: str = "512m"
     start_timeout_s: float = 90.0
+    brokers: int = Field(
+        default=1, ge=1, le=9, description="Nodes of the local cluster (each broker and controller)."
+    )
 
 
 class ClickHouseSettings(Section):
     dsn: str = "chdb://.modelyard/chdb"
     password: SecretStr | None = None
     database: str = "default"
+    query_host: str = Field(
+        default="127.0.0.1", description="Where the sink answers read-only queries on its chdb engine."
+    )
+    query_port: int = Field(
+        default=8124,
+        ge=0,
+        le=65535,
+        description="While the sink owns a chdb:// path it serves read-only queries there over ClickHouse's "
+        "HTTP interface (clickhouse-connect http://, Grafana), and analyst commands use it; 0 turns it off.",
+    )
+
+    @property
+    def query_url(self) -> str:
+        return f"http://{self.query_host}:{self.query_port}"
 
 
 class ProviderSettings(Section):
@@ -416,6 +438,23 @@ class MetricsSettings(Section):
     lag_interval_s: float = Field(default=10.0, gt=0, description="How often a consumer's lag is measured.")
 
 
+class StackSettings(Section):
+    """`modelyard up`: the local stack's processes serve /metrics, /healthz and /readyz on their own ports."""
+
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(
+        default=9300,
+        ge=1,
+        le=65000,
+        description="The first process's metrics port; the others take the next ones (router, sink, pools).",
+    )
+    ready_timeout_s: float = Field(default=120.0, gt=0, description="How long `up` waits for readiness.")
+    max_restarts: int = Field(
+        default=5, ge=0, description="Restarts of a crashed process within restart_window_s before giving up."
+    )
+    restart_window_s: float = Field(default=300.0, gt=0)
+
+
 class DistillSettings(Section):
     """Distillation (`modelyard distill`): frontier answers become training data for a CPU student model."""
 
@@ -518,6 +557,7 @@ class Settings(BaseSettings):
     distill: DistillSettings = DistillSettings()
     shadow_alert: ShadowAlertSettings = ShadowAlertSettings()
     slm_server: SlmServerSettings = SlmServerSettings()
+    stack: StackSettings = StackSettings()
     result_cache: ResultCacheSettings = ResultCacheSettings()
     scheduling: SchedulingSettings = SchedulingSettings()
 

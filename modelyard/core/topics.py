@@ -59,7 +59,7 @@ async def _create(settings: Settings, plan: dict[str, int]) -> None:
                 name,
                 num_partitions=n,
                 replication_factor=settings.kafka.replication_factor,
-                topic_configs=_configs(settings, name),
+                topic_configs=_topic_configs(settings, name),
             )
             for name, n in plan.items()
             if name not in existing
@@ -70,19 +70,21 @@ async def _create(settings: Settings, plan: dict[str, int]) -> None:
         await admin.close()
 
 
-def _configs(settings: Settings, topic: str) -> dict[str, str]:
+def _topic_configs(settings: Settings, name: str) -> dict[str, str]:
     """The spend topic keeps the latest figures per tenant; the result cache keeps the latest answer per
     request digest, and nothing older than `result_cache.retention_s`."""
-    if topic == settings.kafka.spend_topic:
-        return COMPACTED
-    if topic == settings.kafka.cache_topic:
+    kafka = settings.kafka
+    configs = dict(COMPACTED) if name == kafka.spend_topic else {}
+    if name == kafka.cache_topic:
         retention_ms = int(settings.result_cache.retention_s * 1000)
-        return {
+        configs = {
             "cleanup.policy": "compact,delete",
             "retention.ms": str(retention_ms),
             "segment.ms": str(min(retention_ms, 3_600_000)),
         }
-    return {}
+    if kafka.min_insync_replicas is not None:
+        configs["min.insync.replicas"] = str(kafka.min_insync_replicas)
+    return configs
 
 
 async def _create_ignoring_existing(admin: AIOKafkaAdminClient, topics: list[NewTopic]) -> None:

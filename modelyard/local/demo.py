@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import operator
 import time
 from collections import Counter
 from datetime import UTC, datetime
+from functools import reduce
 from importlib import resources
 from numbers import Number
 
@@ -20,6 +22,7 @@ from modelyard.core.settings import Settings
 from modelyard.core.topics import assigned_partitions, ensure_topics, group_lag, sink_topics
 from modelyard.local.broker import LocalKafkaBroker
 from modelyard.local.processes import ProcessSupervisor, wait_for_port
+from modelyard.local.stack import StackState
 from modelyard.ops.submit import JobSubmitter, print_summary
 from schemas import ResultStatus, TaskType
 
@@ -29,10 +32,10 @@ FINAL_STATUSES = {status.value for status in ResultStatus if status.is_final}
 COST_BY_POOL = """
 SELECT r.pool, r.provider, r.model, count() AS results, countIf(r.status = 'ok') AS ok, countIf(r.cached = 1) AS cached,
        sum(c.input_tokens) AS input_tokens, sum(c.cached_input_tokens) AS cached_tokens,
-       sum(c.output_tokens) AS output_tokens, sum(c.total_cost_usd) AS cost_usd, sum(c.savings_usd) AS savings_usd,
+       sum(c.output_tokens) AS output_tokens, sum(c.total_cost_usd) AS cost_usd, sum(c.job_savings_usd) AS savings_usd,
        quantile(0.5)(r.latency_ms) AS p50_ms, uniqExact(r.job_id) AS jobs
 FROM results AS r FINAL
-INNER JOIN cost_ledger AS c FINAL ON r.job_id = c.job_id AND r.attempt = c.attempt
+INNER JOIN v_attempt_savings AS c ON r.job_id = c.job_id AND r.attempt = c.attempt
 WHERE startsWith(r.job_id, {prefix:String})
 GROUP BY r.pool, r.provider, r.model ORDER BY r.pool
 """
@@ -83,13 +86,19 @@ class Demo:
         self.broker = LocalKafkaBroker(settings)
 
     def run(self) -> None:
+        stack = StackState.load(self.settings)
+        if stack is not None and stack.supervisor_alive:
+            raise ProcessError(
+                "the local stack is up (`modelyard status`): the demo would start a second sink on its ClickHouse path",
+                hint="send the sample to it (`modelyard submit modelyard/data/sample_jobs.jsonl`), or `modelyard down` first",
+            )
         started_broker = False
         try:
             with self.console.status("starting Kafka (KRaft, local)..."):
+                owner = self.broker.describe()
                 started_broker = self.broker.start()
-            self.console.print(
-                f"Kafka at {self.settings.kafka.bootstrap_servers}: {'started' if started_broker else 'already running'}"
-            )
+            where = "started" if started_broker else f"already running, {owner}: the demo uses it"
+            self.console.print(f"Kafka at {self.settings.kafka.bootstrap_servers}: {where}", highlight=False)
             asyncio.run(self._pipeline())
             self.print_costs()
         finally:
@@ -223,13 +232,16 @@ def _totals(names: list[str], rows: list[tuple[object, ...]]) -> list[object]:
     """Sums of the additive columns; blanks for labels, latencies and rates."""
     totals: list[object] = []
     for i, name in enumerate(names):
-        additive = isinstance(rows[0][i], Number) and not name.endswith(("_ms", "_rate"))
-        totals.append(sum(r[i] for r in rows) if additive else "")
+        values = [r[i] for r in rows if r[i] is not None]
+        additive = bool(values) and isinstance(values[0], Number) and not name.endswith(("_ms", "_rate"))
+        totals.append(reduce(operator.add, values) if additive else "")
     totals[0] = "total"
     return totals
 
 
 def _cell(value: object) -> str:
+    if value is None:
+        return "-"
     if isinstance(value, float):
         return f"{value:,.1f}"
     if hasattr(value, "quantize"):

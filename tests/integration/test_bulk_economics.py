@@ -217,7 +217,9 @@ async def submit_at_once(pipeline: Pipeline, assignments: list[Assignment]) -> N
     """Every record sent before any is awaited: the backlog lands in the topic at once."""
     sent = [
         await pipeline.producer.send(
-            pipeline.settings.kafka.pool_topic(a.pool), a.model_dump_json().encode(), key=a.item.job_id.encode()
+            pipeline.settings.kafka.pool_topic(a.pool),
+            a.model_dump_json().encode(),
+            key=a.item.job_id.encode(),
         )
         for a in assignments
     ]

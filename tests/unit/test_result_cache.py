@@ -90,7 +90,7 @@ def entry(output: str = "billing", stored_at: float | None = None) -> CacheEntry
         1,
         "vllm",
         "small-model",
-        UsageStruct(10, 0, 0, 1, 0),
+        UsageStruct(input_tokens=10, output_tokens=1),
         False,
         "2026-01-01T00:00:00+00:00",
         time.time() if stored_at is None else stored_at,
