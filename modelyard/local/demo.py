@@ -41,7 +41,7 @@ GROUP BY r.pool, r.provider, r.model ORDER BY r.pool
 """
 CACHE_BY_TASK = """
 SELECT task_type AS task, tenant, uniqExact(job_id) AS jobs, countIf(cached = 1) AS cached,
-       round(cached / jobs, 3) AS hit_rate, sum(total_cost_usd) AS cost_usd, sum(cache_saved_usd) AS cache_saved_usd
+       round(100 * cached / jobs, 1) AS hit_rate_pct, sum(total_cost_usd) AS cost_usd, sum(cache_saved_usd) AS cache_saved_usd
 FROM cost_ledger FINAL
 WHERE startsWith(job_id, {prefix:String})
 GROUP BY task, tenant ORDER BY task, tenant
@@ -233,7 +233,7 @@ def _totals(names: list[str], rows: list[tuple[object, ...]]) -> list[object]:
     totals: list[object] = []
     for i, name in enumerate(names):
         values = [r[i] for r in rows if r[i] is not None]
-        additive = bool(values) and isinstance(values[0], Number) and not name.endswith(("_ms", "_rate"))
+        additive = bool(values) and isinstance(values[0], Number) and not name.endswith(("_ms", "_rate", "_pct"))
         totals.append(reduce(operator.add, values) if additive else "")
     totals[0] = "total"
     return totals
