@@ -50,5 +50,6 @@ def make_reader(kafka: KafkaSettings, topic: str) -> AIOKafkaConsumer:
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        isolation_level="read_committed",
         **kafka.client_options(),
     )

@@ -188,7 +188,7 @@ class PoolWorker:
             )
             return [(self.settings.kafka.dead_letter_topic, record.key, letter.model_dump_json().encode())]
         results = await self._answers(tp, assignment)
-        key, out = assignment.item.job_id.encode(), []
+        key, out = assignment.item.job_id.encode(), list[Outgoing]()
         if needs_escalation(self.cascade, results[-1]):
             results[-1], forwarded = escalate(self.cascade, assignment, results[-1])
             out.append(

@@ -202,7 +202,7 @@ class FairScheduler:
         return None
 
     def pop_many(self, n: int, now: float) -> list[Queued]:
-        out = []
+        out: list[Queued] = []
         while len(out) < n and (entry := self.pop(now)) is not None:
             out.append(entry)
         return out
@@ -232,11 +232,9 @@ class FairScheduler:
 
     def _next_in(self, tier: Tier, now: float) -> Queued:
         soonest = tier.soonest() if tier.deadlines else None
-        if soonest is not None and soonest.deadline - now <= self.urgent_within_s:
-            entry = soonest
-        else:
-            entry = tier.fairest()
-            assert entry is not None, "a tier with items has a tenant with items"
+        urgent = soonest is not None and soonest.deadline - now <= self.urgent_within_s
+        entry = soonest if urgent else tier.fairest()
+        assert entry is not None, "a tier with items has a tenant with items"
         tier.take(entry)
         tier.relist(entry.tenant)
         return entry
