@@ -418,12 +418,13 @@ def cmd_policy(settings: Settings, args: argparse.Namespace, console: Console) -
 
 def cmd_route(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from schemas import WorkItem
-    from schemas.decoding import DecodeFailure, decode
+    from schemas.decoding import decode
+    from schemas.rejection import Rejection
     from streams.policy import RoutingPolicy
 
     raw = sys.stdin.buffer.read() if str(args.item) == "-" else _read_bytes(args.item)
     item = decode(WorkItem, raw)
-    if isinstance(item, DecodeFailure):
+    if isinstance(item, Rejection):
         raise InvalidInput(f"invalid work item ({item.reason}): {item.error}", field=item.field)
     policy = RoutingPolicy(settings)
     learned = policy.novelty.load(settings.novelty_state_file)
@@ -602,10 +603,10 @@ def cmd_dlq_replay(settings: Settings, args: argparse.Namespace, console: Consol
         console.print(
             f"{verb} {stored.where} -> {settings.kafka.jobs_topic} (job_id {job_id})", highlight=False
         )
-    for stored, failure in report.still_invalid:
-        where = f" ({failure.field})" if failure.field else ""
+    for stored, rejection in report.still_invalid:
+        where = f" ({rejection.field})" if rejection.field else ""
         console.print(
-            f"[yellow]still invalid[/yellow] {stored.where}: {failure.reason}{where}: {failure.error}",
+            f"[yellow]still invalid[/yellow] {stored.where}: {rejection.reason}{where}: {rejection.error}",
             highlight=False,
         )
     console.print(

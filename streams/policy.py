@@ -22,7 +22,7 @@ from modelyard.core.observability import DEAD_LETTERS, routed_to
 from modelyard.core.settings import Settings
 from modelyard.core.signatures import TenantKeys
 from schemas import TaskType, WorkItem
-from schemas.decoding import DecodeFailure
+from schemas.rejection import Rejection
 from schemas.work_item_struct import DECODE_WORK_ITEM, WorkItemStruct
 from streams.budgets import BudgetBook, Overrun
 from streams.dedup import RecentJobIds
@@ -259,14 +259,12 @@ class RoutingPolicy:
                 return [self.route(raw, source) for raw, source in records]
             raw, source = records[0]
             log.exception("router failed on %s", source)
-            return [
-                self._dead(DecodeFailure("router_error", None, f"{type(exc).__name__}: {exc}"), raw, source)
-            ]
+            return [self._dead(Rejection("router_error", None, f"{type(exc).__name__}: {exc}"), raw, source)]
 
     def _route_many(self, records: list[tuple[bytes | None, Source]]) -> list[Outgoing]:
         now, clock, self._routed = datetime.now(UTC), self.recent.evict(), Counter()
         checked = [self._validate(raw, source, clock) for raw, source in records]
-        valid = [k for k, item in enumerate(checked) if not isinstance(item, DecodeFailure)]
+        valid = [k for k, item in enumerate(checked) if not isinstance(item, Rejection)]
         decisions = self.decide_many([checked[k] for k in valid], now)  # type: ignore[misc]
         if len(valid) == len(records):  # the usual batch: nothing to interleave
             out = self._emit_all(checked, decisions, records, now)  # type: ignore[arg-type]
@@ -278,7 +276,7 @@ class RoutingPolicy:
 
     def _interleave(
         self,
-        checked: list[Item | DecodeFailure],
+        checked: list[Item | Rejection],
         valid: list[int],
         decisions: list[Decision],
         records: list[tuple[bytes | None, Source]],
@@ -290,7 +288,7 @@ class RoutingPolicy:
         for k, outgoing in zip(valid, emitted, strict=False):
             out[k] = outgoing
         for k, item in enumerate(checked):
-            if isinstance(item, DecodeFailure):
+            if isinstance(item, Rejection):
                 out[k] = self._dead(item, *records[k])
         return out  # type: ignore[return-value]
 
@@ -365,7 +363,7 @@ class RoutingPolicy:
     ) -> Outgoing:
         """Frontier spend over budget: reject (dead letter), downgrade (the cheaper pool) or defer (park it)."""
         if overrun.action == "reject":
-            return self._dead(DecodeFailure("budget_exceeded", "tenant", overrun.why), raw, source)
+            return self._dead(Rejection("budget_exceeded", "tenant", overrun.why), raw, source)
         if overrun.action == "defer":
             self.recent.forget(item.job_id)
             return Outgoing(self.kafka.deferred_topic, item.job_id.encode(), raw)
@@ -376,23 +374,21 @@ class RoutingPolicy:
             self.kafka.pool_topic(pool), item.job_id.encode(), assignment_json(raw, downgraded, now)
         )
 
-    def _validate(self, raw: bytes | None, source: Source, clock: float) -> Item | DecodeFailure:
+    def _validate(self, raw: bytes | None, source: Source, clock: float) -> Item | Rejection:
         item = DECODE_WORK_ITEM(raw)
-        if isinstance(item, DecodeFailure):
+        if isinstance(item, Rejection):
             return item
         if self.known_tenants is not None and item.tenant not in self.known_tenants:
-            return DecodeFailure("unknown_tenant", "tenant", f"tenant {item.tenant!r} is not configured")
+            return Rejection("unknown_tenant", "tenant", f"tenant {item.tenant!r} is not configured")
         if self.tenant_keys is not None:
             failure = self.tenant_keys.verify(item.tenant, raw, source.signature)  # type: ignore[arg-type]
             if failure is not None:
                 return failure
         if self.recent.is_duplicate(item.job_id, source.partition, source.offset, clock):
-            return DecodeFailure(
-                "duplicate_job_id", "job_id", f"job_id {item.job_id!r} was already submitted"
-            )
+            return Rejection("duplicate_job_id", "job_id", f"job_id {item.job_id!r} was already submitted")
         return item
 
-    def _dead(self, failure: DecodeFailure, raw: bytes | None, source: Source) -> Outgoing:
+    def _dead(self, failure: Rejection, raw: bytes | None, source: Source) -> Outgoing:
         letter = failure.dead_letter(
             raw or b"",
             "router",

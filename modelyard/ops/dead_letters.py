@@ -24,7 +24,8 @@ from modelyard.core.settings import Settings
 from modelyard.core.signatures import SIGNATURE_HEADER, TenantKeys
 from modelyard.core.topics import assigned_partitions
 from schemas import DeadLetter, WorkItem
-from schemas.decoding import DecodeFailure, decode
+from schemas.decoding import decode
+from schemas.rejection import Rejection
 
 REPLAY_HEADER = "modelyard-replay-of"
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
@@ -196,20 +197,20 @@ def find_letter(letters: Iterable[StoredLetter], offset: int, partition: int) ->
 class ReplayReport:
     dry_run: bool
     replayed: list[tuple[StoredLetter, str]] = field(default_factory=list)
-    still_invalid: list[tuple[StoredLetter, DecodeFailure]] = field(default_factory=list)
+    still_invalid: list[tuple[StoredLetter, Rejection]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.still_invalid
 
 
-def recheck(stored: StoredLetter, settings: Settings) -> WorkItem | DecodeFailure:
+def recheck(stored: StoredLetter, settings: Settings) -> WorkItem | Rejection:
     """Validate a letter's original again, as the router would (schema, then the tenant list when configured)."""
     letter = stored.letter
     if letter is None:
-        return DecodeFailure("not_a_dead_letter", None, stored.problem or "record is not a dead letter")
+        return Rejection("not_a_dead_letter", None, stored.problem or "record is not a dead letter")
     if letter.original_truncated:
-        return DecodeFailure(
+        return Rejection(
             "truncated",
             None,
             f"only the first {len(stored.original)} of {letter.original_bytes} bytes were kept",
@@ -217,7 +218,7 @@ def recheck(stored: StoredLetter, settings: Settings) -> WorkItem | DecodeFailur
     item = decode(WorkItem, stored.original)
     known = settings.router.known_tenants
     if isinstance(item, WorkItem) and known is not None and item.tenant not in known:
-        return DecodeFailure("unknown_tenant", "tenant", f"tenant {item.tenant!r} is not configured")
+        return Rejection("unknown_tenant", "tenant", f"tenant {item.tenant!r} is not configured")
     keys = settings.router.tenant_keys
     if (
         isinstance(item, WorkItem) and keys is not None
@@ -235,7 +236,7 @@ async def replay(settings: Settings, letters: list[StoredLetter], dry_run: bool 
     valid: list[tuple[StoredLetter, WorkItem]] = []
     for stored in letters:
         checked = recheck(stored, settings)
-        if isinstance(checked, DecodeFailure):
+        if isinstance(checked, Rejection):
             report.still_invalid.append((stored, checked))
         else:
             valid.append((stored, checked))

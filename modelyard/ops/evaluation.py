@@ -25,8 +25,9 @@ from modelyard.core.progress import progress_bar
 from modelyard.core.settings import Settings
 from modelyard.core.topics import assigned_partitions, ensure_topics
 from schemas import Assignment, Result, TaskType, WorkItem
-from schemas.decoding import DecodeFailure, validate
+from schemas.decoding import validate
 from schemas.evaluation import EvalCase, EvalScore
+from schemas.rejection import Rejection
 from streams.tagging import tag_task
 from workers.sink.pricing import PriceCatalog
 
@@ -75,7 +76,7 @@ def load_cases(path: Path) -> list[EvalCase]:
             case = validate(EvalCase, orjson.loads(line))
         except orjson.JSONDecodeError as exc:
             raise InvalidInput(f"{path}:{number}: not valid JSON ({exc})") from exc
-        if isinstance(case, DecodeFailure):
+        if isinstance(case, Rejection):
             raise InvalidInput(f"{path}:{number}: {case.error}", field=case.field)
         cases.append(case)
     return cases

@@ -21,7 +21,8 @@ from modelyard.core.settings import Settings
 from modelyard.core.signatures import TenantKeys
 from modelyard.core.topics import ensure_topics
 from schemas import WorkItem
-from schemas.decoding import DecodeFailure, decode
+from schemas.decoding import decode
+from schemas.rejection import Rejection
 
 FLUSH_EVERY = 2000
 
@@ -29,7 +30,7 @@ FLUSH_EVERY = 2000
 @dataclass(frozen=True)
 class InvalidLine:
     line: int
-    failure: DecodeFailure
+    rejection: Rejection
 
 
 @dataclass
@@ -50,17 +51,17 @@ def read_lines(path: Path) -> Iterator[tuple[int, bytes]]:
             yield number, line.strip()
 
 
-def check_lines(lines: Iterable[tuple[int, bytes]]) -> Iterator[tuple[int, bytes, WorkItem | DecodeFailure]]:
+def check_lines(lines: Iterable[tuple[int, bytes]]) -> Iterator[tuple[int, bytes, WorkItem | Rejection]]:
     """Decode each line once; a job_id seen earlier in the same file is a duplicate."""
     seen: set[str] = set()
     for number, raw in lines:
         if not raw:
-            yield number, raw, DecodeFailure("blank", None, "blank line")
+            yield number, raw, Rejection("blank", None, "blank line")
             continue
         item = decode(WorkItem, raw)
         if isinstance(item, WorkItem):
             if item.job_id in seen:
-                item = DecodeFailure(
+                item = Rejection(
                     "duplicate_job_id", "job_id", f"job_id {item.job_id!r} repeats an earlier line"
                 )
             else:
@@ -139,7 +140,7 @@ def print_summary(summary: SubmitSummary, console: Console, limit: int = 50) -> 
         return
     table = Table("line", "reason", "field", "error", title="invalid lines")
     for bad in summary.invalid[:limit]:
-        table.add_row(str(bad.line), bad.failure.reason, bad.failure.field or "-", bad.failure.error)
+        table.add_row(str(bad.line), bad.rejection.reason, bad.rejection.field or "-", bad.rejection.error)
     console.print(table)
     if len(summary.invalid) > limit:
         console.print(f"... and {len(summary.invalid) - limit} more")

@@ -1,6 +1,6 @@
 from modelyard.ops.submit import check_lines
 from schemas import WorkItem
-from schemas.decoding import DecodeFailure
+from schemas.rejection import Rejection
 
 
 def test_duplicates_and_blanks_are_reported_not_skipped() -> None:
@@ -12,9 +12,9 @@ def test_duplicates_and_blanks_are_reported_not_skipped() -> None:
     ]
     checked = {n: v for n, _, v in check_lines(lines)}
     assert isinstance(checked[1], WorkItem)
-    assert isinstance(checked[2], DecodeFailure) and checked[2].reason == "blank"
-    assert isinstance(checked[3], DecodeFailure) and (checked[3].reason, checked[3].field) == (
+    assert isinstance(checked[2], Rejection) and checked[2].reason == "blank"
+    assert isinstance(checked[3], Rejection) and (checked[3].reason, checked[3].field) == (
         "duplicate_job_id",
         "job_id",
     )
-    assert isinstance(checked[4], DecodeFailure) and checked[4].reason == "invalid_json"
+    assert isinstance(checked[4], Rejection) and checked[4].reason == "invalid_json"

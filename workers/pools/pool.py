@@ -18,7 +18,8 @@ from modelyard.core.kafka import make_consumer, make_producer
 from modelyard.core.offsets import OffsetTracker
 from modelyard.core.settings import Settings
 from schemas import Assignment, Result, ResultStatus
-from schemas.decoding import DecodeFailure, decode
+from schemas.decoding import decode
+from schemas.rejection import Rejection
 from workers.pools.batching import Batcher
 from workers.pools.cascade import escalate, needs_escalation
 from workers.pools.dispatch import Dispatcher
@@ -143,7 +144,7 @@ class PoolWorker:
 
     async def _outcome(self, tp: TopicPartition, record: ConsumerRecord) -> list[Outgoing]:
         assignment = decode(Assignment, record.value)
-        if isinstance(assignment, DecodeFailure):
+        if isinstance(assignment, Rejection):
             letter = assignment.dead_letter(
                 record.value or b"",
                 "pool",

@@ -36,8 +36,9 @@ from modelyard.core.observability import (
 from modelyard.core.settings import Settings
 from modelyard.core.topics import sink_topics
 from schemas import AnyResult, Assignment, Result, ResultStruct
-from schemas.decoding import DecodeFailure, StructFirst, decode
+from schemas.decoding import StructFirst, decode
 from schemas.evaluation import EvalScore
+from schemas.rejection import Rejection
 from workers.sink.clickhouse import ClickHouseStore
 from workers.sink.ledger_tables import LedgerTables
 from workers.sink.pricing import PriceCatalog
@@ -60,7 +61,7 @@ class Batch:
     decisions: list[Assignment] = field(default_factory=list)
     evals: list[EvalScore] = field(default_factory=list)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
-    rejected: list[tuple[ConsumerRecord, DecodeFailure]] = field(default_factory=list)
+    rejected: list[tuple[ConsumerRecord, Rejection]] = field(default_factory=list)
     ledger: LedgerTables | None = None  # the results and their costs as Arrow tables, once prepared
     opened_at: float = field(default_factory=time.monotonic)
 
@@ -83,14 +84,14 @@ class Batch:
         results, rejected = self.results, self.rejected
         for record in self.undecoded:
             value = decode_result(record.value)
-            if isinstance(value, DecodeFailure):
+            if isinstance(value, Rejection):
                 rejected.append((record, value))
             else:
                 results.append(value)
         self.undecoded = []
 
     def _keep(self, record: ConsumerRecord, value: object, bucket: list) -> None:
-        if isinstance(value, DecodeFailure):
+        if isinstance(value, Rejection):
             self.rejected.append((record, value))
         else:
             bucket.append(value)
@@ -236,7 +237,7 @@ class ClickHouseSink:
         if self.shadow_watch.due():
             self.shadow_watch.refresh()
 
-    async def _dead_letter(self, rejected: list[tuple[ConsumerRecord, DecodeFailure]]) -> None:
+    async def _dead_letter(self, rejected: list[tuple[ConsumerRecord, Rejection]]) -> None:
         for record, failure in rejected:
             letter = failure.dead_letter(
                 record.value or b"",
