@@ -16,8 +16,7 @@ from modelyard.core.settings import Settings, load_settings
 from modelyard.core.topics import ensure_topics
 from modelyard.local.processes import ProcessSupervisor, wait_for_port
 from schemas import Usage
-from tests.integration.test_end_to_end import read_topic, rows, wait_for_sink
-from tests.integration.test_router import produce
+from tests.helpers import produce, read_topic, rows, wait_for_sink
 from workers.sink.pricing import PriceCatalog
 
 pytestmark = pytest.mark.integration

@@ -15,8 +15,7 @@ from modelyard.core.topics import ensure_topics
 from modelyard.local.processes import ProcessSupervisor, wait_for_port
 from schemas import DeadLetter
 from schemas.spend import SpendRecord
-from tests.integration.test_end_to_end import read_topic
-from tests.integration.test_router import produce
+from tests.helpers import produce, read_topic
 
 pytestmark = pytest.mark.integration
 

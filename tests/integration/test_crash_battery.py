@@ -21,8 +21,7 @@ from modelyard.local.demo import sample_lines
 from modelyard.local.processes import ProcessSupervisor, wait_for_port
 from schemas import DeadLetter, WorkItem
 from schemas.decoding import decode
-from tests.integration.test_end_to_end import rows, wait_for_sink
-from tests.integration.test_router import produce
+from tests.helpers import produce, rows, wait_for_sink
 
 pytestmark = pytest.mark.integration
 JOBS = 400

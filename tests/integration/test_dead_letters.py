@@ -14,7 +14,7 @@ from modelyard.core.topics import ensure_topics
 from schemas import WorkItem
 from schemas.decoding import decode
 from schemas.rejection import Rejection
-from tests.integration.test_end_to_end import read_topic
+from tests.helpers import read_topic
 
 pytestmark = pytest.mark.integration
 

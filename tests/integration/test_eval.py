@@ -12,7 +12,7 @@ from modelyard.core.settings import Settings, load_settings
 from modelyard.core.topics import ensure_topics
 from modelyard.local.processes import ProcessSupervisor, wait_for_port
 from streams.rules import load_policy_file
-from tests.integration.test_end_to_end import modelyard, rows, wait_for_sink
+from tests.helpers import modelyard, rows, wait_for_sink
 
 pytestmark = pytest.mark.integration
 BUNDLED = Path(__file__).resolve().parents[2] / "modelyard/data/eval_cases.jsonl"

@@ -10,7 +10,7 @@ import pytest
 
 from modelyard.core.settings import load_settings
 from modelyard.local.broker import LocalKafkaBroker
-from tests.conftest import broker_port
+from tests.helpers import broker_port
 
 pytestmark = pytest.mark.integration
 

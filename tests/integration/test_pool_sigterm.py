@@ -14,8 +14,7 @@ from modelyard.core.settings import Settings
 from modelyard.core.topics import ensure_topics
 from modelyard.local.processes import ProcessSupervisor, wait_for_port
 from schemas import Result
-from tests.integration.test_end_to_end import rows, wait_for_sink
-from tests.integration.test_pools import assignment
+from tests.helpers import assignment, rows, wait_for_sink
 
 pytestmark = pytest.mark.integration
 JOBS = 600

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
 from modelyard.core.settings import Settings
 from modelyard.core.topics import ensure_topics
 from modelyard.local.processes import ProcessSupervisor
 from schemas import Assignment, DeadLetter
-from tests.unit.test_policy import BATTERY
+from tests.helpers import BATTERY, produce
 
 pytestmark = pytest.mark.integration
 
@@ -29,18 +29,6 @@ def valid(n: int, prefix: str = "ok") -> bytes:
             "params": {"labels": ["a", "b"]},
         }
     )
-
-
-async def produce(settings: Settings, values: list[bytes | None]) -> None:
-    producer = AIOKafkaProducer(**settings.kafka.client_options(), max_request_size=4 * 1024 * 1024)
-    await producer.start()
-    try:
-        futures = [
-            await producer.send(settings.kafka.jobs_topic, value=v, key=b"k", partition=0) for v in values
-        ]
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
 
 
 async def collect(

@@ -23,8 +23,7 @@ from modelyard.local.demo import sample_lines
 from modelyard.local.processes import ProcessSupervisor, wait_for_port
 from schemas import WorkItem
 from schemas.decoding import decode
-from tests.conftest import broker_port, free_port, get
-from tests.integration.test_end_to_end import modelyard, read_topic, rows, wait_for_sink
+from tests.helpers import broker_port, free_port, get, modelyard, read_topic, rows, wait_for_sink
 
 pytestmark = pytest.mark.integration
 

@@ -24,8 +24,7 @@ from modelyard.local.processes import ProcessSupervisor
 from modelyard.local.slm_server import CpuSlmServer
 from schemas import TaskType, WorkItem
 from schemas.decoding import decode
-from tests.conftest import free_port
-from tests.integration.test_end_to_end import modelyard, read_topic, rows, wait_for_sink
+from tests.helpers import free_port, modelyard, read_topic, rows, wait_for_sink
 
 pytestmark = [pytest.mark.integration, pytest.mark.vllm_cpu]
 

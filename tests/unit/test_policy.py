@@ -18,6 +18,7 @@ from schemas import Assignment, DeadLetter, TaskType, WorkItem
 from streams.policy import RoutingPolicy, Source
 from streams.rules import ItemFeatures, PolicyFile, RuleMemo, first_matching_rule
 from streams.tagging import tag_task
+from tests.helpers import BATTERY
 
 SOURCE = Source("modelyard.jobs", 0, 7)
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -201,24 +202,6 @@ def test_valid_record_goes_to_its_pool_topic_keyed_by_job_id() -> None:
         "task-generation",
         "hint",
     )
-
-
-BATTERY = [
-    (b"nope", "invalid_json", None),
-    (None, "empty", None),
-    (b"", "empty", None),
-    (b"[1]", "invalid_json", None),
-    (b"\xff\xfe", "invalid_json", None),
-    (b'{"job_id": "j"}', "validation", "tenant"),
-    (
-        b'{"job_id":"j","tenant":"t","input":"x","schema_version":9}',
-        "unsupported_schema_version",
-        "schema_version",
-    ),
-    (b'{"job_id":"j","tenant":"t","input":"x","priority":"high"}', "validation", "priority"),
-    (b'{"job_id":"j","tenant":"t","input":"x","extra":1}', "validation", "extra"),
-    (b" " * 1_000_001, "oversized", None),
-]
 
 
 @pytest.mark.parametrize(("raw", "reason", "field"), BATTERY)

@@ -16,7 +16,7 @@ from streams.novelty import WORD, NoveltyDetector
 from streams.partitioning import murmur2_many, partitions_for
 from streams.policy import RoutingPolicy, Source
 from streams.rules import Condition, ItemFeatures
-from tests.unit.test_policy import BATTERY
+from tests.helpers import BATTERY
 
 
 def test_murmur2_many_equals_kafkas_murmur2_for_every_length() -> None:
