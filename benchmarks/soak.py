@@ -232,14 +232,16 @@ def main() -> int:
     broker = (
         None
         if args.external_kafka
-        else LocalKafkaBroker(load_settings(local_broker={"data_dir": work / "kafka"}))
+        else LocalKafkaBroker(
+            load_settings(local_broker={"data_dir": work / "kafka"}).local_broker, settings.kafka
+        )
     )
     if broker:
         broker.start()
     kinds = {"sink": ["sink"], "router": ["router"], **{f"pool-{p}": ["pool", p] for p in settings.pools}}
     ports = {name: _free_port() for name in kinds}
     try:
-        asyncio.run(ensure_topics(settings))
+        asyncio.run(ensure_topics(settings.kafka, settings.pools))
         with ProcessSupervisor(work / "logs", env=env) as supervisor:
             supervisor.start("simulator", "simulator")
             wait_for_port("127.0.0.1", settings.simulator.port, 30, supervisor)

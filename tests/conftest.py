@@ -51,7 +51,7 @@ def _local_broker(data_dir: Path) -> Iterator[tuple[str, object]]:
         settings = load_settings(
             kafka={"bootstrap_servers": bootstrap}, local_broker={"data_dir": data_dir / str(attempt)}
         )
-        broker = LocalKafkaBroker(settings)
+        broker = LocalKafkaBroker(settings.local_broker, settings.kafka)
         try:
             broker.start()
             break

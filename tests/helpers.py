@@ -24,7 +24,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from modelyard.app import build_batcher, build_dispatcher
+from modelyard.app import build_pool_worker
 from modelyard.core.settings import Settings, load_settings
 from modelyard.core.topics import ensure_topics, group_lag, sink_topics
 from modelyard.local.processes import ProcessSupervisor
@@ -32,7 +32,6 @@ from modelyard.local.simulator import ProviderSimulator
 from schemas import Assignment, Result, TaskType, WorkItem
 from workers.pools.backends.anthropic_messages import AnthropicBackend
 from workers.pools.backends.openai_chat import OpenAIChatBackend
-from workers.pools.pool import PoolWorker
 
 TICKET_LABELS = ["billing", "bug", "other"]
 
@@ -111,7 +110,9 @@ async def wait_for_sink(settings: Settings, supervisor: ProcessSupervisor, timeo
 async def _sink_lag(settings: Settings) -> int | None:
     """The sink's lag; None while Kafka cannot say yet (on a fresh broker the group's coordinator may still be loading)."""
     try:
-        return await group_lag(settings, "sink", sink_topics(settings))
+        return await group_lag(
+            settings.kafka, settings.group_id("sink"), sink_topics(settings.kafka, settings.pools)
+        )
     except KafkaError as exc:
         if not exc.retriable:
             raise
@@ -239,15 +240,12 @@ class Pipeline:
 
     def __init__(self, settings: Settings, pools: list[str]) -> None:
         self.settings = settings
-        self.workers = {
-            pool: PoolWorker(settings, pool, build_dispatcher(settings, pool), build_batcher(settings, pool))
-            for pool in pools
-        }
+        self.workers = {pool: build_pool_worker(settings, pool) for pool in pools}
         self.results: list[Result] = []
         self.stop = asyncio.Event()
 
     async def __aenter__(self) -> Pipeline:
-        await ensure_topics(self.settings)
+        await ensure_topics(self.settings.kafka, self.settings.pools)
         options = self.settings.kafka.client_options()
         self.producer = AIOKafkaProducer(**options)
         self.reader = AIOKafkaConsumer(

@@ -1,4 +1,5 @@
-"""`modelyard submit`: validate a JSONL file line by line and produce the valid jobs to Kafka.
+"""`modelyard submit`: admit a JSONL file line by line (streams.admission: decoded once, a job_id repeating
+an earlier line is a duplicate) and produce the valid jobs to Kafka.
 
 Invalid lines are reported by line number and field and sent to the dead-letter topic with the reason;
 none is silently skipped. Blank lines are not jobs and are counted in the summary."""
@@ -7,22 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
 from modelyard.core.kafka import make_producer
 from modelyard.core.progress import progress_bar
-from modelyard.core.settings import Settings
+from modelyard.core.settings import KafkaSettings
 from modelyard.core.signatures import TenantKeys
 from modelyard.core.topics import ensure_topics
 from schemas import WorkItem
 from schemas.decoding import decode
 from schemas.rejection import Rejection
+from streams.admission import Admission, Item, Source
 
 FLUSH_EVERY = 2000
 
@@ -51,32 +54,51 @@ def read_lines(path: Path) -> Iterator[tuple[int, bytes]]:
             yield number, line.strip()
 
 
-def check_lines(lines: Iterable[tuple[int, bytes]]) -> Iterator[tuple[int, bytes, WorkItem | Rejection]]:
-    """Decode each line once; a job_id seen earlier in the same file is a duplicate."""
-    seen: set[str] = set()
+class JobIdsInFile:
+    """Admission's dedup for one file: a job_id that an earlier valid line used makes a line a duplicate."""
+
+    def __init__(self) -> None:
+        self.first_line: dict[str, int] = {}
+
+    def evict(self) -> float:
+        return 0.0
+
+    def duplicate(self, job_id: str, partition: int, line: int, now: float) -> Rejection | None:
+        if self.first_line.setdefault(job_id, line) == line:
+            return None
+        return Rejection("duplicate_job_id", "job_id", f"job_id {job_id!r} repeats an earlier line")
+
+    def forget(self, job_id: str) -> None:
+        self.first_line.pop(job_id, None)
+
+
+def check_lines(lines: Iterable[tuple[int, bytes]]) -> Iterator[tuple[int, bytes, Item | Rejection]]:
+    """Admit each line once (the pydantic model: what is sent is re-encoded from it); blank lines are not jobs."""
+    admission = Admission(seen=JobIdsInFile(), decoder=_decode_work_item)
     for number, raw in lines:
         if not raw:
             yield number, raw, Rejection("blank", None, "blank line")
-            continue
-        item = decode(WorkItem, raw)
-        if isinstance(item, WorkItem):
-            if item.job_id in seen:
-                item = Rejection(
-                    "duplicate_job_id", "job_id", f"job_id {item.job_id!r} repeats an earlier line"
-                )
-            else:
-                seen.add(item.job_id)
-        yield number, raw, item
+        else:
+            yield number, raw, admission.admit(raw, Source("", 0, number))  # the line number is the position
+
+
+def _decode_work_item(raw: bytes | None) -> WorkItem | Rejection:
+    return decode(WorkItem, raw)
 
 
 class JobSubmitter:
-    def __init__(self, settings: Settings, console: Console | None = None) -> None:
-        self.settings = settings
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        pools: Collection[str],
+        tenant_keys: dict[str, SecretStr] | None = None,
+        console: Console | None = None,
+    ) -> None:
+        """pools: every topic is created first; tenant_keys: each job whose tenant's key we hold is signed."""
+        self.kafka = kafka
+        self.pools = pools
         self.console = console or Console(stderr=True)
-        keys = settings.router.tenant_keys
-        self.keys = (
-            TenantKeys(keys) if keys is not None else None
-        )  # signs each job whose tenant's key we hold
+        self.keys = TenantKeys(tenant_keys) if tenant_keys is not None else None
 
     async def submit_file(self, path: Path) -> SubmitSummary:
         total = sum(1 for _ in path.open("rb"))
@@ -86,8 +108,8 @@ class JobSubmitter:
         self, lines: Iterable[tuple[int, bytes]], total: int, source: str
     ) -> SubmitSummary:
         summary, started = SubmitSummary(), time.perf_counter()
-        await ensure_topics(self.settings)
-        producer = make_producer(self.settings)
+        await ensure_topics(self.kafka, self.pools)
+        producer = make_producer(self.kafka)
         await producer.start()
         try:
             with progress_bar(self.console) as progress:
@@ -108,7 +130,7 @@ class JobSubmitter:
     async def _send(
         self, producer, summary: SubmitSummary, number: int, raw: bytes, item
     ) -> asyncio.Future[object]:
-        kafka = self.settings.kafka
+        kafka = self.kafka
         if isinstance(item, WorkItem):
             summary.submitted += 1
             value = item.with_submitted_at(datetime.now(UTC)).model_dump_json(exclude_none=True).encode()

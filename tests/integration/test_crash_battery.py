@@ -128,7 +128,7 @@ def test_crash_battery(
         "MODELYARD_POOLS__SLM__CONCURRENCY": "8",
         "MODELYARD_POOLS__FRONTIER__CONCURRENCY": "8",
     }
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings.kafka, settings.pools))
     with ProcessSupervisor(tmp_path / "logs", env=env) as supervisor:
         supervisor.start("simulator", "simulator")
         wait_for_port("127.0.0.1", settings.simulator.port, 30, supervisor)

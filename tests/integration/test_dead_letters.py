@@ -39,7 +39,7 @@ async def dead_letter(settings: Settings, letters: list[tuple[bytes, str, Reject
 
 def test_list_show_and_replay(pipeline_settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     settings = pipeline_settings
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings.kafka, settings.pools))
     asyncio.run(
         dead_letter(
             settings,

@@ -53,7 +53,7 @@ def test_every_job_gets_exactly_one_result_and_one_cost_row(
 ) -> None:
     settings, jobs_file = pipeline_settings, tmp_path / "jobs.jsonl"
     job_ids = write_jobs(jobs_file, run_id)
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings.kafka, settings.pools))
     with ProcessSupervisor(tmp_path / "logs", env=pipeline_env) as supervisor:
         supervisor.start("simulator", "simulator")
         wait_for_port("127.0.0.1", settings.simulator.port, 30, supervisor)

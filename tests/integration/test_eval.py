@@ -25,7 +25,7 @@ def test_eval_scores_pools_and_recommends_a_policy(
     cases = BUNDLED.read_text().splitlines()[:40]
     dataset.write_text("\n".join(cases) + "\n")
     expected = {orjson.loads(c)["item"]["job_id"]: orjson.loads(c)["expected"] for c in cases}
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings.kafka, settings.pools))
     with ProcessSupervisor(tmp_path / "logs", env=pipeline_env) as supervisor:
         supervisor.start("simulator", "simulator")
         wait_for_port("127.0.0.1", settings.simulator.port, 30, supervisor)

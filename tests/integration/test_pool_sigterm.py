@@ -64,7 +64,7 @@ def test_sigterm_mid_batch_then_restart_leaves_exactly_one_result_per_job(
 ) -> None:
     env = pipeline_env | {"MODELYARD_SIMULATOR__LATENCY_MS": "250", "MODELYARD_SIMULATOR__JITTER_MS": "100"}
     settings, job_ids = pipeline_settings, [f"term-{n}" for n in range(JOBS)]
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings.kafka, settings.pools))
     asyncio.run(produce_assignments(settings, job_ids))
 
     async def scenario(supervisor: ProcessSupervisor) -> list[Result]:

@@ -64,7 +64,7 @@ def test_malformed_records_are_dead_lettered_while_valid_ones_around_them_route(
     pipeline_env: dict[str, str], pipeline_settings: Settings, tmp_path: Path
 ) -> None:
     settings = pipeline_settings
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings.kafka, settings.pools))
     values: list[bytes | None] = []
     for n, (raw, _, _) in enumerate(BATTERY):
         values += [valid(2 * n), raw, valid(2 * n + 1)]
@@ -88,7 +88,7 @@ def test_router_killed_mid_stream_loses_nothing(
     pipeline_env: dict[str, str], pipeline_settings: Settings, tmp_path: Path, engine: str
 ) -> None:
     settings, total = pipeline_settings, 20_000
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings.kafka, settings.pools))
     asyncio.run(produce(settings, [valid(n, "kill") for n in range(total)]))
     with ProcessSupervisor(
         tmp_path / "logs", env={**pipeline_env, "MODELYARD_ROUTER__ENGINE": engine}
@@ -115,9 +115,13 @@ def test_with_tenant_keys_only_signed_jobs_route(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     settings = load_settings()
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings.kafka, settings.pools))
     lines = [(n, valid(n, "signed")) for n in range(5)]
-    summary = asyncio.run(JobSubmitter(settings).submit_lines(lines, len(lines), source="test"))
+    summary = asyncio.run(
+        JobSubmitter(settings.kafka, settings.pools, settings.router.tenant_keys).submit_lines(
+            lines, len(lines), source="test"
+        )
+    )
     asyncio.run(produce(settings, [valid(n, "unsigned") for n in range(3)]))
     assert summary.submitted == 5
     with ProcessSupervisor(tmp_path / "logs", env=env) as supervisor:

@@ -23,7 +23,7 @@ def test_shadow_answers_and_agreement_view(
 ) -> None:
     env = {**pipeline_env, "MODELYARD_ROUTER__SHADOW_SHARE": "0.25"}
     settings = pipeline_settings
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings.kafka, settings.pools))
     items = [
         orjson.dumps(
             {

@@ -2,6 +2,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from modelyard.app import build_admission
 from modelyard.core._exceptions import InvalidInput
 from modelyard.core.settings import load_settings
 from modelyard.ops.dead_letters import LetterFilter, StoredLetter, decoded_original, recheck
@@ -48,13 +49,16 @@ def test_a_record_that_is_no_dead_letter_is_listed_but_never_replayed() -> None:
     assert LetterFilter().matches(foreign) and not LetterFilter(reasons=frozenset({"validation"})).matches(
         foreign
     )
-    assert isinstance(recheck(foreign, load_settings()), Rejection)
+    assert isinstance(recheck(foreign, build_admission(load_settings(), replay=True)), Rejection)
 
 
 def test_recheck_accepts_a_now_valid_original_and_decodes_it_for_show() -> None:
     raw = b'{"job_id": "j-1", "tenant": "acme", "input": "hello"}'
     letter = stored(raw)
-    assert isinstance(recheck(letter, load_settings()), WorkItem)
+    assert isinstance(recheck(letter, build_admission(load_settings(), replay=True)), WorkItem)
     assert '"job_id": "j-1"' in decoded_original(letter)
-    assert isinstance(recheck(letter, load_settings(router={"known_tenants": ["other"]})), Rejection)
+    assert isinstance(
+        recheck(letter, build_admission(load_settings(router={"known_tenants": ["other"]}), replay=True)),
+        Rejection,
+    )
     assert decoded_original(stored(b"\xff\xfe bytes")) == "\\xff\\xfe bytes"
