@@ -9,9 +9,12 @@ from typing import Generic, TypeVar
 import msgspec
 from pydantic import BaseModel, ValidationError
 
+from schemas.dead_letter import MAX_MESSAGE_BYTES
 from schemas.rejection import Rejection
 
-MAX_MESSAGE_BYTES = 1_000_000
+MAX_JSON_DEPTH = 128  # objects/arrays inside each other; checked before any parser recurses (msgspec and
+# Python's recursion hit RecursionError in the thousands; pydantic's parser refuses past ~200)
+_STRUCTURE = re.compile(rb'"(?:[^"\\]|\\.)*"(?:\s*:)?|[\[\]{}]')  # keys end with ':', strings do not
 # The one time shape the msgspec fast paths read (plain RFC 3339), with datetime.fromisoformat: msgspec's own
 # datetime rounds a fraction past microseconds where pydantic truncates, and fromisoformat alone reads shapes
 # pydantic refuses (basic format, minute 60 in an offset; hour 24 on newer Pythons). Anything else: pydantic.
@@ -28,10 +31,37 @@ def decode(model: type[Model], raw: bytes | None) -> Model | Rejection:
         return Rejection("empty", None, "message has no value")
     if len(raw) > MAX_MESSAGE_BYTES:
         return Rejection("oversized", None, f"message is {len(raw)} bytes; the limit is {MAX_MESSAGE_BYTES}")
+    too_deep = nesting_failure(raw)
+    if too_deep is not None:
+        return too_deep
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
         return _json_rejection(exc) or describe(exc)
+
+
+def nesting_failure(raw: bytes) -> Rejection | None:
+    """A rejection when objects and arrays nest past MAX_JSON_DEPTH, naming the field where they do; found
+    without recursing (two byte counts rule out almost every message before any scan)."""
+    if raw.count(b"{") + raw.count(b"[") <= MAX_JSON_DEPTH:
+        return None
+    path: list[str] = []
+    key = ""
+    for match in _STRUCTURE.finditer(raw):
+        token = match.group()
+        if token[:1] == b'"':
+            key = token.rstrip(b": \t\r\n")[1:-1].decode("utf-8", "replace") if token[-1:] == b":" else ""
+        elif token in (b"{", b"["):
+            path.append(key)
+            key = ""
+            if len(path) > MAX_JSON_DEPTH:
+                field = ".".join(name for name in path[1:3] if name) or None
+                why = f"nests deeper than {MAX_JSON_DEPTH} levels of objects and arrays (the limit)"
+                return Rejection("too_deep", field, f"{field or 'message'} {why}")
+        elif path:
+            path.pop()
+            key = ""
+    return None
 
 
 class StructFirst(Generic[Fast, Model]):
@@ -43,7 +73,7 @@ class StructFirst(Generic[Fast, Model]):
         self.model = model
 
     def __call__(self, raw: bytes | None) -> Fast | Model | Rejection:
-        if raw and len(raw) <= MAX_MESSAGE_BYTES:
+        if raw and len(raw) <= MAX_MESSAGE_BYTES and nesting_failure(raw) is None:
             try:
                 return self._fast(raw)
             except (msgspec.MsgspecError, ValueError):  # ValueError: bytes that are not UTF-8

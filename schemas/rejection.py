@@ -4,10 +4,13 @@ unsigned, repeats a job_id, is over budget, ...), as a value, never raised; it b
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from schemas.dead_letter import MAX_ORIGINAL_BYTES, DeadLetter
+from schemas.dead_letter import MAX_MESSAGE_BYTES, MAX_ORIGINAL_BYTES, DeadLetter
+
+_JOB_ID = re.compile(rb'"job_id"\s*:\s*"([A-Za-z0-9][A-Za-z0-9._:/@-]{0,127})"')
 
 
 @dataclass(frozen=True)
@@ -17,8 +20,10 @@ class Rejection:
     error: str
 
     def dead_letter(self, raw: bytes, stage: str, **source: object) -> DeadLetter:
+        """The dead letter of `raw`, with its job id whenever the bytes carry a readable one."""
         return DeadLetter(
             stage=stage,
+            job_id=readable_job_id(raw),
             reason=self.reason,
             field=self.field,
             error=self.error,
@@ -28,3 +33,10 @@ class Rejection:
             at=datetime.now(UTC),
             **source,
         )
+
+
+def readable_job_id(raw: bytes) -> str | None:
+    """The record's job id when one can be read without trusting the rest of it (the first `"job_id"`
+    member, an identifier of at most 128 characters, possibly inside an Assignment's item); else None."""
+    found = _JOB_ID.search(raw[:MAX_MESSAGE_BYTES])
+    return found.group(1).decode() if found else None

@@ -154,6 +154,15 @@ BATTERY = [
     (b'{"job_id":"j","tenant":"t","input":"x","priority":"high"}', "validation", "priority"),
     (b'{"job_id":"j","tenant":"t","input":"x","extra":1}', "validation", "extra"),
     (b" " * 1_000_001, "oversized", None),
+    (
+        b'{"job_id":"deep","tenant":"t","input":"x","params":{"json_schema":'
+        + b'{"a":' * 5000
+        + b"1"
+        + b"}" * 5000
+        + b"}}",
+        "too_deep",
+        "params.json_schema",
+    ),
 ]
 
 

@@ -56,7 +56,7 @@ async def _create(kafka: KafkaSettings, plan: dict[str, int]) -> None:
                 name,
                 num_partitions=n,
                 replication_factor=kafka.replication_factor,
-                topic_configs=COMPACTED if name == kafka.spend_topic else {},
+                topic_configs=_topic_configs(kafka, name),
             )
             for name, n in plan.items()
             if name not in existing
@@ -65,6 +65,13 @@ async def _create(kafka: KafkaSettings, plan: dict[str, int]) -> None:
             await _create_ignoring_existing(admin, missing)
     finally:
         await admin.close()
+
+
+def _topic_configs(kafka: KafkaSettings, name: str) -> dict[str, str]:
+    configs = dict(COMPACTED) if name == kafka.spend_topic else {}
+    if kafka.min_insync_replicas is not None:
+        configs["min.insync.replicas"] = str(kafka.min_insync_replicas)
+    return configs
 
 
 async def _create_ignoring_existing(admin: AIOKafkaAdminClient, topics: list[NewTopic]) -> None:

@@ -236,6 +236,7 @@ def test_unknown_tenant_and_duplicates_are_dead_lettered_but_replays_are_not() -
         policy.route(orjson.dumps({"job_id": "d2", "tenant": "evil", "input": "x"}), SOURCE).value
     )
     assert (stranger.reason, stranger.field) == ("unknown_tenant", "tenant")
+    assert (duplicate.job_id, stranger.job_id) == ("d1", "d2")  # valid job ids travel with the letter
 
 
 def test_shadow_sampling_copies_a_share_of_slm_items_to_the_frontier() -> None:
