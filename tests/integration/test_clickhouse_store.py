@@ -45,7 +45,7 @@ def result(job_id: str, attempt: int = 1, output: str = "ok") -> Result:
 def test_migrations_apply_once(store: ClickHouseStore) -> None:
     first = store.migrate()
     assert store.migrate() == []
-    assert first in ([1, 2, 3, 4, 5, 6], [])
+    assert first in ([1, 2, 3, 4, 5, 6, 7], [])
     tables = {row[0] for row in store.query("SHOW TABLES")}
     assert {"results", "cost_ledger", "routing_decisions", "schema_migrations"} <= tables
 
@@ -59,7 +59,7 @@ def test_replayed_results_bill_once(store: ClickHouseStore) -> None:
     rows = store.query(
         "SELECT job_id, attempt, total_cost_usd FROM cost_ledger FINAL WHERE startsWith(job_id, 'replay-') ORDER BY job_id, attempt"
     )
-    expected = Decimal("0.003") + Decimal("0.00006") + Decimal("0.00015")
+    expected = Decimal("0.002") + Decimal("0.00004") + Decimal("0.0001")  # claude-sonnet-5: $2, $0.20, $10
     assert rows == [("replay-1", 1, expected), ("replay-2", 1, expected), ("replay-2", 2, expected)]
     assert store.query("SELECT count() FROM results FINAL WHERE startsWith(job_id, 'replay-')") == [(3,)]
     # the replay was skipped before insert, so raw rows and the materialized daily rollup count it once
@@ -72,7 +72,15 @@ def test_replayed_results_bill_once(store: ClickHouseStore) -> None:
 
 def test_analyst_views_answer(store: ClickHouseStore) -> None:
     store.migrate()
-    for view in ("v_cost_by_day", "v_latency_by_pool", "v_escalation_rate", "v_savings"):
+    for view in (
+        "v_cost_by_day",
+        "v_latency_by_pool",
+        "v_escalation_rate",
+        "v_savings",
+        "v_attempt_savings",
+        "v_job_savings",
+        "v_unpriced",
+    ):
         store.query(f"SELECT * FROM {view} LIMIT 1")
     assert store.query("SELECT sum(results) FROM v_latency_by_pool")[0][0] >= 3
 
