@@ -312,9 +312,21 @@ def run_sink(settings: Settings) -> None:
     sink = build_sink(settings, store)
     freeze_startup_heap()
     try:
-        asyncio.run(serve(settings, sink, "sink"))
+        asyncio.run(_serve_sink(settings, sink))
     finally:
         store.close()
+
+
+async def _serve_sink(settings: Settings, sink: Runnable) -> None:
+    """The sink, and (chdb:// only) its read-only query server on the same engine, for analysts meanwhile."""
+    from workers.sink.query_server import start_query_server
+
+    queries = await start_query_server(settings.clickhouse)
+    try:
+        await serve(settings, sink, "sink")
+    finally:
+        if queries is not None:
+            await queries.stop()
 
 
 def run_router(settings: Settings) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 
 from rich.console import Console
 
 from modelyard.cli_costs import add_costs_command
+from modelyard.cli_live import add_live_commands
 from modelyard.core._exceptions import InvalidInput, ModelyardError
 from modelyard.core.settings import Settings, load_settings
 
@@ -20,12 +22,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console(stderr=True)
     try:
-        return int(args.handler(load_settings(), args, console) or 0)
+        code = int(args.handler(load_settings(), args, console) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not as a traceback at interpreter exit
+        return code
     except ModelyardError as exc:
         console.print(f"[red]error:[/red] {exc.one_line()}", highlight=False)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `modelyard schema work-item | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as `yes | head` reports
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     command("simulator", lambda s, a, c: _run("run_simulator", s), "run the local OpenAI/Anthropic simulator")
     command("migrate", cmd_migrate, "apply ClickHouse migrations")
     p = command(
-        "sql", cmd_sql, "run a query on the configured ClickHouse (chdb: only while the sink is stopped)"
+        "sql", cmd_sql, "run a query on the configured ClickHouse (chdb: through the sink while it runs)"
     )
     p.add_argument("query")
     p.add_argument("--format", choices=["table", "json"], default="table")
@@ -80,9 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pools", default="slm,frontier", help="comma-separated pools to evaluate")
     p.add_argument("--run", default=None, help="run name (default: eval-<UTC time>)")
     p.add_argument("--timeout", type=float, default=600)
-    p = command(
-        "policy", cmd_policy, "recommend a routing policy from eval results (chdb: while the sink is stopped)"
-    )
+    p = command("policy", cmd_policy, "recommend a routing policy from eval results")
     p.add_argument("action", choices=["recommend"])
     p.add_argument("--target-quality", type=float, default=0.95)
     p.add_argument("--run", default=None, help="eval run (default: the latest)")
@@ -133,6 +138,7 @@ def _parser() -> argparse.ArgumentParser:
         "--distill", action="store_true", help="the distillation loop: frontier first, distill, student after"
     )
     _dlq_parser(command("dlq", None, "list, show or replay dead letters"))
+    add_live_commands(command)  # up, down, status, top, results
     return parser
 
 
@@ -290,9 +296,9 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace, console: Console) 
 
 def cmd_sql(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from modelyard.local.demo import cost_table
-    from workers.sink.clickhouse import ClickHouseStore
+    from workers.sink.analyst_store import open_analyst_store
 
-    store = ClickHouseStore(settings.clickhouse)
+    store = open_analyst_store(settings.clickhouse)
     try:
         names, rows = store.query_with_names(args.query)
     finally:
@@ -343,11 +349,10 @@ def cmd_eval(settings: Settings, args: argparse.Namespace, console: Console) -> 
 
 def cmd_policy(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from modelyard.ops import policy_advisor as advisor
-    from workers.sink.clickhouse import ClickHouseStore
+    from workers.sink.analyst_store import open_analyst_store
 
-    store = ClickHouseStore(settings.clickhouse)
+    store = open_analyst_store(settings.clickhouse)
     try:
-        store.migrate()
         run = args.run or advisor.latest_run(store)
         if run is None:
             raise InvalidInput("no eval results yet", field="run")
@@ -377,6 +382,7 @@ def cmd_route(settings: Settings, args: argparse.Namespace, console: Console) ->
     from schemas import WorkItem
     from schemas.decoding import decode
     from schemas.rejection import Rejection
+    from streams.novelty_explain import explain_novelty
 
     raw = sys.stdin.buffer.read() if str(args.item) == "-" else _read_bytes(args.item)
     item = decode(WorkItem, raw)
@@ -398,9 +404,8 @@ def cmd_route(settings: Settings, args: argparse.Namespace, console: Console) ->
             + (f": {check.failure}" if check.failure else "")
         )
     novelty = decider.source.current().novelty
-    score = "not scored" if decision.novelty_score is None else f"{decision.novelty_score:.3f}"
-    state = "learned centroids loaded" if learned else "no centroids learned yet"
-    out.print(f"novelty: {score} (threshold {novelty.threshold}, applies to {novelty.applies_to}; {state})")
+    why = explain_novelty(decision, novelty, decider.novelty, settings.novelty_state_file, learned)
+    out.print(f"novelty: {why}", highlight=False, markup=False)
     out.print(
         f"pool: [bold]{decision.pool}[/bold] via {decision.rule}: {decision.reason} -> topic {settings.kafka.pool_topic(decision.pool)}"
     )
@@ -420,15 +425,14 @@ def cmd_distill(settings: Settings, args: argparse.Namespace, console: Console) 
     from modelyard.ops.distill import Distiller, write_proposal
     from schemas import TaskType
     from workers.pools.model_registry import ModelRegistry
-    from workers.sink.clickhouse import ClickHouseStore
+    from workers.sink.analyst_store import open_analyst_store
 
     task, config = TaskType(args.task), settings.distill
     target, holdout = args.target or config.target, args.holdout or config.holdout
     if not 0 < holdout < 1 or not 0 < target <= 1:
         raise InvalidInput("--holdout must be in (0, 1) and --target in (0, 1]", field="holdout")
-    store = ClickHouseStore(settings.clickhouse)
+    store = open_analyst_store(settings.clickhouse, write=True)
     try:
-        store.migrate()
         with console.status(f"training the {task.value} student on answers of {config.teacher_pools}..."):
             outcome = Distiller(config, ModelRegistry(settings.models_dir), store).run(task, target, holdout)
     finally:
@@ -455,11 +459,10 @@ def cmd_distill(settings: Settings, args: argparse.Namespace, console: Console) 
 def cmd_report(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from modelyard.ops.cost_report import parse_since
     from modelyard.ops.report import HtmlReport
-    from workers.sink.clickhouse import ClickHouseStore
+    from workers.sink.analyst_store import open_analyst_store
 
-    store = ClickHouseStore(settings.clickhouse)
+    store = open_analyst_store(settings.clickhouse)
     try:
-        store.migrate()
         with console.status("reading ClickHouse and drawing plots..."):
             html = HtmlReport(store, args.target_quality, settings.shadow_alert.threshold).render(
                 args.run, parse_since(args.since)

@@ -73,13 +73,19 @@ async def route_batch(app: faust.App, policy: RoutingPolicy, events: list[faust.
 
 
 def register_novelty_state(app: faust.App, policy: RoutingPolicy, path: Path, save_interval_s: float) -> None:
-    """Centroids survive restarts: loaded at start, saved periodically (and read by `route --explain`)."""
+    """Centroids survive restarts: loaded at start, saved periodically and when the router stops (and read by
+    `route --explain`)."""
     if policy.novelty.load(path):
         log.info("novelty centroids loaded from %s", path)
 
     @app.timer(save_interval_s)
     async def save_novelty() -> None:
         policy.save_novelty(path)
+
+    @app.on_before_shutdown.connect
+    async def save_novelty_at_shutdown(sender: object, **_: object) -> None:
+        policy.save_novelty(path)  # synchronous: no batch is routed (or learned from) while it writes
+        log.info("novelty centroids saved to %s", path)
 
 
 def register_budget_feed(app: faust.App, policy: RoutingPolicy, kafka: KafkaSettings) -> None:

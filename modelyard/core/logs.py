@@ -85,6 +85,21 @@ def redact(text: str, secrets: list[str]) -> str:
     return text
 
 
+class TransientCoordinatorErrors(logging.Filter):
+    """aiokafka logs ERROR "Group Coordinator Request failed: [Error 15] GroupCoordinatorNotAvailableError"
+    while a broker is still loading its offsets topic (every start against a fresh broker), then retries on its
+    own. Those records are downgraded to INFO (shown only where aiokafka logs at INFO); other errors stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and "GroupCoordinatorNotAvailable" in record.getMessage():
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+        return True
+
+
+COORDINATOR_LOGGER = "aiokafka.consumer.group_coordinator"
+
+
 def configure_logging(process: str, level: str, log_format: str, secrets: list[str]) -> None:
     """Root handler on stderr in `log_format` (text or json), masking `secrets`; replaces handlers a library
     installed before us."""
@@ -99,3 +114,6 @@ def configure_logging(process: str, level: str, log_format: str, secrets: list[s
     root.setLevel(level.upper())
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    coordinator = logging.getLogger(COORDINATOR_LOGGER)
+    if not any(isinstance(f, TransientCoordinatorErrors) for f in coordinator.filters):
+        coordinator.addFilter(TransientCoordinatorErrors())

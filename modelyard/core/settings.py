@@ -102,6 +102,20 @@ class ClickHouseSettings(Section):
     dsn: str = "chdb://.modelyard/chdb"
     password: SecretStr | None = None
     database: str = "default"
+    query_host: str = Field(
+        default="127.0.0.1", description="Where the sink answers read-only queries on its chdb engine."
+    )
+    query_port: int = Field(
+        default=8124,
+        ge=0,
+        le=65535,
+        description="While the sink owns a chdb:// path it serves read-only queries there over ClickHouse's "
+        "HTTP interface (clickhouse-connect http://, Grafana), and analyst commands use it; 0 turns it off.",
+    )
+
+    @property
+    def query_url(self) -> str:
+        return f"http://{self.query_host}:{self.query_port}"
 
 
 class ProviderSettings(Section):
@@ -345,6 +359,23 @@ class MetricsSettings(Section):
     lag_interval_s: float = Field(default=10.0, gt=0, description="How often a consumer's lag is measured.")
 
 
+class StackSettings(Section):
+    """`modelyard up`: the local stack's processes serve /metrics, /healthz and /readyz on their own ports."""
+
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(
+        default=9300,
+        ge=1,
+        le=65000,
+        description="The first process's metrics port; the others take the next ones (router, sink, pools).",
+    )
+    ready_timeout_s: float = Field(default=120.0, gt=0, description="How long `up` waits for readiness.")
+    max_restarts: int = Field(
+        default=5, ge=0, description="Restarts of a crashed process within restart_window_s before giving up."
+    )
+    restart_window_s: float = Field(default=300.0, gt=0)
+
+
 class DistillSettings(Section):
     """Distillation (`modelyard distill`): frontier answers become training data for a CPU student model."""
 
@@ -447,6 +478,7 @@ class Settings(BaseSettings):
     distill: DistillSettings = DistillSettings()
     shadow_alert: ShadowAlertSettings = ShadowAlertSettings()
     slm_server: SlmServerSettings = SlmServerSettings()
+    stack: StackSettings = StackSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -110,6 +110,25 @@ class LocalKafkaBroker:
     def is_running(self) -> bool:
         return all(port_is_open(self.host, self.node_port(node)) for node in self.nodes)
 
+    def started_here(self) -> bool:
+        """True when the broker on the port is the one this data directory started (its pid is alive)."""
+        pid = self._pid()
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return self.is_running()
+
+    def describe(self) -> str:
+        """Who runs the broker on the configured port, for messages."""
+        if not self.is_running():
+            return "not running"
+        if self.started_here():
+            return f"this checkout's broker (pid {self._pid()}, data in {self.data_dir})"
+        return "a broker this checkout did not start"
+
     def ensure_jars(self) -> None:
         if any(self.lib_dir.glob("kafka_2.13-*.jar")):
             return

@@ -22,6 +22,7 @@ from modelyard.core.settings import Settings
 from modelyard.core.topics import assigned_partitions, ensure_topics, group_lag, sink_topics
 from modelyard.local.broker import LocalKafkaBroker
 from modelyard.local.processes import ProcessSupervisor, wait_for_port
+from modelyard.local.stack import StackState
 from modelyard.ops.submit import JobSubmitter, print_summary
 from schemas import ResultStatus
 
@@ -70,13 +71,19 @@ class Demo:
         self.broker = LocalKafkaBroker(settings.local_broker, settings.kafka)
 
     def run(self) -> None:
+        stack = StackState.load(self.settings)
+        if stack is not None and stack.supervisor_alive:
+            raise ProcessError(
+                "the local stack is up (`modelyard status`): the demo would start a second sink on its ClickHouse path",
+                hint="send the sample to it (`modelyard submit modelyard/data/sample_jobs.jsonl`), or `modelyard down` first",
+            )
         started_broker = False
         try:
             with self.console.status("starting Kafka (KRaft, local)..."):
+                owner = self.broker.describe()
                 started_broker = self.broker.start()
-            self.console.print(
-                f"Kafka at {self.settings.kafka.bootstrap_servers}: {'started' if started_broker else 'already running'}"
-            )
+            where = "started" if started_broker else f"already running, {owner}: the demo uses it"
+            self.console.print(f"Kafka at {self.settings.kafka.bootstrap_servers}: {where}", highlight=False)
             asyncio.run(self._pipeline())
             self.print_costs()
         finally:

@@ -6,28 +6,23 @@ none is silently skipped. Blank lines are not jobs and are counted in the summar
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
-from modelyard.core.kafka import make_producer
+from modelyard.client import AsyncClient, Delivery
 from modelyard.core.progress import progress_bar
 from modelyard.core.settings import KafkaSettings
-from modelyard.core.signatures import TenantKeys
 from modelyard.core.topics import ensure_topics
 from schemas import WorkItem
 from schemas.decoding import decode
 from schemas.rejection import Rejection
 from streams.admission import Admission, Item, Source
-
-FLUSH_EVERY = 2000
 
 
 @dataclass(frozen=True)
@@ -41,11 +36,16 @@ class SubmitSummary:
     submitted: int = 0
     invalid: list[InvalidLine] = field(default_factory=list)
     blank: int = 0
+    failed: list[Delivery] = field(default_factory=list)  # records Kafka did not store
     seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return not self.invalid
+        return not self.invalid and not self.failed
+
+    def count(self, delivery: Delivery) -> None:
+        if not delivery.ok:
+            self.failed.append(delivery)
 
 
 def read_lines(path: Path) -> Iterator[tuple[int, bytes]]:
@@ -87,6 +87,9 @@ def _decode_work_item(raw: bytes | None) -> WorkItem | Rejection:
 
 
 class JobSubmitter:
+    """Produces a file's valid lines through the producer SDK (signed with the tenant keys this configuration
+    holds, batched, every delivery checked) and dead-letters the invalid ones."""
+
     def __init__(
         self,
         kafka: KafkaSettings,
@@ -97,8 +100,8 @@ class JobSubmitter:
         """pools: every topic is created first; tenant_keys: each job whose tenant's key we hold is signed."""
         self.kafka = kafka
         self.pools = pools
+        self.tenant_keys = tenant_keys
         self.console = console or Console(stderr=True)
-        self.keys = TenantKeys(tenant_keys) if tenant_keys is not None else None
 
     async def submit_file(self, path: Path) -> SubmitSummary:
         total = sum(1 for _ in path.open("rb"))
@@ -109,47 +112,24 @@ class JobSubmitter:
     ) -> SubmitSummary:
         summary, started = SubmitSummary(), time.perf_counter()
         await ensure_topics(self.kafka, self.pools)
-        producer = make_producer(self.kafka)
-        await producer.start()
-        try:
+        async with AsyncClient(self.kafka, tenant_keys=self.tenant_keys) as client:
             with progress_bar(self.console) as progress:
                 task = progress.add_task(f"submitting {source}", total=total)
-                pending: list[asyncio.Future[object]] = []
                 for number, raw, item in check_lines(lines):
-                    pending.append(await self._send(producer, summary, number, raw, item))
+                    await self._send(client, summary, number, raw, item)
                     progress.advance(task)
-                    if len(pending) >= FLUSH_EVERY:
-                        await asyncio.gather(*pending)
-                        pending.clear()
-                await asyncio.gather(*pending)
-        finally:
-            await producer.stop()
         summary.seconds = time.perf_counter() - started
         return summary
 
-    async def _send(
-        self, producer, summary: SubmitSummary, number: int, raw: bytes, item
-    ) -> asyncio.Future[object]:
-        kafka = self.kafka
+    async def _send(self, client: AsyncClient, summary: SubmitSummary, number: int, raw: bytes, item) -> None:
         if isinstance(item, WorkItem):
             summary.submitted += 1
-            value = item.with_submitted_at(datetime.now(UTC)).model_dump_json(exclude_none=True).encode()
-            headers = self.keys.headers_for(item.tenant, value) if self.keys else None
-            return await producer.send(
-                kafka.jobs_topic, value=value, key=item.job_id.encode(), headers=headers
-            )
-        if item.reason == "blank":
+            await client.send(item, summary.count)
+        elif item.reason == "blank":
             summary.blank += 1
-            return _done()
-        summary.invalid.append(InvalidLine(number, item))
-        letter = item.dead_letter(raw, "submit", source_line=number)
-        return await producer.send(kafka.dead_letter_topic, value=letter.model_dump_json().encode())
-
-
-def _done() -> asyncio.Future[object]:
-    future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-    future.set_result(None)
-    return future
+        else:
+            summary.invalid.append(InvalidLine(number, item))
+            await client.dead_letter(item.dead_letter(raw, "submit", source_line=number), summary.count)
 
 
 def print_summary(summary: SubmitSummary, console: Console, limit: int = 50) -> None:
@@ -158,6 +138,10 @@ def print_summary(summary: SubmitSummary, console: Console, limit: int = 50) -> 
         f"submitted {summary.submitted} jobs in {summary.seconds:.2f}s ({rate:,.0f}/s); "
         f"invalid {len(summary.invalid)} (sent to the dead-letter topic); blank lines {summary.blank}"
     )
+    for delivery in summary.failed[:limit]:
+        console.print(
+            f"[red]not stored[/red] {delivery.job_id or 'dead letter'}: {delivery.error}", highlight=False
+        )
     if not summary.invalid:
         return
     table = Table("line", "reason", "field", "error", title="invalid lines")
