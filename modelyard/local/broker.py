@@ -83,7 +83,15 @@ class LocalKafkaBroker:
         self.host, self.port = parse_host_port(kafka.bootstrap_servers)
         self.data_dir = self.settings.data_dir.resolve()
         self.lib_dir = self.settings.home / "target" / "lib"
-        self.nodes = list(range(1, self.settings.brokers + 1))
+        self.nodes = list(range(1, self._node_count() + 1))
+
+    def _node_count(self) -> int:
+        """The configured count, or, left at 1, the count of the cluster already laid out in the data dir
+        (so `status`, `down` and `broker stop` find every node of a cluster `up --brokers 3` started)."""
+        saved = self.data_dir / "cluster.nodes"
+        if self.settings.brokers == 1 and saved.exists():
+            return int(saved.read_text().strip() or 1)
+        return self.settings.brokers
 
     @property
     def bootstrap_servers(self) -> str:
@@ -157,6 +165,8 @@ class LocalKafkaBroker:
     def _launch(self) -> bool:
         self.ensure_jars()
         cluster_id = self._cluster_id()
+        if len(self.nodes) > 1:
+            (self.data_dir / "cluster.nodes").write_text(str(len(self.nodes)))
         processes = {node: self._launch_node(node, cluster_id) for node in self.nodes}
         for node, process in processes.items():
             self._wait_until_ready(node, process)
