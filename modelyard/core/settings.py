@@ -561,6 +561,10 @@ class Settings(BaseSettings):
     def pool_provider(self, pool: str) -> ProviderSettings:
         return self.providers[self.pools[pool].provider]
 
+    def group_id(self, role: str) -> str:
+        """A consumer group's id, app_id-prefixed: two deployments on one cluster never share a group."""
+        return f"{self.app_id}.{role}"
+
 
 def load_settings(**overrides: Any) -> Settings:
     """Build the process's settings; turns validation errors into one ConfigError line."""

@@ -16,9 +16,10 @@ from aiokafka.structs import ConsumerRecord
 from modelyard.core._exceptions import Stopping
 from modelyard.core.kafka import make_consumer, make_producer
 from modelyard.core.offsets import OffsetTracker
-from modelyard.core.settings import Settings
+from modelyard.core.settings import KafkaSettings, PoolSettings
 from schemas import Assignment, Result, ResultStatus
-from schemas.decoding import DecodeFailure, decode
+from schemas.decoding import decode
+from schemas.rejection import Rejection
 from workers.pools.batching import Batcher
 from workers.pools.cascade import escalate, needs_escalation
 from workers.pools.dispatch import Dispatcher
@@ -45,15 +46,22 @@ class _Rebalance(ConsumerRebalanceListener):
 
 class PoolWorker:
     def __init__(
-        self, settings: Settings, pool: str, dispatcher: Dispatcher, batcher: Batcher | None = None
+        self,
+        pool: str,
+        config: PoolSettings,
+        kafka: KafkaSettings,
+        group_id: str,
+        dispatcher: Dispatcher,
+        batcher: Batcher | None = None,
     ) -> None:
-        self.settings = settings
+        self.kafka = kafka
+        self.group_id = group_id
         self.pool = pool
         self.dispatcher = dispatcher
         self.batcher = batcher
         self.waiting_for_batch: set[asyncio.Task[None]] = set()
-        self.cascade = settings.pools[pool].cascade
-        self.concurrency = settings.pools[pool].concurrency
+        self.cascade = config.cascade
+        self.concurrency = config.concurrency
         self.offsets = OffsetTracker()
         self.tasks: set[asyncio.Task[None]] = set()
         self.calling = 0
@@ -65,11 +73,9 @@ class PoolWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then drain in-flight calls and commit. Clients live inside the running loop."""
-        topic = self.settings.kafka.pool_topic(self.pool)
-        self.consumer = make_consumer(
-            self.settings, topic, f"pool.{self.pool}", _Rebalance(self), self.concurrency
-        )
-        self.producer = make_producer(self.settings)
+        topic = self.kafka.pool_topic(self.pool)
+        self.consumer = make_consumer(self.kafka, topic, self.group_id, _Rebalance(self), self.concurrency)
+        self.producer = make_producer(self.kafka)
         await self.producer.start()
         await self.consumer.start()
         try:
@@ -143,7 +149,7 @@ class PoolWorker:
 
     async def _outcome(self, tp: TopicPartition, record: ConsumerRecord) -> list[Outgoing]:
         assignment = decode(Assignment, record.value)
-        if isinstance(assignment, DecodeFailure):
+        if isinstance(assignment, Rejection):
             letter = assignment.dead_letter(
                 record.value or b"",
                 "pool",
@@ -151,15 +157,13 @@ class PoolWorker:
                 source_partition=record.partition,
                 source_offset=record.offset,
             )
-            return [(self.settings.kafka.dead_letter_topic, record.key, letter.model_dump_json().encode())]
+            return [(self.kafka.dead_letter_topic, record.key, letter.model_dump_json().encode())]
         results = await self._attempts(tp, assignment)
         key, out = assignment.item.job_id.encode(), []
         if needs_escalation(self.cascade, results[-1]):
             results[-1], forwarded = escalate(self.cascade, assignment, results[-1])
-            out.append(
-                (self.settings.kafka.pool_topic(forwarded.pool), key, forwarded.model_dump_json().encode())
-            )
-        return [(self.settings.kafka.results_topic, key, r.model_dump_json().encode()) for r in results] + out
+            out.append((self.kafka.pool_topic(forwarded.pool), key, forwarded.model_dump_json().encode()))
+        return [(self.kafka.results_topic, key, r.model_dump_json().encode()) for r in results] + out
 
     async def _attempts(self, tp: TopicPartition, assignment: Assignment) -> list[Result]:
         """Deferrable items go through the provider's batch API (workers/batching.py); a batch request that
