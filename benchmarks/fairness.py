@@ -47,7 +47,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.pools import free_port, start_broker
-from modelyard.app import build_pool, freeze_startup_heap
+from modelyard.app import build_pool_worker, freeze_startup_heap
 from modelyard.core.settings import SchedulingSettings, Settings
 from modelyard.core.topics import assigned_partitions, ensure_topics
 from modelyard.local.processes import ProcessSupervisor, wait_for_port
@@ -106,7 +106,7 @@ def pool_process(settings: Settings, stop: ProcessEvent, stats: multiprocessing.
 
 
 async def _pool_process(settings: Settings, stop: ProcessEvent, stats: multiprocessing.Queue) -> None:
-    worker = build_pool(settings, "slm")
+    worker = build_pool_worker(settings, "slm")
     freeze_startup_heap()
     stopping = asyncio.Event()
     task = asyncio.create_task(worker.run(stopping))
@@ -183,7 +183,7 @@ def percentile(values: list[float], q: float) -> float:
 async def run_design(base: Settings, design: str, args: argparse.Namespace) -> Figures:
     run = f"{design}{uuid.uuid4().hex[:6]}"
     settings = scenario_settings(base, run, design, args)
-    await ensure_topics(settings)
+    await ensure_topics(settings.kafka, settings.pools)
     spawn = multiprocessing.get_context("spawn")
     stop, stats = spawn.Event(), spawn.Queue()
     pool = spawn.Process(target=pool_process, args=(settings, stop, stats), daemon=True)

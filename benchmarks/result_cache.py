@@ -86,7 +86,7 @@ def rss_mb() -> float:
 
 
 async def topic_figures(settings: Settings, keys: list[str], lookups: list[Assignment]) -> dict[str, float]:
-    await ensure_topics(settings)
+    await ensure_topics(settings.kafka, settings.pools)
     producer = AIOKafkaProducer(**settings.kafka.client_options(), linger_ms=20, max_batch_size=512 * 1024)
     await producer.start()
     sent = [
@@ -97,7 +97,7 @@ async def topic_figures(settings: Settings, keys: list[str], lookups: list[Assig
     await producer.stop()
     gc.collect()
     before = rss_mb()
-    cache = ResultCache(ResultCacheSettings())
+    cache = ResultCache(ResultCacheSettings(), settings.kafka.cache_retention_s)
     feed = CacheFeed(settings.kafka, settings.result_cache, cache)
     started = time.perf_counter()
     loaded = await feed.restore()

@@ -25,6 +25,12 @@ def add_live_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--timeout", type=float, default=None, help="seconds to wait for readiness (stack.ready_timeout_s)"
     )
+    p.add_argument(
+        "--brokers",
+        type=int,
+        default=None,
+        help="start a local cluster of this many brokers (3: topics replicated 3 times, min.insync.replicas 2)",
+    )
     command("down", cmd_down, "stop the local stack (each process drains and commits first)")
     p = command(
         "status", cmd_status, "the local stack: each process's health, readiness, throughput; consumer lag"
@@ -54,6 +60,8 @@ def cmd_up(settings: Settings, args: argparse.Namespace, console: Console) -> in
     from modelyard.local.stack import LocalStack
     from modelyard.local.stack_status import gather, next_steps, render, wait_ready
 
+    if args.brokers and args.brokers > 1:
+        settings = cluster_settings(settings, args.brokers)
     stack = LocalStack(settings)
     with console.status("starting the local stack..."):
         state = stack.up(use_running_broker=args.use_running_broker)
@@ -73,6 +81,25 @@ def cmd_up(settings: Settings, args: argparse.Namespace, console: Console) -> in
         return 1
     Console().print(next_steps(settings, state), highlight=False)
     return 0
+
+
+def cluster_settings(settings: Settings, brokers: int) -> Settings:
+    """Settings for a stack on a local cluster, also put in the environment that the stack's processes
+    inherit: every node's address, replication min(3, N), min.insync.replicas min(2, N)."""
+    import os
+
+    from modelyard.core.settings import load_settings
+    from modelyard.local.broker import parse_host_port
+
+    host, port = parse_host_port(settings.kafka.bootstrap_servers)
+    env = {
+        "MODELYARD_LOCAL_BROKER__BROKERS": str(brokers),
+        "MODELYARD_KAFKA__BOOTSTRAP_SERVERS": ",".join(f"{host}:{port + 2 * n}" for n in range(brokers)),
+        "MODELYARD_KAFKA__REPLICATION_FACTOR": str(min(3, brokers)),
+        "MODELYARD_KAFKA__MIN_INSYNC_REPLICAS": str(min(2, brokers)),
+    }
+    os.environ.update(env)
+    return load_settings()
 
 
 def cmd_down(settings: Settings, args: argparse.Namespace, console: Console) -> int:
@@ -130,7 +157,7 @@ def cmd_results(settings: Settings, args: argparse.Namespace, console: Console) 
     started = time.monotonic()
     printed = asyncio.run(
         tail_results(
-            settings,
+            settings.kafka,
             Console(),
             follow=args.follow,
             job=args.job,

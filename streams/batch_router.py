@@ -28,7 +28,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from threadpoolctl import threadpool_limits
 
 from modelyard.core.observability import ROUTE_BATCH_SECONDS
-from modelyard.core.settings import Settings
+from modelyard.core.settings import KafkaSettings
 from modelyard.core.signatures import signature_header
 from streams.partitioning import partitions_for
 from streams.policy import Outgoing, RoutingPolicy, Source
@@ -45,11 +45,11 @@ class RecordPosition(Protocol):
 class BatchRouter:
     SETTLING_MAX = 2  # batches routed but not yet committed; the next waits for the oldest beyond this
 
-    def __init__(self, settings: Settings, policy: RoutingPolicy, group_id: str) -> None:
-        self.settings = settings
+    def __init__(self, kafka: KafkaSettings, policy: RoutingPolicy, group_id: str, batch_max: int) -> None:
+        self.kafka = kafka
         self.policy = policy
         self.group_id = group_id
-        self.max_records = settings.router.batch_max
+        self.max_records = batch_max
         self.assigned = False
         self._round_robin = 0
         self._settling: collections.deque[asyncio.Task[None]] = (
@@ -61,7 +61,7 @@ class BatchRouter:
         # numpy's BLAS threads would spin on every core for the novelty matmuls (a batch is small): one thread
         threadpool_limits(1, user_api="blas")
         consumer, producer = self._consumer(), self._producer()
-        consumer.subscribe([self.settings.kafka.jobs_topic], listener=_SettleBeforeRevoke(self))
+        consumer.subscribe([self.kafka.jobs_topic], listener=_SettleBeforeRevoke(self))
         await producer.start()
         await consumer.start()
         self.assigned = True
@@ -168,7 +168,7 @@ class BatchRouter:
             log.warning("offsets not committed after a rebalance, the new owner re-routes them: %s", exc)
 
     def _consumer(self) -> AIOKafkaConsumer:
-        kafka = self.settings.kafka
+        kafka = self.kafka
         return AIOKafkaConsumer(
             group_id=self.group_id,
             enable_auto_commit=False,
@@ -188,7 +188,7 @@ class BatchRouter:
             enable_idempotence=True,
             linger_ms=5,
             max_batch_size=512 * 1024,
-            **self.settings.kafka.client_options(),
+            **self.kafka.client_options(),
         )
 
 

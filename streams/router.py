@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import faust
 from aiokafka import AIOKafkaConsumer
 from faust.app.base import BootStrategy
 
 from modelyard.core.observability import ROUTE_BATCH_SECONDS, Health, start_health_server
-from modelyard.core.settings import Settings
+from modelyard.core.settings import KafkaSettings, MetricsSettings, RouterSettings
 from modelyard.core.signatures import signature_header
-from streams.app import create_app
 from streams.batch_router import BatchRouter, crash_without_commit
 from streams.policy import RoutingPolicy, Source
 from streams.topics import RouterTopics
@@ -30,11 +30,11 @@ BATCH_WITHIN_S = 0.05
 
 
 def register_router(
-    app: faust.App, topics: RouterTopics, policy: RoutingPolicy, settings: Settings
+    app: faust.App, topics: RouterTopics, policy: RoutingPolicy, router: RouterSettings, kafka: KafkaSettings
 ) -> BatchRouter | None:
     """engine "batch" (default): BatchRouter as a task of this app; "agent": a Faust agent over the stream."""
-    if settings.router.engine == "batch":
-        engine = BatchRouter(settings, policy, group_id=app.conf.id)
+    if router.engine == "batch":
+        engine = BatchRouter(kafka, policy, group_id=app.conf.id, batch_max=router.batch_max)
         # Faust's own consumer and producer stay off: the engine brings its own (same group id as the agent's).
         app.boot_strategy = BootStrategy(app, enable_kafka_consumer=False, enable_kafka_producer=False)
 
@@ -46,7 +46,7 @@ def register_router(
 
     @app.agent(topics.jobs, name="router")
     async def route(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.router.batch_max, within=BATCH_WITHIN_S):
+        async for events in stream.take_events(router.batch_max, within=BATCH_WITHIN_S):
             await route_batch(app, policy, events)
 
     return None
@@ -72,14 +72,13 @@ async def route_batch(app: faust.App, policy: RoutingPolicy, events: list[faust.
     ROUTE_BATCH_SECONDS.observe(time.perf_counter() - started)
 
 
-def register_novelty_state(app: faust.App, policy: RoutingPolicy, settings: Settings) -> None:
+def register_novelty_state(app: faust.App, policy: RoutingPolicy, path: Path, save_interval_s: float) -> None:
     """Centroids survive restarts: loaded at start, saved periodically and when the router stops (and read by
     `route --explain`)."""
-    path = settings.novelty_state_file
     if policy.novelty.load(path):
         log.info("novelty centroids loaded from %s", path)
 
-    @app.timer(settings.router.novelty_save_interval_s)
+    @app.timer(save_interval_s)
     async def save_novelty() -> None:
         policy.save_novelty(path)
 
@@ -89,9 +88,10 @@ def register_novelty_state(app: faust.App, policy: RoutingPolicy, settings: Sett
         log.info("novelty centroids saved to %s", path)
 
 
-def register_budget_feed(app: faust.App, policy: RoutingPolicy, settings: Settings) -> None:
+def register_budget_feed(app: faust.App, policy: RoutingPolicy, kafka: KafkaSettings) -> None:
     """Every router reads the whole (compacted) spend topic, group-less, so it knows every tenant's spend."""
-    if not settings.costs.budgets:
+    budgets = policy.budgets
+    if budgets is None:
         return
     state: dict[str, AIOKafkaConsumer] = {}
 
@@ -99,21 +99,21 @@ def register_budget_feed(app: faust.App, policy: RoutingPolicy, settings: Settin
     async def read_spend() -> None:
         if "consumer" not in state:
             state["consumer"] = AIOKafkaConsumer(
-                settings.kafka.spend_topic,
+                kafka.spend_topic,
                 auto_offset_reset="earliest",
                 enable_auto_commit=False,
-                **settings.kafka.client_options(),
+                **kafka.client_options(),
             )
             await state["consumer"].start()
         for records in (await state["consumer"].getmany(timeout_ms=0)).values():
             for record in records:
-                policy.budgets.record(record.value)
+                budgets.record(record.value)
 
 
-def register_health(app: faust.App, settings: Settings, engine: BatchRouter | None) -> None:
+def register_health(app: faust.App, metrics: MetricsSettings, engine: BatchRouter | None) -> None:
     """/metrics, /healthz and /readyz in Faust's own loop; ready once started and consuming (the batch engine's
     consumer started; the agent's Faust consumer not rebalancing)."""
-    if not settings.metrics.port:
+    if not metrics.port:
         return
     started = False
 
@@ -121,15 +121,5 @@ def register_health(app: faust.App, settings: Settings, engine: BatchRouter | No
     async def serve_health() -> None:
         nonlocal started
         consuming = (lambda: engine.assigned) if engine is not None else (lambda: not app.rebalancing)
-        await start_health_server(settings.metrics, Health(ready=lambda: started and consuming()))
+        await start_health_server(metrics, Health(ready=lambda: started and consuming()))
         started = True
-
-
-def build_router(settings: Settings) -> faust.App:
-    app = create_app(settings)
-    policy = RoutingPolicy(settings)
-    engine = register_router(app, RouterTopics.declare(app, settings), policy, settings)
-    register_novelty_state(app, policy, settings)
-    register_budget_feed(app, policy, settings)
-    register_health(app, settings, engine)
-    return app

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 
-from modelyard.core.settings import KafkaSettings, Settings
+from modelyard.core.settings import KafkaSettings
 
 
 def make_consumer(
-    settings: Settings,
+    kafka: KafkaSettings,
     topic: str | list[str],
-    group: str,
+    group_id: str,
     listener: ConsumerRebalanceListener | None = None,
     max_records: int = 500,
     fetch_max_wait_ms: int = 500,
@@ -19,27 +19,27 @@ def make_consumer(
     `fetch_max_wait_ms`: how long the broker may hold a fetch with no data (a seek waits for it to return)."""
     consumer = AIOKafkaConsumer(
         fetch_max_wait_ms=fetch_max_wait_ms,
-        group_id=f"{settings.app_id}.{group}",
+        group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
         max_poll_records=max_records,
-        session_timeout_ms=settings.kafka.session_timeout_ms,
-        heartbeat_interval_ms=max(500, settings.kafka.session_timeout_ms // 5),
-        **settings.kafka.client_options(),
+        session_timeout_ms=kafka.session_timeout_ms,
+        heartbeat_interval_ms=max(500, kafka.session_timeout_ms // 5),
+        **kafka.client_options(),
     )
     consumer.subscribe([topic] if isinstance(topic, str) else topic, listener=listener)
     return consumer
 
 
-def make_producer(settings: Settings) -> AIOKafkaProducer:
+def make_producer(kafka: KafkaSettings) -> AIOKafkaProducer:
     """acks=all with idempotence: a retried send never duplicates within the producer session."""
     return AIOKafkaProducer(
         acks="all",
         enable_idempotence=True,
         linger_ms=5,
         max_batch_size=256 * 1024,
-        **settings.kafka.client_options(),
+        **kafka.client_options(),
     )
 
 

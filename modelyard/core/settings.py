@@ -42,6 +42,11 @@ class KafkaSettings(Section):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    cache_retention_s: float = Field(
+        default=7 * 86_400.0,
+        gt=0,
+        description="The result-cache topic's retention: no cached answer older than this is ever used.",
+    )
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}.{name}"
@@ -330,9 +335,6 @@ class ResultCacheSettings(Section):
     max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024, description="Answers' bytes held, at most.")
     max_output_chars: int = Field(
         default=32_768, ge=1, description="Longer answers are not cached (they would crowd out the rest)."
-    )
-    retention_s: float = Field(
-        default=7 * 86_400.0, gt=0, description="The cache topic's retention: no TTL may outlive it."
     )
     restore_timeout_s: float = Field(
         default=60.0, gt=0, description="How long a starting pool reads the cache topic before taking work."
@@ -641,6 +643,10 @@ class Settings(BaseSettings):
 
     def pool_provider(self, pool: str) -> ProviderSettings:
         return self.providers[self.pools[pool].provider]
+
+    def group_id(self, role: str) -> str:
+        """A consumer group's id, app_id-prefixed: two deployments on one cluster never share a group."""
+        return f"{self.app_id}.{role}"
 
 
 def load_settings(**overrides: Any) -> Settings:

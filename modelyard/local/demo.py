@@ -83,7 +83,7 @@ class Demo:
         self.limit = limit
         self.run_id = "demo-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         self.supervisor = ProcessSupervisor(settings.logs_dir, env=demo_env(settings))
-        self.broker = LocalKafkaBroker(settings)
+        self.broker = LocalKafkaBroker(settings.local_broker, settings.kafka)
 
     def run(self) -> None:
         stack = StackState.load(self.settings)
@@ -108,20 +108,22 @@ class Demo:
                     self.broker.stop()
 
     async def _pipeline(self) -> None:
-        await ensure_topics(self.settings)
+        await ensure_topics(self.settings.kafka, self.settings.pools)
         self._start_processes()
         watcher = await self._watch_results()
         try:
             lines = sample_lines(self.run_id, self.limit)
-            summary = await JobSubmitter(self.settings, self.console).submit_lines(
-                lines, len(lines), "bundled sample"
-            )
+            summary = await self._submitter().submit_lines(lines, len(lines), "bundled sample")
             print_summary(summary, self.console, limit=10)
             await self._await_results(watcher, summary.submitted)
         finally:
             await watcher.stop()
         await self._await_sink()
         self.supervisor.stop("sink")
+
+    def _submitter(self) -> JobSubmitter:
+        settings = self.settings
+        return JobSubmitter(settings.kafka, settings.pools, settings.router.tenant_keys, self.console)
 
     def _start_processes(self) -> None:
         modes = {self.settings.pools[p].provider for p in self.settings.pools}
@@ -182,8 +184,9 @@ class Demo:
 
     async def _await_sink(self) -> None:
         with self.console.status("waiting for the sink to write every result to ClickHouse..."):
-            deadline = time.monotonic() + STALL_TIMEOUT_S
-            while await group_lag(self.settings, "sink", sink_topics(self.settings)) > 0:
+            deadline, kafka = time.monotonic() + STALL_TIMEOUT_S, self.settings.kafka
+            group, topics = self.settings.group_id("sink"), sink_topics(kafka, self.settings.pools)
+            while await group_lag(kafka, group, topics) > 0:
                 self.supervisor.check_alive()
                 if time.monotonic() > deadline:
                     raise ProcessError("the sink did not catch up with the results topic")
@@ -233,7 +236,9 @@ def _totals(names: list[str], rows: list[tuple[object, ...]]) -> list[object]:
     totals: list[object] = []
     for i, name in enumerate(names):
         values = [r[i] for r in rows if r[i] is not None]
-        additive = bool(values) and isinstance(values[0], Number) and not name.endswith(("_ms", "_rate", "_pct"))
+        additive = (
+            bool(values) and isinstance(values[0], Number) and not name.endswith(("_ms", "_rate", "_pct"))
+        )
         totals.append(reduce(operator.add, values) if additive else "")
     totals[0] = "total"
     return totals

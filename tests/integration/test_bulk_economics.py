@@ -11,14 +11,14 @@ from decimal import Decimal
 
 import pytest
 
+from modelyard.app import build_sink
 from modelyard.core.settings import Settings
 from modelyard.core.topics import group_lag
 from schemas import Assignment, Result, ResultStatus, TaskType, WorkItem
 from schemas.cache import CacheDirective
-from tests.integration.test_pools import LABELS, Pipeline, simulator
+from tests.helpers import TICKET_LABELS, Pipeline, running_simulator
 from workers.sink.clickhouse import ClickHouseStore
 from workers.sink.pricing import PriceCatalog
-from workers.sink.sink import ClickHouseSink
 
 pytestmark = pytest.mark.integration
 TEXT = "I was charged twice for my subscription"
@@ -37,7 +37,7 @@ def assignment(
         tenant=tenant,
         task="classification",
         input=text,
-        params={"labels": LABELS},
+        params={"labels": TICKET_LABELS},
         priority=priority,
         deadline=deadline,
     )
@@ -70,8 +70,8 @@ def test_cache_hits_are_billed_zero_with_the_saving_and_never_cross_tenants(
     store.migrate()
 
     async def scenario() -> None:
-        async with simulator(settings) as sim, Pipeline(settings, ["slm"]) as pipeline:
-            sink, stop_sink = ClickHouseSink(settings, store, catalog), asyncio.Event()
+        async with running_simulator(settings) as sim, Pipeline(settings, ["slm"]) as pipeline:
+            sink, stop_sink = build_sink(settings, store, catalog), asyncio.Event()
             sink_task = asyncio.create_task(sink.run(stop_sink))
             first = await pipeline.run(
                 [assignment("acme-1", "acme"), assignment("initech-1", "initech", scope="shared")]
@@ -139,7 +139,7 @@ def test_the_cache_survives_a_restart(pipeline_settings: Settings) -> None:
     settings = pipeline_settings
 
     async def scenario() -> None:
-        async with simulator(settings) as sim:
+        async with running_simulator(settings) as sim:
             async with Pipeline(settings, ["slm"]) as pipeline:
                 await pipeline.run([assignment("before-1", "acme")])
             assert calls(sim) == 1
@@ -160,7 +160,7 @@ def test_expired_items_are_never_called(pipeline_settings: Settings) -> None:
     past = datetime.now(UTC) - timedelta(milliseconds=1)
 
     async def scenario() -> None:
-        async with simulator(settings) as sim, Pipeline(settings, ["slm"]) as pipeline:
+        async with running_simulator(settings) as sim, Pipeline(settings, ["slm"]) as pipeline:
             expired = [assignment(f"gone-{n}", "acme", text=f"{TEXT} {n}", deadline=past) for n in range(20)]
             alive = assignment("alive-1", "acme", deadline=datetime.now(UTC) + timedelta(hours=1))
             by_job = await pipeline.run([*expired, alive])
@@ -188,7 +188,7 @@ def test_a_small_tenant_and_priority_nine_overtake_a_waiting_backlog(pipeline_se
     )
 
     async def scenario() -> None:
-        async with simulator(settings) as sim, Pipeline(settings, ["slm"]) as pipeline:
+        async with running_simulator(settings) as sim, Pipeline(settings, ["slm"]) as pipeline:
             sim.faults.update({"latency_ms": 20, "jitter_ms": 0})
             big = [assignment(f"big-{n}", "big", f"{TEXT} {n}", None, priority=0) for n in range(600)]
             await submit_at_once(pipeline, big)
@@ -208,7 +208,8 @@ def test_a_small_tenant_and_priority_nine_overtake_a_waiting_backlog(pipeline_se
         assert sum(t > last_small for t in big_done) >= 400  # the small tenant did not wait for the backlog
         assert sum(t > last_urgent for t in big_done) >= 400  # nor did priority 9
         assert last_urgent < last_small  # and priority 9 went before the small tenant's priority 0
-        assert await group_lag(settings, "pool.slm", [settings.kafka.pool_topic("slm")]) == 0
+        group = settings.group_id("pool.slm")
+        assert await group_lag(settings.kafka, group, [settings.kafka.pool_topic("slm")]) == 0
 
     asyncio.run(scenario())
 

@@ -10,13 +10,14 @@ from pathlib import Path
 import orjson
 import pytest
 
+from modelyard.app import build_routing_policy
 from modelyard.core._exceptions import ConfigError
 from modelyard.core.settings import CachePolicy, ResultCacheSettings, load_settings
 from schemas import Assignment, TaskType, WorkItem
 from schemas.cache import CacheDirective, CacheEntry
 from schemas.result import UsageStruct
+from streams.admission import Source
 from streams.cache_policy import CacheDirectives
-from streams.policy import RoutingPolicy, Source
 from streams.rules import load_policy_file
 from workers.pools.result_cache import ResultCache, request_key
 
@@ -98,14 +99,14 @@ def entry(output: str = "billing", stored_at: float | None = None) -> CacheEntry
 
 
 def test_entries_older_than_the_ttl_are_not_used() -> None:
-    cache = ResultCache(ResultCacheSettings())
+    cache = ResultCache(ResultCacheSettings(), max_age_s=86_400)
     cache.put("k", entry(stored_at=time.time() - 100))
     assert cache.get("k", ttl_s=60, now=time.time()) is None
     assert cache.get("k", ttl_s=600, now=time.time()) is not None
 
 
 def test_memory_is_bounded_by_entries_and_bytes_least_recently_used_first() -> None:
-    cache = ResultCache(ResultCacheSettings(max_entries=3, max_bytes=9_700))
+    cache = ResultCache(ResultCacheSettings(max_entries=3, max_bytes=9_700), max_age_s=86_400)
     for n in range(4):
         cache.put(f"k{n}", entry())
         cache.get("k0", 60, time.time())  # k0 stays recent
@@ -115,7 +116,7 @@ def test_memory_is_bounded_by_entries_and_bytes_least_recently_used_first() -> N
 
 
 def test_answers_longer_than_the_limit_are_not_cached() -> None:
-    cache = ResultCache(ResultCacheSettings(max_output_chars=10))
+    cache = ResultCache(ResultCacheSettings(max_output_chars=10), max_age_s=86_400)
     cache.put("k", entry("x" * 11))
     assert len(cache) == 0
 
@@ -147,7 +148,7 @@ def test_a_shareable_task_must_be_cached() -> None:
 
 def test_router_stamps_opted_in_assignments(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODELYARD_ROUTER__CACHE__TASKS", '["classification"]')
-    policy = RoutingPolicy(load_settings())
+    policy = build_routing_policy(load_settings())
     item = {"job_id": "j", "tenant": "acme", "input": "x", "params": {"labels": ["a", "b"]}}
     out = policy.route(orjson.dumps(item), Source("jobs", 0, 1))
     routed = Assignment.model_validate_json(out.value)

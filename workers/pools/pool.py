@@ -20,9 +20,10 @@ from aiokafka.structs import ConsumerRecord
 from modelyard.core._exceptions import Stopping
 from modelyard.core.kafka import make_consumer, make_producer
 from modelyard.core.offsets import OffsetTracker
-from modelyard.core.settings import Settings
+from modelyard.core.settings import KafkaSettings, PoolSettings, SchedulingSettings
 from schemas import Assignment, Result, ResultStatus
-from schemas.decoding import DecodeFailure, decode
+from schemas.decoding import decode
+from schemas.rejection import Rejection
 from workers.pools.batching import Batcher
 from workers.pools.cascade import escalate, needs_escalation
 from workers.pools.deadlines import deadline_passed, expired_result
@@ -55,23 +56,27 @@ class _Rebalance(ConsumerRebalanceListener):
 class PoolWorker:
     def __init__(
         self,
-        settings: Settings,
         pool: str,
+        config: PoolSettings,
+        kafka: KafkaSettings,
+        group_id: str,
         dispatcher: Dispatcher,
         batcher: Batcher | None = None,
+        scheduling: SchedulingSettings | None = None,
         cache: PoolCache | None = None,
     ) -> None:
-        self.settings = settings
+        self.kafka = kafka
+        self.group_id = group_id
         self.pool = pool
         self.dispatcher = dispatcher
         self.batcher = batcher
         self.cache = cache
         self.waiting_for_batch: set[asyncio.Task[None]] = set()
-        self.cascade = settings.pools[pool].cascade
-        self.concurrency = settings.pools[pool].concurrency
+        self.cascade = config.cascade
+        self.concurrency = config.concurrency
         self._slot_freed = asyncio.Event()  # also set when the read-ahead queues work
         self.read_ahead = ReadAhead(
-            settings.scheduling, pool, settings.pools[pool].max_output_tokens, self._slot_freed
+            scheduling or SchedulingSettings(), pool, config.max_output_tokens, self._slot_freed
         )
         self.offsets: OffsetTracker = self.read_ahead.offsets
         self.tasks: set[asyncio.Task[None]] = set()
@@ -83,16 +88,16 @@ class PoolWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then drain in-flight calls and commit. Clients live inside the running loop."""
-        topic = self.settings.kafka.pool_topic(self.pool)
+        topic = self.kafka.pool_topic(self.pool)
         self.consumer = make_consumer(
-            self.settings,
+            self.kafka,
             topic,
-            f"pool.{self.pool}",
+            self.group_id,
             _Rebalance(self),
             self.concurrency,
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
-        self.producer = make_producer(self.settings)
+        self.producer = make_producer(self.kafka)
         await self.producer.start()
         if self.cache is not None:
             log.info("result cache: %d entries restored", await self.cache.feed.restore())
@@ -178,7 +183,7 @@ class PoolWorker:
 
     async def _outcome(self, tp: TopicPartition, record: ConsumerRecord) -> list[Outgoing]:
         assignment = decode(Assignment, record.value)
-        if isinstance(assignment, DecodeFailure):
+        if isinstance(assignment, Rejection):
             letter = assignment.dead_letter(
                 record.value or b"",
                 "pool",
@@ -186,17 +191,15 @@ class PoolWorker:
                 source_partition=record.partition,
                 source_offset=record.offset,
             )
-            return [(self.settings.kafka.dead_letter_topic, record.key, letter.model_dump_json().encode())]
+            return [(self.kafka.dead_letter_topic, record.key, letter.model_dump_json().encode())]
         results = await self._answers(tp, assignment)
         key, out = assignment.item.job_id.encode(), list[Outgoing]()
         if needs_escalation(self.cascade, results[-1]):
             results[-1], forwarded = escalate(self.cascade, assignment, results[-1])
-            out.append(
-                (self.settings.kafka.pool_topic(forwarded.pool), key, forwarded.model_dump_json().encode())
-            )
+            out.append((self.kafka.pool_topic(forwarded.pool), key, forwarded.model_dump_json().encode()))
         elif self.cache is not None:
             out += self.cache.outgoing(assignment, results[-1], self._keeps)
-        return [(self.settings.kafka.results_topic, key, r.model_dump_json().encode()) for r in results] + out
+        return [(self.kafka.results_topic, key, r.model_dump_json().encode()) for r in results] + out
 
     async def _answers(self, tp: TopicPartition, assignment: Assignment) -> list[Result]:
         """An item past its deadline ends expired; an opted-in one may be answered from the cache."""

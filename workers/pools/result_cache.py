@@ -1,7 +1,7 @@
 """The exact-result cache, pool side: identical requests within a TTL are answered without a model call.
 
 Where it lives, and why (measured in benchmarks/result_cache.py, see the README): the entries are on a
-compacted Kafka topic (`<prefix>.cache`, keyed by request digest, retention `result_cache.retention_s`), and
+compacted Kafka topic (`<prefix>.cache`, keyed by request digest, retention `kafka.cache_retention_s`), and
 every pool process holds a bounded LRU copy that it restores from the topic at start and then follows. So the
 cache is shared by every replica (each reads every entry), survives restarts (the topic keeps it), and a
 lookup is a dict access in the pool's own memory. A ClickHouse lookup cannot serve here: pools never reach
@@ -80,8 +80,9 @@ def request_key(assignment: Assignment, provider: str, model: str, max_output_to
 class ResultCache:
     """Bounded LRU of cache entries by key: at most `max_entries` and `max_bytes` (answers plus overhead)."""
 
-    def __init__(self, settings: ResultCacheSettings) -> None:
+    def __init__(self, settings: ResultCacheSettings, max_age_s: float) -> None:
         self.settings = settings
+        self.max_age_s = max_age_s  # the topic's retention: nothing older is ever used
         self.entries: OrderedDict[str, CacheEntry] = OrderedDict()
         self.bytes = 0
 
@@ -90,7 +91,7 @@ class ResultCache:
 
     def get(self, key: str, ttl_s: float, now: float) -> CacheEntry | None:
         entry = self.entries.get(key)
-        if entry is None or now - entry.stored_at > min(ttl_s, self.settings.retention_s):
+        if entry is None or now - entry.stored_at > min(ttl_s, self.max_age_s):
             return None
         self.entries.move_to_end(key)
         return entry
@@ -183,7 +184,7 @@ class CacheFeed:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             log.warning("result cache: unreadable entry skipped: %s", exc)
             return
-        if now - entry.stored_at <= self.settings.retention_s:
+        if now - entry.stored_at <= self.kafka.cache_retention_s:
             self.cache.put(key.decode(), entry)
 
 
@@ -200,7 +201,7 @@ class PoolCache:
         self.pool = pool
         self.topic = kafka.cache_topic
         self.provider, self.model, self.max_output_tokens = target
-        self.cache = ResultCache(settings)
+        self.cache = ResultCache(settings, kafka.cache_retention_s)
         self.feed = CacheFeed(kafka, settings, self.cache)
         self._in_flight: dict[str, asyncio.Future[None]] = {}
         self._hits = RESULT_CACHE_LOOKUPS.labels(pool, "hit")
