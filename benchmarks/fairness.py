@@ -305,6 +305,7 @@ def as_json(figures: list[Figures], runs: list[Figures], args: argparse.Namespac
     out = {
         "runs_p95_ratio": [round(r.p95_ratio, 3) for r in runs],
         **{k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(main).items()},
+        "bursts_p95_ms": [[round(v, 1) for v in phase] for phase in main.bursts_p95_ms],
         "p50_ratio": round(main.p50_ratio, 3),
         "p95_ratio": round(main.p95_ratio, 3),
         "target_p95_ratio": 2.0,
