@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import re
 import sys
@@ -48,6 +49,8 @@ from schemas import WorkItem
 from schemas.decoding import decode
 
 console = Console(stderr=True)
+# The submitting producer retries through broker kills on its own; its per-request warnings would drown the tables.
+logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 RSS = re.compile(rb"^process_resident_memory_bytes (\S+)$", re.M)
 
 
