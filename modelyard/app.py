@@ -70,8 +70,34 @@ def build_backend(
     return backend_class(provider, config, target, base_url=provider_base_url(settings, provider))
 
 
-def build_dispatcher(settings: Settings, pool: str):  # -> Dispatcher
-    """The pool's chain: its own provider/model, then its fallbacks; gates shared per provider."""
+def budgeted_fallbacks(settings: Settings, pool: str) -> set[tuple[str, str]]:
+    """The pool's fallback targets that spend from a budgeted pool's budget (none for a budgeted pool: the
+    router admitted its items already)."""
+    from modelyard.core.budgets import budgeted_targets
+
+    costs, pool_settings = settings.costs, settings.pools[pool]
+    if not costs.budgets or pool in costs.budget_pools:
+        return set()
+    fallbacks = {(f.provider, f.model) for f in pool_settings.fallbacks}
+    return fallbacks & budgeted_targets(settings.pools, frozenset(costs.budget_pools))
+
+
+def build_budget_guard(settings: Settings, pool: str):  # -> BudgetGuard | None
+    """The pool's own budget view, when it can start calls that spend from a budgeted pool (a cascade to one,
+    a fallback to one of its targets); None otherwise (no spend topic to follow)."""
+    from modelyard.core.budgets import BudgetGuard
+    from modelyard.core.rate_card import RateCard
+
+    costs, cascade = settings.costs, settings.pools[pool].cascade
+    escalates = cascade is not None and cascade.to_pool in costs.budget_pools
+    if not costs.budgets or not (escalates or budgeted_fallbacks(settings, pool)):
+        return None
+    return BudgetGuard(costs, RateCard.load(costs.prices_dir))
+
+
+def build_dispatcher(settings: Settings, pool: str, budget=None):  # -> Dispatcher
+    """The pool's chain: its own provider/model, then its fallbacks; gates shared per provider. Fallbacks
+    that spend from a budgeted pool are admitted by `budget` (the pool's BudgetGuard) first."""
     from workers.pools.breaker import CircuitBreaker
     from workers.pools.dispatch import Dispatcher, Target
     from workers.pools.limits import ProviderGate
@@ -82,6 +108,7 @@ def build_dispatcher(settings: Settings, pool: str):  # -> Dispatcher
         (f.provider, f.model) for f in pool_settings.fallbacks
     ]
     gates = {name: ProviderGate(name, settings.providers[name], stopping) for name, _ in chain}
+    budgeted = budgeted_fallbacks(settings, pool) - {chain[0]}
     targets = []
     for provider, model in dict.fromkeys(chain):
         config = settings.providers[provider]
@@ -96,9 +123,10 @@ def build_dispatcher(settings: Settings, pool: str):  # -> Dispatcher
                 gate=gates[provider],
                 max_output_tokens=pool_settings.max_output_tokens,
                 rate_limit_retries=config.rate_limit_retries,
+                budgeted=(provider, model) in budgeted,
             )
         )
-    return Dispatcher(pool, targets, stopping, pool_settings.wait_for_circuit_s)
+    return Dispatcher(pool, targets, stopping, pool_settings.wait_for_circuit_s, budget)
 
 
 def build_batcher(settings: Settings, pool: str):  # -> Batcher | None
@@ -193,7 +221,9 @@ def run_pool(settings: Settings, pool: str) -> None:
 async def _run_pool(settings: Settings, pool: str) -> None:
     from workers.pools.pool import PoolWorker
 
-    worker = PoolWorker(settings, pool, build_dispatcher(settings, pool), build_batcher(settings, pool))
+    budget = build_budget_guard(settings, pool)
+    dispatcher = build_dispatcher(settings, pool, budget)
+    worker = PoolWorker(settings, pool, dispatcher, build_batcher(settings, pool), budget)
     await serve(settings, worker, f"pool.{pool}")
 
 

@@ -29,6 +29,9 @@ class DecodeFailure:
     reason: str
     field: str | None
     error: str
+    job_id: str | None = (
+        None  # when the record decoded far enough to have one (a duplicate, a budget refusal)
+    )
 
     def dead_letter(self, raw: bytes, stage: str, **source: object) -> DeadLetter:
         return DeadLetter(
@@ -36,6 +39,7 @@ class DecodeFailure:
             reason=self.reason,
             field=self.field,
             error=self.error,
+            job_id=self.job_id,
             original_b64=base64.b64encode(raw[:MAX_ORIGINAL_BYTES]).decode(),
             original_bytes=len(raw),
             original_truncated=len(raw) > MAX_ORIGINAL_BYTES,

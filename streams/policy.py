@@ -11,6 +11,7 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import NamedTuple
 
@@ -18,13 +19,14 @@ import numpy as np
 import orjson
 
 from modelyard.core._exceptions import ConfigError
-from modelyard.core.observability import DEAD_LETTERS, routed_to
+from modelyard.core.budgets import BudgetGuard, Overrun
+from modelyard.core.observability import BUDGET_REFUSALS, DEAD_LETTERS, routed_to
+from modelyard.core.rate_card import RateCard
 from modelyard.core.settings import Settings
 from modelyard.core.signatures import TenantKeys
 from schemas import TaskType, WorkItem
 from schemas.decoding import DecodeFailure
 from schemas.work_item_struct import DECODE_WORK_ITEM, WorkItemStruct
-from streams.budgets import BudgetBook, Overrun
 from streams.dedup import RecentJobIds
 from streams.novelty import NoveltyDetector
 from streams.rules import (
@@ -36,10 +38,13 @@ from streams.rules import (
     load_policy_file,
     policy_from_routes,
 )
+from streams.seen_jobs import SeenJobIds
 from streams.tagging import tag_task
 
 log = logging.getLogger("modelyard.router")
 SHADOW_PREFIX = "shadow:"
+NOT_RESERVED = Decimal(0)
+SECONDS_PER_DAY = 86_400
 Item = WorkItem | WorkItemStruct  # the fast path decodes to the struct; lax input to the pydantic model
 
 
@@ -129,8 +134,11 @@ class RoutingPolicy:
         self.known_tenants = set(router.known_tenants) if router.known_tenants is not None else None
         self.tenant_keys = TenantKeys(router.tenant_keys) if router.tenant_keys is not None else None
         self.recent = RecentJobIds(router.dedup_window_s, router.dedup_max_entries)
+        self.seen = SeenJobIds(router.job_ids_retention_days * SECONDS_PER_DAY)
         self.costs = settings.costs
-        self.budgets = BudgetBook(settings.costs.budgets)
+        self.pools = settings.pools
+        self.guard = BudgetGuard(settings.costs, RateCard.load(settings.costs.prices_dir))
+        self.budgets = self.guard.book
         self.novelty = NoveltyDetector(router.novelty_dims, self.source.current().novelty.min_samples)
         self._memo = RuleMemo(self.source.current())
         self._pool_topics: dict[str, str] = {}
@@ -304,22 +312,36 @@ class RoutingPolicy:
                 for item, d, record in zip(items, decisions, records, strict=False)
             ]
         self._routed.update(d.pool for d in decisions)
-        topic = self._topic
+        topic, seen = self._topic, self.seen.add
+        for item, (_, source) in zip(items, records, strict=False):
+            seen(item.job_id, source.partition, source.offset)
         return [
             Outgoing(topic(d.pool), item.job_id.encode(), assignment_json(record[0], d, now))
             for item, d, record in zip(items, decisions, records, strict=False)
         ]
 
     def _emit(self, item: Item, decision: Decision, raw: bytes, source: Source, now: datetime) -> Outgoing:
+        reserved = NOT_RESERVED
         if self.costs.budgets:
-            overrun = self._overrun(item, decision, now)
-            if overrun is not None:
-                return self._over_budget(overrun, item, decision, raw, source, now)
+            admitted = self._admit(item, decision, now)
+            if isinstance(admitted, Overrun):
+                return self._over_budget(admitted, item, decision, raw, source, now)
+            reserved = admitted
         self._routed[decision.pool] += 1
+        self.seen.add(item.job_id, source.partition, source.offset)
         shadow = self._shadow(item, decision, now) if self.router.shadow_share else None
         return Outgoing(
-            self._topic(decision.pool), item.job_id.encode(), assignment_json(raw, decision, now), shadow
+            self._topic(decision.pool),
+            item.job_id.encode(),
+            assignment_json(raw, decision, now, reserved),
+            shadow,
         )
+
+    def routed_records(self) -> list[Outgoing]:
+        """The routed-jobs records of the items emitted since the last call (streams/seen_jobs.py): the engines
+        produce them with the batch's assignments, before its offsets are committed."""
+        topic = self.kafka.routed_jobs_topic
+        return [Outgoing(topic, key, value) for key, value in self.seen.records()]
 
     def _topic(self, pool: str) -> str:
         topic = self._pool_topics.get(pool)
@@ -355,23 +377,31 @@ class RoutingPolicy:
             assignment_json(copy.model_dump_json().encode(), shadowed, now),
         )
 
-    def _overrun(self, item: Item, decision: Decision, now: datetime) -> Overrun | None:
-        if decision.pool not in self.costs.budget_pools:
-            return None
-        return self.budgets.overrun(item.tenant, now)
+    def _admit(self, item: Item, decision: Decision, now: datetime) -> Overrun | Decimal:
+        """Budgets before spend: an item bound for a budgeted pool of a tenant with a budget reserves its
+        estimated cost (its input and whole output budget at the pool model's list price) while spend and
+        reservations are under the budget; past it, the overrun. Other items reserve nothing."""
+        if decision.pool not in self.costs.budget_pools or not self.guard.guards(item.tenant):
+            return NOT_RESERVED
+        pool = self.pools[decision.pool]
+        tokens = (decision.features.input_tokens, item.params.max_output_tokens or pool.max_output_tokens)
+        return self.guard.admit(item.tenant, (item.job_id, 1), pool.model, tokens, now)
 
     def _over_budget(
         self, overrun: Overrun, item: Item, decision: Decision, raw: bytes, source: Source, now: datetime
     ) -> Outgoing:
         """Frontier spend over budget: reject (dead letter), downgrade (the cheaper pool) or defer (park it)."""
+        BUDGET_REFUSALS.labels("router", overrun.action).inc()
         if overrun.action == "reject":
-            return self._dead(DecodeFailure("budget_exceeded", "tenant", overrun.why), raw, source)
+            failure = DecodeFailure("budget_exceeded", "tenant", overrun.why, job_id=item.job_id)
+            return self._dead(failure, raw, source)
         if overrun.action == "defer":
             self.recent.forget(item.job_id)
             return Outgoing(self.kafka.deferred_topic, item.job_id.encode(), raw)
         pool = self.costs.downgrade_pool
         downgraded = replace(decision, pool=pool, rule="budget-downgrade", reason=overrun.why)
         self._routed[pool] += 1
+        self.seen.add(item.job_id, source.partition, source.offset)
         return Outgoing(
             self.kafka.pool_topic(pool), item.job_id.encode(), assignment_json(raw, downgraded, now)
         )
@@ -381,14 +411,25 @@ class RoutingPolicy:
         if isinstance(item, DecodeFailure):
             return item
         if self.known_tenants is not None and item.tenant not in self.known_tenants:
-            return DecodeFailure("unknown_tenant", "tenant", f"tenant {item.tenant!r} is not configured")
+            return DecodeFailure(
+                "unknown_tenant", "tenant", f"tenant {item.tenant!r} is not configured", item.job_id
+            )
         if self.tenant_keys is not None:
             failure = self.tenant_keys.verify(item.tenant, raw, source.signature)  # type: ignore[arg-type]
             if failure is not None:
                 return failure
         if self.recent.is_duplicate(item.job_id, source.partition, source.offset, clock):
             return DecodeFailure(
-                "duplicate_job_id", "job_id", f"job_id {item.job_id!r} was already submitted"
+                "duplicate_job_id", "job_id", f"job_id {item.job_id!r} was already submitted", item.job_id
+            )
+        first = self.seen.routed_at(item.job_id, source.partition, source.offset)
+        if first is not None:
+            return DecodeFailure(
+                "duplicate_job_id",
+                "job_id",
+                f"job_id {item.job_id!r} was already routed to a pool (jobs partition {first[0]}, offset "
+                f"{first[1]}); a job id names one job, so this one is refused before any provider is called",
+                item.job_id,
             )
         return item
 
@@ -412,20 +453,21 @@ def _divert(decision: Decision, pool: str, score: float, why: str) -> Decision:
     return replace(decision, pool=pool, rule="novelty", reason=why, novelty_score=score)
 
 
-def assignment_json(raw: bytes, d: Decision, now: datetime) -> bytes:
+def assignment_json(raw: bytes, d: Decision, now: datetime, reserved: Decimal = NOT_RESERVED) -> bytes:
     """The Assignment wire record, embedding the already-validated item bytes as they came (no re-encoding)."""
-    return orjson.dumps(
-        {
-            "schema_version": 1,
-            "item": orjson.Fragment(raw),
-            "task_type": d.task_type,
-            "task_reason": d.task_reason[:500],
-            "pool": d.pool,
-            "rule": d.rule,
-            "reason": d.reason[:500],
-            "novelty_score": d.novelty_score,
-            "input_tokens_est": d.features.input_tokens,
-            "attempt": 1,
-            "routed_at": now,
-        }
-    )
+    record = {
+        "schema_version": 1,
+        "item": orjson.Fragment(raw),
+        "task_type": d.task_type,
+        "task_reason": d.task_reason[:500],
+        "pool": d.pool,
+        "rule": d.rule,
+        "reason": d.reason[:500],
+        "novelty_score": d.novelty_score,
+        "input_tokens_est": d.features.input_tokens,
+        "attempt": 1,
+        "routed_at": now,
+    }
+    if reserved:
+        record["reserved_usd"] = str(reserved)
+    return orjson.dumps(record)

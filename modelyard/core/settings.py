@@ -65,6 +65,11 @@ class KafkaSettings(Section):
     def spend_topic(self) -> str:
         return self.topic("spend")
 
+    @property
+    def routed_jobs_topic(self) -> str:
+        """The router's durable record of the job ids it sent to pools (see streams/seen_jobs.py)."""
+        return self.topic("jobs.routed")
+
     def pool_topic(self, pool: str) -> str:
         return self.topic(f"pool.{pool}")
 
@@ -205,6 +210,9 @@ class PoolSettings(Section):
         description="How long a job waits for a probe when every circuit of its chain is open.",
     )
     batch: BatchSettings = BatchSettings()
+    commit_interval_s: float = Field(
+        default=0.5, gt=0, description="How often finished assignments' offsets are committed."
+    )
 
 
 class RouterSettings(Section):
@@ -224,6 +232,12 @@ class RouterSettings(Section):
     )
     dedup_window_s: float = Field(default=600.0, ge=0)
     dedup_max_entries: int = Field(default=1_000_000, ge=0)
+    job_ids_retention_days: float = Field(
+        default=7.0,
+        gt=0,
+        description="How long a job id sent to a pool is refused if submitted again (kept on the "
+        "routed-jobs topic and in every router's memory, ~150 bytes an id).",
+    )
     novelty_dims: int = Field(default=1024, ge=16)
     shadow_share: float = Field(
         default=0.0, ge=0, le=1, description="Share of SLM-bound items also sent to shadow_pool."

@@ -14,6 +14,7 @@ from modelyard.core._exceptions import BrokerError
 from modelyard.core.settings import Settings
 
 COMPACTED = {"cleanup.policy": "compact"}  # the spend topic keeps the latest figures per tenant
+MS_PER_DAY = 86_400_000
 
 
 def topic_plan(settings: Settings) -> dict[str, int]:
@@ -26,6 +27,7 @@ def topic_plan(settings: Settings) -> dict[str, int]:
         kafka.deferred_topic: kafka.partitions,
         kafka.spend_topic: 1,
         kafka.evals_topic: 1,
+        kafka.routed_jobs_topic: kafka.partitions,
     }
     for pool in settings.pools:
         plan[kafka.pool_topic(pool)] = kafka.pool_partitions.get(pool, kafka.partitions)
@@ -58,7 +60,7 @@ async def _create(settings: Settings, plan: dict[str, int]) -> None:
                 name,
                 num_partitions=n,
                 replication_factor=settings.kafka.replication_factor,
-                topic_configs=COMPACTED if name == settings.kafka.spend_topic else {},
+                topic_configs=topic_configs(settings, name),
             )
             for name, n in plan.items()
             if name not in existing
@@ -67,6 +69,16 @@ async def _create(settings: Settings, plan: dict[str, int]) -> None:
             await _create_ignoring_existing(admin, missing)
     finally:
         await admin.close()
+
+
+def topic_configs(settings: Settings, name: str) -> dict[str, str]:
+    """Per-topic configs: the spend topic is compacted; the routed-jobs record lives as long as job ids are
+    refused when reused (older entries would be skipped by the router anyway)."""
+    if name == settings.kafka.spend_topic:
+        return COMPACTED
+    if name == settings.kafka.routed_jobs_topic:
+        return {"retention.ms": str(int(settings.router.job_ids_retention_days * MS_PER_DAY))}
+    return {}
 
 
 async def _create_ignoring_existing(admin: AIOKafkaAdminClient, topics: list[NewTopic]) -> None:

@@ -1,7 +1,8 @@
 """PoolWorker: one pool's process. Consumes its topic, runs each assignment through the pool's Dispatcher
 (rate limits, circuit breakers, fallbacks) with bounded concurrency, produces one Result per attempt (and,
 for a low-confidence answer, the Assignment that escalates it), and commits an offset only after everything
-produced for it is acknowledged by Kafka."""
+produced for it is acknowledged by Kafka. With budgets set, it keeps its own budget view (the spend topic) for
+the calls it starts that spend from a budgeted pool: escalations and fallbacks."""
 
 from __future__ import annotations
 
@@ -14,17 +15,19 @@ from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from modelyard.core._exceptions import Stopping
+from modelyard.core.budgets import BudgetGuard, Overrun
 from modelyard.core.kafka import make_consumer, make_producer
 from modelyard.core.offsets import OffsetTracker
 from modelyard.core.settings import Settings
+from modelyard.core.spend_feed import SpendFeed
 from schemas import Assignment, Result, ResultStatus
 from schemas.decoding import DecodeFailure, decode
 from workers.pools.batching import Batcher
-from workers.pools.cascade import escalate, needs_escalation
+from workers.pools.cascade import escalate, escalation_budget, kept_over_budget, needs_escalation
 from workers.pools.dispatch import Dispatcher
 
 log = logging.getLogger("modelyard.pool")
-COMMIT_INTERVAL_S = 0.5
+SPEND_POLL_S = 0.25  # how stale the pool's view of the sink's spend figures may be
 Outgoing = tuple[str, bytes | None, bytes]  # topic, key, value
 
 
@@ -45,15 +48,22 @@ class _Rebalance(ConsumerRebalanceListener):
 
 class PoolWorker:
     def __init__(
-        self, settings: Settings, pool: str, dispatcher: Dispatcher, batcher: Batcher | None = None
+        self,
+        settings: Settings,
+        pool: str,
+        dispatcher: Dispatcher,
+        batcher: Batcher | None = None,
+        budget: BudgetGuard | None = None,
     ) -> None:
         self.settings = settings
         self.pool = pool
         self.dispatcher = dispatcher
         self.batcher = batcher
+        self.budget = budget
         self.waiting_for_batch: set[asyncio.Task[None]] = set()
         self.cascade = settings.pools[pool].cascade
         self.concurrency = settings.pools[pool].concurrency
+        self.commit_interval_s = settings.pools[pool].commit_interval_s
         self.offsets = OffsetTracker()
         self.tasks: set[asyncio.Task[None]] = set()
         self.calling = 0
@@ -71,10 +81,13 @@ class PoolWorker:
         )
         self.producer = make_producer(self.settings)
         await self.producer.start()
+        spend = await self._follow_spend()
         await self.consumer.start()
         try:
             await self._consume(stop)
         finally:
+            if spend is not None:
+                spend.cancel()
             self.dispatcher.stop_waiting()
             if self.batcher:
                 await self.batcher.stop()
@@ -88,6 +101,22 @@ class PoolWorker:
         if self._fatal:
             raise self._fatal
 
+    async def _follow_spend(self) -> asyncio.Task[None] | None:
+        """With a budget view: the spend topic read to its end before the first call, then followed."""
+        if self.budget is None:
+            return None
+        feed = SpendFeed(self.settings.kafka, self.budget.book)
+        await feed.catch_up()
+
+        async def follow() -> None:
+            try:
+                while True:
+                    await feed.poll(timeout_ms=int(SPEND_POLL_S * 1000))
+            finally:
+                await feed.stop()
+
+        return asyncio.create_task(follow())
+
     async def _consume(self, stop: asyncio.Event) -> None:
         while not stop.is_set() and self._fatal is None:
             free = self._free_slots()
@@ -100,7 +129,7 @@ class PoolWorker:
                 for tp, records in batches.items():
                     for record in records:
                         self._start(tp, record)
-            if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
+            if time.monotonic() - self._last_commit >= self.commit_interval_s:
                 await self.commit()
 
     def _free_slots(self) -> int:
@@ -154,11 +183,18 @@ class PoolWorker:
             return [(self.settings.kafka.dead_letter_topic, record.key, letter.model_dump_json().encode())]
         results = await self._attempts(tp, assignment)
         key, out = assignment.item.job_id.encode(), []
-        if needs_escalation(self.cascade, results[-1]):
-            results[-1], forwarded = escalate(self.cascade, assignment, results[-1])
-            out.append(
-                (self.settings.kafka.pool_topic(forwarded.pool), key, forwarded.model_dump_json().encode())
+        if self.cascade is not None and needs_escalation(self.cascade, results[-1]):
+            to_pool = self.cascade.to_pool
+            admitted = escalation_budget(
+                self.budget, (to_pool, self.settings.pools[to_pool]), assignment, results[-1]
             )
+            if isinstance(admitted, Overrun):
+                results[-1] = kept_over_budget(results[-1], to_pool, admitted)
+            else:
+                results[-1], forwarded = escalate(self.cascade, assignment, results[-1], admitted)
+                out.append(
+                    (self.settings.kafka.pool_topic(to_pool), key, forwarded.model_dump_json().encode())
+                )
         return [(self.settings.kafka.results_topic, key, r.model_dump_json().encode()) for r in results] + out
 
     async def _attempts(self, tp: TopicPartition, assignment: Assignment) -> list[Result]:

@@ -1,0 +1,144 @@
+"""SeenJobIds: every job id the router sent to a pool, kept across restarts and beyond the in-memory window.
+
+`RecentJobIds` (dedup.py) forgets after `router.dedup_window_s` and on every restart, and a job id reused after
+that used to reach a pool: the provider was called and billed, and the sink dropped the answer as a replay.
+This is the durable record that stops it:
+
+* every routed batch adds, per jobs partition, one record to `<prefix>.jobs.routed` (key: the jobs partition;
+  value: the job ids it sent to pools and their offsets). The record goes out with the batch's assignments,
+  and the batch's offsets are committed only once both are durable, so every committed job is on record;
+* a router reads the topic back before it routes (at start and after every rebalance), so it knows every job
+  id routed within `router.job_ids_retention_days` (the topic's retention; older entries are skipped);
+* a job id on record at another (partition, offset) is a reused id: the policy dead-letters it
+  (`duplicate_job_id`, with the job id) before any pool could call a provider. The same (partition, offset)
+  is the router's own replay after a crash: routed again, as before.
+
+One record per batch and partition rather than one compacted record per job id: per job it would double the
+records the router produces (a Faust table also needs Faust's own consumer, which the batch engine turns off).
+Memory: about 250 bytes per job id held (the id, its position, and the batch it came in for eviction).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import ConsumerRecord
+
+from modelyard.core.kafka import read_to_end
+from modelyard.core.settings import KafkaSettings
+
+log = logging.getLogger("modelyard.router")
+OFFSETS = 1 << 40  # a position is packed as partition * OFFSETS + offset (one int per job id)
+
+
+class SeenJobIds:
+    def __init__(self, retention_s: float, clock: Callable[[], float] = time.time) -> None:
+        self.retention_s = retention_s
+        self.clock = clock
+        self._at: dict[str, int] = {}  # job id -> packed position of the record that routed it
+        self._pending: dict[int, tuple[list[str], list[int]]] = {}  # jobs partition -> ids, offsets
+        self._batches: deque[tuple[float, int, list[str], list[int]]] = deque()  # for eviction, oldest first
+
+    def routed_at(self, job_id: str, partition: int, offset: int) -> tuple[int, int] | None:
+        """Where this job id was routed before, when that was another record; None for a new id or a replay."""
+        packed = self._at.get(job_id)
+        if packed is None or packed == partition * OFFSETS + offset:
+            return None
+        return divmod(packed, OFFSETS)
+
+    def add(self, job_id: str, partition: int, offset: int) -> None:
+        """Routed to a pool now: held at once, put on record with this batch (records())."""
+        if job_id in self._at:
+            return  # a replayed record, on record already (a reused id was refused before it got here)
+        self._at[job_id] = partition * OFFSETS + offset
+        pending = self._pending.get(partition)
+        if pending is None:
+            pending = self._pending[partition] = ([], [])
+        pending[0].append(job_id)
+        pending[1].append(offset)
+
+    def records(self) -> list[tuple[bytes, bytes]]:
+        """The batch's record for each jobs partition (key, value), for the routed-jobs topic; clears them."""
+        now, out = self.clock(), []
+        for partition, (job_ids, offsets) in self._pending.items():
+            out.append((b"%d" % partition, _record(partition, job_ids, offsets)))
+            self._batches.append((now, partition, job_ids, offsets))
+        self._pending = {}
+        self._evict(now)
+        return out
+
+    def load(self, value: bytes, timestamp_ms: int) -> int:
+        """A record read back from the topic (another router's, or an earlier run's); how many ids it held."""
+        written = timestamp_ms / 1000
+        if written < self.clock() - self.retention_s:
+            return 0
+        record = orjson.loads(value)
+        partition, job_ids, offsets = record["partition"], record["job_ids"], record["offsets"]
+        at, base = self._at, partition * OFFSETS
+        for job_id, offset in zip(job_ids, offsets, strict=True):
+            at.setdefault(job_id, base + offset)
+        self._batches.append((written, partition, job_ids, offsets))
+        return len(job_ids)
+
+    def _evict(self, now: float) -> None:
+        batches, at = self._batches, self._at
+        while batches and batches[0][0] < now - self.retention_s:
+            _, partition, job_ids, offsets = batches.popleft()
+            for job_id, offset in zip(job_ids, offsets, strict=True):
+                if at.get(job_id) == partition * OFFSETS + offset:
+                    del at[job_id]
+
+    def __len__(self) -> int:
+        return len(self._at)
+
+
+def _record(partition: int, job_ids: list[str], offsets: list[int]) -> bytes:
+    return orjson.dumps({"partition": partition, "job_ids": job_ids, "offsets": offsets})
+
+
+class RoutedJobsFeed:
+    """Reads the routed-jobs topic (every partition, group-less) into a SeenJobIds, up to its end."""
+
+    def __init__(self, kafka: KafkaSettings, seen: SeenJobIds) -> None:
+        self.kafka = kafka
+        self.seen = seen
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def catch_up(self) -> int:
+        """Every record written before this call (the first call reads from the beginning); ids loaded."""
+        started, loaded = time.monotonic(), 0
+
+        def load(record: ConsumerRecord) -> None:
+            nonlocal loaded
+            loaded += self.seen.load(record.value, record.timestamp)
+
+        await read_to_end(await self._started(), load)
+        log.info(
+            "routed job ids read back: %d loaded, %d held (%.2fs)",
+            loaded,
+            len(self.seen),
+            time.monotonic() - started,
+        )
+        return loaded
+
+    async def _started(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            self._consumer = AIOKafkaConsumer(
+                self.kafka.routed_jobs_topic,
+                auto_offset_reset="earliest",
+                enable_auto_commit=False,
+                max_partition_fetch_bytes=8 * 1024 * 1024,
+                **self.kafka.client_options(),
+            )
+            await self._consumer.start()
+        return self._consumer
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
