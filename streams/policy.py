@@ -134,7 +134,7 @@ class RoutingPolicy:
         self.known_tenants = set(router.known_tenants) if router.known_tenants is not None else None
         self.tenant_keys = TenantKeys(router.tenant_keys) if router.tenant_keys is not None else None
         self.recent = RecentJobIds(router.dedup_window_s, router.dedup_max_entries)
-        self.seen = SeenJobIds(router.job_ids_retention_days * SECONDS_PER_DAY)
+        self.seen = SeenJobIds(router.job_ids_retention_days * SECONDS_PER_DAY, router.job_ids_max_entries)
         self.costs = settings.costs
         self.pools = settings.pools
         self.guard = BudgetGuard(settings.costs, RateCard.load(settings.costs.prices_dir))

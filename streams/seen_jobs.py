@@ -15,13 +15,18 @@ This is the durable record that stops it:
 
 One record per batch and partition rather than one compacted record per job id: per job it would double the
 records the router produces (a Faust table also needs Faust's own consumer, which the batch engine turns off).
-Memory: about 250 bytes per job id held (the id, its position, and the batch it came in for eviction).
+
+Memory: each id is held as its 64-bit string hash with its position, about 140 bytes an id, for
+`router.job_ids_retention_days` and at most `router.job_ids_max_entries` ids (the oldest batches go first).
+Two different ids with one hash would refuse the later one as a reuse (a dead letter saying so): with ten
+million ids held, about a one-in-300,000 chance that any such pair exists.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable
 
@@ -37,25 +42,31 @@ OFFSETS = 1 << 40  # a position is packed as partition * OFFSETS + offset (one i
 
 
 class SeenJobIds:
-    def __init__(self, retention_s: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, retention_s: float, max_entries: int = 5_000_000, clock: Callable[[], float] = time.time
+    ) -> None:
         self.retention_s = retention_s
+        self.max_entries = max_entries
         self.clock = clock
-        self._at: dict[str, int] = {}  # job id -> packed position of the record that routed it
+        self._at: dict[int, int] = {}  # hash of a job id -> packed position of the record that routed it
         self._pending: dict[int, tuple[list[str], list[int]]] = {}  # jobs partition -> ids, offsets
-        self._batches: deque[tuple[float, int, list[str], list[int]]] = deque()  # for eviction, oldest first
+        self._batches: deque[tuple[float, array[int], array[int]]] = (
+            deque()
+        )  # hashes, positions; oldest first
 
     def routed_at(self, job_id: str, partition: int, offset: int) -> tuple[int, int] | None:
         """Where this job id was routed before, when that was another record; None for a new id or a replay."""
-        packed = self._at.get(job_id)
+        packed = self._at.get(hash(job_id))
         if packed is None or packed == partition * OFFSETS + offset:
             return None
         return divmod(packed, OFFSETS)
 
     def add(self, job_id: str, partition: int, offset: int) -> None:
         """Routed to a pool now: held at once, put on record with this batch (records())."""
-        if job_id in self._at:
+        key = hash(job_id)
+        if key in self._at:
             return  # a replayed record, on record already (a reused id was refused before it got here)
-        self._at[job_id] = partition * OFFSETS + offset
+        self._at[key] = partition * OFFSETS + offset
         pending = self._pending.get(partition)
         if pending is None:
             pending = self._pending[partition] = ([], [])
@@ -67,7 +78,7 @@ class SeenJobIds:
         now, out = self.clock(), []
         for partition, (job_ids, offsets) in self._pending.items():
             out.append((b"%d" % partition, _record(partition, job_ids, offsets)))
-            self._batches.append((now, partition, job_ids, offsets))
+            self._remember(now, partition, job_ids, offsets)
         self._pending = {}
         self._evict(now)
         return out
@@ -81,17 +92,23 @@ class SeenJobIds:
         partition, job_ids, offsets = record["partition"], record["job_ids"], record["offsets"]
         at, base = self._at, partition * OFFSETS
         for job_id, offset in zip(job_ids, offsets, strict=True):
-            at.setdefault(job_id, base + offset)
-        self._batches.append((written, partition, job_ids, offsets))
+            at.setdefault(hash(job_id), base + offset)
+        self._remember(written, partition, job_ids, offsets)
+        self._evict(self.clock())
         return len(job_ids)
 
+    def _remember(self, at: float, partition: int, job_ids: list[str], offsets: list[int]) -> None:
+        base = partition * OFFSETS
+        self._batches.append((at, array("q", map(hash, job_ids)), array("q", [base + o for o in offsets])))
+
     def _evict(self, now: float) -> None:
+        """Batches older than the retention, and the oldest while more ids are held than the cap."""
         batches, at = self._batches, self._at
-        while batches and batches[0][0] < now - self.retention_s:
-            _, partition, job_ids, offsets = batches.popleft()
-            for job_id, offset in zip(job_ids, offsets, strict=True):
-                if at.get(job_id) == partition * OFFSETS + offset:
-                    del at[job_id]
+        while batches and (batches[0][0] < now - self.retention_s or len(at) > self.max_entries):
+            _, keys, positions = batches.popleft()
+            for key, packed in zip(keys, positions, strict=True):
+                if at.get(key) == packed:
+                    del at[key]
 
     def __len__(self) -> int:
         return len(self._at)

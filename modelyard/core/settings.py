@@ -236,7 +236,10 @@ class RouterSettings(Section):
         default=7.0,
         gt=0,
         description="How long a job id sent to a pool is refused if submitted again (kept on the "
-        "routed-jobs topic and in every router's memory, ~150 bytes an id).",
+        "routed-jobs topic and in every router's memory, ~140 bytes an id).",
+    )
+    job_ids_max_entries: int = Field(
+        default=5_000_000, ge=1, description="Most routed job ids a router holds (the oldest go first)."
     )
     novelty_dims: int = Field(default=1024, ge=16)
     shadow_share: float = Field(

@@ -130,7 +130,8 @@ SELECT r.job_id AS job_id, r.attempt AS attempt, r.tenant AS tenant, r.task_type
        r.output_tokens AS output_tokens, r.reasoning_tokens AS reasoning_tokens, r.batch AS batch,
        r.latency_ms AS latency_ms, r.completed_at AS completed_at, c.total_cost_usd AS original_cost_usd,
        c.catalog_version AS original_catalog_version
-FROM results AS r FINAL INNER JOIN cost_ledger AS c FINAL ON r.job_id = c.job_id AND r.attempt = c.attempt
+FROM results AS r FINAL INNER JOIN cost_ledger AS c FINAL
+    ON r.job_id = c.job_id AND r.attempt = c.attempt AND r.call_id = c.call_id
 WHERE r.completed_at >= {since:DateTime64(3)}
 """
 REPRICE_COLUMNS = (

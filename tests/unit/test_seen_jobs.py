@@ -38,7 +38,7 @@ def test_records_hold_each_partitions_ids_once_and_read_back_the_same() -> None:
     records = dict(first.records())
     assert set(records) == {b"0", b"1"} and first.records() == []
     assert orjson.loads(records[b"0"]) == {"partition": 0, "job_ids": ["a", "c"], "offsets": [1, 2]}
-    restarted = SeenJobIds(retention_s=60, clock=clock)
+    restarted = SeenJobIds(60, clock=clock)
     assert sum(restarted.load(value, int(clock.now * 1000)) for value in records.values()) == 3
     assert restarted.routed_at("b", 1, 8) == (1, 7) and restarted.routed_at("c", 0, 2) is None
 
@@ -52,7 +52,7 @@ def test_ids_older_than_the_retention_are_forgotten() -> None:
     seen.add("new", 0, 2)
     seen.records()
     assert len(seen) == 1 and seen.routed_at("old", 0, 9) is None
-    assert SeenJobIds(60, clock).load(value, int((clock.now - 61) * 1000)) == 0  # skipped when read back
+    assert SeenJobIds(60, clock=clock).load(value, int((clock.now - 61) * 1000)) == 0  # skipped when read back
 
 
 def test_a_reused_job_id_is_dead_lettered_by_a_restarted_router_carrying_the_id() -> None:
@@ -84,3 +84,12 @@ def test_only_items_sent_to_a_pool_are_put_on_record() -> None:
     policy.route(item("k"), Source("jobs", 0, 2))
     (record,) = policy.routed_records()
     assert orjson.loads(record.value)["job_ids"] == ["k"]
+
+
+def test_past_the_cap_the_oldest_batches_are_forgotten_first() -> None:
+    seen = SeenJobIds(retention_s=60, max_entries=3)
+    for batch in range(3):
+        seen.add(f"a{batch}", 0, 2 * batch)
+        seen.add(f"b{batch}", 0, 2 * batch + 1)
+        seen.records()
+    assert len(seen) <= 3 and seen.routed_at("b2", 0, 99) == (0, 5) and seen.routed_at("a0", 0, 99) is None
