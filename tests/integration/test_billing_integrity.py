@@ -70,11 +70,12 @@ def start(supervisor: ProcessSupervisor, settings: Settings, *names: str) -> Non
         supervisor.start(name, *commands[name])
 
 
+@pytest.mark.parametrize("engine", ["batch", "agent"])
 def test_a_reused_job_id_is_refused_beyond_the_window_and_after_a_router_restart(
-    pipeline_env: dict[str, str], pipeline_settings: Settings, tmp_path: Path
+    pipeline_env: dict[str, str], pipeline_settings: Settings, tmp_path: Path, engine: str
 ) -> None:
     settings = pipeline_settings
-    env = {**pipeline_env, "MODELYARD_ROUTER__DEDUP_WINDOW_S": "1"}
+    env = {**pipeline_env, "MODELYARD_ROUTER__DEDUP_WINDOW_S": "1", "MODELYARD_ROUTER__ENGINE": engine}
     asyncio.run(ensure_topics(settings))
     with ProcessSupervisor(tmp_path / "logs", env=env) as supervisor:
         start(supervisor, settings, "sink", "router", "pool-slm")

@@ -52,7 +52,9 @@ def test_ids_older_than_the_retention_are_forgotten() -> None:
     seen.add("new", 0, 2)
     seen.records()
     assert len(seen) == 1 and seen.routed_at("old", 0, 9) is None
-    assert SeenJobIds(60, clock=clock).load(value, int((clock.now - 61) * 1000)) == 0  # skipped when read back
+    assert (
+        SeenJobIds(60, clock=clock).load(value, int((clock.now - 61) * 1000)) == 0
+    )  # skipped when read back
 
 
 def test_a_reused_job_id_is_dead_lettered_by_a_restarted_router_carrying_the_id() -> None:
