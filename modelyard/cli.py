@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=Path)
     p = command("broker", cmd_broker, "start, stop or check the local Kafka broker (KRaft, no Docker)")
     p.add_argument("action", choices=["start", "stop", "status"])
+    p.add_argument(
+        "--brokers", type=int, default=None, help="nodes of a local cluster (3: replicated, min ISR 2)"
+    )
     p = command(
         "slm", cmd_slm, "the SLM pool's vLLM server on CPU: prepare the packaged model, serve, stop, status"
     )
@@ -252,14 +255,23 @@ def cmd_slm(settings: Settings, args: argparse.Namespace, console: Console) -> i
 def cmd_broker(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from modelyard.local.broker import LocalKafkaBroker
 
+    if args.brokers:
+        settings = settings.model_copy(
+            update={"local_broker": settings.local_broker.model_copy(update={"brokers": args.brokers})}
+        )
     broker = LocalKafkaBroker(settings)
-    where = settings.kafka.bootstrap_servers
+    where = broker.bootstrap_servers
     if args.action == "start":
         with console.status(f"starting Kafka on {where}..."):
             started = broker.start()
         console.print(
             f"Kafka {'started' if started else 'already running'} on {where} (data in {broker.data_dir})"
         )
+        if len(broker.nodes) > 1:
+            console.print(
+                f"clients: MODELYARD_KAFKA__BOOTSTRAP_SERVERS={where} MODELYARD_KAFKA__REPLICATION_FACTOR="
+                f"{min(3, len(broker.nodes))} MODELYARD_KAFKA__MIN_INSYNC_REPLICAS={min(2, len(broker.nodes))}"
+            )
     elif args.action == "stop":
         console.print(
             "Kafka stopped" if broker.stop() else "no broker started from this directory is running"

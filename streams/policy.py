@@ -393,8 +393,7 @@ class RoutingPolicy:
         """Frontier spend over budget: reject (dead letter), downgrade (the cheaper pool) or defer (park it)."""
         BUDGET_REFUSALS.labels("router", overrun.action).inc()
         if overrun.action == "reject":
-            failure = DecodeFailure("budget_exceeded", "tenant", overrun.why, job_id=item.job_id)
-            return self._dead(failure, raw, source)
+            return self._dead(DecodeFailure("budget_exceeded", "tenant", overrun.why), raw, source)
         if overrun.action == "defer":
             self.recent.forget(item.job_id)
             return Outgoing(self.kafka.deferred_topic, item.job_id.encode(), raw)
@@ -411,16 +410,14 @@ class RoutingPolicy:
         if isinstance(item, DecodeFailure):
             return item
         if self.known_tenants is not None and item.tenant not in self.known_tenants:
-            return DecodeFailure(
-                "unknown_tenant", "tenant", f"tenant {item.tenant!r} is not configured", item.job_id
-            )
+            return DecodeFailure("unknown_tenant", "tenant", f"tenant {item.tenant!r} is not configured")
         if self.tenant_keys is not None:
             failure = self.tenant_keys.verify(item.tenant, raw, source.signature)  # type: ignore[arg-type]
             if failure is not None:
                 return failure
         if self.recent.is_duplicate(item.job_id, source.partition, source.offset, clock):
             return DecodeFailure(
-                "duplicate_job_id", "job_id", f"job_id {item.job_id!r} was already submitted", item.job_id
+                "duplicate_job_id", "job_id", f"job_id {item.job_id!r} was already submitted"
             )
         first = self.seen.routed_at(item.job_id, source.partition, source.offset)
         if first is not None:
@@ -429,7 +426,6 @@ class RoutingPolicy:
                 "job_id",
                 f"job_id {item.job_id!r} was already routed to a pool (jobs partition {first[0]}, offset "
                 f"{first[1]}); a job id names one job, so this one is refused before any provider is called",
-                item.job_id,
             )
         return item
 

@@ -23,6 +23,7 @@ def make_consumer(
         group_id=f"{settings.app_id}.{group}",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        isolation_level="read_committed",
         max_poll_records=max_records,
         session_timeout_ms=settings.kafka.session_timeout_ms,
         heartbeat_interval_ms=max(500, settings.kafka.session_timeout_ms // 5),

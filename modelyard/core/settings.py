@@ -32,6 +32,11 @@ class KafkaSettings(Section):
     partitions: int = Field(default=4, ge=1)
     pool_partitions: dict[str, int] = Field(default_factory=dict, description="Per-pool partition counts.")
     replication_factor: int = Field(default=1, ge=1)
+    min_insync_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        description="Set on every topic modelyard creates (with acks=all, how many copies a write needs).",
+    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
@@ -93,6 +98,9 @@ class LocalBrokerSettings(Section):
     data_dir: Path = Path(".modelyard/kafka")
     heap: str = "512m"
     start_timeout_s: float = 90.0
+    brokers: int = Field(
+        default=1, ge=1, le=9, description="Nodes of the local cluster (each broker and controller)."
+    )
 
 
 class ClickHouseSettings(Section):

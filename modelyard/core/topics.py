@@ -60,7 +60,7 @@ async def _create(settings: Settings, plan: dict[str, int]) -> None:
                 name,
                 num_partitions=n,
                 replication_factor=settings.kafka.replication_factor,
-                topic_configs=topic_configs(settings, name),
+                topic_configs=_topic_configs(settings, name),
             )
             for name, n in plan.items()
             if name not in existing
@@ -71,14 +71,16 @@ async def _create(settings: Settings, plan: dict[str, int]) -> None:
         await admin.close()
 
 
-def topic_configs(settings: Settings, name: str) -> dict[str, str]:
+def _topic_configs(settings: Settings, name: str) -> dict[str, str]:
     """Per-topic configs: the spend topic is compacted; the routed-jobs record lives as long as job ids are
     refused when reused (older entries would be skipped by the router anyway)."""
-    if name == settings.kafka.spend_topic:
-        return COMPACTED
-    if name == settings.kafka.routed_jobs_topic:
-        return {"retention.ms": str(int(settings.router.job_ids_retention_days * MS_PER_DAY))}
-    return {}
+    kafka = settings.kafka
+    configs = dict(COMPACTED) if name == kafka.spend_topic else {}
+    if name == kafka.routed_jobs_topic:
+        configs["retention.ms"] = str(int(settings.router.job_ids_retention_days * MS_PER_DAY))
+    if kafka.min_insync_replicas is not None:
+        configs["min.insync.replicas"] = str(kafka.min_insync_replicas)
+    return configs
 
 
 async def _create_ignoring_existing(admin: AIOKafkaAdminClient, topics: list[NewTopic]) -> None:

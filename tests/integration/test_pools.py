@@ -181,6 +181,32 @@ def test_outage_fails_over_and_the_breaker_opens_then_closes(pipeline_settings: 
     asyncio.run(scenario())
 
 
+def test_an_outage_from_the_first_second_with_no_fallback_fails_no_job(pipeline_settings: Settings) -> None:
+    """The outage is already on when the first calls go out (no circuit open yet): those calls fail after the
+    SDK's retries, their jobs wait for the circuit's probe and are answered once the provider is back. Every
+    call made has its own Result (so the sink bills it), and no job ends as error."""
+    settings = load_settings(
+        pools={"frontier": {"concurrency": 8, "wait_for_circuit_s": 30}},
+        providers={"anthropic": {"max_retries": 1, "breaker_failures": 3, "breaker_cooldown_s": 0.5}},
+    )
+
+    async def scenario() -> None:
+        async with simulator(settings) as sim, Pipeline(settings, ["frontier"]) as pipeline:
+            await pipeline.run([assignment("warm", "frontier")])  # the pool is consuming, circuits closed
+            sim.faults.update({"outage_s": 3})
+            sim.stats.clear()
+            by_job = await pipeline.run([assignment(f"o-{n}", "frontier") for n in range(40)], timeout=60)
+            by_job.pop("warm", None)
+            assert_one_final_each(by_job, lambda r: r.status is ResultStatus.OK)
+            failed = [r for attempts in by_job.values() for r in attempts[:-1]]
+            assert failed and all(r.status is ResultStatus.FAILED_OVER and "503" in r.error for r in failed)
+            # one OK Result per answered call; each failed Result is a call whose (retried) requests got 503s
+            assert sim.stats["anthropic.200"] == 40
+            assert len(failed) <= sim.stats["anthropic.503"] <= 2 * len(failed)
+
+    asyncio.run(scenario())
+
+
 def test_all_circuits_open_ends_the_job_with_an_error_and_no_call(pipeline_settings: Settings) -> None:
     settings = load_settings(
         pools={"frontier": {"concurrency": 1, "fallbacks": ["openai:gpt-5-mini"], "wait_for_circuit_s": 0}},

@@ -218,6 +218,15 @@ BATTERY = [
     (b'{"job_id":"j","tenant":"t","input":"x","priority":"high"}', "validation", "priority"),
     (b'{"job_id":"j","tenant":"t","input":"x","extra":1}', "validation", "extra"),
     (b" " * 1_000_001, "oversized", None),
+    (
+        b'{"job_id":"deep","tenant":"t","input":"x","params":{"json_schema":'
+        + b'{"a":' * 5000
+        + b"1"
+        + b"}" * 5000
+        + b"}}",
+        "too_deep",
+        "params.json_schema",
+    ),
 ]
 
 
@@ -252,6 +261,7 @@ def test_unknown_tenant_and_duplicates_are_dead_lettered_but_replays_are_not() -
         policy.route(orjson.dumps({"job_id": "d2", "tenant": "evil", "input": "x"}), SOURCE).value
     )
     assert (stranger.reason, stranger.field) == ("unknown_tenant", "tenant")
+    assert (duplicate.job_id, stranger.job_id) == ("d1", "d2")  # valid job ids travel with the letter
 
 
 def test_shadow_sampling_copies_a_share_of_slm_items_to_the_frontier() -> None:

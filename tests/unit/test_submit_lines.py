@@ -18,3 +18,20 @@ def test_duplicates_and_blanks_are_reported_not_skipped() -> None:
         "job_id",
     )
     assert isinstance(checked[4], DecodeFailure) and checked[4].reason == "invalid_json"
+
+
+def test_a_record_over_the_size_limit_is_refused_before_sending_with_the_limit() -> None:
+    big = b'{"job_id":"big-1","tenant":"t","input":"' + b"x" * 1_100_000 + b'"}'
+    ((_, _, checked),) = check_lines([(1, big)])
+    assert isinstance(checked, DecodeFailure) and checked.reason == "oversized"
+    assert "limit is 1000000" in checked.error
+    assert checked.dead_letter(big, "submit").job_id == "big-1"
+
+
+def test_hostile_nesting_is_a_dead_letter_naming_the_field_and_the_limit() -> None:
+    deep = b'{"job_id":"deep-1","tenant":"t","input":"x","params":{"json_schema":' + b'{"a":' * 5000
+    deep += b"1" + b"}" * 5000 + b"}}"
+    ((_, _, checked),) = check_lines([(1, deep)])
+    assert isinstance(checked, DecodeFailure)
+    assert (checked.reason, checked.field) == ("too_deep", "params.json_schema") and "128" in checked.error
+    assert checked.dead_letter(deep, "submit").job_id == "deep-1"

@@ -8,7 +8,9 @@ The chain is the pool's own provider and model, then `pools.<name>.fallbacks` in
   pause shared by all calls to that provider and is retried (up to `rate_limit_retries`): a 429 storm
   slows the pool, it does not fail jobs;
 * a retryable failure (outage, 5xx, timeout, rate limits that never end) moves on to the next target;
-  a non-retryable one (the request's fault, e.g. HTTP 400) ends the job there.
+  a non-retryable one (the request's fault, e.g. HTTP 400) ends the job there;
+* a chain exhausted without an answer waits for a circuit probe and starts again (`wait_for_circuit_s`),
+  so a short outage with no fallback delays jobs instead of failing them.
 
 Stopping: once `stop_waiting()` is called (the pool is stopping), a call that would wait in a gate raises
 Stopping instead; the job is dropped unanswered and replays after the restart. Calls already sent finish.
@@ -94,12 +96,18 @@ class Dispatcher:
     async def run(self, assignment: Assignment) -> list[Result]:
         """Every attempt's Result, in order; the last is the job's final one in this pool.
 
-        When every circuit is open the job waits (holding its slot, so the pool stops taking work) for a
-        probe, up to `wait_for_circuit_s`; a short outage then delays jobs instead of failing them."""
+        When the chain is exhausted without an answer (every circuit open, or the last target failed
+        retryably), the job waits (holding its slot, so the pool stops taking work) for a probe, up to
+        `wait_for_circuit_s`, and goes down the chain again: an outage shorter than that delays jobs
+        instead of failing them, from its first second on. Every call made keeps its own Result."""
         deadline = time.monotonic() + self.wait_for_circuit_s
+        results: list[Result] = []
         while True:
-            results, skipped, refused = await self._down_the_chain(assignment)
-            if results or time.monotonic() >= deadline:
+            called, skipped, refused, unanswered = await self._down_the_chain(
+                assignment, assignment.attempt + len(results)
+            )
+            results += called
+            if not unanswered or time.monotonic() >= deadline:
                 break
             await self._wait_for_probe(deadline)
         if not results:
@@ -115,8 +123,12 @@ class Dispatcher:
             return
         raise Stopping("the pool is stopping; the job replays after the restart")
 
-    async def _down_the_chain(self, assignment: Assignment) -> tuple[list[Result], list[str], list[str]]:
-        """The calls' Results; the targets skipped for an open circuit; those refused by a budget (and why)."""
+    async def _down_the_chain(
+        self, assignment: Assignment, first_attempt: int
+    ) -> tuple[list[Result], list[str], list[str], bool]:
+        """The calls made, the targets skipped (open circuit), those a budget refused (and why), and whether
+        the job is still unanswered for a reason that may pass (nothing called, or the last call failed
+        retryably)."""
         results: list[Result] = []
         skipped: list[str] = []
         refused: list[str] = []
@@ -124,7 +136,7 @@ class Dispatcher:
             if not target.breaker.allow():
                 skipped.append(target.label)
                 continue
-            attempt = assignment.attempt + len(results)
+            attempt = first_attempt + len(results)
             refusal = self._over_budget(target, assignment, attempt)
             if refusal is not None:
                 target.breaker.release()
@@ -133,8 +145,8 @@ class Dispatcher:
             outcome = await self._reserved_call(target, assignment, attempt)
             results.append(outcome.result)
             if not outcome.try_next:
-                break
-        return results, skipped, refused
+                return results, skipped, refused, False
+        return results, skipped, refused, True
 
     def _over_budget(self, target: Target, assignment: Assignment, attempt: int) -> str | None:
         """Why a budgeted fallback may not be called for this tenant now; None once it is admitted (its

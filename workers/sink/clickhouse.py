@@ -89,12 +89,16 @@ class ClickHouseStore:
 
         Replayed Results reach neither raw table (nor the daily rollup view); the tables' ReplacingMergeTree
         engine is the backstop when two sinks race during a rebalance."""
-        finals = [r.status in FINAL_STATUSES for r in tables.rows]
-        keys = list(zip(tables.job_ids, tables.attempts, tables.call_ids, strict=True))
-        plan = plan_rows(keys, finals, self.stored_calls(tables.job_ids))
+        plan = self.plan_ledger(tables)
         self.insert_arrow("results", tables.results, plan.results, UNIQUE_KEYS)
         self.insert_arrow("cost_ledger", tables.flag_repeats(plan.repeat), plan.costs, UNIQUE_KEYS)
         return plan
+
+    def plan_ledger(self, tables: LedgerTables) -> RowPlan:
+        """Which rows each table takes, given what is stored (the stored-key check)."""
+        finals = [r.status in FINAL_STATUSES for r in tables.rows]
+        keys = list(zip(tables.job_ids, tables.attempts, tables.call_ids, strict=True))
+        return plan_rows(keys, finals, self.stored_calls(tables.job_ids))
 
     def stored_calls(self, job_ids: Collection[str]) -> StoredCalls:
         """What results and cost_ledger hold for these jobs. A cost row exists only for a job with a stored
