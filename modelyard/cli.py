@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from modelyard.cli_costs import add_costs_command
 from modelyard.core._exceptions import InvalidInput, ModelyardError
 from modelyard.core.settings import Settings, load_settings
 
@@ -65,23 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("query")
     p.add_argument("--format", choices=["table", "json"], default="table")
-    p = command(
-        "costs",
-        cmd_costs,
-        "cost tables from the ledger (chdb: while the sink is stopped); reprice under new prices",
-    )
-    p.add_argument("action", nargs="?", choices=["show", "reprice", "budgets"], default="show")
-    p.add_argument(
-        "--by", default="day,pool,model", help="comma-separated: day, tenant, task, pool, provider, model"
-    )
-    p.add_argument("--since", default="7d", help="7d, 24h, 30m, 2w or an ISO date")
-    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    p.add_argument(
-        "--plot", type=Path, help="also write a stacked bar chart (PNG) of cost by the first two dimensions"
-    )
-    p.add_argument(
-        "--prices", type=Path, help="reprice: directory of price YAML files (the new catalog version)"
-    )
+    add_costs_command(command)
     p = command(
         "deferred", cmd_deferred, "release items parked by a budget's 'defer' action back to the jobs topic"
     )
@@ -318,51 +303,6 @@ def cmd_sql(settings: Settings, args: argparse.Namespace, console: Console) -> i
     else:
         Console().print(cost_table(names, rows, title=""))
     return 0
-
-
-def cmd_costs(settings: Settings, args: argparse.Namespace, console: Console) -> int:
-    from modelyard.ops.cost_report import CostReport, parse_dimensions, parse_since, plot_stacked
-    from workers.sink.clickhouse import ClickHouseStore
-    from workers.sink.pricing import PriceCatalog
-
-    since, dims = parse_since(args.since), parse_dimensions(args.by)
-    store = ClickHouseStore(settings.clickhouse)
-    try:
-        store.migrate()
-        report = CostReport(store)
-        if args.action == "reprice":
-            catalog = PriceCatalog.load(
-                args.prices or settings.costs.prices_dir, settings.costs.reference_model
-            )
-            count, old, new = report.reprice(catalog, since)
-            console.print(
-                f"repriced {count} attempts since {since:%Y-%m-%d %H:%M} under {catalog.version}: "
-                f"${old:,.6f} billed -> ${new:,.6f} (table cost_repricings; the ledger is unchanged)"
-            )
-            return 0
-        table = report.budgets(settings.costs.budgets) if args.action == "budgets" else report.by(dims, since)
-    finally:
-        store.close()
-    title = (
-        "budgets (today and this month)"
-        if args.action == "budgets"
-        else f"costs since {since:%Y-%m-%d %H:%M} UTC by {args.by}"
-    )
-    _print_table(table, args.format, title)
-    if args.plot and args.action == "show":
-        console.print(f"chart written to {plot_stacked(table, args.plot)}")
-    return 0
-
-
-def _print_table(table, fmt: str, title: str) -> None:
-    from modelyard.local.demo import cost_table
-
-    if fmt == "csv":
-        sys.stdout.write(table.to_csv())
-    elif fmt == "json":
-        sys.stdout.write(table.to_json() + "\n")
-    else:
-        Console(width=max(Console().width, 150)).print(cost_table(table.names, table.rows, title=title))
 
 
 def cmd_deferred(settings: Settings, args: argparse.Namespace, console: Console) -> int:

@@ -56,7 +56,15 @@ class Usage(BaseModel):
     cached_input_tokens: int = Field(
         default=0, ge=0, le=MAX_TOKENS, description="Input tokens read from the provider's cache."
     )
-    cache_write_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
+    cache_write_tokens: int = Field(
+        default=0, ge=0, le=MAX_TOKENS, description="Input tokens written to the provider's cache (any TTL)."
+    )
+    cache_write_1h_tokens: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_TOKENS,
+        description="Part of cache_write_tokens written with a 1-hour TTL (Anthropic bills them higher).",
+    )
     output_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
     reasoning_tokens: int = Field(
         default=0, ge=0, le=MAX_TOKENS, description="Part of output_tokens spent reasoning."
@@ -97,6 +105,7 @@ class UsageStruct(Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     input_tokens: Tokens = 0
     cached_input_tokens: Tokens = 0
     cache_write_tokens: Tokens = 0
+    cache_write_1h_tokens: Tokens = 0
     output_tokens: Tokens = 0
     reasoning_tokens: Tokens = 0
 

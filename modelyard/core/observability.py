@@ -91,10 +91,15 @@ SINK_FLUSH_SECONDS = Histogram(
 SINK_WRITE_FAILURES = Counter("modelyard_sink_write_failures_total", "Batches ClickHouse refused (retried).")
 TOKENS = Counter(
     "modelyard_tokens_total",
-    "Tokens billed, by kind (input, cached_input, cache_write, output).",
+    "Tokens billed, by kind (input, cached_input, cache_write, cache_write_1h, output, reasoning).",
     ["pool", "model", "kind"],
 )
 COST_USD = Counter("modelyard_cost_usd_total", "Cost in USD, priced by the sink.", ["pool", "model"])
+UNPRICED_RESULTS = Counter(
+    "modelyard_unpriced_results_total",
+    "Results written whose model no price file covers (stored with priced = 0; `modelyard costs unpriced`).",
+    ["provider", "model"],
+)
 # shadow agreement (the sink reads v_shadow_agreement); alert rules in infra/prometheus/alerts.yaml
 SHADOW_AGREEMENT = Gauge(
     "modelyard_shadow_agreement",

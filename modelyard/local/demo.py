@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import operator
 import time
 from collections import Counter
 from datetime import UTC, datetime
+from functools import reduce
 from importlib import resources
 from numbers import Number
 
@@ -29,10 +31,10 @@ FINAL_STATUSES = {status.value for status in ResultStatus if status.is_final}
 COST_BY_POOL = """
 SELECT r.pool, r.provider, r.model, count() AS results, countIf(r.status = 'ok') AS ok,
        sum(c.input_tokens) AS input_tokens, sum(c.cached_input_tokens) AS cached_tokens,
-       sum(c.output_tokens) AS output_tokens, sum(c.total_cost_usd) AS cost_usd, sum(c.savings_usd) AS savings_usd,
+       sum(c.output_tokens) AS output_tokens, sum(c.total_cost_usd) AS cost_usd, sum(c.job_savings_usd) AS savings_usd,
        quantile(0.5)(r.latency_ms) AS p50_ms, uniqExact(r.job_id) AS jobs
 FROM results AS r FINAL
-INNER JOIN cost_ledger AS c FINAL ON r.job_id = c.job_id AND r.attempt = c.attempt
+INNER JOIN v_attempt_savings AS c ON r.job_id = c.job_id AND r.attempt = c.attempt AND r.call_id = c.call_id
 WHERE startsWith(r.job_id, {prefix:String})
 GROUP BY r.pool, r.provider, r.model ORDER BY r.pool
 """
@@ -191,13 +193,16 @@ def _totals(names: list[str], rows: list[tuple[object, ...]]) -> list[object]:
     """Sums of the additive columns; blanks for labels and latencies."""
     totals: list[object] = []
     for i, name in enumerate(names):
-        additive = isinstance(rows[0][i], Number) and not name.endswith("_ms")
-        totals.append(sum(r[i] for r in rows) if additive else "")
+        values = [r[i] for r in rows if r[i] is not None]
+        additive = bool(values) and isinstance(values[0], Number) and not name.endswith("_ms")
+        totals.append(reduce(operator.add, values) if additive else "")
     totals[0] = "total"
     return totals
 
 
 def _cell(value: object) -> str:
+    if value is None:
+        return "-"
     if isinstance(value, float):
         return f"{value:,.1f}"
     if hasattr(value, "quantize"):

@@ -39,3 +39,27 @@ SELECT toDate(completed_at) AS day, tenant, pool, provider, model, count() AS ca
 FROM cost_ledger FINAL
 WHERE repeat_call = 1
 GROUP BY day, tenant, pool, provider, model;
+
+-- `costs reprice` reprices every call, repeat calls included: its rows are keyed by call too.
+ALTER TABLE cost_repricings
+    ADD COLUMN IF NOT EXISTS call_id String AFTER attempt,
+    MODIFY ORDER BY (job_id, attempt, catalog_version, call_id);
+
+-- Per-job savings over calls (0007's view, one change): a job's reference cost is booked once, on the kept call
+-- (repeat_call = 0) of the last attempt whose kept call has one; a repeat call's cost counts where it happened,
+-- since it was billed. Without this, an attempt called twice booked the reference twice.
+DROP VIEW IF EXISTS v_attempt_savings;
+
+CREATE VIEW IF NOT EXISTS v_attempt_savings AS
+SELECT job_id, attempt, call_id, repeat_call, tenant, task_type, pool, provider, model, completed_at, priced,
+       reference_model, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, total_cost_usd,
+       if(attempt = reference_attempt AND repeat_call = 0, reference_cost_usd, toDecimal128(0, 12)) AS job_reference_usd,
+       job_reference_usd - total_cost_usd AS job_savings_usd
+FROM (
+    SELECT job_id, attempt, call_id, repeat_call, tenant, task_type, pool, provider, model, completed_at, priced,
+           reference_model, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, total_cost_usd,
+           reference_cost_usd,
+           argMaxIf(attempt, (reference_cost_usd > 0, attempt), repeat_call = 0) OVER (PARTITION BY job_id)
+               AS reference_attempt
+    FROM cost_ledger FINAL
+);

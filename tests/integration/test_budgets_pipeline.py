@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from modelyard.core.rate_card import RateCard
 from modelyard.core.settings import Settings, load_settings
 from modelyard.core.topics import ensure_topics
 from modelyard.local.processes import ProcessSupervisor, wait_for_port
@@ -111,7 +113,13 @@ async def outcomes(settings: Settings, expected: int, timeout: float) -> tuple[i
 
 
 BURST = 200
-BURST_BUDGET_USD = "0.0061"  # about a tenth of what the burst costs: 200 poems at ~$0.000312 each
+
+
+def burst_budget(settings: Settings) -> Decimal:
+    """19.5 poems' estimates (7 input tokens, 20 output at the frontier model's list rates): about a tenth of
+    the burst, and not a whole number of jobs."""
+    model = settings.pools["frontier"].model
+    return RateCard.load().estimate(model, 7, 20, datetime.now(UTC).date()) * Decimal("19.5")
 
 
 def test_a_10x_burst_overshoots_its_budget_by_at_most_one_job(
@@ -121,14 +129,15 @@ def test_a_10x_burst_overshoots_its_budget_by_at_most_one_job(
     the sink writes, so without reservations every one of them is routed (a 10x overshoot); with them the router
     admits jobs while spend plus reservations (each job's input and whole output budget at list price) is under
     the budget, and the sink settles each reservation by the job's real cost."""
+    budget = burst_budget(load_settings())
     env = {
         **pipeline_env,
-        "MODELYARD_COSTS__BUDGETS__ACME__DAILY_USD": BURST_BUDGET_USD,
+        "MODELYARD_COSTS__BUDGETS__ACME__DAILY_USD": str(budget),
         "MODELYARD_COSTS__BUDGETS__ACME__ACTION": "reject",
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    settings, budget = load_settings(), Decimal(BURST_BUDGET_USD)
+    settings = load_settings()
     asyncio.run(ensure_topics(settings))
     with ProcessSupervisor(tmp_path / "logs", env=env) as supervisor:
         supervisor.start("simulator", "simulator")

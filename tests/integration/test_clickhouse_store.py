@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from modelyard.core.settings import load_settings
+from modelyard.ops.repricing import reprice
 from schemas import Result
 from workers.sink.clickhouse import ClickHouseStore, _redacted
 from workers.sink.pricing import PriceCatalog
@@ -46,7 +47,7 @@ def result(job_id: str, attempt: int = 1, output: str = "ok", call_id: str = "")
 def test_migrations_apply_once(store: ClickHouseStore) -> None:
     first = store.migrate()
     assert store.migrate() == []
-    assert first in ([1, 2, 3, 4, 5, 6, 8], [])
+    assert first in ([1, 2, 3, 4, 5, 6, 7, 8], [])
     tables = {row[0] for row in store.query("SHOW TABLES")}
     assert {"results", "cost_ledger", "routing_decisions", "schema_migrations"} <= tables
 
@@ -60,7 +61,7 @@ def test_replayed_results_bill_once(store: ClickHouseStore) -> None:
     rows = store.query(
         "SELECT job_id, attempt, total_cost_usd FROM cost_ledger FINAL WHERE startsWith(job_id, 'replay-') ORDER BY job_id, attempt"
     )
-    expected = Decimal("0.003") + Decimal("0.00006") + Decimal("0.00015")
+    expected = Decimal("0.002") + Decimal("0.00004") + Decimal("0.0001")  # claude-sonnet-5: $2, $0.20, $10
     assert rows == [("replay-1", 1, expected), ("replay-2", 1, expected), ("replay-2", 2, expected)]
     assert store.query("SELECT count() FROM results FINAL WHERE startsWith(job_id, 'replay-')") == [(3,)]
     # the replay was skipped before insert, so raw rows and the materialized daily rollup count it once
@@ -73,7 +74,15 @@ def test_replayed_results_bill_once(store: ClickHouseStore) -> None:
 
 def test_analyst_views_answer(store: ClickHouseStore) -> None:
     store.migrate()
-    for view in ("v_cost_by_day", "v_latency_by_pool", "v_escalation_rate", "v_savings"):
+    for view in (
+        "v_cost_by_day",
+        "v_latency_by_pool",
+        "v_escalation_rate",
+        "v_savings",
+        "v_attempt_savings",
+        "v_job_savings",
+        "v_unpriced",
+    ):
         store.query(f"SELECT * FROM {view} LIMIT 1")
     assert store.query("SELECT sum(results) FROM v_latency_by_pool")[0][0] >= 3
 
@@ -146,3 +155,21 @@ def test_a_second_real_call_is_billed_and_flagged_a_replayed_one_is_not(store: C
     ) == [("c1", 0, True), ("c2", 1, True)]
     assert store.query("SELECT call_id, output FROM results WHERE job_id = 'call-1'") == [("c1", "first")]
     assert store.query("SELECT calls, jobs FROM v_repeat_calls WHERE tenant = 'acme'") == [(1, 1)]
+
+
+def test_a_repeat_call_counts_its_cost_once_books_the_reference_once_and_is_repriced(
+    store: ClickHouseStore,
+) -> None:
+    store.migrate()
+    catalog = PriceCatalog.load()
+    calls = [result("again-1", call_id="k1"), result("again-1", output="again", call_id="k2")]
+    store.write_batch(calls, catalog.price(calls))
+    one = catalog.cost(calls[0])
+    ((cost, reference),) = store.query(
+        "SELECT cost_usd, reference_cost_usd FROM v_job_savings WHERE job_id = 'again-1'"
+    )
+    assert (cost, reference) == (2 * one.total_usd, one.reference_usd)  # both calls billed, one reference
+    reprice(store, catalog, datetime(2000, 1, 1, tzinfo=UTC))
+    assert store.query(
+        "SELECT call_id, total_cost_usd FROM cost_repricings FINAL WHERE job_id = 'again-1' ORDER BY call_id"
+    ) == [("k1", one.total_usd), ("k2", one.total_usd)]

@@ -8,6 +8,7 @@ from decimal import Decimal
 import orjson
 import pytest
 
+from modelyard.core.rate_card import RateCard
 from modelyard.core.settings import load_settings
 from schemas import Assignment, DeadLetter
 from schemas.spend import SpendRecord
@@ -88,7 +89,7 @@ def test_monthly_budget_and_stale_spend() -> None:
 
 
 def burst(n: int, tokens: int = 20_000) -> list[tuple[bytes, Source]]:
-    """Frontier-bound items whose output budget alone is worth $0.30 each at claude-sonnet-5's $15/M."""
+    """Frontier-bound items whose output budget alone is worth a good share of a $1 budget."""
     return [
         (
             orjson.dumps(
@@ -111,11 +112,14 @@ def test_a_burst_reserves_its_estimates_and_stops_at_the_budget_before_any_spend
     out = routing.route_many(burst(10))
     routed = [Assignment.model_validate_json(o.value) for o in out if o.topic == "modelyard.pool.frontier"]
     letters = [DeadLetter.model_validate_json(o.value) for o in out if o.topic == "modelyard.deadletter"]
-    estimate = Decimal("0.30") + Decimal(3) * Decimal("3.00") / 1_000_000  # 3 input tokens at $3/M
-    assert [a.reserved_usd for a in routed] == [estimate] * 4  # 0, 0.3, 0.6, 0.9 < $1: admitted
-    assert len(letters) == 6 and {d.job_id for d in letters} == {f"burst-{k}" for k in range(4, 10)}
-    assert "spent or reserved ($0 spent, $1.200036000000 reserved" in letters[0].error
-    assert routing.budgets.reserved("acme") == 4 * estimate
+    model = load_settings().pools["frontier"].model
+    estimate = RateCard.load().estimate(model, 3, 20_000, TODAY)  # "Write a poem": 3 input tokens
+    admitted = next(k for k in range(1, 11) if k * estimate >= 1)  # items go while reservations < $1
+    assert 2 <= admitted <= 8 and [a.reserved_usd for a in routed] == [estimate] * admitted
+    refused = {f"burst-{k}" for k in range(admitted, 10)}
+    assert len(letters) == 10 - admitted and {d.job_id for d in letters} == refused
+    assert f"spent or reserved ($0 spent, ${admitted * estimate} reserved" in letters[0].error
+    assert routing.budgets.reserved("acme") == admitted * estimate
 
 
 def test_acknowledged_reservations_are_counted_once_and_real_costs_free_the_rest() -> None:

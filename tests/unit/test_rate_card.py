@@ -10,16 +10,33 @@ import pytest
 
 from modelyard.core._exceptions import ConfigError
 from modelyard.core.rate_card import RateCard
+from modelyard.core.settings import load_settings
 
 DAY = date(2026, 11, 24)
 
 
-def test_bundled_prices_estimate_input_plus_the_whole_output_budget() -> None:
-    card = RateCard.load()
-    # claude-sonnet-5: $3/M input, $15/M output
-    assert card.estimate("claude-sonnet-5", 1000, 256, DAY) == Decimal("0.006840")
-    # self-hosted vLLM: $2.50 an hour over 10,000 tokens/s, every token alike
-    assert card.estimate("HuggingFaceTB/SmolLM2-135M-Instruct", 36_000, 0, DAY) == Decimal("0.0025")
+def test_every_bundled_pool_model_has_rates() -> None:
+    card, settings = RateCard.load(), load_settings()
+    for pool in settings.pools.values():
+        assert card.knows(pool.model), pool.model
+        rate = card.rate(pool.model, DAY)
+        assert rate.output > 0 and card.estimate(pool.model, 1000, 256, DAY) == (
+            (rate.input * 1000 + rate.output * 256) / 1_000_000
+        ).quantize(Decimal("1e-12"))
+
+
+def test_input_plus_the_whole_output_budget_and_self_hosted_rates(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(
+        "provider: a\nversion: '1'\nmodels:\n  m:\n"
+        "    - {effective_from: 2026-01-01, input: '3.00', cached_input: '0.30', output: '15.00', extra: 1}\n"
+    )
+    (tmp_path / "v.yaml").write_text(
+        "provider: v\nversion: '1'\nself_hosted: {gpu_hour_usd: '2.50', tokens_per_second: 10000}\n"
+        "models:\n  slm:\n    - {effective_from: 2025-01-01}\n"
+    )
+    card = RateCard.load(tmp_path)
+    assert card.estimate("m", 1000, 256, DAY) == Decimal("0.006840")  # $3/M in, $15/M out
+    assert card.estimate("slm", 36_000, 0, DAY) == Decimal("0.0025")  # $2.50 an hour over 10,000 tokens/s
 
 
 def test_the_entry_in_force_on_the_day_and_aliases(tmp_path: Path) -> None:

@@ -159,6 +159,7 @@ def corpus() -> list[bytes]:
         "input_tokens",
         "cached_input_tokens",
         "cache_write_tokens",
+        "cache_write_1h_tokens",
         "output_tokens",
         "reasoning_tokens",
     ):

@@ -13,6 +13,7 @@ and publishes budgeted tenants' spend (workers/sink/reservations.py).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
@@ -35,6 +37,7 @@ from modelyard.core.observability import (
     SINK_ROWS,
     SINK_WRITE_FAILURES,
     TOKENS,
+    UNPRICED_RESULTS,
 )
 from modelyard.core.settings import Settings
 from modelyard.core.topics import sink_topics
@@ -266,7 +269,9 @@ TOKEN_COLUMNS = {
     "input": "input_tokens",
     "cached_input": "cached_input_tokens",
     "cache_write": "cache_write_tokens",
+    "cache_write_1h": "cache_write_1h_tokens",
     "output": "output_tokens",
+    "reasoning": "reasoning_tokens",
 }
 
 
@@ -302,3 +307,19 @@ def _count_results(results: pa.Table) -> None:
 def _count_costs(ledger: pa.Table) -> None:
     for group in ledger.group_by(["pool", "model"]).aggregate([("total_cost_usd", "sum")]).to_pylist():
         COST_USD.labels(group["pool"], group["model"]).inc(float(group["total_cost_usd_sum"]))
+    unpriced = ledger.filter(pc.equal(ledger["priced"], 0))
+    if unpriced.num_rows:
+        for group in unpriced.group_by(["provider", "model"]).aggregate([([], "count_all")]).to_pylist():
+            UNPRICED_RESULTS.labels(group["provider"], group["model"]).inc(group["count_all"])
+            _warn_unpriced(group["provider"], group["model"])
+
+
+@functools.cache
+def _warn_unpriced(provider: str, model: str) -> None:
+    """Once per model and process: the log says what the metric counts, and what to do."""
+    log.warning(
+        "%s answered as model %r, which no price file covers: stored with priced = 0 (not $0); add it or an "
+        "alias to the price files, then run `modelyard costs reprice`",
+        provider,
+        model,
+    )
