@@ -12,6 +12,7 @@ import logging
 import time
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from modelyard.core._exceptions import Stopping
@@ -88,6 +89,8 @@ class PoolWorker:
         finally:
             if spend is not None:
                 spend.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await spend
             self.dispatcher.stop_waiting()
             if self.batcher:
                 await self.batcher.stop()
@@ -111,7 +114,13 @@ class PoolWorker:
         async def follow() -> None:
             try:
                 while True:
-                    await feed.poll(timeout_ms=int(SPEND_POLL_S * 1000))
+                    try:
+                        await feed.poll(timeout_ms=int(SPEND_POLL_S * 1000))
+                    except (
+                        KafkaError
+                    ) as exc:  # budgets keep the last figures meanwhile (and own reservations)
+                        log.warning("spend topic not read (%r); retrying in 1 s", exc)
+                        await asyncio.sleep(1)
             finally:
                 await feed.stop()
 
