@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
 from faust.app.base import BootStrategy
 
 from modelyard.core.observability import ROUTE_BATCH_SECONDS, Health, start_health_server
@@ -131,7 +132,10 @@ def register_budget_feed(app: faust.App, spend: SpendFeed | None) -> None:
 
     @app.timer(SPEND_POLL_S)
     async def read_spend() -> None:
-        await spend.poll()
+        try:
+            await spend.poll()
+        except KafkaError as exc:  # the next tick tries again; budgets keep the last figures meanwhile
+            log.warning("spend topic not read: %r", exc)
 
 
 def register_health(app: faust.App, settings: Settings, engine: BatchRouter | None) -> None:
