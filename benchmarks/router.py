@@ -28,6 +28,7 @@ from typing import NamedTuple
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 from rich.console import Console
 from rich.table import Table
 
@@ -139,7 +140,11 @@ async def group_stable(settings: Settings, group_id: str, members: int, timeout:
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            described = await admin.describe_consumer_groups([group_id])
+            try:
+                described = await admin.describe_consumer_groups([group_id])
+            except GroupCoordinatorNotAvailableError:  # a fresh broker still loading its offsets topic
+                await asyncio.sleep(0.5)
+                continue
             _, _, state, _, _, joined = described[0].groups[0][:6]
             if state == "Stable" and len(joined) == members:
                 return
