@@ -312,9 +312,8 @@ class RoutingPolicy:
                 for item, d, record in zip(items, decisions, records, strict=False)
             ]
         self._routed.update(d.pool for d in decisions)
-        topic, seen = self._topic, self.seen.add
-        for item, (_, source) in zip(items, records, strict=False):
-            seen(item.job_id, source.partition, source.offset)
+        topic = self._topic
+        self.seen.add_many([item.job_id for item in items], [record[1] for record in records])
         return [
             Outgoing(topic(d.pool), item.job_id.encode(), assignment_json(record[0], d, now))
             for item, d, record in zip(items, decisions, records, strict=False)

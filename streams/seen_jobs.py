@@ -28,7 +28,8 @@ import logging
 import time
 from array import array
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 import orjson
 from aiokafka import AIOKafkaConsumer
@@ -39,6 +40,11 @@ from modelyard.core.settings import KafkaSettings
 
 log = logging.getLogger("modelyard.router")
 OFFSETS = 1 << 40  # a position is packed as partition * OFFSETS + offset (one int per job id)
+
+
+class Position(Protocol):
+    partition: int
+    offset: int
 
 
 class SeenJobIds:
@@ -62,23 +68,33 @@ class SeenJobIds:
         return divmod(packed, OFFSETS)
 
     def add(self, job_id: str, partition: int, offset: int) -> None:
-        """Routed to a pool now: held at once, put on record with this batch (records())."""
-        key = hash(job_id)
-        if key in self._at:
-            return  # a replayed record, on record already (a reused id was refused before it got here)
-        self._at[key] = partition * OFFSETS + offset
+        """Routed to a pool now: put on record with this batch, and held from then on (records())."""
         pending = self._pending.get(partition)
         if pending is None:
             pending = self._pending[partition] = ([], [])
         pending[0].append(job_id)
         pending[1].append(offset)
 
+    def add_many(self, job_ids: Iterable[str], sources: Iterable[Position]) -> None:
+        """`add` for a batch's items, in order (a fetch holds runs of records of one partition)."""
+        pending, last = self._pending, -1
+        ids: list[str] = []
+        offsets: list[int] = []
+        for job_id, source in zip(job_ids, sources, strict=True):
+            if source.partition != last:
+                last = source.partition
+                ids, offsets = pending.get(last) or pending.setdefault(last, ([], []))
+            ids.append(job_id)
+            offsets.append(source.offset)
+
     def records(self) -> list[tuple[bytes, bytes]]:
-        """The batch's record for each jobs partition (key, value), for the routed-jobs topic; clears them."""
+        """The batch's record for each jobs partition (key, value), for the routed-jobs topic; its ids are held
+        from now on (the engines call this once a batch is routed, before the next is validated)."""
         now, out = self.clock(), []
         for partition, (job_ids, offsets) in self._pending.items():
             out.append((b"%d" % partition, _record(partition, job_ids, offsets)))
-            self._remember(now, partition, job_ids, offsets)
+            keys, positions = self._remember(now, partition, job_ids, offsets)
+            self._at.update(zip(keys, positions, strict=True))  # a replayed record: the same position again
         self._pending = {}
         self._evict(now)
         return out
@@ -97,9 +113,14 @@ class SeenJobIds:
         self._evict(self.clock())
         return len(job_ids)
 
-    def _remember(self, at: float, partition: int, job_ids: list[str], offsets: list[int]) -> None:
+    def _remember(
+        self, at: float, partition: int, job_ids: list[str], offsets: list[int]
+    ) -> tuple[array[int], array[int]]:
+        """Keep a batch's hashes and positions for eviction; returns them."""
         base = partition * OFFSETS
-        self._batches.append((at, array("q", map(hash, job_ids)), array("q", [base + o for o in offsets])))
+        keys, positions = array("q", map(hash, job_ids)), array("q", [base + o for o in offsets])
+        self._batches.append((at, keys, positions))
+        return keys, positions
 
     def _evict(self, now: float) -> None:
         """Batches older than the retention, and the oldest while more ids are held than the cap."""
