@@ -4,8 +4,8 @@ producer idempotent with acks=all, consumers reading committed data only) under 
 Faults, in order, while jobs keep arriving: the leader of most of the jobs topic's partitions is killed
 with SIGKILL and restarted 15 s later; then a second broker hangs (SIGSTOP) for 20 s, so every write whose
 in-sync replicas include it blocks (acks=all waits for the whole ISR) until it resumes (SIGCONT).
-Afterwards: every job has exactly one final result, one result row and one cost row per attempt, no
-duplicates. The stall each fault caused (the longest gap between results around it) is printed and written
+Afterwards: every job has exactly one final result, one result row per attempt, one cost row per provider
+call (a call a restarted process made again is its own row, flagged repeat_call), no duplicates. The stall each fault caused (the longest gap between results around it) is printed and written
 to .modelyard/cluster-battery.md."""
 
 from __future__ import annotations
