@@ -210,7 +210,7 @@ class Chaos:
 async def drain_by_lag(settings: Settings, seconds: float) -> None:
     """Wait until the router, every pool and the sink have committed everything (process counters restart
     with their processes under chaos, so the sink's own count cannot tell)."""
-    groups = [("router", [settings.kafka.jobs_topic]), ("sink", sink_topics(settings))]
+    groups = [("router", [settings.kafka.jobs_topic]), ("sink", sink_topics(settings.kafka, settings.pools))]
     groups += [(f"pool.{p}", [settings.kafka.pool_topic(p)]) for p in settings.pools]
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -222,7 +222,7 @@ async def drain_by_lag(settings: Settings, seconds: float) -> None:
 
 async def _lag_or_none(settings: Settings, group: str, topics: list[str]) -> int | None:
     try:
-        return await group_lag(settings, group, topics)
+        return await group_lag(settings.kafka, settings.group_id(group), topics)
     except Exception:  # a broker restarting: ask again next round
         return None
 
@@ -338,10 +338,8 @@ def main() -> int:
         None
         if args.external_kafka
         else LocalKafkaBroker(
-            load_settings(
-                kafka={"bootstrap_servers": f"127.0.0.1:{_free_port(2 * args.brokers)}"},
-                local_broker={"data_dir": work / "kafka", "brokers": args.brokers},
-            )
+            base.local_broker.model_copy(update={"data_dir": work / "kafka", "brokers": args.brokers}),
+            base.kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{_free_port(2 * args.brokers)}"}),
         )
     )
     bootstrap = base.kafka.bootstrap_servers if broker is None else broker.bootstrap_servers
@@ -363,7 +361,7 @@ def main() -> int:
     kinds = {"sink": ["sink"], "router": ["router"], **{f"pool-{p}": ["pool", p] for p in settings.pools}}
     ports = {name: _free_port() for name in kinds}
     try:
-        asyncio.run(ensure_topics(settings))
+        asyncio.run(ensure_topics(settings.kafka, settings.pools))
         with ProcessSupervisor(work / "logs", env=env) as supervisor:
             supervisor.start("simulator", "simulator")
             wait_for_port("127.0.0.1", settings.simulator.port, 30, supervisor)

@@ -1,4 +1,5 @@
-"""The one place that wires settings into processes: router, pools, sink, simulator."""
+"""The one place that wires settings into processes: router, pools, sink, simulator. Each component gets the
+slice of the settings it uses (build_dispatcher, build_routing_policy, build_pool_worker, build_sink)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,21 @@ import asyncio
 import gc
 import logging
 import signal
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from modelyard.core.settings import Settings
 from modelyard.core.topics import ensure_topics
+
+if TYPE_CHECKING:
+    import faust
+
+    from streams.admission import Admission
+    from streams.decision import PoolDecider
+    from streams.policy import RoutingPolicy
+    from workers.pools.pool import PoolWorker
+    from workers.sink.clickhouse import ClickHouseStore
+    from workers.sink.pricing import PriceCatalog
+    from workers.sink.sink import ClickHouseSink
 
 log = logging.getLogger("modelyard")
 
@@ -20,8 +32,9 @@ class Runnable(Protocol):
 
 def configure_logging(settings: Settings, process: str) -> None:
     from modelyard.core.logs import configure_logging as configure
+    from modelyard.core.logs import secret_values
 
-    configure(settings, process)
+    configure(process, settings.log_level, settings.log_format, secret_values(settings))
 
 
 def freeze_startup_heap() -> None:
@@ -144,6 +157,114 @@ def build_batcher(settings: Settings, pool: str):  # -> Batcher | None
     return Batcher(pool, pool_settings.batch, batch_backend, pool_settings.model)
 
 
+def build_decider(settings: Settings) -> PoolDecider:
+    """Rules (the policy file, else the routes table), novelty, and budgets / shadow sampling when set."""
+    from modelyard.core.budgets import BudgetGuard
+    from modelyard.core.rate_card import RateCard
+    from streams.decision import BudgetRule, PolicySource, PoolDecider, ShadowRule
+    from streams.novelty import NoveltyDetector
+
+    router, costs = settings.router, settings.costs
+    source = PolicySource(
+        settings.pools, settings.routes, settings.default_pool, router.policy_file, router.reload_interval_s
+    )
+    novelty = NoveltyDetector(router.novelty_dims, source.current().novelty.min_samples)
+    calls = {name: (pool.model, pool.max_output_tokens) for name, pool in settings.pools.items()}
+    budgets = (
+        BudgetRule(BudgetGuard(costs, RateCard.load(costs.prices_dir)), calls, costs.downgrade_pool)
+        if costs.budgets
+        else None
+    )
+    shadow = ShadowRule(router.shadow_share, router.shadow_pool) if router.shadow_share else None
+    return PoolDecider(source, novelty, budgets, shadow)
+
+
+def build_admission(settings: Settings, replay: bool = False) -> Admission:
+    """The router's admission: known tenants, signatures, dedup over router.dedup_window_s, the job ids routed
+    before (kafka.routed_jobs_retention_days). For a dead letter's replay: the same checks on the pydantic
+    model (what is replayed is the original), no dedup (the router's admission has it)."""
+    from modelyard.core.signatures import TenantKeys
+    from schemas import WorkItem
+    from schemas.decoding import decode
+    from streams.admission import Admission
+    from streams.dedup import RecentJobIds
+    from streams.routed_jobs import RoutedJobIds
+
+    router = settings.router
+    keys = TenantKeys(router.tenant_keys) if router.tenant_keys is not None else None
+    if replay:
+        return Admission(router.known_tenants, keys, decoder=lambda raw: decode(WorkItem, raw))
+    routed = RoutedJobIds(settings.kafka.routed_jobs_retention_days * 86_400, router.job_ids_max_entries)
+    return Admission(
+        router.known_tenants,
+        keys,
+        RecentJobIds(router.dedup_window_s, router.dedup_max_entries),
+        routed=routed,
+    )
+
+
+def build_routing_policy(settings: Settings) -> RoutingPolicy:
+    from streams.output import OutputRecords
+    from streams.policy import RoutingPolicy
+
+    return RoutingPolicy(build_admission(settings), build_decider(settings), OutputRecords(settings.kafka))
+
+
+def build_router(settings: Settings) -> faust.App:
+    """The router process: a Faust app running the routing engine, novelty state, budget feed, health."""
+    from modelyard.core.spend_feed import SpendFeed
+    from streams.app import create_app
+    from streams.router import register_budget_feed, register_health, register_novelty_state, register_router
+    from streams.topics import RouterTopics
+
+    app = create_app(settings.group_id("router"), settings.kafka, settings.state_dir)
+    policy = build_routing_policy(settings)
+    spend = SpendFeed(settings.kafka, policy.budgets) if policy.budgets is not None else None
+    topics = RouterTopics.declare(app, settings.kafka, settings.pools)
+    engine = register_router(app, topics, policy, settings.router, settings.kafka, spend)
+    register_novelty_state(app, policy, settings.novelty_state_file, settings.router.novelty_save_interval_s)
+    register_budget_feed(app, spend)
+    register_health(app, settings.metrics, engine)
+    return app
+
+
+def build_pool_worker(settings: Settings, pool: str) -> PoolWorker:
+    from workers.pools.pool import PoolWorker
+
+    budget, cascade = build_budget_guard(settings, pool), settings.pools[pool].cascade
+    return PoolWorker(
+        pool,
+        settings.pools[pool],
+        settings.kafka,
+        settings.group_id(f"pool.{pool}"),
+        build_dispatcher(settings, pool, budget),
+        build_batcher(settings, pool),
+        budget,
+        settings.pools[cascade.to_pool] if cascade is not None else None,
+    )
+
+
+def build_sink(
+    settings: Settings, store: ClickHouseStore, catalog: PriceCatalog | None = None
+) -> ClickHouseSink:
+    """catalog: the configured prices unless given."""
+    from modelyard.core.topics import sink_topics
+    from workers.sink.pricing import PriceCatalog
+    from workers.sink.sink import ClickHouseSink
+
+    return ClickHouseSink(
+        store,
+        catalog or PriceCatalog.load(settings.costs.prices_dir, settings.costs.reference_model),
+        config=settings.sink,
+        kafka=settings.kafka,
+        group_id=settings.group_id("sink"),
+        topics=sink_topics(settings.kafka, settings.pools),
+        shadow_alert=settings.shadow_alert,
+        budgeted_tenants=settings.costs.budgets,
+        capture_tasks=settings.distill.capture_tasks,
+    )
+
+
 async def serve(settings: Settings, component: Runnable, group: str) -> None:
     """Run a component until SIGTERM/SIGINT, then let it drain and commit. With `metrics.port` set, serve
     /metrics, /healthz and /readyz meanwhile, and measure the consumer group's lag periodically."""
@@ -157,7 +278,7 @@ async def serve(settings: Settings, component: Runnable, group: str) -> None:
     server = await start_health_server(settings.metrics, health)
     lag = asyncio.create_task(_watch_lag(settings, component, group, topics_ready)) if server else None
     try:
-        await ensure_topics(settings)
+        await ensure_topics(settings.kafka, settings.pools)
         topics_ready.set()
         await component.run(stop)
     finally:
@@ -179,7 +300,7 @@ async def _watch_lag(
     await topics_ready.wait()
     while not _consuming(component):
         await asyncio.sleep(0.1)
-    await watch_lag(component.consumer, f"{settings.app_id}.{group}", settings.metrics.lag_interval_s)  # type: ignore[attr-defined]
+    await watch_lag(component.consumer, settings.group_id(group), settings.metrics.lag_interval_s)  # type: ignore[attr-defined]
 
 
 def run_pool(settings: Settings, pool: str) -> None:
@@ -219,40 +340,41 @@ def run_pool(settings: Settings, pool: str) -> None:
 
 
 async def _run_pool(settings: Settings, pool: str) -> None:
-    from workers.pools.pool import PoolWorker
-
-    budget = build_budget_guard(settings, pool)
-    dispatcher = build_dispatcher(settings, pool, budget)
-    worker = PoolWorker(settings, pool, dispatcher, build_batcher(settings, pool), budget)
-    await serve(settings, worker, f"pool.{pool}")
+    await serve(settings, build_pool_worker(settings, pool), f"pool.{pool}")
 
 
 def run_sink(settings: Settings) -> None:
     from workers.sink.clickhouse import ClickHouseStore
-    from workers.sink.pricing import PriceCatalog
-    from workers.sink.sink import ClickHouseSink
 
     configure_logging(settings, "sink")
     store = ClickHouseStore(settings.clickhouse)
     applied = store.migrate()
     log.info("ClickHouse ready; migrations applied now: %s", applied or "none")
-    sink = ClickHouseSink(
-        settings, store, PriceCatalog.load(settings.costs.prices_dir, settings.costs.reference_model)
-    )
+    sink = build_sink(settings, store)
     freeze_startup_heap()
     try:
-        asyncio.run(serve(settings, sink, "sink"))
+        asyncio.run(_serve_sink(settings, sink))
     finally:
         store.close()
+
+
+async def _serve_sink(settings: Settings, sink: Runnable) -> None:
+    """The sink, and (chdb:// only) its read-only query server on the same engine, for analysts meanwhile."""
+    from workers.sink.query_server import start_query_server
+
+    queries = await start_query_server(settings.clickhouse)
+    try:
+        await serve(settings, sink, "sink")
+    finally:
+        if queries is not None:
+            await queries.stop()
 
 
 def run_router(settings: Settings) -> None:
     import faust
 
-    from streams.router import build_router
-
     configure_logging(settings, "router")
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings.kafka, settings.pools))
     app = build_router(settings)
     freeze_startup_heap()
     worker = faust.Worker(

@@ -1,4 +1,5 @@
-"""`modelyard costs ...`: the ledger's analyst commands (chdb: while the sink is stopped).
+"""`modelyard costs ...`: the ledger's analyst commands (chdb: through the sink's query server while it runs;
+reprice writes, so with the sink stopped).
 
 costs [show]                      cost tables with per-job savings, --by and --since, csv/json, --plot
 costs jobs                        per-job cost against the reference model, least saved first
@@ -37,7 +38,7 @@ def add_costs_command(command: Callable[..., argparse.ArgumentParser]) -> None:
     p = command(
         "costs",
         cmd_costs,
-        "cost tables from the ledger with per-job savings (chdb: while the sink is stopped); unpriced models, "
+        "cost tables from the ledger with per-job savings (also while the sink runs); unpriced models, "
         "repricing, one result's breakdown, reconciliation with a provider's usage export",
     )
     _options(p, None)
@@ -91,12 +92,13 @@ def cmd_costs(settings: Settings, args: argparse.Namespace, console: Console) ->
 
 def _ledger_action(settings: Settings, args: argparse.Namespace, catalog, console: Console) -> int:
     from modelyard.ops.cost_report import CostReport, parse_dimensions, parse_since, plot_stacked
-    from workers.sink.clickhouse import ClickHouseStore
+    from workers.sink.analyst_store import open_analyst_store
 
     since, dims = parse_since(args.since), parse_dimensions(args.by)
-    store = ClickHouseStore(settings.clickhouse)
+    # reprice writes (cost_repricings, and prices the unpriced in the ledger): the engine itself, not the
+    # sink's read-only query server
+    store = open_analyst_store(settings.clickhouse, write=args.action == "reprice")
     try:
-        store.migrate()
         report = CostReport(store)
         if args.action == "reprice":
             done = report.reprice(catalog, since)
@@ -128,10 +130,11 @@ def _ledger_action(settings: Settings, args: argparse.Namespace, catalog, consol
 def _price(catalog, path: Path, console: Console) -> int:
     from modelyard.ops.price_check import price_check, render
     from schemas import Result
-    from schemas.decoding import DecodeFailure, decode
+    from schemas.decoding import decode
+    from schemas.rejection import Rejection
 
     result = decode(Result, _read(path))
-    if isinstance(result, DecodeFailure):
+    if isinstance(result, Rejection):
         where = f" (field {result.field})" if result.field else ""
         raise InvalidInput(f"{path} is not a Result: {result.error}{where}", field=result.field or "files")
     check = price_check(catalog, result)
@@ -142,12 +145,11 @@ def _price(catalog, path: Path, console: Console) -> int:
 def _reconcile(settings: Settings, args: argparse.Namespace, catalog) -> int:
     from modelyard.ops.reconcile import reconcile
     from modelyard.ops.usage_exports import read_export
-    from workers.sink.clickhouse import ClickHouseStore
+    from workers.sink.analyst_store import open_analyst_store
 
     export = read_export(args.provider, [(str(f), _read(f)) for f in args.exports])
-    store = ClickHouseStore(settings.clickhouse)
+    store = open_analyst_store(settings.clickhouse)
     try:
-        store.migrate()
         table = reconcile(store, catalog, export, args.ledger_provider or args.provider)
     finally:
         store.close()

@@ -6,7 +6,7 @@ taken in batches (take_events), each value is decoded once, and outputs go strai
 Faust's producer without awaiting each delivery. Faust flushes its producer before it commits offsets, and
 take_events acks a batch only after the loop body has run, so a committed offset always has its output
 durable in Kafka (at-least-once; downstream dedups on job_id/attempt). Both engines put the job ids they
-route on record (streams/seen_jobs.py) and read that record back before routing newly assigned partitions.
+route on record (streams/routed_jobs.py) and read that record back before routing newly assigned partitions.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -21,13 +22,12 @@ from aiokafka.errors import KafkaError
 from faust.app.base import BootStrategy
 
 from modelyard.core.observability import ROUTE_BATCH_SECONDS, Health, start_health_server
-from modelyard.core.settings import Settings
+from modelyard.core.settings import KafkaSettings, MetricsSettings, RouterSettings
 from modelyard.core.signatures import signature_header
 from modelyard.core.spend_feed import SpendFeed
-from streams.app import create_app
 from streams.batch_router import BatchRouter, crash_without_commit
 from streams.policy import RoutingPolicy, Source
-from streams.seen_jobs import RoutedJobsFeed
+from streams.routed_jobs import RoutedJobsFeed
 from streams.topics import RouterTopics
 
 log = logging.getLogger("modelyard.router")
@@ -39,13 +39,14 @@ def register_router(
     app: faust.App,
     topics: RouterTopics,
     policy: RoutingPolicy,
-    settings: Settings,
+    router: RouterSettings,
+    kafka: KafkaSettings,
     spend: SpendFeed | None = None,
 ) -> BatchRouter | None:
     """engine "batch" (default): BatchRouter as a task of this app; "agent": a Faust agent over the stream.
     Either reads the routed-jobs record (and, with budgets, the spend topic) back before routing."""
-    if settings.router.engine == "batch":
-        engine = BatchRouter(settings, policy, app.conf.id, spend)
+    if router.engine == "batch":
+        engine = BatchRouter(kafka, policy, group_id=app.conf.id, batch_max=router.batch_max, spend=spend)
         # Faust's own consumer and producer stay off: the engine brings its own (same group id as the agent's).
         app.boot_strategy = BootStrategy(app, enable_kafka_consumer=False, enable_kafka_producer=False)
 
@@ -55,11 +56,11 @@ def register_router(
 
         return engine
 
-    routed_jobs_read = register_routed_jobs(app, policy, settings, spend)
+    routed_jobs_read = register_routed_jobs(app, policy, kafka, spend)
 
     @app.agent(topics.jobs, name="router")
     async def route(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.router.batch_max, within=BATCH_WITHIN_S):
+        async for events in stream.take_events(router.batch_max, within=BATCH_WITHIN_S):
             await routed_jobs_read.wait()
             await route_batch(app, policy, events)
 
@@ -67,10 +68,14 @@ def register_router(
 
 
 def register_routed_jobs(
-    app: faust.App, policy: RoutingPolicy, settings: Settings, spend: SpendFeed | None
+    app: faust.App, policy: RoutingPolicy, kafka: KafkaSettings, spend: SpendFeed | None
 ) -> asyncio.Event:
     """Agent engine: the routed-jobs record is read back at every assignment, before the agent routes again."""
-    feed, read = RoutedJobsFeed(settings.kafka, policy.seen), asyncio.Event()
+    read = asyncio.Event()
+    if policy.admission.routed is None:
+        read.set()
+        return read
+    feed = RoutedJobsFeed(kafka, policy.admission.routed)
 
     @app.on_partitions_revoked.connect
     async def unread(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -113,15 +118,20 @@ async def route_batch(app: faust.App, policy: RoutingPolicy, events: list[faust.
     ROUTE_BATCH_SECONDS.observe(time.perf_counter() - started)
 
 
-def register_novelty_state(app: faust.App, policy: RoutingPolicy, settings: Settings) -> None:
-    """Centroids survive restarts: loaded at start, saved periodically (and read by `route --explain`)."""
-    path = settings.novelty_state_file
+def register_novelty_state(app: faust.App, policy: RoutingPolicy, path: Path, save_interval_s: float) -> None:
+    """Centroids survive restarts: loaded at start, saved periodically and when the router stops (and read by
+    `route --explain`)."""
     if policy.novelty.load(path):
         log.info("novelty centroids loaded from %s", path)
 
-    @app.timer(settings.router.novelty_save_interval_s)
+    @app.timer(save_interval_s)
     async def save_novelty() -> None:
         policy.save_novelty(path)
+
+    @app.on_before_shutdown.connect
+    async def save_novelty_at_shutdown(sender: object, **_: object) -> None:
+        policy.save_novelty(path)  # synchronous: no batch is routed (or learned from) while it writes
+        log.info("novelty centroids saved to %s", path)
 
 
 def register_budget_feed(app: faust.App, spend: SpendFeed | None) -> None:
@@ -138,10 +148,10 @@ def register_budget_feed(app: faust.App, spend: SpendFeed | None) -> None:
             log.warning("spend topic not read: %r", exc)
 
 
-def register_health(app: faust.App, settings: Settings, engine: BatchRouter | None) -> None:
+def register_health(app: faust.App, metrics: MetricsSettings, engine: BatchRouter | None) -> None:
     """/metrics, /healthz and /readyz in Faust's own loop; ready once started and consuming (the batch engine's
     consumer started; the agent's Faust consumer not rebalancing)."""
-    if not settings.metrics.port:
+    if not metrics.port:
         return
     started = False
 
@@ -149,16 +159,5 @@ def register_health(app: faust.App, settings: Settings, engine: BatchRouter | No
     async def serve_health() -> None:
         nonlocal started
         consuming = (lambda: engine.assigned) if engine is not None else (lambda: not app.rebalancing)
-        await start_health_server(settings.metrics, Health(ready=lambda: started and consuming()))
+        await start_health_server(metrics, Health(ready=lambda: started and consuming()))
         started = True
-
-
-def build_router(settings: Settings) -> faust.App:
-    app = create_app(settings)
-    policy = RoutingPolicy(settings)
-    spend = SpendFeed(settings.kafka, policy.budgets) if settings.costs.budgets else None
-    engine = register_router(app, RouterTopics.declare(app, settings), policy, settings, spend)
-    register_novelty_state(app, policy, settings)
-    register_budget_feed(app, spend)
-    register_health(app, settings, engine)
-    return app

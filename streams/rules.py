@@ -7,6 +7,7 @@ tenant's default pool replaces the global default. Validated by pydantic; pools 
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -219,7 +220,18 @@ def load_policy_file(path: Path, known_pools: set[str]) -> PolicyFile:
     return policy.check_pools(known_pools, str(path))
 
 
-def policy_from_routes(routes: dict[TaskType, str], default_pool: str, known_pools: set[str]) -> PolicyFile:
+def configured_policy(
+    known_pools: set[str], routes: Mapping[TaskType, str], default_pool: str, path: Path | None
+) -> PolicyFile:
+    """The policy in force: the policy file when one is set, else the routes table."""
+    if path is None:
+        return policy_from_routes(routes, default_pool, known_pools)
+    return load_policy_file(path, known_pools)
+
+
+def policy_from_routes(
+    routes: Mapping[TaskType, str], default_pool: str, known_pools: set[str]
+) -> PolicyFile:
     """The simple task -> pool table of the settings, as a policy with one rule per task."""
     rules = [
         Rule(name=f"task-{task.value}", when=Condition(task=[task]), pool=pool)

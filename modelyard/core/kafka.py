@@ -7,40 +7,40 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.structs import ConsumerRecord
 
-from modelyard.core.settings import Settings
+from modelyard.core.settings import KafkaSettings
 from modelyard.core.topics import assigned_partitions
 
 
 def make_consumer(
-    settings: Settings,
+    kafka: KafkaSettings,
     topic: str | list[str],
-    group: str,
+    group_id: str,
     listener: ConsumerRebalanceListener | None = None,
     max_records: int = 500,
 ) -> AIOKafkaConsumer:
     """A manually committed consumer: offsets move only after the work for them is durable downstream."""
     consumer = AIOKafkaConsumer(
-        group_id=f"{settings.app_id}.{group}",
+        group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
         max_poll_records=max_records,
-        session_timeout_ms=settings.kafka.session_timeout_ms,
-        heartbeat_interval_ms=max(500, settings.kafka.session_timeout_ms // 5),
-        **settings.kafka.client_options(),
+        session_timeout_ms=kafka.session_timeout_ms,
+        heartbeat_interval_ms=max(500, kafka.session_timeout_ms // 5),
+        **kafka.client_options(),
     )
     consumer.subscribe([topic] if isinstance(topic, str) else topic, listener=listener)
     return consumer
 
 
-def make_producer(settings: Settings) -> AIOKafkaProducer:
+def make_producer(kafka: KafkaSettings) -> AIOKafkaProducer:
     """acks=all with idempotence: a retried send never duplicates within the producer session."""
     return AIOKafkaProducer(
         acks="all",
         enable_idempotence=True,
         linger_ms=5,
         max_batch_size=256 * 1024,
-        **settings.kafka.client_options(),
+        **kafka.client_options(),
     )
 
 

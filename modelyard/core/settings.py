@@ -42,6 +42,12 @@ class KafkaSettings(Section):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    routed_jobs_retention_days: float = Field(
+        default=7.0,
+        gt=0,
+        description="How long the routed-jobs topic keeps the job ids routers sent to pools: a job id is refused "
+        "as reused for that long (every router holds them in memory too, ~140 bytes an id).",
+    )
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}.{name}"
@@ -72,7 +78,7 @@ class KafkaSettings(Section):
 
     @property
     def routed_jobs_topic(self) -> str:
-        """The router's durable record of the job ids it sent to pools (see streams/seen_jobs.py)."""
+        """The router's durable record of the job ids it sent to pools (see streams/routed_jobs.py)."""
         return self.topic("jobs.routed")
 
     def pool_topic(self, pool: str) -> str:
@@ -107,6 +113,20 @@ class ClickHouseSettings(Section):
     dsn: str = "chdb://.modelyard/chdb"
     password: SecretStr | None = None
     database: str = "default"
+    query_host: str = Field(
+        default="127.0.0.1", description="Where the sink answers read-only queries on its chdb engine."
+    )
+    query_port: int = Field(
+        default=8124,
+        ge=0,
+        le=65535,
+        description="While the sink owns a chdb:// path it serves read-only queries there over ClickHouse's "
+        "HTTP interface (clickhouse-connect http://, Grafana), and analyst commands use it; 0 turns it off.",
+    )
+
+    @property
+    def query_url(self) -> str:
+        return f"http://{self.query_host}:{self.query_port}"
 
 
 class ProviderSettings(Section):
@@ -240,12 +260,6 @@ class RouterSettings(Section):
     )
     dedup_window_s: float = Field(default=600.0, ge=0)
     dedup_max_entries: int = Field(default=1_000_000, ge=0)
-    job_ids_retention_days: float = Field(
-        default=7.0,
-        gt=0,
-        description="How long a job id sent to a pool is refused if submitted again (kept on the "
-        "routed-jobs topic and in every router's memory, ~140 bytes an id).",
-    )
     job_ids_max_entries: int = Field(
         default=5_000_000, ge=1, description="Most routed job ids a router holds (the oldest go first)."
     )
@@ -362,6 +376,23 @@ class MetricsSettings(Section):
     lag_interval_s: float = Field(default=10.0, gt=0, description="How often a consumer's lag is measured.")
 
 
+class StackSettings(Section):
+    """`modelyard up`: the local stack's processes serve /metrics, /healthz and /readyz on their own ports."""
+
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(
+        default=9300,
+        ge=1,
+        le=65000,
+        description="The first process's metrics port; the others take the next ones (router, sink, pools).",
+    )
+    ready_timeout_s: float = Field(default=120.0, gt=0, description="How long `up` waits for readiness.")
+    max_restarts: int = Field(
+        default=5, ge=0, description="Restarts of a crashed process within restart_window_s before giving up."
+    )
+    restart_window_s: float = Field(default=300.0, gt=0)
+
+
 class DistillSettings(Section):
     """Distillation (`modelyard distill`): frontier answers become training data for a CPU student model."""
 
@@ -464,6 +495,7 @@ class Settings(BaseSettings):
     distill: DistillSettings = DistillSettings()
     shadow_alert: ShadowAlertSettings = ShadowAlertSettings()
     slm_server: SlmServerSettings = SlmServerSettings()
+    stack: StackSettings = StackSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -545,6 +577,10 @@ class Settings(BaseSettings):
 
     def pool_provider(self, pool: str) -> ProviderSettings:
         return self.providers[self.pools[pool].provider]
+
+    def group_id(self, role: str) -> str:
+        """A consumer group's id, app_id-prefixed: two deployments on one cluster never share a group."""
+        return f"{self.app_id}.{role}"
 
 
 def load_settings(**overrides: Any) -> Settings:

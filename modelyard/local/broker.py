@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from modelyard.core._exceptions import BrokerError
-from modelyard.core.settings import Settings
+from modelyard.core.settings import KafkaSettings, LocalBrokerSettings
 
 SERVER_PROPERTIES = """\
 process.roles=broker,controller
@@ -77,13 +77,21 @@ def port_is_open(host: str, port: int, timeout: float = 0.5) -> bool:
 class LocalKafkaBroker:
     """Formats, starts and stops the local KRaft node(s); each node is broker and controller."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings.local_broker
-        self.kafka = settings.kafka
-        self.host, self.port = parse_host_port(settings.kafka.bootstrap_servers)
+    def __init__(self, config: LocalBrokerSettings, kafka: KafkaSettings) -> None:
+        self.settings = config
+        self.kafka = kafka
+        self.host, self.port = parse_host_port(kafka.bootstrap_servers)
         self.data_dir = self.settings.data_dir.resolve()
         self.lib_dir = self.settings.home / "target" / "lib"
-        self.nodes = list(range(1, self.settings.brokers + 1))
+        self.nodes = list(range(1, self._node_count() + 1))
+
+    def _node_count(self) -> int:
+        """The configured count, or, left at 1, the count of the cluster already laid out in the data dir
+        (so `status`, `down` and `broker stop` find every node of a cluster `up --brokers 3` started)."""
+        saved = self.data_dir / "cluster.nodes"
+        if self.settings.brokers == 1 and saved.exists():
+            return int(saved.read_text().strip() or 1)
+        return self.settings.brokers
 
     @property
     def bootstrap_servers(self) -> str:
@@ -109,6 +117,25 @@ class LocalKafkaBroker:
 
     def is_running(self) -> bool:
         return all(port_is_open(self.host, self.node_port(node)) for node in self.nodes)
+
+    def started_here(self) -> bool:
+        """True when the broker on the port is the one this data directory started (its pid is alive)."""
+        pid = self._pid()
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return self.is_running()
+
+    def describe(self) -> str:
+        """Who runs the broker on the configured port, for messages."""
+        if not self.is_running():
+            return "not running"
+        if self.started_here():
+            return f"this checkout's broker (pid {self._pid()}, data in {self.data_dir})"
+        return "a broker this checkout did not start"
 
     def ensure_jars(self) -> None:
         if any(self.lib_dir.glob("kafka_2.13-*.jar")):
@@ -138,6 +165,8 @@ class LocalKafkaBroker:
     def _launch(self) -> bool:
         self.ensure_jars()
         cluster_id = self._cluster_id()
+        if len(self.nodes) > 1:
+            (self.data_dir / "cluster.nodes").write_text(str(len(self.nodes)))
         processes = {node: self._launch_node(node, cluster_id) for node in self.nodes}
         for node, process in processes.items():
             self._wait_until_ready(node, process)

@@ -22,6 +22,7 @@ from modelyard.core.settings import Settings
 from modelyard.core.topics import assigned_partitions, ensure_topics, group_lag, sink_topics
 from modelyard.local.broker import LocalKafkaBroker
 from modelyard.local.processes import ProcessSupervisor, wait_for_port
+from modelyard.local.stack import StackState
 from modelyard.ops.submit import JobSubmitter, print_summary
 from schemas import ResultStatus
 
@@ -67,16 +68,22 @@ class Demo:
         self.limit = limit
         self.run_id = "demo-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         self.supervisor = ProcessSupervisor(settings.logs_dir)
-        self.broker = LocalKafkaBroker(settings)
+        self.broker = LocalKafkaBroker(settings.local_broker, settings.kafka)
 
     def run(self) -> None:
+        stack = StackState.load(self.settings)
+        if stack is not None and stack.supervisor_alive:
+            raise ProcessError(
+                "the local stack is up (`modelyard status`): the demo would start a second sink on its ClickHouse path",
+                hint="send the sample to it (`modelyard submit modelyard/data/sample_jobs.jsonl`), or `modelyard down` first",
+            )
         started_broker = False
         try:
             with self.console.status("starting Kafka (KRaft, local)..."):
+                owner = self.broker.describe()
                 started_broker = self.broker.start()
-            self.console.print(
-                f"Kafka at {self.settings.kafka.bootstrap_servers}: {'started' if started_broker else 'already running'}"
-            )
+            where = "started" if started_broker else f"already running, {owner}: the demo uses it"
+            self.console.print(f"Kafka at {self.settings.kafka.bootstrap_servers}: {where}", highlight=False)
             asyncio.run(self._pipeline())
             self.print_costs()
         finally:
@@ -86,20 +93,22 @@ class Demo:
                     self.broker.stop()
 
     async def _pipeline(self) -> None:
-        await ensure_topics(self.settings)
+        await ensure_topics(self.settings.kafka, self.settings.pools)
         self._start_processes()
         watcher = await self._watch_results()
         try:
             lines = sample_lines(self.run_id, self.limit)
-            summary = await JobSubmitter(self.settings, self.console).submit_lines(
-                lines, len(lines), "bundled sample"
-            )
+            summary = await self._submitter().submit_lines(lines, len(lines), "bundled sample")
             print_summary(summary, self.console, limit=10)
             await self._await_results(watcher, summary.submitted)
         finally:
             await watcher.stop()
         await self._await_sink()
         self.supervisor.stop("sink")
+
+    def _submitter(self) -> JobSubmitter:
+        settings = self.settings
+        return JobSubmitter(settings.kafka, settings.pools, settings.router.tenant_keys, self.console)
 
     def _start_processes(self) -> None:
         modes = {self.settings.pools[p].provider for p in self.settings.pools}
@@ -160,8 +169,9 @@ class Demo:
 
     async def _await_sink(self) -> None:
         with self.console.status("waiting for the sink to write every result to ClickHouse..."):
-            deadline = time.monotonic() + STALL_TIMEOUT_S
-            while await group_lag(self.settings, "sink", sink_topics(self.settings)) > 0:
+            deadline, kafka = time.monotonic() + STALL_TIMEOUT_S, self.settings.kafka
+            group, topics = self.settings.group_id("sink"), sink_topics(kafka, self.settings.pools)
+            while await group_lag(kafka, group, topics) > 0:
                 self.supervisor.check_alive()
                 if time.monotonic() > deadline:
                     raise ProcessError("the sink did not catch up with the results topic")

@@ -24,8 +24,7 @@ from modelyard.core.settings import Settings
 from modelyard.core.topics import ensure_topics
 from modelyard.local.processes import ProcessSupervisor, wait_for_port
 from schemas import DeadLetter, Result
-from tests.integration.test_end_to_end import read_topic, rows, wait_for_sink
-from tests.integration.test_router import produce
+from tests.helpers import produce, read_topic, rows, wait_for_sink
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,7 @@ from modelyard.core.topics import ensure_topics
 from modelyard.local.processes import ProcessSupervisor, wait_for_port
 from schemas import DeadLetter
 from schemas.spend import SpendRecord
-from tests.integration.test_end_to_end import read_topic, rows, wait_for_sink
-from tests.integration.test_router import produce
+from tests.helpers import produce, read_topic, rows, wait_for_sink
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +66,7 @@ def test_tenant_over_daily_budget_is_rejected_before_frontier_spend(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     settings = load_settings()
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings.kafka, settings.pools))
     with ProcessSupervisor(tmp_path / "logs", env=env) as supervisor:
         supervisor.start("simulator", "simulator")
         wait_for_port("127.0.0.1", settings.simulator.port, 30, supervisor)

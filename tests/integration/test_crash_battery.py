@@ -22,8 +22,7 @@ from modelyard.local.demo import sample_lines
 from modelyard.local.processes import ProcessSupervisor, wait_for_port
 from schemas import DeadLetter, WorkItem
 from schemas.decoding import decode
-from tests.integration.test_end_to_end import rows, wait_for_sink
-from tests.integration.test_router import produce
+from tests.helpers import produce, rows, wait_for_sink
 
 pytestmark = pytest.mark.integration
 JOBS = 400
@@ -130,7 +129,7 @@ def test_crash_battery(
         "MODELYARD_POOLS__SLM__CONCURRENCY": "8",
         "MODELYARD_POOLS__FRONTIER__CONCURRENCY": "8",
     }
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings.kafka, settings.pools))
     with ProcessSupervisor(tmp_path / "logs", env=env) as supervisor:
         supervisor.start("simulator", "simulator")
         wait_for_port("127.0.0.1", settings.simulator.port, 30, supervisor)

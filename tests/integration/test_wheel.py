@@ -28,7 +28,7 @@ import pytest
 from modelyard.core.settings import Settings
 from modelyard.core.topics import ensure_topics
 from schemas.migrations import load_migrations
-from tests.conftest import free_port, get
+from tests.helpers import free_port, get
 from workers.sink.pricing import PriceCatalog
 
 pytestmark = pytest.mark.integration

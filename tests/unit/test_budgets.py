@@ -8,6 +8,7 @@ from decimal import Decimal
 import orjson
 import pytest
 
+from modelyard.app import build_routing_policy
 from modelyard.core.rate_card import RateCard
 from modelyard.core.settings import load_settings
 from schemas import Assignment, DeadLetter
@@ -25,7 +26,7 @@ def policy(action: str, day_usd: str = "5", month_usd: str = "5") -> RoutingPoli
     settings = load_settings(
         costs={"budgets": {"acme": {"daily_usd": "1", "monthly_usd": "100", "action": action}}}
     )
-    routing = RoutingPolicy(settings)
+    routing = build_routing_policy(settings)
     spend = SpendRecord(
         tenant="acme",
         day=TODAY,
@@ -73,7 +74,7 @@ def test_monthly_budget_and_stale_spend() -> None:
         == "modelyard.deadletter"
     )
     routing = load_settings(costs={"budgets": {"acme": {"daily_usd": "1"}}})
-    stale = RoutingPolicy(routing)
+    stale = build_routing_policy(routing)
     stale.budgets.record(
         SpendRecord(
             tenant="acme",

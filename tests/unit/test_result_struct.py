@@ -2,7 +2,7 @@
 
 A corpus of valid and invalid result records (every field's edges, odd JSON, odd times) goes through both
 parsers: fast accepts => pydantic accepts with equal field values. Whatever the fast path refuses gets
-pydantic's verdict unchanged (the same DecodeFailure, so the same dead letter)."""
+pydantic's verdict unchanged (the same Rejection, so the same dead letter)."""
 
 from __future__ import annotations
 

@@ -19,10 +19,11 @@ from modelyard.core._exceptions import Stopping
 from modelyard.core.budgets import BudgetGuard, Overrun
 from modelyard.core.kafka import make_consumer, make_producer
 from modelyard.core.offsets import OffsetTracker
-from modelyard.core.settings import Settings
+from modelyard.core.settings import KafkaSettings, PoolSettings
 from modelyard.core.spend_feed import SpendFeed
 from schemas import Assignment, Result, ResultStatus
-from schemas.decoding import DecodeFailure, decode
+from schemas.decoding import decode
+from schemas.rejection import Rejection
 from workers.pools.batching import Batcher
 from workers.pools.cascade import escalate, escalation_budget, kept_over_budget, needs_escalation
 from workers.pools.dispatch import Dispatcher
@@ -50,21 +51,28 @@ class _Rebalance(ConsumerRebalanceListener):
 class PoolWorker:
     def __init__(
         self,
-        settings: Settings,
         pool: str,
+        config: PoolSettings,
+        kafka: KafkaSettings,
+        group_id: str,
         dispatcher: Dispatcher,
         batcher: Batcher | None = None,
         budget: BudgetGuard | None = None,
+        cascade_pool: PoolSettings | None = None,
     ) -> None:
-        self.settings = settings
+        """budget: the pool's budget view, when it can start calls that spend from a budgeted pool (shared with
+        the dispatcher's fallbacks); cascade_pool: the settings of `config.cascade.to_pool`."""
+        self.kafka = kafka
+        self.group_id = group_id
         self.pool = pool
         self.dispatcher = dispatcher
         self.batcher = batcher
         self.budget = budget
+        self.cascade_pool = cascade_pool
         self.waiting_for_batch: set[asyncio.Task[None]] = set()
-        self.cascade = settings.pools[pool].cascade
-        self.concurrency = settings.pools[pool].concurrency
-        self.commit_interval_s = settings.pools[pool].commit_interval_s
+        self.cascade = config.cascade
+        self.concurrency = config.concurrency
+        self.commit_interval_s = config.commit_interval_s
         self.offsets = OffsetTracker()
         self.tasks: set[asyncio.Task[None]] = set()
         self.calling = 0
@@ -76,11 +84,9 @@ class PoolWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then drain in-flight calls and commit. Clients live inside the running loop."""
-        topic = self.settings.kafka.pool_topic(self.pool)
-        self.consumer = make_consumer(
-            self.settings, topic, f"pool.{self.pool}", _Rebalance(self), self.concurrency
-        )
-        self.producer = make_producer(self.settings)
+        topic = self.kafka.pool_topic(self.pool)
+        self.consumer = make_consumer(self.kafka, topic, self.group_id, _Rebalance(self), self.concurrency)
+        self.producer = make_producer(self.kafka)
         await self.producer.start()
         spend = await self._follow_spend()
         await self.consumer.start()
@@ -108,7 +114,7 @@ class PoolWorker:
         """With a budget view: the spend topic read to its end before the first call, then followed."""
         if self.budget is None:
             return None
-        feed = SpendFeed(self.settings.kafka, self.budget.book)
+        feed = SpendFeed(self.kafka, self.budget.book)
         await feed.catch_up()
 
         async def follow() -> None:
@@ -181,7 +187,7 @@ class PoolWorker:
 
     async def _outcome(self, tp: TopicPartition, record: ConsumerRecord) -> list[Outgoing]:
         assignment = decode(Assignment, record.value)
-        if isinstance(assignment, DecodeFailure):
+        if isinstance(assignment, Rejection):
             letter = assignment.dead_letter(
                 record.value or b"",
                 "pool",
@@ -189,22 +195,22 @@ class PoolWorker:
                 source_partition=record.partition,
                 source_offset=record.offset,
             )
-            return [(self.settings.kafka.dead_letter_topic, record.key, letter.model_dump_json().encode())]
+            return [(self.kafka.dead_letter_topic, record.key, letter.model_dump_json().encode())]
         results = await self._attempts(tp, assignment)
         key, out = assignment.item.job_id.encode(), []
         if self.cascade is not None and needs_escalation(self.cascade, results[-1]):
             to_pool = self.cascade.to_pool
-            admitted = escalation_budget(
-                self.budget, (to_pool, self.settings.pools[to_pool]), assignment, results[-1]
+            admitted = (
+                escalation_budget(self.budget, (to_pool, self.cascade_pool), assignment, results[-1])
+                if self.cascade_pool is not None
+                else None
             )
             if isinstance(admitted, Overrun):
                 results[-1] = kept_over_budget(results[-1], to_pool, admitted)
             else:
-                results[-1], forwarded = escalate(self.cascade, assignment, results[-1], admitted)
-                out.append(
-                    (self.settings.kafka.pool_topic(to_pool), key, forwarded.model_dump_json().encode())
-                )
-        return [(self.settings.kafka.results_topic, key, r.model_dump_json().encode()) for r in results] + out
+                results[-1], forwarded = escalate(self.cascade, assignment, results[-1], admitted or 0)
+                out.append((self.kafka.pool_topic(to_pool), key, forwarded.model_dump_json().encode()))
+        return [(self.kafka.results_topic, key, r.model_dump_json().encode()) for r in results] + out
 
     async def _attempts(self, tp: TopicPartition, assignment: Assignment) -> list[Result]:
         """Deferrable items go through the provider's batch API (workers/batching.py); a batch request that

@@ -17,6 +17,7 @@ import functools
 import logging
 import time
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -39,11 +40,11 @@ from modelyard.core.observability import (
     TOKENS,
     UNPRICED_RESULTS,
 )
-from modelyard.core.settings import Settings
-from modelyard.core.topics import sink_topics
-from schemas import AnyResult, Assignment, Result, ResultStruct
-from schemas.decoding import DecodeFailure, StructFirst, decode
+from modelyard.core.settings import KafkaSettings, ShadowAlertSettings, SinkSettings
+from schemas import AnyResult, Assignment, Result, ResultStruct, TaskType
+from schemas.decoding import StructFirst, decode
 from schemas.evaluation import EvalScore
+from schemas.rejection import Rejection
 from schemas.spend import SpendRecord
 from workers.sink.call_rows import RowPlan
 from workers.sink.clickhouse import ClickHouseStore
@@ -69,7 +70,7 @@ class Batch:
     decisions: list[Assignment] = field(default_factory=list)
     evals: list[EvalScore] = field(default_factory=list)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
-    rejected: list[tuple[ConsumerRecord, DecodeFailure]] = field(default_factory=list)
+    rejected: list[tuple[ConsumerRecord, Rejection]] = field(default_factory=list)
     ledger: LedgerTables | None = None  # the results and their costs as Arrow tables, once prepared
     rows: RowPlan | None = None  # which of them the tables took, once written
     spend: list[SpendRecord] = field(default_factory=list)  # budgeted tenants' figures, once written
@@ -94,14 +95,14 @@ class Batch:
         results, rejected = self.results, self.rejected
         for record in self.undecoded:
             value = decode_result(record.value)
-            if isinstance(value, DecodeFailure):
+            if isinstance(value, Rejection):
                 rejected.append((record, value))
             else:
                 results.append(value)
         self.undecoded = []
 
     def _keep(self, record: ConsumerRecord, value: object, bucket: list) -> None:
-        if isinstance(value, DecodeFailure):
+        if isinstance(value, Rejection):
             self.rejected.append((record, value))
         else:
             bucket.append(value)
@@ -117,22 +118,38 @@ class Batch:
 
 
 class ClickHouseSink:
-    def __init__(self, settings: Settings, store: ClickHouseStore, catalog: PriceCatalog) -> None:
-        self.settings = settings
+    def __init__(
+        self,
+        store: ClickHouseStore,
+        catalog: PriceCatalog,
+        *,
+        config: SinkSettings,
+        kafka: KafkaSettings,
+        group_id: str,
+        topics: list[str],
+        shadow_alert: ShadowAlertSettings,
+        budgeted_tenants: Collection[str] = (),
+        capture_tasks: Collection[TaskType] = (),
+    ) -> None:
+        """budgeted_tenants: whose spend goes on the spend topic; capture_tasks: whose inputs are kept."""
+        self.config = config
+        self.kafka = kafka
+        self.group_id = group_id
+        self.topics = topics
+        self.budgeted_tenants = frozenset(budgeted_tenants)
+        self.capture_tasks = capture_tasks
         self.store = store
         self.catalog = catalog
         self.written = 0
         self.consumed = 0
-        self.shadow_watch = ShadowAgreementWatch(store, settings.shadow_alert)
-        self.reservations = ReservationLedger(store, settings.costs.budgets)
+        self.shadow_watch = ShadowAgreementWatch(store, shadow_alert)
+        self.reservations = ReservationLedger(store, self.budgeted_tenants)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume, batch, write, commit; until `stop` is set. aiokafka clients live inside the running loop."""
-        batch_size = self.settings.sink.batch_size
-        self.consumer = make_consumer(
-            self.settings, sink_topics(self.settings), "sink", max_records=batch_size
-        )
-        self.producer = make_producer(self.settings)
+        batch_size = self.config.batch_size
+        self.consumer = make_consumer(self.kafka, self.topics, self.group_id, max_records=batch_size)
+        self.producer = make_producer(self.kafka)
         await self.producer.start()
         await self.consumer.start()
         batch, flushing = self._new_batch(), deque[asyncio.Task[bool]]()
@@ -153,11 +170,11 @@ class ClickHouseSink:
             await self.producer.stop()
 
     def _new_batch(self) -> Batch:
-        return Batch(self.settings.kafka.results_topic, self.settings.kafka.evals_topic)
+        return Batch(self.kafka.results_topic, self.kafka.evals_topic)
 
     async def _fill(self, batch: Batch) -> None:
-        room = self.settings.sink.batch_size - len(batch)
-        timeout_ms = int(self.settings.sink.flush_interval_s * 1000)
+        room = self.config.batch_size - len(batch)
+        timeout_ms = int(self.config.flush_interval_s * 1000)
         polled = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max(1, room))
         for partition, records in polled.items():
             self.consumed += len(records)
@@ -166,8 +183,8 @@ class ClickHouseSink:
     def _due(self, batch: Batch) -> bool:
         if not len(batch):
             return False
-        full = len(batch) >= self.settings.sink.batch_size
-        return full or time.monotonic() - batch.opened_at >= self.settings.sink.flush_interval_s
+        full = len(batch) >= self.config.batch_size
+        return full or time.monotonic() - batch.opened_at >= self.config.flush_interval_s
 
     async def _flush_until_written(
         self,
@@ -205,7 +222,7 @@ class ClickHouseSink:
         except StorageError as exc:
             SINK_WRITE_FAILURES.inc()
             raise Backpressure(
-                f"ClickHouse write failed: {exc}", retry_after=self.settings.sink.retry_backoff_s
+                f"ClickHouse write failed: {exc}", retry_after=self.config.retry_backoff_s
             ) from exc
         SINK_FLUSH_SECONDS.observe(time.perf_counter() - started)
         await self._dead_letter(batch.rejected)
@@ -226,7 +243,7 @@ class ClickHouseSink:
         delivered before the batch's offsets are committed, so a replay cannot skip a record."""
         sent = [
             await self.producer.send(
-                self.settings.kafka.spend_topic, record.model_dump_json().encode(), key=record.tenant.encode()
+                self.kafka.spend_topic, record.model_dump_json().encode(), key=record.tenant.encode()
             )
             for record in batch.spend
         ]
@@ -244,13 +261,13 @@ class ClickHouseSink:
         """Every ClickHouse call of a batch, in the writing thread: chdb serves one caller at a time."""
         assert batch.ledger is not None
         batch.rows = self.store.write_ledger(batch.ledger)
-        self.store.write_decisions(batch.decisions, self.settings.distill.capture_tasks)
+        self.store.write_decisions(batch.decisions, self.capture_tasks)
         self.store.write_evals(batch.evals)
         batch.spend = self.reservations.account(batch.decisions, batch.results, datetime.now(UTC))
         if self.shadow_watch.due():
             self.shadow_watch.refresh()
 
-    async def _dead_letter(self, rejected: list[tuple[ConsumerRecord, DecodeFailure]]) -> None:
+    async def _dead_letter(self, rejected: list[tuple[ConsumerRecord, Rejection]]) -> None:
         for record, failure in rejected:
             letter = failure.dead_letter(
                 record.value or b"",
@@ -259,9 +276,7 @@ class ClickHouseSink:
                 source_partition=record.partition,
                 source_offset=record.offset,
             )
-            await self.producer.send_and_wait(
-                self.settings.kafka.dead_letter_topic, letter.model_dump_json().encode()
-            )
+            await self.producer.send_and_wait(self.kafka.dead_letter_topic, letter.model_dump_json().encode())
             DEAD_LETTERS.labels("sink", failure.reason).inc()
 
 

@@ -1,6 +1,6 @@
-"""SeenJobIds: every job id the router sent to a pool, kept across restarts and beyond the in-memory window.
+"""RoutedJobIds: every job id the router sent to a pool, kept across restarts and beyond the in-memory window.
 
-`RecentJobIds` (dedup.py) forgets after `router.dedup_window_s` and on every restart, and a job id reused after
+`RecentJobIds` (dedup.py, admission's in-memory dedup) forgets after `router.dedup_window_s` and on every restart, and a job id reused after
 that used to reach a pool: the provider was called and billed, and the sink dropped the answer as a replay.
 This is the durable record that stops it:
 
@@ -8,8 +8,8 @@ This is the durable record that stops it:
   value: the job ids it sent to pools and their offsets). The record goes out with the batch's assignments,
   and the batch's offsets are committed only once both are durable, so every committed job is on record;
 * a router reads the topic back before it routes (at start and after every rebalance), so it knows every job
-  id routed within `router.job_ids_retention_days` (the topic's retention; older entries are skipped);
-* a job id on record at another (partition, offset) is a reused id: the policy dead-letters it
+  id routed within `kafka.routed_jobs_retention_days` (the topic's retention; older entries are skipped);
+* a job id on record at another (partition, offset) is a reused id: admission dead-letters it
   (`duplicate_job_id`, with the job id) before any pool could call a provider. The same (partition, offset)
   is the router's own replay after a crash: routed again, as before.
 
@@ -17,7 +17,7 @@ One record per batch and partition rather than one compacted record per job id: 
 records the router produces (a Faust table also needs Faust's own consumer, which the batch engine turns off).
 
 Memory: each id is held as its 64-bit string hash with its position, about 140 bytes an id, for
-`router.job_ids_retention_days` and at most `router.job_ids_max_entries` ids (the oldest batches go first).
+`kafka.routed_jobs_retention_days` and at most `router.job_ids_max_entries` ids (the oldest batches go first).
 Two different ids with one hash would refuse the later one as a reuse (a dead letter saying so): with ten
 million ids held, about a one-in-300,000 chance that any such pair exists.
 """
@@ -37,6 +37,7 @@ from aiokafka.structs import ConsumerRecord
 
 from modelyard.core.kafka import read_to_end
 from modelyard.core.settings import KafkaSettings
+from schemas.rejection import Rejection
 
 log = logging.getLogger("modelyard.router")
 OFFSETS = 1 << 40  # a position is packed as partition * OFFSETS + offset (one int per job id)
@@ -47,7 +48,7 @@ class Position(Protocol):
     offset: int
 
 
-class SeenJobIds:
+class RoutedJobIds:
     def __init__(
         self, retention_s: float, max_entries: int = 5_000_000, clock: Callable[[], float] = time.time
     ) -> None:
@@ -66,6 +67,18 @@ class SeenJobIds:
         if packed is None or packed == partition * OFFSETS + offset:
             return None
         return divmod(packed, OFFSETS)
+
+    def refusal(self, job_id: str, partition: int, offset: int) -> Rejection | None:
+        """Admission's check: a job id routed before from another record is refused, saying where."""
+        first = self.routed_at(job_id, partition, offset)
+        if first is None:
+            return None
+        return Rejection(
+            "duplicate_job_id",
+            "job_id",
+            f"job_id {job_id!r} was already routed to a pool (jobs partition {first[0]}, offset {first[1]}); "
+            "a job id names one job, so this one is refused before any provider is called",
+        )
 
     def add(self, job_id: str, partition: int, offset: int) -> None:
         """Routed to a pool now: put on record with this batch, and held from then on (records())."""
@@ -140,9 +153,9 @@ def _record(partition: int, job_ids: list[str], offsets: list[int]) -> bytes:
 
 
 class RoutedJobsFeed:
-    """Reads the routed-jobs topic (every partition, group-less) into a SeenJobIds, up to its end."""
+    """Reads the routed-jobs topic (every partition, group-less) into a RoutedJobIds, up to its end."""
 
-    def __init__(self, kafka: KafkaSettings, seen: SeenJobIds) -> None:
+    def __init__(self, kafka: KafkaSettings, seen: RoutedJobIds) -> None:
         self.kafka = kafka
         self.seen = seen
         self._consumer: AIOKafkaConsumer | None = None
