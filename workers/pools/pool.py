@@ -1,7 +1,8 @@
 """PoolWorker: one pool's process. Consumes its topic, runs each assignment through the pool's Dispatcher
 (rate limits, circuit breakers, fallbacks) with bounded concurrency, produces one Result per attempt (and,
 for a low-confidence answer, the Assignment that escalates it), and commits an offset only after everything
-produced for it is acknowledged by Kafka."""
+produced for it is acknowledged by Kafka. With budgets set, it keeps its own budget view (the spend topic) for
+the calls it starts that spend from a budgeted pool: escalations and fallbacks."""
 
 from __future__ import annotations
 
@@ -11,21 +12,24 @@ import logging
 import time
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from modelyard.core._exceptions import Stopping
+from modelyard.core.budgets import BudgetGuard, Overrun
 from modelyard.core.kafka import make_consumer, make_producer
 from modelyard.core.offsets import OffsetTracker
 from modelyard.core.settings import KafkaSettings, PoolSettings
+from modelyard.core.spend_feed import SpendFeed
 from schemas import Assignment, Result, ResultStatus
 from schemas.decoding import decode
 from schemas.rejection import Rejection
 from workers.pools.batching import Batcher
-from workers.pools.cascade import escalate, needs_escalation
+from workers.pools.cascade import escalate, escalation_budget, kept_over_budget, needs_escalation
 from workers.pools.dispatch import Dispatcher
 
 log = logging.getLogger("modelyard.pool")
-COMMIT_INTERVAL_S = 0.5
+SPEND_POLL_S = 0.25  # how stale the pool's view of the sink's spend figures may be
 Outgoing = tuple[str, bytes | None, bytes]  # topic, key, value
 
 
@@ -53,15 +57,22 @@ class PoolWorker:
         group_id: str,
         dispatcher: Dispatcher,
         batcher: Batcher | None = None,
+        budget: BudgetGuard | None = None,
+        cascade_pool: PoolSettings | None = None,
     ) -> None:
+        """budget: the pool's budget view, when it can start calls that spend from a budgeted pool (shared with
+        the dispatcher's fallbacks); cascade_pool: the settings of `config.cascade.to_pool`."""
         self.kafka = kafka
         self.group_id = group_id
         self.pool = pool
         self.dispatcher = dispatcher
         self.batcher = batcher
+        self.budget = budget
+        self.cascade_pool = cascade_pool
         self.waiting_for_batch: set[asyncio.Task[None]] = set()
         self.cascade = config.cascade
         self.concurrency = config.concurrency
+        self.commit_interval_s = config.commit_interval_s
         self.offsets = OffsetTracker()
         self.tasks: set[asyncio.Task[None]] = set()
         self.calling = 0
@@ -77,10 +88,15 @@ class PoolWorker:
         self.consumer = make_consumer(self.kafka, topic, self.group_id, _Rebalance(self), self.concurrency)
         self.producer = make_producer(self.kafka)
         await self.producer.start()
+        spend = await self._follow_spend()
         await self.consumer.start()
         try:
             await self._consume(stop)
         finally:
+            if spend is not None:
+                spend.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await spend
             self.dispatcher.stop_waiting()
             if self.batcher:
                 await self.batcher.stop()
@@ -94,6 +110,28 @@ class PoolWorker:
         if self._fatal:
             raise self._fatal
 
+    async def _follow_spend(self) -> asyncio.Task[None] | None:
+        """With a budget view: the spend topic read to its end before the first call, then followed."""
+        if self.budget is None:
+            return None
+        feed = SpendFeed(self.kafka, self.budget.book)
+        await feed.catch_up()
+
+        async def follow() -> None:
+            try:
+                while True:
+                    try:
+                        await feed.poll(timeout_ms=int(SPEND_POLL_S * 1000))
+                    except (
+                        KafkaError
+                    ) as exc:  # budgets keep the last figures meanwhile (and own reservations)
+                        log.warning("spend topic not read (%r); retrying in 1 s", exc)
+                        await asyncio.sleep(1)
+            finally:
+                await feed.stop()
+
+        return asyncio.create_task(follow())
+
     async def _consume(self, stop: asyncio.Event) -> None:
         while not stop.is_set() and self._fatal is None:
             free = self._free_slots()
@@ -106,7 +144,7 @@ class PoolWorker:
                 for tp, records in batches.items():
                     for record in records:
                         self._start(tp, record)
-            if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
+            if time.monotonic() - self._last_commit >= self.commit_interval_s:
                 await self.commit()
 
     def _free_slots(self) -> int:
@@ -160,9 +198,18 @@ class PoolWorker:
             return [(self.kafka.dead_letter_topic, record.key, letter.model_dump_json().encode())]
         results = await self._attempts(tp, assignment)
         key, out = assignment.item.job_id.encode(), []
-        if needs_escalation(self.cascade, results[-1]):
-            results[-1], forwarded = escalate(self.cascade, assignment, results[-1])
-            out.append((self.kafka.pool_topic(forwarded.pool), key, forwarded.model_dump_json().encode()))
+        if self.cascade is not None and needs_escalation(self.cascade, results[-1]):
+            to_pool = self.cascade.to_pool
+            admitted = (
+                escalation_budget(self.budget, (to_pool, self.cascade_pool), assignment, results[-1])
+                if self.cascade_pool is not None
+                else None
+            )
+            if isinstance(admitted, Overrun):
+                results[-1] = kept_over_budget(results[-1], to_pool, admitted)
+            else:
+                results[-1], forwarded = escalate(self.cascade, assignment, results[-1], admitted or 0)
+                out.append((self.kafka.pool_topic(to_pool), key, forwarded.model_dump_json().encode()))
         return [(self.kafka.results_topic, key, r.model_dump_json().encode()) for r in results] + out
 
     async def _attempts(self, tp: TopicPartition, assignment: Assignment) -> list[Result]:

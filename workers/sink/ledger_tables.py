@@ -3,7 +3,8 @@
 Columns are built once per batch from attribute lists, shared by both tables, never as per-row tuples.
 ClickHouse casts each Arrow column to the table's type (string to LowCardinality(String), and so on).
 Amounts go in as Decimal128(24, 12) made from whole ledger units, so they are exact; times are floored to
-the millisecond, as clickhouse-connect's own DateTime64(3) conversion does.
+the millisecond, as clickhouse-connect's own DateTime64(3) conversion does. Both tables carry each result's
+call id; `repeat_call` is set once the store knows which calls already have their result (`flag_repeats`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ RESULT_COLUMNS = (
     "latency_ms",
     "batch",
     "completed_at",
+    "call_id",
 )
 COST_COLUMNS = (
     "job_id",
@@ -73,6 +75,8 @@ COST_COLUMNS = (
     "reference_cost_usd",
     "savings_usd",
     "completed_at",
+    "call_id",
+    "repeat_call",
 )
 TOKEN_KINDS = (
     "input_tokens",
@@ -90,8 +94,9 @@ class LedgerTables:
             raise ValueError(f"{len(results)} results but {len(costs)} costs")
         self.rows = results
         self.costs = costs
-        self.job_ids = [r.job_id for r in results]  # with `attempts`, the key both tables dedup on
+        self.job_ids = [r.job_id for r in results]  # with `attempts`, the key results dedup on
         self.attempts = [r.attempt for r in results]
+        self.call_ids = [r.call_id for r in results]  # with both, the key the ledger dedups on
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -128,8 +133,17 @@ class LedgerTables:
             "reference_model": pa.array(c.reference_model, pa.string()),
             "reference_cost_usd": total if c.reference is c.total else amounts(c.reference),
             "savings_usd": amounts(c.savings),
+            "repeat_call": pa.array([0] * len(self), pa.uint8()),
         }
         return _table(COST_COLUMNS, self._shared | own)
+
+    def flag_repeats(self, repeat: list[int]) -> pa.Table:
+        """The cost rows with `repeat_call` set per row (1: a call whose result is not the one kept)."""
+        ledger = self.cost_ledger
+        if not any(repeat):
+            return ledger
+        at = ledger.column_names.index("repeat_call")
+        return ledger.set_column(at, "repeat_call", pa.array(repeat, pa.uint8()))
 
     @cached_property
     def _shared(self) -> dict[str, pa.Array]:
@@ -146,6 +160,7 @@ class LedgerTables:
             "model": pa.array([r.model for r in rows], pa.string()),
             "batch": pa.array([r.batch for r in rows], pa.bool_()).cast(pa.uint8()),
             "completed_at": milliseconds([r.completed_at for r in rows]),
+            "call_id": pa.array(self.call_ids, pa.string()),
         }
         return columns | {
             kind: pa.array(list(map(attrgetter(kind), usages)), pa.uint32()) for kind in TOKEN_KINDS
