@@ -75,7 +75,7 @@ def test_a_reused_job_id_is_refused_beyond_the_window_and_after_a_router_restart
 ) -> None:
     settings = pipeline_settings
     env = {**pipeline_env, "MODELYARD_ROUTER__DEDUP_WINDOW_S": "1", "MODELYARD_ROUTER__ENGINE": engine}
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings.kafka, settings.pools))
     with ProcessSupervisor(tmp_path / "logs", env=env) as supervisor:
         start(supervisor, settings, "sink", "router", "pool-slm")
         asyncio.run(produce(settings, [ticket("once")]))
@@ -105,7 +105,7 @@ def test_a_pool_killed_after_its_call_and_before_its_commit_bills_both_calls_and
     pipeline_env: dict[str, str], pipeline_settings: Settings, tmp_path: Path
 ) -> None:
     settings = pipeline_settings
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings.kafka, settings.pools))
     with ProcessSupervisor(tmp_path / "logs", env=pipeline_env) as supervisor:
         start(supervisor, settings, "sink", "router")
         # this pool commits its offsets only every two minutes: its answer is produced, its offset is not
@@ -160,7 +160,7 @@ def test_a_replayed_result_message_adds_no_row(
         completed_at=datetime.now(UTC),
     )
     message = answer.model_dump_json().encode()
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings.kafka, settings.pools))
     with ProcessSupervisor(tmp_path / "logs", env=pipeline_env) as supervisor:
         supervisor.start("sink", "sink")
         asyncio.run(produce_results(settings, [message, message]))  # in one batch

@@ -137,7 +137,7 @@ def test_a_10x_burst_overshoots_its_budget_by_at_most_one_job(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     settings = load_settings()
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings.kafka, settings.pools))
     with ProcessSupervisor(tmp_path / "logs", env=env) as supervisor:
         supervisor.start("simulator", "simulator")
         wait_for_port("127.0.0.1", settings.simulator.port, 30, supervisor)

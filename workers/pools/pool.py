@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from decimal import Decimal
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
@@ -208,7 +209,8 @@ class PoolWorker:
             if isinstance(admitted, Overrun):
                 results[-1] = kept_over_budget(results[-1], to_pool, admitted)
             else:
-                results[-1], forwarded = escalate(self.cascade, assignment, results[-1], admitted or 0)
+                reserved = admitted if admitted is not None else Decimal(0)
+                results[-1], forwarded = escalate(self.cascade, assignment, results[-1], reserved)
                 out.append((self.kafka.pool_topic(to_pool), key, forwarded.model_dump_json().encode()))
         return [(self.kafka.results_topic, key, r.model_dump_json().encode()) for r in results] + out
 
