@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from decimal import Decimal
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
@@ -244,7 +245,9 @@ class PoolWorker:
             if isinstance(admitted, Overrun):
                 results[-1] = kept_over_budget(results[-1], to_pool, admitted)
             else:
-                results[-1], forwarded = escalate(self.cascade, assignment, results[-1], admitted or 0)
+                results[-1], forwarded = escalate(
+                    self.cascade, assignment, results[-1], admitted or Decimal(0)
+                )
                 out.append((self.kafka.pool_topic(to_pool), key, forwarded.model_dump_json().encode()))
         elif self.cache is not None:
             out += self.cache.outgoing(assignment, results[-1], self._keeps)
