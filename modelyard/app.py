@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from streams.decision import PoolDecider
     from streams.policy import RoutingPolicy
     from workers.pools.pool import PoolWorker
+    from workers.pools.result_cache import PoolCache
     from workers.sink.clickhouse import ClickHouseStore
     from workers.sink.pricing import PriceCatalog
     from workers.sink.sink import ClickHouseSink
@@ -166,7 +167,12 @@ def build_decider(settings: Settings) -> PoolDecider:
 
     router, costs = settings.router, settings.costs
     source = PolicySource(
-        settings.pools, settings.routes, settings.default_pool, router.policy_file, router.reload_interval_s
+        settings.pools,
+        settings.routes,
+        settings.default_pool,
+        router.policy_file,
+        router.reload_interval_s,
+        router.cache,
     )
     novelty = NoveltyDetector(router.novelty_dims, source.current().novelty.min_samples)
     calls = {name: (pool.model, pool.max_output_tokens) for name, pool in settings.pools.items()}
@@ -239,9 +245,20 @@ def build_pool_worker(settings: Settings, pool: str) -> PoolWorker:
         settings.group_id(f"pool.{pool}"),
         build_dispatcher(settings, pool, budget),
         build_batcher(settings, pool),
+        settings.scheduling,
+        build_result_cache(settings, pool),
         budget,
         settings.pools[cascade.to_pool] if cascade is not None else None,
     )
+
+
+def build_result_cache(settings: Settings, pool: str) -> PoolCache:
+    """The pool's copy of the shared result cache, keyed for its own provider and model."""
+    from workers.pools.result_cache import PoolCache
+
+    config = settings.pools[pool]
+    target = (config.provider, config.model, config.max_output_tokens)
+    return PoolCache(pool, settings.kafka, settings.result_cache, target)
 
 
 def build_sink(

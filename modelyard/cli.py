@@ -382,6 +382,7 @@ def cmd_route(settings: Settings, args: argparse.Namespace, console: Console) ->
     from schemas import WorkItem
     from schemas.decoding import decode
     from schemas.rejection import Rejection
+    from streams.cache_policy import cache_policy_of, directive
     from streams.novelty_explain import explain_novelty
 
     raw = sys.stdin.buffer.read() if str(args.item) == "-" else _read_bytes(args.item)
@@ -408,6 +409,12 @@ def cmd_route(settings: Settings, args: argparse.Namespace, console: Console) ->
     out.print(f"novelty: {why}", highlight=False, markup=False)
     out.print(
         f"pool: [bold]{decision.pool}[/bold] via {decision.rule}: {decision.reason} -> topic {settings.kafka.pool_topic(decision.pool)}"
+    )
+    cache = directive(cache_policy_of(decider.source.current(), item.tenant), decision.task_type)
+    out.print(
+        "result cache: off for this tenant and task"
+        if cache is None
+        else f"result cache: on, answers up to {cache['ttl_s']:g}s old, scope {cache['scope']}"
     )
     return 0
 

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from schemas.cache import CacheDirective
 from schemas.work_item import TaskType, WorkItem
 
 
@@ -34,3 +35,7 @@ class Assignment(BaseModel):
         "routed (0: no budget guards it); the sink settles it by the real cost once the result is priced.",
     )
     routed_at: AwareDatetime
+    cache: CacheDirective | None = Field(
+        default=None,
+        description="Set when the routing policy opts this tenant and task into the result cache.",
+    )

@@ -31,10 +31,11 @@ class ResultStatus(StrEnum):
     ESCALATED = (
         "escalated"  # answered, but below the confidence threshold; the job went on to a stronger pool
     )
+    EXPIRED = "expired"  # its deadline passed before its call: never called, never billed
 
     @property
     def is_final(self) -> bool:
-        return self in (ResultStatus.OK, ResultStatus.ERROR)
+        return self in (ResultStatus.OK, ResultStatus.ERROR, ResultStatus.EXPIRED)
 
 
 MAX_TOKENS = 2**32 - 1  # UInt32 token columns
@@ -71,6 +72,20 @@ class Usage(BaseModel):
     )
 
 
+class CacheOrigin(BaseModel):
+    """On a cached Result: the attempt that really called the model. Its tokens are what the hit saved."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    job_id: str
+    attempt: int = Field(ge=1, le=MAX_ATTEMPT)
+    provider: str
+    model: str
+    usage: Usage = Usage()
+    batch: bool = False
+    completed_at: AwareDatetime
+
+
 class Result(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -96,6 +111,10 @@ class Result(BaseModel):
         "message repeats it, a second real call for the same job and attempt has its own. Empty: no call.",
     )
     completed_at: AwareDatetime
+    cached: bool = Field(default=False, description="Answered from the result cache: no model call.")
+    cached_from: CacheOrigin | None = Field(
+        default=None, description="For a cached answer: the attempt that called the model."
+    )
 
 
 Tokens = Annotated[int, Meta(ge=0, le=MAX_TOKENS)]
@@ -108,6 +127,23 @@ class UsageStruct(Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     cache_write_1h_tokens: Tokens = 0
     output_tokens: Tokens = 0
     reasoning_tokens: Tokens = 0
+
+
+class CacheOriginStruct(Struct, frozen=True, forbid_unknown_fields=True, gc=False):
+    """`CacheOrigin`, strict like ResultStruct."""
+
+    job_id: str
+    attempt: Annotated[int, Meta(ge=1, le=MAX_ATTEMPT)]
+    provider: str
+    model: str
+    completed_at: str  # plain RFC 3339 text, an aware datetime once decoded (__post_init__)
+    usage: UsageStruct = UsageStruct()
+    batch: bool = False
+
+    def __post_init__(self) -> None:
+        force_setattr(
+            self, "completed_at", plain_aware_datetime(self.completed_at, "cached_from.completed_at")
+        )
 
 
 class ResultStruct(Struct, frozen=True, forbid_unknown_fields=True, gc=False):
@@ -130,6 +166,8 @@ class ResultStruct(Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     usage: UsageStruct = UsageStruct()
     batch: bool = False
     call_id: Annotated[str, Meta(max_length=MAX_CALL_ID)] = NO_CALL
+    cached: bool = False
+    cached_from: CacheOriginStruct | None = None
 
     def __post_init__(self) -> None:
         """msgspec calls this while decoding; a ValueError here refuses the record (pydantic then decides)."""

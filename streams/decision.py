@@ -17,12 +17,15 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import orjson
 
 from modelyard.core._exceptions import ConfigError
 from modelyard.core.budgets import BudgetGuard
+from modelyard.core.settings import CachePolicy
 from schemas import TaskType
 from schemas.rejection import Rejection
 from streams.admission import Item
+from streams.cache_policy import CacheDirectives
 from streams.novelty import NoveltyDetector
 from streams.rules import (
     ItemFeatures,
@@ -58,6 +61,7 @@ class Decision:
     features: ItemFeatures
     novelty_score: float | None = None
     checks: list[RuleCheck] = field(default_factory=list)
+    cache: orjson.Fragment | None = None  # the result-cache directive, when the policy opts the item in
     reserved_usd: Decimal = Decimal(0)  # the estimate a budget reserved for this item's call (0: none)
 
 
@@ -82,13 +86,14 @@ class PolicySource:
         default_pool: str,
         path: Path | None = None,
         reload_interval_s: float = 1.0,
+        cache: CachePolicy | None = None,
     ) -> None:
         self.path = path
         self.interval = reload_interval_s
         self.pools = set(pools)
         self._mtime = self._stat()
         self._checked = time.monotonic()
-        self.policy = configured_policy(self.pools, routes, default_pool, path)
+        self.policy = configured_policy(self.pools, routes, default_pool, path, cache)
 
     def current(self) -> PolicyFile:
         if self.path is not None and time.monotonic() - self._checked >= self.interval:
@@ -167,6 +172,7 @@ class PoolDecider:
             budgets is not None or shadow is not None
         )  # else settle() and shadowed() change nothing
         self._memo = RuleMemo(source.current())
+        self._cache = CacheDirectives(source.current())
 
     def decide(self, item: Item, now: datetime | None = None, learn: bool = True) -> Decision:
         """One item's decision with every rule check spelled out (what `route --explain` prints)."""
@@ -175,6 +181,7 @@ class PoolDecider:
         features, task_reason = self._features(item)
         checks, chosen = self._first_match(policy, features, now)
         decision = self._ruled(policy, features, task_reason, chosen, checks)
+        decision.cache = self._cache_directives(policy).for_item(features.tenant, features.task_type)
         return self._apply_novelty(policy, [item], [decision], learn)[0]
 
     def decide_many(self, items: list[Item], now: datetime, learn: bool = True) -> list[Decision]:
@@ -183,10 +190,19 @@ class PoolDecider:
         if self._memo.policy is not policy:
             self._memo = RuleMemo(policy)
         decisions, first_match = [], self._memo.first_match
+        cache_for = self._cache_directives(policy).for_item
         for item in items:
             features, task_reason = self._features(item)
-            decisions.append(self._ruled(policy, features, task_reason, first_match(features, now), []))
+            decision = self._ruled(policy, features, task_reason, first_match(features, now), [])
+            decision.cache = cache_for(features.tenant, features.task_type)
+            decisions.append(decision)
         return self._apply_novelty(policy, items, decisions, learn)
+
+    def _cache_directives(self, policy: PolicyFile) -> CacheDirectives:
+        """The result-cache directives of the policy in force (rebuilt when the policy file is reloaded)."""
+        if self._cache.policy is not policy:
+            self._cache = CacheDirectives(policy)
+        return self._cache
 
     def settle(self, item: Item, decision: Decision, now: datetime) -> Decision | Rejection | Deferral:
         """The tenant's budget applied to a decision: the decision, or what replaces it."""
@@ -203,7 +219,9 @@ class PoolDecider:
         ):
             return None
         why = f"shadow sample of {item.job_id}"
-        return replace(decision, pool=shadow.pool, rule="shadow", reason=why, reserved_usd=Decimal(0))
+        return replace(
+            decision, pool=shadow.pool, rule="shadow", reason=why, reserved_usd=Decimal(0), cache=None
+        )
 
     def save_novelty(self, path: Path) -> None:
         self.novelty.save(path)

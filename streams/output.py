@@ -92,7 +92,8 @@ class OutputRecords:
 
 
 def assignment_json(raw: bytes, d: Decision, now: datetime) -> bytes:
-    """The Assignment wire record, embedding the already-validated item bytes as they came (no re-encoding)."""
+    """The Assignment wire record, embedding the already-validated item bytes as they came (no re-encoding);
+    with the result-cache directive when the policy opts the item's tenant and task in."""
     record = {
         "schema_version": 1,
         "item": orjson.Fragment(raw),
@@ -106,6 +107,8 @@ def assignment_json(raw: bytes, d: Decision, now: datetime) -> bytes:
         "attempt": 1,
         "routed_at": now,
     }
+    if d.cache is not None:
+        record["cache"] = d.cache
     if d.reserved_usd:
         record["reserved_usd"] = str(d.reserved_usd)
     return orjson.dumps(record)

@@ -17,9 +17,12 @@ def make_consumer(
     group_id: str,
     listener: ConsumerRebalanceListener | None = None,
     max_records: int = 500,
+    fetch_max_wait_ms: int = 500,
 ) -> AIOKafkaConsumer:
-    """A manually committed consumer: offsets move only after the work for them is durable downstream."""
+    """A manually committed consumer: offsets move only after the work for them is durable downstream.
+    `fetch_max_wait_ms`: how long the broker may hold a fetch with no data (a seek waits for it to return)."""
     consumer = AIOKafkaConsumer(
+        fetch_max_wait_ms=fetch_max_wait_ms,
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -40,6 +43,18 @@ def make_producer(kafka: KafkaSettings) -> AIOKafkaProducer:
         enable_idempotence=True,
         linger_ms=5,
         max_batch_size=256 * 1024,
+        **kafka.client_options(),
+    )
+
+
+def make_reader(kafka: KafkaSettings, topic: str) -> AIOKafkaConsumer:
+    """A group-less consumer of every partition of `topic` from its beginning; it commits nothing."""
+    return AIOKafkaConsumer(
+        topic,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
         **kafka.client_options(),
     )
 

@@ -50,6 +50,24 @@ POOL_CALL_SECONDS = Histogram(
     ["pool", "provider"],
     buckets=CALL_BUCKETS,
 )
+POOL_EXPIRED = Counter(
+    "modelyard_pool_expired_total", "Items ended as expired: their deadline passed before the call.", ["pool"]
+)
+POOL_WAITING = Gauge("modelyard_pool_waiting", "Items read ahead and waiting for a slot.", ["pool"])
+POOL_SKIPPED = Gauge(
+    "modelyard_pool_skipped",
+    "Offsets read past and kept for a re-read (a tenant's backlog over its cap).",
+    ["pool"],
+)
+RESULT_CACHE_LOOKUPS = Counter(
+    "modelyard_result_cache_lookups_total",
+    "Result-cache lookups of opted-in items, by outcome (hit, miss); hit rate = hit / (hit + miss).",
+    ["pool", "outcome"],
+)
+RESULT_CACHE_ENTRIES = Gauge(
+    "modelyard_result_cache_entries", "Entries this process holds of the result cache."
+)
+RESULT_CACHE_BYTES = Gauge("modelyard_result_cache_bytes", "Bytes this process holds of the result cache.")
 # router
 ROUTED = Counter("modelyard_router_routed_total", "Work items routed to a pool.", ["pool"])
 ROUTE_BATCH_SECONDS = Histogram(

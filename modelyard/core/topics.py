@@ -27,6 +27,7 @@ def topic_plan(kafka: KafkaSettings, pools: Iterable[str]) -> dict[str, int]:
         kafka.deferred_topic: kafka.partitions,
         kafka.spend_topic: 1,
         kafka.evals_topic: 1,
+        kafka.cache_topic: kafka.partitions,
         kafka.routed_jobs_topic: kafka.partitions,
     }
     for pool in pools:
@@ -70,9 +71,17 @@ async def _create(kafka: KafkaSettings, plan: dict[str, int]) -> None:
 
 
 def _topic_configs(kafka: KafkaSettings, name: str) -> dict[str, str]:
-    """Per-topic configs: the spend topic is compacted; the routed-jobs record lives as long as job ids are
-    refused when reused (older entries would be skipped by the router anyway)."""
+    """Per-topic configs: the spend topic is compacted; the result cache keeps the latest answer per request
+    digest, and nothing older than `kafka.cache_retention_s`; the routed-jobs record lives as long as job ids
+    are refused when reused (older entries would be skipped by the router anyway)."""
     configs = dict(COMPACTED) if name == kafka.spend_topic else {}
+    if name == kafka.cache_topic:
+        retention_ms = int(kafka.cache_retention_s * 1000)
+        configs = {
+            "cleanup.policy": "compact,delete",
+            "retention.ms": str(retention_ms),
+            "segment.ms": str(min(retention_ms, 3_600_000)),
+        }
     if name == kafka.routed_jobs_topic:
         configs["retention.ms"] = str(int(kafka.routed_jobs_retention_days * MS_PER_DAY))
     if kafka.min_insync_replicas is not None:

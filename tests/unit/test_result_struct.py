@@ -31,6 +31,13 @@ BASE: dict[str, Any] = {
     "latency_ms": 42.5,
     "completed_at": "2026-11-24T23:53:04.123456Z",
 }
+ORIGIN: dict[str, Any] = {
+    "job_id": "job-0",
+    "attempt": 1,
+    "provider": "anthropic",
+    "model": "claude-sonnet-5",
+    "completed_at": "2026-11-24T23:50:00Z",
+}
 FIELD_VALUES: dict[str, list[Any]] = {
     "schema_version": [1, 2, 0, "1", 1.0, True, None],
     "job_id": ["", "it's", 'say "hi"\\', "line\nbreak", "ünï\u2028", "\u0000", 7, None, ["a"]],
@@ -72,6 +79,21 @@ FIELD_VALUES: dict[str, list[Any]] = {
         1.7976931348623157e308,
     ],
     "batch": [True, False, 1, 0, "true", None],
+    "cached": [True, False, 1, 0, "true", None],
+    "cached_from": [
+        None,
+        ORIGIN,
+        {**ORIGIN, "usage": {"input_tokens": 4, "output_tokens": 2}, "batch": True},
+        {**ORIGIN, "completed_at": "2026-11-24T23:53:04.1234567Z"},
+        {**ORIGIN, "completed_at": "2026-11-24T23:53:04"},
+        {**ORIGIN, "attempt": 0},
+        {**ORIGIN, "attempt": "1"},
+        {**ORIGIN, "extra": 1},
+        {k: v for k, v in ORIGIN.items() if k != "model"},
+        {**ORIGIN, "usage": {"input_tokens": -1}},
+        [],
+        "x",
+    ],
     "call_id": [
         "",
         "0" * 32,
@@ -190,6 +212,9 @@ def same_values(struct: ResultStruct, model: Result) -> None:
         got, want = getattr(struct, name), getattr(model, name)
         if name == "usage":
             assert msgspec.structs.asdict(got) == want.model_dump()
+        elif name == "cached_from" and want is not None:
+            fields = msgspec.structs.asdict(got)
+            assert {**fields, "usage": msgspec.structs.asdict(fields["usage"])} == want.model_dump()
         elif name == "completed_at":
             assert (got, got.utcoffset()) == (want, want.utcoffset())
         else:

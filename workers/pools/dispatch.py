@@ -43,6 +43,7 @@ from schemas import Assignment, Result, ResultStatus
 from schemas.result import NO_CALL, new_call_id
 from workers.pools.backends.base import Completion, ModelBackend
 from workers.pools.breaker import BreakerState, CircuitBreaker
+from workers.pools.deadlines import deadline_passed, expired_result
 from workers.pools.limits import ProviderGate, estimated_tokens
 
 log = logging.getLogger("modelyard.pool")
@@ -70,6 +71,10 @@ class Target:
 class CallOutcome:
     result: Result
     try_next: bool
+
+
+class _DeadlinePassed(Exception):
+    """The item's deadline passed while it waited at its provider's gate: it is not sent."""
 
 
 class Dispatcher:
@@ -133,6 +138,11 @@ class Dispatcher:
         skipped: list[str] = []
         refused: list[str] = []
         for target in self.targets:
+            if deadline_passed(
+                assignment.item
+            ):  # expired before this call: end it, call nothing, bill nothing
+                results.append(self._expired(target, assignment, first_attempt + len(results)))
+                return results, skipped, refused, False
             if not target.breaker.allow():
                 skipped.append(target.label)
                 continue
@@ -180,6 +190,9 @@ class Dispatcher:
             done = await self._complete(target, assignment, tokens)
         except Stopping:
             raise
+        except _DeadlinePassed:
+            target.breaker.release()
+            return CallOutcome(self._expired(target, assignment, attempt), try_next=False)
         except ProviderError as exc:
             _judge(target, success=not exc.retryable, why=str(exc))
             return CallOutcome(_failed(base, str(exc), started), try_next=exc.retryable)
@@ -194,6 +207,8 @@ class Dispatcher:
         retries = 0
         while True:
             await target.gate.enter(tokens)
+            if deadline_passed(assignment.item):
+                raise _DeadlinePassed
             try:
                 return await target.backend.complete(assignment.item, assignment.task_type)
             except RateLimited as exc:
@@ -201,6 +216,9 @@ class Dispatcher:
                     raise
                 target.gate.pause(exc.retry_after, retries)
                 retries += 1
+
+    def _expired(self, target: Target, assignment: Assignment, attempt: int) -> Result:
+        return expired_result(assignment, attempt, self.pool, target.provider, target.model)
 
     def _no_target(self, assignment: Assignment, skipped: list[str], refused: list[str]) -> Result:
         """Every circuit is open (or the rest refused by a budget): the job ends here with an error, no call

@@ -1,8 +1,14 @@
 """PoolWorker: one pool's process. Consumes its topic, runs each assignment through the pool's Dispatcher
 (rate limits, circuit breakers, fallbacks) with bounded concurrency, produces one Result per attempt (and,
 for a low-confidence answer, the Assignment that escalates it), and commits an offset only after everything
-produced for it is acknowledged by Kafka. With budgets set, it keeps its own budget view (the spend topic) for
-the calls it starts that spend from a budgeted pool: escalations and fallbacks."""
+produced for it is acknowledged by Kafka.
+
+Which item a free slot takes is the read-ahead's choice (workers/pools/read_ahead.py, scheduling.py):
+priority, then deadlines, then tenants' fair shares. Items whose deadline passed end `expired` without a
+call; opted-in items are answered from the result cache when they can be (workers/pools/result_cache.py).
+Neither makes a provider call, so their Results carry no call id and cost nothing. With budgets set, the pool
+keeps its own budget view (the spend topic) for the calls it starts that spend from a budgeted pool:
+escalations and fallbacks."""
 
 from __future__ import annotations
 
@@ -20,16 +26,20 @@ from modelyard.core._exceptions import Stopping
 from modelyard.core.budgets import BudgetGuard, Overrun
 from modelyard.core.kafka import make_consumer, make_producer
 from modelyard.core.offsets import OffsetTracker
-from modelyard.core.settings import KafkaSettings, PoolSettings
+from modelyard.core.settings import KafkaSettings, PoolSettings, SchedulingSettings
 from modelyard.core.spend_feed import SpendFeed
 from schemas import Assignment, Result, ResultStatus
 from schemas.decoding import decode
 from schemas.rejection import Rejection
 from workers.pools.batching import Batcher
 from workers.pools.cascade import escalate, escalation_budget, kept_over_budget, needs_escalation
+from workers.pools.deadlines import deadline_passed, expired_result
 from workers.pools.dispatch import Dispatcher
+from workers.pools.read_ahead import ReadAhead
+from workers.pools.result_cache import PoolCache
 
 log = logging.getLogger("modelyard.pool")
+FETCH_MAX_WAIT_MS = 20  # a rewind's seek waits for the fetch in flight: keep idle fetches short
 SPEND_POLL_S = 0.25  # how stale the pool's view of the sink's spend figures may be
 Outgoing = tuple[str, bytes | None, bytes]  # topic, key, value
 
@@ -39,6 +49,7 @@ class _Rebalance(ConsumerRebalanceListener):
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.worker.read_ahead.release(set(revoked))  # their waiting items are not started; they replay
         if self.worker.batcher:
             self.worker.batcher.release(set(revoked))
         await self.worker.drain()
@@ -58,6 +69,8 @@ class PoolWorker:
         group_id: str,
         dispatcher: Dispatcher,
         batcher: Batcher | None = None,
+        scheduling: SchedulingSettings | None = None,
+        cache: PoolCache | None = None,
         budget: BudgetGuard | None = None,
         cascade_pool: PoolSettings | None = None,
     ) -> None:
@@ -68,16 +81,20 @@ class PoolWorker:
         self.pool = pool
         self.dispatcher = dispatcher
         self.batcher = batcher
+        self.cache = cache
         self.budget = budget
         self.cascade_pool = cascade_pool
         self.waiting_for_batch: set[asyncio.Task[None]] = set()
         self.cascade = config.cascade
         self.concurrency = config.concurrency
         self.commit_interval_s = config.commit_interval_s
-        self.offsets = OffsetTracker()
+        self._slot_freed = asyncio.Event()  # also set when the read-ahead queues work
+        self.read_ahead = ReadAhead(
+            scheduling or SchedulingSettings(), pool, config.max_output_tokens, self._slot_freed
+        )
+        self.offsets: OffsetTracker = self.read_ahead.offsets
         self.tasks: set[asyncio.Task[None]] = set()
         self.calling = 0
-        self._slot_freed = asyncio.Event()
         self.processed = 0
         self.abandoned = 0
         self._last_commit = time.monotonic()
@@ -86,14 +103,25 @@ class PoolWorker:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then drain in-flight calls and commit. Clients live inside the running loop."""
         topic = self.kafka.pool_topic(self.pool)
-        self.consumer = make_consumer(self.kafka, topic, self.group_id, _Rebalance(self), self.concurrency)
+        self.consumer = make_consumer(
+            self.kafka,
+            topic,
+            self.group_id,
+            _Rebalance(self),
+            self.concurrency,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        )
         self.producer = make_producer(self.kafka)
         await self.producer.start()
+        if self.cache is not None:
+            log.info("result cache: %d entries restored", await self.cache.feed.restore())
         spend = await self._follow_spend()
         await self.consumer.start()
         try:
             await self._consume(stop)
         finally:
+            if self.cache is not None:
+                await self.cache.feed.stop()
             if spend is not None:
                 spend.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -134,19 +162,27 @@ class PoolWorker:
         return asyncio.create_task(follow())
 
     async def _consume(self, stop: asyncio.Event) -> None:
-        while not stop.is_set() and self._fatal is None:
-            free = self._free_slots()
-            if free <= 0:
+        """Two loops: a task reads ahead (read_ahead.keep_reading); this one starts what the scheduler picks
+        whenever a slot is free, and commits."""
+        helpers = [asyncio.create_task(self.read_ahead.keep_reading(self.consumer, stop))]
+        if self.cache is not None:
+            helpers.append(asyncio.create_task(self.cache.feed.follow(stop)))
+        try:
+            while not stop.is_set() and self._fatal is None:
                 self._slot_freed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._slot_freed.wait(), 0.2)
-            else:
-                batches = await self.consumer.getmany(timeout_ms=200, max_records=free)
-                for tp, records in batches.items():
-                    for record in records:
-                        self._start(tp, record)
-            if time.monotonic() - self._last_commit >= self.commit_interval_s:
-                await self.commit()
+                started = self.read_ahead.take(self._free_slots())
+                for entry in started:
+                    self._start(entry.tp, entry.record)
+                if not started:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._slot_freed.wait(), 0.2)
+                    self._fatal = self._fatal or _failure(helpers)
+                if time.monotonic() - self._last_commit >= self.commit_interval_s:
+                    await self.commit()
+        finally:
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
 
     def _free_slots(self) -> int:
         """Calls in flight are capped at `concurrency`. A finished call frees its slot at once, not when Kafka
@@ -197,8 +233,8 @@ class PoolWorker:
                 source_offset=record.offset,
             )
             return [(self.kafka.dead_letter_topic, record.key, letter.model_dump_json().encode())]
-        results = await self._attempts(tp, assignment)
-        key, out = assignment.item.job_id.encode(), []
+        results = await self._answers(tp, assignment)
+        key, out = assignment.item.job_id.encode(), list[Outgoing]()
         if self.cascade is not None and needs_escalation(self.cascade, results[-1]):
             to_pool = self.cascade.to_pool
             admitted = (
@@ -212,7 +248,22 @@ class PoolWorker:
                 reserved = admitted if admitted is not None else Decimal(0)
                 results[-1], forwarded = escalate(self.cascade, assignment, results[-1], reserved)
                 out.append((self.kafka.pool_topic(to_pool), key, forwarded.model_dump_json().encode()))
+        elif self.cache is not None:
+            out += self.cache.outgoing(assignment, results[-1], self._keeps)
         return [(self.kafka.results_topic, key, r.model_dump_json().encode()) for r in results] + out
+
+    async def _answers(self, tp: TopicPartition, assignment: Assignment) -> list[Result]:
+        """An item past its deadline ends expired; an opted-in one may be answered from the cache."""
+        if deadline_passed(assignment.item):
+            first = self.dispatcher.targets[0]
+            return [expired_result(assignment, assignment.attempt, self.pool, first.provider, first.model)]
+        if self.cache is not None and assignment.cache is not None:
+            return await self.cache.answer(assignment, lambda: self._attempts(tp, assignment), self._keeps)
+        return await self._attempts(tp, assignment)
+
+    def _keeps(self, result: Result) -> bool:
+        """A fresh ok answer this pool does not escalate is worth caching."""
+        return result.status is ResultStatus.OK and not needs_escalation(self.cascade, result)
 
     async def _attempts(self, tp: TopicPartition, assignment: Assignment) -> list[Result]:
         """Deferrable items go through the provider's batch API (workers/batching.py); a batch request that
@@ -269,3 +320,12 @@ class PoolWorker:
             log.warning("commit deferred: %r", exc)
             return
         self.offsets.mark_committed(ready)
+
+
+def _failure(helpers: list[asyncio.Task[None]]) -> BaseException | None:
+    """The error of a helper loop (read-ahead, cache feed) that died: the pool stops on it."""
+    for helper in helpers:
+        if helper.done() and not helper.cancelled() and helper.exception() is not None:
+            log.error("pool helper failed: %r", helper.exception())
+            return helper.exception()
+    return None

@@ -54,15 +54,16 @@ class ClickHouseStore:
             raise StorageError(f"cannot open ClickHouse at {_redacted(self.dsn)}: {str(exc)[:300]}") from exc
 
     def migrate(self) -> list[int]:
-        """Apply bundled migrations not yet recorded; returns the versions applied now."""
+        """Apply bundled migrations not yet recorded; returns the versions applied now. A migration is known
+        by its version and name, so two branches' files that took the same number both apply."""
         self.command(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
             "applied_at DateTime DEFAULT now()) ENGINE = MergeTree ORDER BY version"
         )
-        done = {row[0] for row in self.query("SELECT version FROM schema_migrations")}
+        done = {(row[0], row[1]) for row in self.query("SELECT version, name FROM schema_migrations")}
         applied = []
         for migration in load_migrations():
-            if migration.version in done:
+            if (migration.version, migration.name) in done:
                 continue
             for statement in migration.statements:
                 self.command(statement)

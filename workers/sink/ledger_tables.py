@@ -42,6 +42,7 @@ RESULT_COLUMNS = (
     "latency_ms",
     "batch",
     "completed_at",
+    "cached",
     "call_id",
 )
 COST_COLUMNS = (
@@ -75,6 +76,9 @@ COST_COLUMNS = (
     "reference_cost_usd",
     "savings_usd",
     "completed_at",
+    "cached",
+    "cached_from",
+    "cache_saved_usd",
     "call_id",
     "repeat_call",
 )
@@ -89,11 +93,15 @@ TOKEN_KINDS = (
 
 
 class LedgerTables:
-    def __init__(self, results: Sequence[AnyResult], costs: PricedColumns) -> None:
+    def __init__(
+        self, results: Sequence[AnyResult], costs: PricedColumns, cache_saved: list[int] | None = None
+    ) -> None:
+        """`cache_saved`: per row, the ledger units a cache hit saved (workers/sink/cache_savings.py); None: none."""
         if len(results) != len(costs):
             raise ValueError(f"{len(results)} results but {len(costs)} costs")
         self.rows = results
         self.costs = costs
+        self.cache_saved = cache_saved
         self.job_ids = [r.job_id for r in results]  # with `attempts`, the key results dedup on
         self.attempts = [r.attempt for r in results]
         self.call_ids = [r.call_id for r in results]  # with both, the key the ledger dedups on
@@ -133,6 +141,10 @@ class LedgerTables:
             "reference_model": pa.array(c.reference_model, pa.string()),
             "reference_cost_usd": total if c.reference is c.total else amounts(c.reference),
             "savings_usd": amounts(c.savings),
+            "cached_from": pa.array(
+                [r.cached_from.job_id if r.cached_from else "" for r in self.rows], pa.string()
+            ),
+            "cache_saved_usd": amounts(self.cache_saved or [0] * len(self.rows)),
             "repeat_call": pa.array([0] * len(self), pa.uint8()),
         }
         return _table(COST_COLUMNS, self._shared | own)
@@ -160,6 +172,7 @@ class LedgerTables:
             "model": pa.array([r.model for r in rows], pa.string()),
             "batch": pa.array([r.batch for r in rows], pa.bool_()).cast(pa.uint8()),
             "completed_at": milliseconds([r.completed_at for r in rows]),
+            "cached": pa.array([r.cached for r in rows], pa.bool_()).cast(pa.uint8()),
             "call_id": pa.array(self.call_ids, pa.string()),
         }
         return columns | {

@@ -46,6 +46,7 @@ from schemas.decoding import StructFirst, decode
 from schemas.evaluation import EvalScore
 from schemas.rejection import Rejection
 from schemas.spend import SpendRecord
+from workers.sink.cache_savings import cache_savings
 from workers.sink.call_rows import RowPlan
 from workers.sink.clickhouse import ClickHouseStore
 from workers.sink.ledger_tables import LedgerTables
@@ -254,7 +255,10 @@ class ClickHouseSink:
         """Decode and price the results and build their Arrow tables (once, however often the write is retried)."""
         if batch.ledger is None:
             batch.decode_results()
-            batch.ledger = LedgerTables(batch.results, self.catalog.price(batch.results))
+            results = batch.results
+            batch.ledger = LedgerTables(
+                results, self.catalog.price(results), cache_savings(self.catalog, results)
+            )
             _ = batch.ledger.results, batch.ledger.cost_ledger
 
     def _write(self, batch: Batch) -> None:
