@@ -84,8 +84,34 @@ def build_backend(
     return backend_class(provider, config, target, base_url=provider_base_url(settings, provider))
 
 
-def build_dispatcher(settings: Settings, pool: str):  # -> Dispatcher
-    """The pool's chain: its own provider/model, then its fallbacks; gates shared per provider."""
+def budgeted_fallbacks(settings: Settings, pool: str) -> set[tuple[str, str]]:
+    """The pool's fallback targets that spend from a budgeted pool's budget (none for a budgeted pool: the
+    router admitted its items already)."""
+    from modelyard.core.budgets import budgeted_targets
+
+    costs, pool_settings = settings.costs, settings.pools[pool]
+    if not costs.budgets or pool in costs.budget_pools:
+        return set()
+    fallbacks = {(f.provider, f.model) for f in pool_settings.fallbacks}
+    return fallbacks & budgeted_targets(settings.pools, frozenset(costs.budget_pools))
+
+
+def build_budget_guard(settings: Settings, pool: str):  # -> BudgetGuard | None
+    """The pool's own budget view, when it can start calls that spend from a budgeted pool (a cascade to one,
+    a fallback to one of its targets); None otherwise (no spend topic to follow)."""
+    from modelyard.core.budgets import BudgetGuard
+    from modelyard.core.rate_card import RateCard
+
+    costs, cascade = settings.costs, settings.pools[pool].cascade
+    escalates = cascade is not None and cascade.to_pool in costs.budget_pools
+    if not costs.budgets or not (escalates or budgeted_fallbacks(settings, pool)):
+        return None
+    return BudgetGuard(costs, RateCard.load(costs.prices_dir))
+
+
+def build_dispatcher(settings: Settings, pool: str, budget=None):  # -> Dispatcher
+    """The pool's chain: its own provider/model, then its fallbacks; gates shared per provider. Fallbacks
+    that spend from a budgeted pool are admitted by `budget` (the pool's BudgetGuard) first."""
     from workers.pools.breaker import CircuitBreaker
     from workers.pools.dispatch import Dispatcher, Target
     from workers.pools.limits import ProviderGate
@@ -96,6 +122,7 @@ def build_dispatcher(settings: Settings, pool: str):  # -> Dispatcher
         (f.provider, f.model) for f in pool_settings.fallbacks
     ]
     gates = {name: ProviderGate(name, settings.providers[name], stopping) for name, _ in chain}
+    budgeted = budgeted_fallbacks(settings, pool) - {chain[0]}
     targets = []
     for provider, model in dict.fromkeys(chain):
         config = settings.providers[provider]
@@ -110,9 +137,10 @@ def build_dispatcher(settings: Settings, pool: str):  # -> Dispatcher
                 gate=gates[provider],
                 max_output_tokens=pool_settings.max_output_tokens,
                 rate_limit_retries=config.rate_limit_retries,
+                budgeted=(provider, model) in budgeted,
             )
         )
-    return Dispatcher(pool, targets, stopping, pool_settings.wait_for_circuit_s)
+    return Dispatcher(pool, targets, stopping, pool_settings.wait_for_circuit_s, budget)
 
 
 def build_batcher(settings: Settings, pool: str):  # -> Batcher | None
@@ -132,7 +160,8 @@ def build_batcher(settings: Settings, pool: str):  # -> Batcher | None
 
 def build_decider(settings: Settings) -> PoolDecider:
     """Rules (the policy file, else the routes table), novelty, and budgets / shadow sampling when set."""
-    from streams.budgets import BudgetBook
+    from modelyard.core.budgets import BudgetGuard
+    from modelyard.core.rate_card import RateCard
     from streams.decision import BudgetRule, PolicySource, PoolDecider, ShadowRule
     from streams.novelty import NoveltyDetector
 
@@ -146,8 +175,9 @@ def build_decider(settings: Settings) -> PoolDecider:
         router.cache,
     )
     novelty = NoveltyDetector(router.novelty_dims, source.current().novelty.min_samples)
+    calls = {name: (pool.model, pool.max_output_tokens) for name, pool in settings.pools.items()}
     budgets = (
-        BudgetRule(BudgetBook(costs.budgets), frozenset(costs.budget_pools), costs.downgrade_pool)
+        BudgetRule(BudgetGuard(costs, RateCard.load(costs.prices_dir)), calls, costs.downgrade_pool)
         if costs.budgets
         else None
     )
@@ -156,20 +186,26 @@ def build_decider(settings: Settings) -> PoolDecider:
 
 
 def build_admission(settings: Settings, replay: bool = False) -> Admission:
-    """The router's admission: known tenants, signatures, dedup over router.dedup_window_s. For a dead
-    letter's replay: the same checks on the pydantic model (what is replayed is the original), no dedup."""
+    """The router's admission: known tenants, signatures, dedup over router.dedup_window_s, the job ids routed
+    before (kafka.routed_jobs_retention_days). For a dead letter's replay: the same checks on the pydantic
+    model (what is replayed is the original), no dedup (the router's admission has it)."""
     from modelyard.core.signatures import TenantKeys
     from schemas import WorkItem
     from schemas.decoding import decode
     from streams.admission import Admission
     from streams.dedup import RecentJobIds
+    from streams.routed_jobs import RoutedJobIds
 
     router = settings.router
     keys = TenantKeys(router.tenant_keys) if router.tenant_keys is not None else None
     if replay:
         return Admission(router.known_tenants, keys, decoder=lambda raw: decode(WorkItem, raw))
+    routed = RoutedJobIds(settings.kafka.routed_jobs_retention_days * 86_400, router.job_ids_max_entries)
     return Admission(
-        router.known_tenants, keys, RecentJobIds(router.dedup_window_s, router.dedup_max_entries)
+        router.known_tenants,
+        keys,
+        RecentJobIds(router.dedup_window_s, router.dedup_max_entries),
+        routed=routed,
     )
 
 
@@ -182,16 +218,18 @@ def build_routing_policy(settings: Settings) -> RoutingPolicy:
 
 def build_router(settings: Settings) -> faust.App:
     """The router process: a Faust app running the routing engine, novelty state, budget feed, health."""
+    from modelyard.core.spend_feed import SpendFeed
     from streams.app import create_app
     from streams.router import register_budget_feed, register_health, register_novelty_state, register_router
     from streams.topics import RouterTopics
 
     app = create_app(settings.group_id("router"), settings.kafka, settings.state_dir)
     policy = build_routing_policy(settings)
+    spend = SpendFeed(settings.kafka, policy.budgets) if policy.budgets is not None else None
     topics = RouterTopics.declare(app, settings.kafka, settings.pools)
-    engine = register_router(app, topics, policy, settings.router, settings.kafka)
+    engine = register_router(app, topics, policy, settings.router, settings.kafka, spend)
     register_novelty_state(app, policy, settings.novelty_state_file, settings.router.novelty_save_interval_s)
-    register_budget_feed(app, policy, settings.kafka)
+    register_budget_feed(app, spend)
     register_health(app, settings.metrics, engine)
     return app
 
@@ -199,15 +237,18 @@ def build_router(settings: Settings) -> faust.App:
 def build_pool_worker(settings: Settings, pool: str) -> PoolWorker:
     from workers.pools.pool import PoolWorker
 
+    budget, cascade = build_budget_guard(settings, pool), settings.pools[pool].cascade
     return PoolWorker(
         pool,
         settings.pools[pool],
         settings.kafka,
         settings.group_id(f"pool.{pool}"),
-        build_dispatcher(settings, pool),
+        build_dispatcher(settings, pool, budget),
         build_batcher(settings, pool),
         settings.scheduling,
         build_result_cache(settings, pool),
+        budget,
+        settings.pools[cascade.to_pool] if cascade is not None else None,
     )
 
 

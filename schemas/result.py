@@ -7,6 +7,7 @@ to `Result` for the verdict and the field-naming error (tests/unit/test_result_s
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -39,6 +40,13 @@ class ResultStatus(StrEnum):
 
 MAX_TOKENS = 2**32 - 1  # UInt32 token columns
 MAX_ATTEMPT = 2**16 - 1  # UInt16 attempt column
+MAX_CALL_ID = 64
+NO_CALL = ""  # the call id of a Result no provider call produced (every circuit open, a budget refusal)
+
+
+def new_call_id() -> str:
+    """A fresh id for one provider call, made when the call is sent: 128 random bits as 32 hex digits."""
+    return os.urandom(16).hex()
 
 
 class Usage(BaseModel):
@@ -96,6 +104,12 @@ class Result(BaseModel):
     usage: Usage = Usage()
     latency_ms: float = Field(ge=0.0)
     batch: bool = Field(default=False, description="Served through a provider's discounted batch API.")
+    call_id: str = Field(
+        default=NO_CALL,
+        max_length=MAX_CALL_ID,
+        description="The provider call this result reports, made when the call was sent: a replayed Result "
+        "message repeats it, a second real call for the same job and attempt has its own. Empty: no call.",
+    )
     completed_at: AwareDatetime
     cached: bool = Field(default=False, description="Answered from the result cache: no model call.")
     cached_from: CacheOrigin | None = Field(
@@ -151,6 +165,7 @@ class ResultStruct(Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     error: Annotated[str, Meta(max_length=2000)] | None = None
     usage: UsageStruct = UsageStruct()
     batch: bool = False
+    call_id: Annotated[str, Meta(max_length=MAX_CALL_ID)] = NO_CALL
     cached: bool = False
     cached_from: CacheOriginStruct | None = None
 

@@ -1,5 +1,6 @@
 """Admission: whether a record gets in. Decoded once, then checked against the tenant list, the tenant's
-signature and the job_ids seen before: the work item, or the Rejection that dead-letters it.
+signature, the job_ids seen within the dedup window and those routed to a pool before (the router's durable
+record, streams/routed_jobs.py): the work item, or the Rejection that dead-letters it.
 
 The router admits every record of the jobs topic; `modelyard dlq replay` admits a dead letter's original
 again exactly as the router would (with the signature it came with), and `modelyard submit` checks each line
@@ -37,6 +38,19 @@ class SeenJobIds(Protocol):
     def forget(self, job_id: str) -> None: ...
 
 
+class RoutedJobs(Protocol):
+    """The job ids sent to pools before, durable across restarts (streams.routed_jobs): admission refuses a
+    reused one; the policy adds those it sends to pools and takes the records to produce."""
+
+    def refusal(self, job_id: str, partition: int, offset: int) -> Rejection | None: ...
+
+    def add(self, job_id: str, partition: int, offset: int) -> None: ...
+
+    def add_many(self, job_ids: list[str], sources: list[Source]) -> None: ...
+
+    def records(self) -> list[tuple[bytes, bytes]]: ...
+
+
 class Admission:
     def __init__(
         self,
@@ -44,12 +58,15 @@ class Admission:
         tenant_keys: TenantKeys | None = None,
         seen: SeenJobIds | None = None,
         decoder: Decoder = DECODE_WORK_ITEM,
+        routed: RoutedJobs | None = None,
     ) -> None:
-        """known_tenants None: any tenant; tenant_keys None: no signature needed; seen None: no dedup."""
+        """known_tenants None: any tenant; tenant_keys None: no signature needed; seen None: no dedup;
+        routed None: no check against the job ids routed before."""
         self.known_tenants = frozenset(known_tenants) if known_tenants is not None else None
         self.tenant_keys = tenant_keys
         self.seen = seen
         self.decoder = decoder
+        self.routed = routed
 
     def clock(self) -> float:
         """Drops job_ids older than the dedup window; the reading to pass to admit() for a whole batch."""
@@ -66,7 +83,11 @@ class Admission:
             if unsigned is not None:
                 return unsigned
         if self.seen is not None:
-            return self.seen.duplicate(item.job_id, source.partition, source.offset, now) or item
+            duplicate = self.seen.duplicate(item.job_id, source.partition, source.offset, now)
+            if duplicate is not None:
+                return duplicate
+        if self.routed is not None:
+            return self.routed.refusal(item.job_id, source.partition, source.offset) or item
         return item
 
     def forget(self, job_id: str) -> None:

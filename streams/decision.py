@@ -12,6 +12,7 @@ import zlib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import NamedTuple
 
@@ -19,11 +20,11 @@ import numpy as np
 import orjson
 
 from modelyard.core._exceptions import ConfigError
+from modelyard.core.budgets import BudgetGuard
 from modelyard.core.settings import CachePolicy
 from schemas import TaskType
 from schemas.rejection import Rejection
 from streams.admission import Item
-from streams.budgets import BudgetBook
 from streams.cache_policy import CacheDirectives
 from streams.novelty import NoveltyDetector
 from streams.rules import (
@@ -61,6 +62,7 @@ class Decision:
     novelty_score: float | None = None
     checks: list[RuleCheck] = field(default_factory=list)
     cache: orjson.Fragment | None = None  # the result-cache directive, when the policy opts the item in
+    reserved_usd: Decimal = Decimal(0)  # the estimate a budget reserved for this item's call (0: none)
 
 
 class Deferral(NamedTuple):
@@ -119,19 +121,23 @@ class PolicySource:
 
 @dataclass(frozen=True)
 class BudgetRule:
-    """costs.budgets: an item bound for one of `pools` while its tenant is over budget is rejected, deferred
-    or sent to `downgrade_pool`, as that tenant's budget says."""
+    """costs.budgets, before spend: an item bound for a budgeted pool (`guard.budget_pools`) is admitted while
+    its tenant's spend and reservations are under budget, and reserves its estimated cost (its input tokens and
+    whole output budget at the pool model's list rates; `calls`: pool -> model, output budget); past the budget
+    it is rejected, deferred or sent to `downgrade_pool`, as that tenant's budget says (modelyard/core/budgets.py)."""
 
-    book: BudgetBook
-    pools: frozenset[str]
+    guard: BudgetGuard
+    calls: Mapping[str, tuple[str, int]]
     downgrade_pool: str
 
-    def verdict(self, tenant: str, decision: Decision, now: datetime) -> Decision | Rejection | Deferral:
-        if decision.pool not in self.pools:
+    def verdict(self, item: Item, decision: Decision, now: datetime) -> Decision | Rejection | Deferral:
+        if decision.pool not in self.guard.budget_pools or not self.guard.guards(item.tenant):
             return decision
-        overrun = self.book.overrun(tenant, now)
-        if overrun is None:
-            return decision
+        model, max_output_tokens = self.calls[decision.pool]
+        tokens = (decision.features.input_tokens, item.params.max_output_tokens or max_output_tokens)
+        overrun = self.guard.admit(item.tenant, (item.job_id, 1), model, tokens, now)
+        if isinstance(overrun, Decimal):
+            return replace(decision, reserved_usd=overrun)
         if overrun.action == "reject":
             return Rejection("budget_exceeded", "tenant", overrun.why)
         if overrun.action == "defer":
@@ -200,7 +206,7 @@ class PoolDecider:
 
     def settle(self, item: Item, decision: Decision, now: datetime) -> Decision | Rejection | Deferral:
         """The tenant's budget applied to a decision: the decision, or what replaces it."""
-        return self.budgets.verdict(item.tenant, decision, now) if self.budgets is not None else decision
+        return self.budgets.verdict(item, decision, now) if self.budgets is not None else decision
 
     def shadowed(self, item: Item, decision: Decision) -> Decision | None:
         """The shadow pool's decision when this SLM-bound item is sampled for shadowing."""
@@ -212,8 +218,9 @@ class PoolDecider:
             or decision.pool not in self.source.current().novelty.applies_to
         ):
             return None
+        why = f"shadow sample of {item.job_id}"
         return replace(
-            decision, pool=shadow.pool, rule="shadow", reason=f"shadow sample of {item.job_id}", cache=None
+            decision, pool=shadow.pool, rule="shadow", reason=why, reserved_usd=Decimal(0), cache=None
         )
 
     def save_novelty(self, path: Path) -> None:

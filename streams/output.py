@@ -1,5 +1,6 @@
 """The router's output records: an Assignment on its pool's topic (keyed by job_id), a shadow copy, an item
-parked on the deferred topic, or a dead letter with the original bytes and where they came from."""
+parked on the deferred topic, a dead letter with the original bytes and where they came from, and the routed
+job ids of a batch (streams/routed_jobs.py)."""
 
 from __future__ import annotations
 
@@ -72,6 +73,11 @@ class OutputRecords:
         """The original bytes as they came, until `modelyard deferred release` sends them back."""
         return Outgoing(self.kafka.deferred_topic, item.job_id.encode(), raw)
 
+    def routed_jobs(self, records: list[tuple[bytes, bytes]]) -> list[Outgoing]:
+        """A batch's records of the job ids it sent to pools (key: the jobs partition)."""
+        topic = self.kafka.routed_jobs_topic
+        return [Outgoing(topic, key, value) for key, value in records]
+
     def dead_letter(self, rejection: Rejection, raw: bytes | None, source: Source) -> Outgoing:
         letter = rejection.dead_letter(
             raw or b"",
@@ -103,4 +109,6 @@ def assignment_json(raw: bytes, d: Decision, now: datetime) -> bytes:
     }
     if d.cache is not None:
         record["cache"] = d.cache
+    if d.reserved_usd:
+        record["reserved_usd"] = str(d.reserved_usd)
     return orjson.dumps(record)

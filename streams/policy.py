@@ -1,8 +1,12 @@
 """RoutingPolicy: every input record becomes exactly one output record, in three steps:
 
-    admission (streams/admission.py)  decode, tenant list, signature, dedup -> the item, or a Rejection
-    decision  (streams/decision.py)   rules, novelty, budgets, shadow sampling -> which pool
+    admission (streams/admission.py)  decode, tenant list, signature, dedup, job ids routed before -> the item,
+                                      or a Rejection
+    decision  (streams/decision.py)   rules, novelty, budgets (reserving estimates), shadow sampling -> which pool
     output    (streams/output.py)     assignment records, shadow copies, deferred items, dead letters
+
+Every item sent to a pool is put on record (streams/routed_jobs.py): `routed_records()` gives a batch's records,
+which the engines produce with its assignments.
 
 No Faust here: both router engines, `modelyard route --explain` and the tests call the same code;
 modelyard.app builds the three parts from their settings.
@@ -15,11 +19,11 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
+from modelyard.core.budgets import BudgetBook
 from modelyard.core.observability import routed_to
 from modelyard.core.signatures import TenantKeys
 from schemas.rejection import Rejection
 from streams.admission import Admission, Item, Source
-from streams.budgets import BudgetBook
 from streams.decision import Decision, Deferral, PolicySource, PoolDecider
 from streams.novelty import NoveltyDetector
 from streams.output import Outgoing, OutputRecords
@@ -50,7 +54,7 @@ class RoutingPolicy:
     @property
     def budgets(self) -> BudgetBook | None:
         """The tenants' spend as the sink publishes it; None when no budget is configured."""
-        return self.decider.budgets.book if self.decider.budgets is not None else None
+        return self.decider.budgets.guard.book if self.decider.budgets is not None else None
 
     def decide(self, item: Item, now: datetime | None = None, learn: bool = True) -> Decision:
         return self.decider.decide(item, now, learn)
@@ -60,6 +64,12 @@ class RoutingPolicy:
 
     def save_novelty(self, path: Path) -> None:
         self.decider.save_novelty(path)
+
+    def routed_records(self) -> list[Outgoing]:
+        """The routed-jobs records of the items sent to pools since the last call (streams/routed_jobs.py): the
+        engines produce them with the batch's assignments, before its offsets are committed."""
+        routed = self.admission.routed
+        return self.output.routed_jobs(routed.records()) if routed is not None else []
 
     def route(self, raw: bytes | None, source: Source) -> Outgoing:
         """One input record -> one output record (its pool's topic, or the dead-letter topic). Never raises."""
@@ -122,6 +132,8 @@ class RoutingPolicy:
                 for item, d, record in zip(items, decisions, records, strict=False)
             ]
         self._routed.update(d.pool for d in decisions)
+        if self.admission.routed is not None:
+            self.admission.routed.add_many([item.job_id for item in items], [record[1] for record in records])
         return self.output.assignments(items, decisions, records, now)
 
     def _emit(self, item: Item, decision: Decision, raw: bytes, source: Source, now: datetime) -> Outgoing:
@@ -134,8 +146,10 @@ class RoutingPolicy:
             self.admission.forget(item.job_id)
             return self.output.deferred(item, raw)
         self._routed[settled.pool] += 1
-        if settled is not decision:  # downgraded
+        if self.admission.routed is not None:
+            self.admission.routed.add(item.job_id, source.partition, source.offset)
+        if settled.pool != decision.pool:  # downgraded
             return self.output.assignment(item, raw, settled, now)
-        shadow = self.decider.shadowed(item, decision)
+        shadow = self.decider.shadowed(item, settled)
         copy = self.output.shadow_copy(item, shadow, now) if shadow is not None else None
-        return self.output.assignment(item, raw, decision, now, copy)
+        return self.output.assignment(item, raw, settled, now, copy)

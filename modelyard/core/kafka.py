@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.structs import ConsumerRecord
 
 from modelyard.core.settings import KafkaSettings
+from modelyard.core.topics import assigned_partitions
 
 
 def make_consumer(
@@ -53,3 +57,12 @@ def make_reader(kafka: KafkaSettings, topic: str) -> AIOKafkaConsumer:
         isolation_level="read_committed",
         **kafka.client_options(),
     )
+
+
+async def read_to_end(consumer: AIOKafkaConsumer, apply: Callable[[ConsumerRecord], object]) -> None:
+    """Every record of a started group-less consumer's partitions written before this call, in order."""
+    ends = await consumer.end_offsets(list(await assigned_partitions(consumer)))
+    while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+        for records in (await consumer.getmany(timeout_ms=500, max_records=10_000)).values():
+            for record in records:
+                apply(record)

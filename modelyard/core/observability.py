@@ -73,6 +73,19 @@ ROUTED = Counter("modelyard_router_routed_total", "Work items routed to a pool."
 ROUTE_BATCH_SECONDS = Histogram(
     "modelyard_router_batch_seconds", "Time to route one batch of records.", buckets=FAST_BUCKETS
 )
+# budgets (router, pools) and the calls the ledger bills more than once per attempt (sink)
+BUDGET_REFUSALS = Counter(
+    "modelyard_budget_refusals_total",
+    "Calls to budgeted pools or targets not made: the tenant's spend and reservations reached its budget. "
+    "stage: router (routed items), cascade (escalations), fallback (a pool's fallback target).",
+    ["stage", "action"],
+)
+REPEAT_CALLS = Counter(
+    "modelyard_sink_repeat_calls_total",
+    "Provider calls billed for a job attempt that already had its result (a pool's redelivery after a crash, "
+    "a reused job id): each is its own cost_ledger row, repeat_call = 1.",
+    ["pool"],
+)
 
 
 @functools.cache

@@ -47,6 +47,12 @@ class KafkaSettings(Section):
         gt=0,
         description="The result-cache topic's retention: no cached answer older than this is ever used.",
     )
+    routed_jobs_retention_days: float = Field(
+        default=7.0,
+        gt=0,
+        description="How long the routed-jobs topic keeps the job ids routers sent to pools: a job id is refused "
+        "as reused for that long (every router holds them in memory too, ~140 bytes an id).",
+    )
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}.{name}"
@@ -74,6 +80,11 @@ class KafkaSettings(Section):
     @property
     def spend_topic(self) -> str:
         return self.topic("spend")
+
+    @property
+    def routed_jobs_topic(self) -> str:
+        """The router's durable record of the job ids it sent to pools (see streams/routed_jobs.py)."""
+        return self.topic("jobs.routed")
 
     def pool_topic(self, pool: str) -> str:
         return self.topic(f"pool.{pool}")
@@ -237,6 +248,9 @@ class PoolSettings(Section):
         description="How long a job waits for a probe when every circuit of its chain is open.",
     )
     batch: BatchSettings = BatchSettings()
+    commit_interval_s: float = Field(
+        default=0.5, gt=0, description="How often finished assignments' offsets are committed."
+    )
 
 
 class CachePolicy(Section):
@@ -280,6 +294,9 @@ class RouterSettings(Section):
     )
     dedup_window_s: float = Field(default=600.0, ge=0)
     dedup_max_entries: int = Field(default=1_000_000, ge=0)
+    job_ids_max_entries: int = Field(
+        default=5_000_000, ge=1, description="Most routed job ids a router holds (the oldest go first)."
+    )
     novelty_dims: int = Field(default=1024, ge=16)
     shadow_share: float = Field(
         default=0.0, ge=0, le=1, description="Share of SLM-bound items also sent to shadow_pool."

@@ -15,6 +15,7 @@ from modelyard.core._exceptions import BrokerError
 from modelyard.core.settings import KafkaSettings
 
 COMPACTED = {"cleanup.policy": "compact"}  # the spend topic keeps the latest figures per tenant
+MS_PER_DAY = 86_400_000
 
 
 def topic_plan(kafka: KafkaSettings, pools: Iterable[str]) -> dict[str, int]:
@@ -27,6 +28,7 @@ def topic_plan(kafka: KafkaSettings, pools: Iterable[str]) -> dict[str, int]:
         kafka.spend_topic: 1,
         kafka.evals_topic: 1,
         kafka.cache_topic: kafka.partitions,
+        kafka.routed_jobs_topic: kafka.partitions,
     }
     for pool in pools:
         plan[kafka.pool_topic(pool)] = kafka.pool_partitions.get(pool, kafka.partitions)
@@ -69,8 +71,9 @@ async def _create(kafka: KafkaSettings, plan: dict[str, int]) -> None:
 
 
 def _topic_configs(kafka: KafkaSettings, name: str) -> dict[str, str]:
-    """The spend topic keeps the latest figures per tenant; the result cache keeps the latest answer per
-    request digest, and nothing older than `kafka.cache_retention_s`."""
+    """Per-topic configs: the spend topic is compacted; the result cache keeps the latest answer per request
+    digest, and nothing older than `kafka.cache_retention_s`; the routed-jobs record lives as long as job ids
+    are refused when reused (older entries would be skipped by the router anyway)."""
     configs = dict(COMPACTED) if name == kafka.spend_topic else {}
     if name == kafka.cache_topic:
         retention_ms = int(kafka.cache_retention_s * 1000)
@@ -79,6 +82,8 @@ def _topic_configs(kafka: KafkaSettings, name: str) -> dict[str, str]:
             "retention.ms": str(retention_ms),
             "segment.ms": str(min(retention_ms, 3_600_000)),
         }
+    if name == kafka.routed_jobs_topic:
+        configs["retention.ms"] = str(int(kafka.routed_jobs_retention_days * MS_PER_DAY))
     if kafka.min_insync_replicas is not None:
         configs["min.insync.replicas"] = str(kafka.min_insync_replicas)
     return configs

@@ -35,7 +35,7 @@ SELECT r.pool, r.provider, r.model, count() AS results, countIf(r.status = 'ok')
        sum(c.output_tokens) AS output_tokens, sum(c.total_cost_usd) AS cost_usd, sum(c.job_savings_usd) AS savings_usd,
        quantile(0.5)(r.latency_ms) AS p50_ms, uniqExact(r.job_id) AS jobs
 FROM results AS r FINAL
-INNER JOIN v_attempt_savings AS c ON r.job_id = c.job_id AND r.attempt = c.attempt
+INNER JOIN v_attempt_savings AS c ON r.job_id = c.job_id AND r.attempt = c.attempt AND r.call_id = c.call_id
 WHERE startsWith(r.job_id, {prefix:String})
 GROUP BY r.pool, r.provider, r.model ORDER BY r.pool
 """

@@ -143,7 +143,7 @@ def test_the_sink_starts_from_the_wheel(
     installed: tuple[Path, Path, Path], pipeline_env: dict[str, str], pipeline_settings: Settings
 ) -> None:
     _, python, workdir = installed
-    asyncio.run(ensure_topics(pipeline_settings))
+    asyncio.run(ensure_topics(pipeline_settings.kafka, pipeline_settings.pools))
     port = free_port()
     log = (workdir / "sink.log").open("wb")
     sink = subprocess.Popen(

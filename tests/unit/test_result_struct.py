@@ -14,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from schemas.decoding import StructFirst, decode
-from schemas.result import MAX_ATTEMPT, MAX_TOKENS, Result, ResultStruct
+from schemas.result import MAX_ATTEMPT, MAX_CALL_ID, MAX_TOKENS, Result, ResultStruct, new_call_id
 
 BASE: dict[str, Any] = {
     "job_id": "job-1",
@@ -93,6 +93,18 @@ FIELD_VALUES: dict[str, list[Any]] = {
         {**ORIGIN, "usage": {"input_tokens": -1}},
         [],
         "x",
+    ],
+    "call_id": [
+        "",
+        "0" * 32,
+        "c" * MAX_CALL_ID,
+        "c" * (MAX_CALL_ID + 1),
+        "ü" * MAX_CALL_ID,
+        "😀" * MAX_CALL_ID,
+        "😀" * (MAX_CALL_ID + 1),
+        5,
+        None,
+        ["x"],
     ],
     "completed_at": [
         "2026-11-24T23:53:04Z",
@@ -225,6 +237,7 @@ def test_fast_path_takes_what_producers_write() -> None:
     for record in (
         model,
         model.model_copy(update={"batch": True, "error": "boom", "output": None, "confidence": None}),
+        model.model_copy(update={"call_id": new_call_id()}),
     ):
         decoded = StructFirst(ResultStruct, Result)(record.model_dump_json().encode())
         assert isinstance(decoded, ResultStruct)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from modelyard.core.observability import POOL_EXPIRED
 from schemas import Assignment, Result, ResultStatus, WorkItem
+from schemas.result import NO_CALL
 
 
 def deadline_passed(item: WorkItem, now: float | None = None) -> bool:
@@ -35,5 +36,6 @@ def expired_result(assignment: Assignment, attempt: int, pool: str, provider: st
         status=ResultStatus.EXPIRED,
         error=f"deadline {item.deadline.isoformat()} passed {late:.3f}s before the call; not called",
         latency_ms=0.0,
+        call_id=NO_CALL,  # never called, so never billed: a zero-cost ledger row keyed like any no-call result
         completed_at=now,
     )

@@ -5,7 +5,10 @@ produced for it is acknowledged by Kafka.
 
 Which item a free slot takes is the read-ahead's choice (workers/pools/read_ahead.py, scheduling.py):
 priority, then deadlines, then tenants' fair shares. Items whose deadline passed end `expired` without a
-call; opted-in items are answered from the result cache when they can be (workers/pools/result_cache.py)."""
+call; opted-in items are answered from the result cache when they can be (workers/pools/result_cache.py).
+Neither makes a provider call, so their Results carry no call id and cost nothing. With budgets set, the pool
+keeps its own budget view (the spend topic) for the calls it starts that spend from a budgeted pool:
+escalations and fallbacks."""
 
 from __future__ import annotations
 
@@ -13,27 +16,31 @@ import asyncio
 import contextlib
 import logging
 import time
+from decimal import Decimal
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from modelyard.core._exceptions import Stopping
+from modelyard.core.budgets import BudgetGuard, Overrun
 from modelyard.core.kafka import make_consumer, make_producer
 from modelyard.core.offsets import OffsetTracker
 from modelyard.core.settings import KafkaSettings, PoolSettings, SchedulingSettings
+from modelyard.core.spend_feed import SpendFeed
 from schemas import Assignment, Result, ResultStatus
 from schemas.decoding import decode
 from schemas.rejection import Rejection
 from workers.pools.batching import Batcher
-from workers.pools.cascade import escalate, needs_escalation
+from workers.pools.cascade import escalate, escalation_budget, kept_over_budget, needs_escalation
 from workers.pools.deadlines import deadline_passed, expired_result
 from workers.pools.dispatch import Dispatcher
 from workers.pools.read_ahead import ReadAhead
 from workers.pools.result_cache import PoolCache
 
 log = logging.getLogger("modelyard.pool")
-COMMIT_INTERVAL_S = 0.5
 FETCH_MAX_WAIT_MS = 20  # a rewind's seek waits for the fetch in flight: keep idle fetches short
+SPEND_POLL_S = 0.25  # how stale the pool's view of the sink's spend figures may be
 Outgoing = tuple[str, bytes | None, bytes]  # topic, key, value
 
 
@@ -64,16 +71,23 @@ class PoolWorker:
         batcher: Batcher | None = None,
         scheduling: SchedulingSettings | None = None,
         cache: PoolCache | None = None,
+        budget: BudgetGuard | None = None,
+        cascade_pool: PoolSettings | None = None,
     ) -> None:
+        """budget: the pool's budget view, when it can start calls that spend from a budgeted pool (shared with
+        the dispatcher's fallbacks); cascade_pool: the settings of `config.cascade.to_pool`."""
         self.kafka = kafka
         self.group_id = group_id
         self.pool = pool
         self.dispatcher = dispatcher
         self.batcher = batcher
         self.cache = cache
+        self.budget = budget
+        self.cascade_pool = cascade_pool
         self.waiting_for_batch: set[asyncio.Task[None]] = set()
         self.cascade = config.cascade
         self.concurrency = config.concurrency
+        self.commit_interval_s = config.commit_interval_s
         self._slot_freed = asyncio.Event()  # also set when the read-ahead queues work
         self.read_ahead = ReadAhead(
             scheduling or SchedulingSettings(), pool, config.max_output_tokens, self._slot_freed
@@ -101,12 +115,17 @@ class PoolWorker:
         await self.producer.start()
         if self.cache is not None:
             log.info("result cache: %d entries restored", await self.cache.feed.restore())
+        spend = await self._follow_spend()
         await self.consumer.start()
         try:
             await self._consume(stop)
         finally:
             if self.cache is not None:
                 await self.cache.feed.stop()
+            if spend is not None:
+                spend.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await spend
             self.dispatcher.stop_waiting()
             if self.batcher:
                 await self.batcher.stop()
@@ -119,6 +138,28 @@ class PoolWorker:
             await self.dispatcher.close()
         if self._fatal:
             raise self._fatal
+
+    async def _follow_spend(self) -> asyncio.Task[None] | None:
+        """With a budget view: the spend topic read to its end before the first call, then followed."""
+        if self.budget is None:
+            return None
+        feed = SpendFeed(self.kafka, self.budget.book)
+        await feed.catch_up()
+
+        async def follow() -> None:
+            try:
+                while True:
+                    try:
+                        await feed.poll(timeout_ms=int(SPEND_POLL_S * 1000))
+                    except (
+                        KafkaError
+                    ) as exc:  # budgets keep the last figures meanwhile (and own reservations)
+                        log.warning("spend topic not read (%r); retrying in 1 s", exc)
+                        await asyncio.sleep(1)
+            finally:
+                await feed.stop()
+
+        return asyncio.create_task(follow())
 
     async def _consume(self, stop: asyncio.Event) -> None:
         """Two loops: a task reads ahead (read_ahead.keep_reading); this one starts what the scheduler picks
@@ -136,7 +177,7 @@ class PoolWorker:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._slot_freed.wait(), 0.2)
                     self._fatal = self._fatal or _failure(helpers)
-                if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
+                if time.monotonic() - self._last_commit >= self.commit_interval_s:
                     await self.commit()
         finally:
             for helper in helpers:
@@ -194,9 +235,19 @@ class PoolWorker:
             return [(self.kafka.dead_letter_topic, record.key, letter.model_dump_json().encode())]
         results = await self._answers(tp, assignment)
         key, out = assignment.item.job_id.encode(), list[Outgoing]()
-        if needs_escalation(self.cascade, results[-1]):
-            results[-1], forwarded = escalate(self.cascade, assignment, results[-1])
-            out.append((self.kafka.pool_topic(forwarded.pool), key, forwarded.model_dump_json().encode()))
+        if self.cascade is not None and needs_escalation(self.cascade, results[-1]):
+            to_pool = self.cascade.to_pool
+            admitted = (
+                escalation_budget(self.budget, (to_pool, self.cascade_pool), assignment, results[-1])
+                if self.cascade_pool is not None
+                else None
+            )
+            if isinstance(admitted, Overrun):
+                results[-1] = kept_over_budget(results[-1], to_pool, admitted)
+            else:
+                reserved = admitted if admitted is not None else Decimal(0)
+                results[-1], forwarded = escalate(self.cascade, assignment, results[-1], reserved)
+                out.append((self.kafka.pool_topic(to_pool), key, forwarded.model_dump_json().encode()))
         elif self.cache is not None:
             out += self.cache.outgoing(assignment, results[-1], self._keeps)
         return [(self.kafka.results_topic, key, r.model_dump_json().encode()) for r in results] + out

@@ -39,7 +39,7 @@ from modelyard.core.observability import RESULT_CACHE_BYTES, RESULT_CACHE_ENTRIE
 from modelyard.core.settings import KafkaSettings, ResultCacheSettings
 from schemas import Assignment, Result, ResultStatus, Usage
 from schemas.cache import ENTRY_DECODER, ENTRY_ENCODER, CacheEntry
-from schemas.result import CacheOrigin, UsageStruct
+from schemas.result import NO_CALL, CacheOrigin, UsageStruct
 
 log = logging.getLogger("modelyard.pool")
 KEY_VERSION = 1  # bump when prompts change what an identical request is answered with
@@ -293,6 +293,7 @@ def cached_result(assignment: Assignment, pool: str, entry: CacheEntry, started:
         latency_ms=round((time.perf_counter() - started) * 1000, 3),
         completed_at=datetime.now(UTC),
         cached=True,
+        call_id=NO_CALL,  # no provider call: a replayed hit repeats this key and adds no ledger row
         cached_from=CacheOrigin(
             job_id=entry.origin_job_id,
             attempt=entry.origin_attempt,

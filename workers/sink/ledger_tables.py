@@ -3,7 +3,8 @@
 Columns are built once per batch from attribute lists, shared by both tables, never as per-row tuples.
 ClickHouse casts each Arrow column to the table's type (string to LowCardinality(String), and so on).
 Amounts go in as Decimal128(24, 12) made from whole ledger units, so they are exact; times are floored to
-the millisecond, as clickhouse-connect's own DateTime64(3) conversion does.
+the millisecond, as clickhouse-connect's own DateTime64(3) conversion does. Both tables carry each result's
+call id; `repeat_call` is set once the store knows which calls already have their result (`flag_repeats`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ RESULT_COLUMNS = (
     "batch",
     "completed_at",
     "cached",
+    "call_id",
 )
 COST_COLUMNS = (
     "job_id",
@@ -77,6 +79,8 @@ COST_COLUMNS = (
     "cached",
     "cached_from",
     "cache_saved_usd",
+    "call_id",
+    "repeat_call",
 )
 TOKEN_KINDS = (
     "input_tokens",
@@ -98,8 +102,9 @@ class LedgerTables:
         self.rows = results
         self.costs = costs
         self.cache_saved = cache_saved
-        self.job_ids = [r.job_id for r in results]  # with `attempts`, the key both tables dedup on
+        self.job_ids = [r.job_id for r in results]  # with `attempts`, the key results dedup on
         self.attempts = [r.attempt for r in results]
+        self.call_ids = [r.call_id for r in results]  # with both, the key the ledger dedups on
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -140,8 +145,17 @@ class LedgerTables:
                 [r.cached_from.job_id if r.cached_from else "" for r in self.rows], pa.string()
             ),
             "cache_saved_usd": amounts(self.cache_saved or [0] * len(self.rows)),
+            "repeat_call": pa.array([0] * len(self), pa.uint8()),
         }
         return _table(COST_COLUMNS, self._shared | own)
+
+    def flag_repeats(self, repeat: list[int]) -> pa.Table:
+        """The cost rows with `repeat_call` set per row (1: a call whose result is not the one kept)."""
+        ledger = self.cost_ledger
+        if not any(repeat):
+            return ledger
+        at = ledger.column_names.index("repeat_call")
+        return ledger.set_column(at, "repeat_call", pa.array(repeat, pa.uint8()))
 
     @cached_property
     def _shared(self) -> dict[str, pa.Array]:
@@ -159,6 +173,7 @@ class LedgerTables:
             "batch": pa.array([r.batch for r in rows], pa.bool_()).cast(pa.uint8()),
             "completed_at": milliseconds([r.completed_at for r in rows]),
             "cached": pa.array([r.cached for r in rows], pa.bool_()).cast(pa.uint8()),
+            "call_id": pa.array(self.call_ids, pa.string()),
         }
         return columns | {
             kind: pa.array(list(map(attrgetter(kind), usages)), pa.uint32()) for kind in TOKEN_KINDS

@@ -4,8 +4,10 @@ Adds records to a batch, flushes by size or time, writes with clickhouse-connect
 commits the batch's offsets only after the write succeeded. A due batch is decoded (msgspec first, pydantic
 for the verdict on anything it refuses), priced and turned into Arrow tables while the batch before it is
 still being written; writes and commits stay in batch order. While ClickHouse is unavailable it holds the
-batch (consuming nothing more) and retries with backoff. Replays are harmless: both tables dedup on
-(job_id, attempt).
+batch (consuming nothing more) and retries with backoff. Replays are harmless: results dedup on (job_id,
+attempt), the ledger on (job_id, attempt, call_id), so only a second real provider call adds a cost row
+(workers/sink/call_rows.py). With budgets set, each write also records and settles the batch's reservations
+and publishes budgeted tenants' spend (workers/sink/reservations.py).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from modelyard.core.kafka import make_consumer, make_producer
 from modelyard.core.observability import (
     COST_USD,
     DEAD_LETTERS,
+    REPEAT_CALLS,
     SINK_FLUSH_SECONDS,
     SINK_RESULTS,
     SINK_ROWS,
@@ -42,10 +45,13 @@ from schemas import AnyResult, Assignment, Result, ResultStruct, TaskType
 from schemas.decoding import StructFirst, decode
 from schemas.evaluation import EvalScore
 from schemas.rejection import Rejection
+from schemas.spend import SpendRecord
 from workers.sink.cache_savings import cache_savings
+from workers.sink.call_rows import RowPlan
 from workers.sink.clickhouse import ClickHouseStore
 from workers.sink.ledger_tables import LedgerTables
 from workers.sink.pricing import PriceCatalog
+from workers.sink.reservations import ReservationLedger
 from workers.sink.shadow_watch import ShadowAgreementWatch
 
 log = logging.getLogger("modelyard.sink")
@@ -67,6 +73,8 @@ class Batch:
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
     rejected: list[tuple[ConsumerRecord, Rejection]] = field(default_factory=list)
     ledger: LedgerTables | None = None  # the results and their costs as Arrow tables, once prepared
+    rows: RowPlan | None = None  # which of them the tables took, once written
+    spend: list[SpendRecord] = field(default_factory=list)  # budgeted tenants' figures, once written
     opened_at: float = field(default_factory=time.monotonic)
 
     def add(self, partition: TopicPartition, records: list[ConsumerRecord]) -> None:
@@ -136,6 +144,7 @@ class ClickHouseSink:
         self.written = 0
         self.consumed = 0
         self.shadow_watch = ShadowAgreementWatch(store, shadow_alert)
+        self.reservations = ReservationLedger(store, self.budgeted_tenants)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume, batch, write, commit; until `stop` is set. aiokafka clients live inside the running loop."""
@@ -228,18 +237,19 @@ class ClickHouseSink:
                 "commit after write failed (%r); the batch will replay and be skipped as already stored", exc
             )
         self.written += len(batch.results)
-        count_written(batch.ledger, len(batch.decisions))
+        count_written(batch.ledger, len(batch.decisions), batch.rows)
 
     async def _publish_spend(self, batch: Batch) -> None:
-        """Budgeted tenants' spend today and this month, for the routers (compacted topic keyed by tenant)."""
-        budgeted = self.budgeted_tenants
-        tenants = sorted({r.tenant for r in batch.results} & budgeted) if budgeted else []
-        if not tenants:
-            return
-        for record in await asyncio.to_thread(self.store.spend, tenants, datetime.now(UTC)):
+        """Budgeted tenants' spend and open reservations, for routers and pools (compacted, keyed by tenant);
+        delivered before the batch's offsets are committed, so a replay cannot skip a record."""
+        sent = [
             await self.producer.send(
                 self.kafka.spend_topic, record.model_dump_json().encode(), key=record.tenant.encode()
             )
+            for record in batch.spend
+        ]
+        for delivery in sent:
+            await delivery
 
     def _prepare(self, batch: Batch) -> None:
         """Decode and price the results and build their Arrow tables (once, however often the write is retried)."""
@@ -254,9 +264,10 @@ class ClickHouseSink:
     def _write(self, batch: Batch) -> None:
         """Every ClickHouse call of a batch, in the writing thread: chdb serves one caller at a time."""
         assert batch.ledger is not None
-        self.store.write_ledger(batch.ledger)
+        batch.rows = self.store.write_ledger(batch.ledger)
         self.store.write_decisions(batch.decisions, self.capture_tasks)
         self.store.write_evals(batch.evals)
+        batch.spend = self.reservations.account(batch.decisions, batch.results, datetime.now(UTC))
         if self.shadow_watch.due():
             self.shadow_watch.refresh()
 
@@ -283,20 +294,21 @@ TOKEN_COLUMNS = {
 }
 
 
-def count_written(tables: LedgerTables, decisions: int) -> None:
-    """Metrics for a batch ClickHouse accepted: rows per table, results per outcome, tokens and cost.
-
-    Summed per label set by Arrow's group-by first: one counter update per group, not per row."""
-    for table, rows in (
+def count_written(tables: LedgerTables, decisions: int, rows: RowPlan | None = None) -> None:
+    """Metrics for a batch ClickHouse accepted: rows per table, results per outcome, tokens and cost, repeat
+    calls. Summed per label set by Arrow's group-by first: one counter update per group, not per row."""
+    for table, count in (
         ("results", len(tables)),
         ("cost_ledger", len(tables)),
         ("routing_decisions", decisions),
     ):
-        if rows:
-            SINK_ROWS.labels(table).inc(rows)
+        if count:
+            SINK_ROWS.labels(table).inc(count)
     if len(tables):
         _count_results(tables.results)
         _count_costs(tables.cost_ledger)
+    for row in rows.repeats() if rows is not None else ():
+        REPEAT_CALLS.labels(tables.rows[row].pool).inc()
 
 
 def _count_results(results: pa.Table) -> None:

@@ -1,8 +1,8 @@
 -- Result cache: a cached answer is a Result with cached = 1, no tokens and a zero-cost ledger row; its
 -- cache_saved_usd is what the model that first answered charged for the same request (cached_from is that
 -- job). Hit rate and saved USD become columns of the cost views. (Expired results need no column: status.)
--- Every statement is idempotent, and migrations are known by version and name, so this file may share its
--- number with another branch's.
+-- Every statement is idempotent (it was 0008_result_cache before billing's 0008 merged; a database that applied
+-- it under that number applies it again harmlessly, after 0008_call_ids_and_reservations).
 ALTER TABLE results ADD COLUMN IF NOT EXISTS cached UInt8 DEFAULT 0;
 
 ALTER TABLE cost_ledger
@@ -32,17 +32,19 @@ SELECT day, tenant, task_type, pool, provider, model, sum(attempts) AS attempts,
 FROM cost_daily
 GROUP BY day, tenant, task_type, pool, provider, model;
 
--- v_attempt_savings (0007) with the cache's columns, for `modelyard costs` and v_savings.
+-- v_attempt_savings (0008_call_ids_and_reservations: keyed by call, the reference booked on the kept call of the
+-- last attempt that has one) with the cache's columns, for `modelyard costs` and v_savings.
 CREATE OR REPLACE VIEW v_attempt_savings AS
-SELECT job_id, attempt, tenant, task_type, pool, provider, model, completed_at, priced, reference_model,
-       input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, total_cost_usd,
-       if(attempt = reference_attempt, reference_cost_usd, toDecimal128(0, 12)) AS job_reference_usd,
+SELECT job_id, attempt, call_id, repeat_call, tenant, task_type, pool, provider, model, completed_at, priced,
+       reference_model, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, total_cost_usd,
+       if(attempt = reference_attempt AND repeat_call = 0, reference_cost_usd, toDecimal128(0, 12)) AS job_reference_usd,
        job_reference_usd - total_cost_usd AS job_savings_usd, cached, cache_saved_usd
 FROM (
-    SELECT job_id, attempt, tenant, task_type, pool, provider, model, completed_at, priced, reference_model,
-           input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, total_cost_usd, reference_cost_usd,
-           cached, cache_saved_usd,
-           argMax(attempt, (reference_cost_usd > 0, attempt)) OVER (PARTITION BY job_id) AS reference_attempt
+    SELECT job_id, attempt, call_id, repeat_call, tenant, task_type, pool, provider, model, completed_at, priced,
+           reference_model, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, total_cost_usd,
+           reference_cost_usd, cached, cache_saved_usd,
+           argMaxIf(attempt, (reference_cost_usd > 0, attempt), repeat_call = 0) OVER (PARTITION BY job_id)
+               AS reference_attempt
     FROM cost_ledger FINAL
 );
 
