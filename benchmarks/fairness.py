@@ -54,6 +54,7 @@ from modelyard.local.processes import ProcessSupervisor, wait_for_port
 
 console = Console(stderr=True)
 LABELS = ["billing", "bug", "account", "other"]
+BURSTS: dict[str, dict[str, list[float]]] = {}  # run -> phase -> each burst's p95 (ms)
 
 
 @dataclass
@@ -68,6 +69,7 @@ class Figures:
     reads_per_item: float  # records the pool read (re-reads included) per item it started
     rewinds: int
     drain_per_s: float | None = None  # with --drain: the big backlog's throughput to its end
+    bursts_p95_ms: tuple[list[float], list[float]] = ([], [])  # each burst's p95: idle, under the backlog
 
     @property
     def p50_ratio(self) -> float:
@@ -222,6 +224,7 @@ async def run_design(base: Settings, design: str, args: argparse.Namespace) -> F
         reads / max(processed, 1),
         rewinds,
         drain_per_s,
+        (BURSTS.get(run, {}).get("idle", []), BURSTS.get(run, {}).get("busy", [])),
     )
 
 
@@ -248,6 +251,7 @@ async def small_batch(
         await harness.submit(jobs)
         await harness.until_finished([j for j, _ in jobs], args.timeout, pool)
         latencies += harness.latencies_ms([j for j, _ in jobs])
+        BURSTS.setdefault(run, {}).setdefault(phase, []).append(percentile(latencies[-len(jobs) :], 95))
     return latencies
 
 
@@ -301,6 +305,7 @@ def as_json(figures: list[Figures], runs: list[Figures], args: argparse.Namespac
     out = {
         "runs_p95_ratio": [round(r.p95_ratio, 3) for r in runs],
         **{k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(main).items()},
+        "bursts_p95_ms": [[round(v, 1) for v in phase] for phase in main.bursts_p95_ms],
         "p50_ratio": round(main.p50_ratio, 3),
         "p95_ratio": round(main.p95_ratio, 3),
         "target_p95_ratio": 2.0,
@@ -362,6 +367,11 @@ async def main(args: argparse.Namespace) -> None:
             Console(width=160).print(report(figures, args))
             ratios = ", ".join(f"{r.p95_ratio:.2f}x" for r in runs)
             print(f"fair p95 ratio, run by run: {ratios} (the table shows the median run)")
+            for r in runs:
+                idle, busy = (", ".join(f"{v:,.0f}" for v in phase) for phase in r.bursts_p95_ms)
+                print(
+                    f"  run p95 {r.p95_ratio:.2f}x: bursts' p95 idle {idle} ms; under the backlog {busy} ms"
+                )
     finally:
         if broker is not None:
             broker.stop()

@@ -372,6 +372,13 @@ class SchedulingSettings(Section):
     urgent_within_s: float = Field(
         default=30.0, ge=0, description="Items whose deadline is this close go first (nearest first)."
     )
+    light_share: float = Field(
+        default=0.9,
+        gt=0,
+        le=1,
+        description="Share of the starts light tenants take while heavy ones (whose backlog overflows the "
+        "read-ahead) wait too; 1: light tenants always first.",
+    )
     read_ahead: int = Field(
         default=8192, ge=1, description="Items a pool holds read but not started, across all tenants."
     )

@@ -115,3 +115,30 @@ def test_use_decays_and_quiet_tenants_are_forgotten_after_a_rescale() -> None:
     s.push(queued("new", 2), later)
     assert order(s, later) == [("new", 2)]
     assert "old" not in s.share.scaled
+
+
+def test_a_light_tenant_goes_before_a_heavy_backlog_whatever_its_history() -> None:
+    s = scheduler(light_share=0.9)
+    for n in range(600):  # the small tenant used the pool a lot a moment ago...
+        s.push(queued("small", n), NOW)
+    order(s)
+    s.set_heavy("big", True)  # ...the big tenant's backlog just overflowed the read-ahead
+    for n in range(1000, 1500):
+        s.push(queued("big", n), NOW + 1)
+    for n in range(2000, 2200):
+        s.push(queued("small", n), NOW + 1)
+    served = [t for t, _ in order(s, NOW + 1)]
+    last_small = max(i for i, t in enumerate(served) if t == "small")
+    assert last_small < 225  # its 200 items, with one heavy start in every ten
+    assert served[: last_small + 1].count("big") >= 15  # and the backlog still moved (about one in ten)
+
+
+def test_a_tenant_that_is_no_longer_heavy_competes_as_light_again() -> None:
+    s = scheduler(light_share=1.0)
+    s.set_heavy("big", True)
+    for n in range(5):
+        s.push(queued("big", n), NOW)
+        s.push(queued("other", 100 + n), NOW)
+    s.set_heavy("big", False)
+    served = [t for t, _ in order(s)]
+    assert served[:2] in (["big", "other"], ["other", "big"])  # alternating again, by stamps

@@ -26,6 +26,7 @@ import asyncio
 import logging
 import time
 from array import array
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -130,19 +131,25 @@ class PartitionWindow:
         fronts = [q.front for q in self.skipped.values() if len(q)]
         return min(fronts) if fronts else None
 
-    def skip(self, flow: Flow, offset: int) -> None:
+    def skip(self, flow: Flow, offset: int) -> bool:
+        """Keep a skipped record's offset; True when the flow had none skipped here before."""
         queue = self.skipped.get(flow)
+        new = queue is None
         if queue is None:
             queue = self.skipped[flow] = OffsetQueue()
         queue.append(offset)
         self.skipped_count += 1
+        return new
 
-    def unskip(self, flow: Flow) -> None:
+    def unskip(self, flow: Flow) -> bool:
+        """The flow's oldest skipped record was queued (or is gone); True when none is left skipped here."""
         queue = self.skipped[flow]
         queue.popleft()
         self.skipped_count -= 1
         if not len(queue):
             del self.skipped[flow]
+            return True
+        return False
 
 
 class WindowOffsets(OffsetTracker):
@@ -201,6 +208,9 @@ class ReadAhead:
         self.windows: dict[TopicPartition, PartitionWindow] = {}
         self.offsets = WindowOffsets(self.windows)
         self.paused: set[TopicPartition] = set()
+        self.skip_lists: Counter[str] = (
+            Counter()
+        )  # per tenant, its (partition, flow) skip lists: heavy while > 0
         self.reads = 0  # records read, re-reads included (read amplification = reads / items started)
         self.rewinds = 0
 
@@ -243,6 +253,11 @@ class ReadAhead:
             window = self.windows.get(tp)
             if window is not None:
                 window.rewinding = None
+                for (
+                    tenant,
+                    _,
+                ) in window.skipped:  # kept until `forget` (they hold the commit), no longer heavy
+                    self._skip_list_gone(tenant)
         self.paused -= partitions
 
     def _fetch_size(self) -> int:
@@ -347,10 +362,10 @@ class ReadAhead:
             return True  # queued, finished or another flow's: passed over
         if record.offset > queue.front:  # the skipped record is gone (deleted by retention): let it go
             log.warning("skipped offset %s of %s is no longer there", queue.front, tp)
-            window.unskip(flow)
+            self._unskip(window, flow)
             return True if flow in window.skipped else self._end_rewind(consumer, tp, window)
         self._queue(tp, record, peek(record.value, self.default_output_tokens))
-        window.unskip(flow)
+        self._unskip(window, flow)
         if flow not in window.skipped:
             return self._end_rewind(consumer, tp, window)
         if window.skipped[flow].front - record.offset > SEEK_GAP:
@@ -368,9 +383,26 @@ class ReadAhead:
         peeked = peek(record.value, self.default_output_tokens)
         window.frontier = record.offset + 1
         if peeked.flow in window.skipped or not self._room(peeked.flow):
-            window.skip(peeked.flow, record.offset)
+            if window.skip(peeked.flow, record.offset):
+                self._skip_list_new(peeked.flow[0])
         else:
             self._queue(tp, record, peeked)
+
+    def _unskip(self, window: PartitionWindow, flow: Flow) -> None:
+        if window.unskip(flow):
+            self._skip_list_gone(flow[0])
+
+    def _skip_list_new(self, tenant: str) -> None:
+        """A tenant's backlog overflowed the read-ahead somewhere: it is heavy."""
+        self.skip_lists[tenant] += 1
+        if self.skip_lists[tenant] == 1:
+            self.scheduler.set_heavy(tenant, True)
+
+    def _skip_list_gone(self, tenant: str) -> None:
+        self.skip_lists[tenant] -= 1
+        if self.skip_lists[tenant] <= 0:
+            del self.skip_lists[tenant]
+            self.scheduler.set_heavy(tenant, False)
 
     def _queue(self, tp: TopicPartition, record: ConsumerRecord, peeked: Peeked) -> None:
         self.offsets.started(tp, record.offset)

@@ -8,7 +8,11 @@ Every slot that frees takes the next item by these rules, in this order:
    A priority 9 item overtakes every priority 0 item still waiting.
 3. **Nearest deadline.** Within the tier, an item whose deadline is within `urgent_within_s` goes before the
    fair choice, nearest deadline first.
-4. **Weighted fair share across tenants.** Otherwise the tier serves the tenant whose next stamp is lowest,
+4. **Light tenants before heavy ones.** A tenant is heavy while its backlog overflows the read-ahead (some of
+   its records were skipped, see read_ahead.py): its items wait behind light tenants', which take
+   `light_share` (0.9) of the starts while both wait, so a small tenant's burst is not split evenly with a
+   big tenant's backlog, and the backlog still moves.
+5. **Weighted fair share across tenants.** Within a class the tier serves the tenant whose next stamp is lowest,
    and within a tenant the nearest deadline, then the oldest item. Each item is stamped when it enters the
    read-ahead with its tenant's use so far, per unit of weight (`tenant_weights`, else `default_weight`):
    use is the estimated tokens (input + output budget) of the tenant's items, decaying with `half_life_s`.
@@ -89,13 +93,16 @@ class FairShare:
 @dataclass
 class Tier:
     """The items of one priority. Per tenant: its items in a heap by (deadline, seq), and the stamps of its
-    waiting items in arrival order (each take consumes the lowest). Tenants in a heap by their lowest stamp;
-    items with deadlines in a heap by deadline. Taken items and stale tenant keys are skipped lazily."""
+    waiting items in arrival order (each take consumes the lowest). Tenants in two heaps by their lowest stamp,
+    light (0) and heavy (1); items with deadlines in a heap by deadline. Taken items, stale keys and tenants
+    that changed class are dealt with lazily, when they reach a heap's top."""
 
     by_tenant: dict[str, list[tuple[float, int, Queued]]] = field(default_factory=dict)
     stamps: dict[str, deque[float]] = field(default_factory=dict)
-    tenants: list[tuple[float, int, str]] = field(default_factory=list)
-    listed: set[str] = field(default_factory=set)
+    tenants: tuple[list[tuple[float, int, str]], list[tuple[float, int, str]]] = field(
+        default_factory=lambda: ([], [])
+    )
+    listed: dict[str, bool] = field(default_factory=dict)  # tenant -> the heap it is in (True: heavy)
     deadlines: list[tuple[float, int, Queued]] = field(default_factory=list)
     size: int = 0
 
@@ -103,12 +110,12 @@ class Tier:
         stamps = self.stamps.get(tenant)
         return len(stamps) if stamps else 0
 
-    def add(self, entry: Queued, stamp: float) -> None:
+    def add(self, entry: Queued, stamp: float, heavy: set[str]) -> None:
         heapq.heappush(self.by_tenant.setdefault(entry.tenant, []), (entry.deadline, entry.seq, entry))
         self.stamps.setdefault(entry.tenant, deque()).append(stamp)
         if entry.deadline != NO_DEADLINE:
             heapq.heappush(self.deadlines, (entry.deadline, entry.seq, entry))
-        self.relist(entry.tenant)
+        self.relist(entry.tenant, heavy)
         self.size += 1
 
     def take(self, entry: Queued) -> Queued:
@@ -126,28 +133,46 @@ class Tier:
             heapq.heappop(self.deadlines)
         return self.deadlines[0][2] if self.deadlines else None
 
-    def fairest(self) -> Queued | None:
-        """The next item of the tenant with the lowest stamp (its nearest deadline, else its oldest)."""
-        while self.tenants:
-            key, seq, tenant = self.tenants[0]
+    def fairest(self, heavy: set[str], prefer_heavy: bool) -> tuple[Queued | None, bool, bool]:
+        """The next item of the class's tenant with the lowest stamp (its nearest deadline, else its oldest):
+        light unless `prefer_heavy` or no light tenant waits. (item, it was heavy, both classes waited)."""
+        light, weighty = self._top(False, heavy), self._top(True, heavy)
+        while light != (top := self._top(False, heavy)):  # the heavy pass moved a tenant into the light heap
+            light, weighty = top, self._top(True, heavy)
+        if light is None and weighty is None:
+            return None, False, False
+        pick_heavy = weighty is not None and (light is None or prefer_heavy)
+        tenant = weighty if pick_heavy else light
+        assert tenant is not None
+        heapq.heappop(self.tenants[pick_heavy])
+        del self.listed[tenant]
+        return self._head(tenant), pick_heavy, light is not None and weighty is not None
+
+    def _top(self, heavy_heap: bool, heavy: set[str]) -> str | None:
+        """The tenant at the top of one class's heap, once stale entries are dealt with."""
+        heap = self.tenants[heavy_heap]
+        while heap:
+            key, seq, tenant = heap[0]
             stamps = self.stamps.get(tenant)
-            if not stamps:
-                heapq.heappop(self.tenants)
-                self.listed.discard(tenant)
-                continue
-            if key != stamps[0]:  # an urgent pick took one of its items meanwhile: re-file it
-                heapq.heapreplace(self.tenants, (stamps[0], seq, tenant))
-                continue
-            heapq.heappop(self.tenants)
-            self.listed.discard(tenant)
-            return self._head(tenant)
+            if not stamps:  # nothing waits for it any more
+                heapq.heappop(heap)
+                del self.listed[tenant]
+            elif (tenant in heavy) is not heavy_heap:  # it changed class: file it in the other heap
+                heapq.heappop(heap)
+                del self.listed[tenant]
+                self.relist(tenant, heavy)
+            elif key != stamps[0]:  # an urgent pick took one of its items meanwhile: re-file it
+                heapq.heapreplace(heap, (stamps[0], seq, tenant))
+            else:
+                return tenant
         return None
 
-    def relist(self, tenant: str) -> None:
+    def relist(self, tenant: str, heavy: set[str]) -> None:
         stamps = self.stamps.get(tenant)
         if stamps and tenant not in self.listed:
-            self.listed.add(tenant)
-            heapq.heappush(self.tenants, (stamps[0], self._head(tenant).seq, tenant))
+            cls = tenant in heavy
+            self.listed[tenant] = cls
+            heapq.heappush(self.tenants[cls], (stamps[0], self._head(tenant).seq, tenant))
 
     def _head(self, tenant: str) -> Queued:
         heap = self.by_tenant[tenant]
@@ -155,7 +180,7 @@ class Tier:
             heapq.heappop(heap)
         return heap[0][2]
 
-    def rebuild(self, divisor: float = 1.0) -> None:
+    def rebuild(self, heavy: set[str], divisor: float = 1.0) -> None:
         """Fresh heaps without taken entries, stamps divided by `divisor` (after a rescale)."""
         for heap in self.by_tenant.values():
             heap[:] = [e for e in heap if not e[2].taken]
@@ -164,15 +189,21 @@ class Tier:
             self.stamps = {t: deque(x / divisor for x in q) for t, q in self.stamps.items()}
         self.deadlines = [e for e in self.deadlines if not e[2].taken]
         heapq.heapify(self.deadlines)
-        self.tenants = [(q[0], self._head(t).seq, t) for t, q in self.stamps.items()]
-        heapq.heapify(self.tenants)
-        self.listed = set(self.stamps)
+        self.tenants, self.listed = ([], []), {}
+        for tenant in self.stamps:
+            self.relist(tenant, heavy)
 
 
 class FairScheduler:
     def __init__(self, settings: SchedulingSettings, now: float) -> None:
         self.urgent_within_s = settings.urgent_within_s
         self.share = FairShare(settings, now)
+        self.heavy: set[str] = set()  # tenants whose backlog overflows the read-ahead (read_ahead.py says)
+        share = settings.light_share
+        self._light_stride = (
+            math.inf if share >= 1 else round(share / (1 - share), 6)
+        )  # light starts per heavy
+        self._light_run = 0
         self.tiers = [Tier() for _ in range(PRIORITIES)]
         self._seq = 0
 
@@ -187,7 +218,14 @@ class FairScheduler:
         """An item enters the read-ahead: its tenant is charged its estimated tokens, the item stamped."""
         self._seq += 1
         entry.seq = self._seq
-        self.tiers[entry.priority].add(entry, self.share.stamp(entry.tenant, entry.cost, now))
+        self.tiers[entry.priority].add(entry, self.share.stamp(entry.tenant, entry.cost, now), self.heavy)
+
+    def set_heavy(self, tenant: str, heavy: bool) -> None:
+        """The tenant's backlog overflows the read-ahead (True) or fits again (False)."""
+        if heavy:
+            self.heavy.add(tenant)
+        else:
+            self.heavy.discard(tenant)
 
     def pop(self, now: float) -> Queued | None:
         """The next item to start, or None when nothing waits."""
@@ -216,7 +254,7 @@ class FairScheduler:
                     if not entry.taken and entry.tp in partitions:
                         tier.take(entry)
                         dropped += 1
-            tier.rebuild()
+            tier.rebuild(self.heavy)
         return dropped
 
     def _expired(self, now: float) -> Queued | None:
@@ -226,24 +264,28 @@ class FairScheduler:
             soonest = tier.soonest()
             if soonest is not None and soonest.deadline <= now:
                 tier.take(soonest)
-                tier.relist(soonest.tenant)
+                tier.relist(soonest.tenant, self.heavy)
                 return soonest
         return None
 
     def _next_in(self, tier: Tier, now: float) -> Queued:
         soonest = tier.soonest() if tier.deadlines else None
-        urgent = soonest is not None and soonest.deadline - now <= self.urgent_within_s
-        entry = soonest if urgent else tier.fairest()
+        if soonest is not None and soonest.deadline - now <= self.urgent_within_s:
+            entry: Queued | None = soonest
+        else:
+            entry, was_heavy, contested = tier.fairest(self.heavy, self._light_run >= self._light_stride)
+            if contested:
+                self._light_run = 0 if was_heavy else self._light_run + 1
         assert entry is not None, "a tier with items has a tenant with items"
         tier.take(entry)
-        tier.relist(entry.tenant)
+        tier.relist(entry.tenant, self.heavy)
         return entry
 
     def _rescale(self, now: float) -> None:
         active = {t for tier in self.tiers for t in tier.stamps}
         divisor = self.share.rescale(now, active)
         for tier in self.tiers:
-            tier.rebuild(divisor)
+            tier.rebuild(self.heavy, divisor)
 
     def entries(self) -> Iterable[Queued]:
         for tier in self.tiers:
