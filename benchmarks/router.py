@@ -35,7 +35,7 @@ from typing import NamedTuple
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 from rich.console import Console
 from rich.table import Table
 
@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import contextlib
 
+from modelyard.app import build_routing_policy
 from modelyard.core.settings import Settings, load_settings
 from modelyard.core.topics import ensure_topics
 from modelyard.local.broker import LocalKafkaBroker
@@ -149,10 +150,8 @@ async def group_stable(settings: Settings, group_id: str, members: int, timeout:
         while time.monotonic() < deadline:
             try:
                 described = await admin.describe_consumer_groups([group_id])
-            except KafkaError as exc:  # a fresh broker may still be loading the group's coordinator
-                if not exc.retriable:
-                    raise
-                await asyncio.sleep(0.2)
+            except GroupCoordinatorNotAvailableError:  # a fresh broker still loading its offsets topic
+                await asyncio.sleep(0.5)
                 continue
             _, _, state, _, _, joined = described[0].groups[0][:6]
             if state == "Stable" and len(joined) == members:
@@ -248,7 +247,7 @@ async def run_raw(
     base: Settings, batch: list[tuple[bytes, bytes]], partitions: int, decode_route: bool = False
 ) -> Run:
     settings = scenario_settings(base, f"bench-raw-{uuid.uuid4().hex[:6]}", partitions)
-    await ensure_topics(settings)
+    await ensure_topics(settings.kafka, settings.pools)
     await produce(settings, settings.kafka.jobs_topic, batch)
     outs = [settings.kafka.pool_topic("slm"), settings.kafka.pool_topic("frontier")]
     await raw_passthrough(settings, settings.kafka.jobs_topic, outs, len(batch), decode_route)
@@ -264,7 +263,7 @@ async def run_router(
     policy_file: Path | None = None,
 ) -> Run:
     settings = scenario_settings(base, f"bench-router-{uuid.uuid4().hex[:6]}", partitions)
-    await ensure_topics(settings)
+    await ensure_topics(settings.kafka, settings.pools)
     env = {
         "MODELYARD_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
         "MODELYARD_KAFKA__PARTITIONS": str(partitions),
@@ -338,9 +337,9 @@ def learned_step_us(base: Settings, batch: list[tuple[bytes, bytes]], policy_fil
 def policy_alone(base: Settings, batch: list[tuple[bytes, bytes]], clock=time.perf_counter) -> float:
     """The routing decision itself, in-process (where the router's own Python time goes): items a second."""
     from modelyard.app import freeze_startup_heap
-    from streams.policy import RoutingPolicy, Source
+    from streams.policy import Source
 
-    policy, size = RoutingPolicy(base), base.router.batch_max
+    policy, size = build_routing_policy(base), base.router.batch_max
     records = [(value, Source("jobs", 0, offset)) for offset, (_, value) in enumerate(batch)]
     freeze_startup_heap()  # as the router process does
     started = clock()
@@ -362,7 +361,7 @@ async def main(args: argparse.Namespace) -> None:
     global CPU
     CPU = MachineCpu()
     base = load_settings()
-    broker = LocalKafkaBroker(base)
+    broker = LocalKafkaBroker(base.local_broker, base.kafka)
     started = broker.start()
     try:
         batch = messages(args.messages)

@@ -10,7 +10,9 @@ handling) and moves records in whole fetches:
 
 An offset is committed only once every output of every record before it is durable in Kafka
 (at-least-once; a replay re-routes the same records to the same topics and downstream dedups on
-job_id/attempt). A record that cannot be produced stops the process before the commit.
+job_id/attempt). A record that cannot be produced stops the process before the commit. Each batch's outputs
+include its routed-jobs records (streams/routed_jobs.py), and the topic is read back whenever partitions are
+assigned, before their records are routed.
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from threadpoolctl import threadpool_limits
 
 from modelyard.core.observability import ROUTE_BATCH_SECONDS
-from modelyard.core.settings import Settings
+from modelyard.core.settings import KafkaSettings
 from modelyard.core.signatures import signature_header
+from modelyard.core.spend_feed import SpendFeed
 from streams.partitioning import partitions_for
 from streams.policy import Outgoing, RoutingPolicy, Source
+from streams.routed_jobs import RoutedJobsFeed
 
 log = logging.getLogger("modelyard.router")
 
@@ -45,11 +49,22 @@ class RecordPosition(Protocol):
 class BatchRouter:
     SETTLING_MAX = 2  # batches routed but not yet committed; the next waits for the oldest beyond this
 
-    def __init__(self, settings: Settings, policy: RoutingPolicy, group_id: str) -> None:
-        self.settings = settings
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        policy: RoutingPolicy,
+        group_id: str,
+        batch_max: int,
+        spend: SpendFeed | None = None,
+    ) -> None:
+        self.kafka = kafka
         self.policy = policy
         self.group_id = group_id
-        self.max_records = settings.router.batch_max
+        self.max_records = batch_max
+        self.spend = spend  # read to its end with the routed jobs, so budgets start from the sink's figures
+        routed = policy.admission.routed
+        self.routed_jobs = RoutedJobsFeed(kafka, routed) if routed is not None else None
+        self.routed_jobs_read = asyncio.Event()  # cleared at each rebalance until the topic is read back
         self.assigned = False
         self._round_robin = 0
         self._settling: collections.deque[asyncio.Task[None]] = (
@@ -61,7 +76,7 @@ class BatchRouter:
         # numpy's BLAS threads would spin on every core for the novelty matmuls (a batch is small): one thread
         threadpool_limits(1, user_api="blas")
         consumer, producer = self._consumer(), self._producer()
-        consumer.subscribe([self.settings.kafka.jobs_topic], listener=_SettleBeforeRevoke(self))
+        consumer.subscribe([self.kafka.jobs_topic], listener=_SettleBeforeRevoke(self))
         await producer.start()
         await consumer.start()
         self.assigned = True
@@ -69,6 +84,7 @@ class BatchRouter:
             while True:
                 fetched = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
                 if fetched:
+                    await self.routed_jobs_read.wait()
                     await self._settle(consumer, fetched, await self.route(producer, fetched))
         finally:
             self.assigned = False
@@ -77,6 +93,8 @@ class BatchRouter:
             finally:
                 await consumer.stop()
                 await producer.stop()
+                if self.routed_jobs is not None:
+                    await self.routed_jobs.stop()
 
     async def route(
         self, producer: AIOKafkaProducer, fetched: dict[TopicPartition, list]
@@ -94,6 +112,7 @@ class BatchRouter:
             outputs.append(outgoing)
             if outgoing.shadow is not None:
                 outputs.append(outgoing.shadow)
+        outputs += self.policy.routed_records()
         deliveries = await self.produce(producer, outputs)
         ROUTE_BATCH_SECONDS.observe(time.perf_counter() - started)
         return deliveries
@@ -168,7 +187,7 @@ class BatchRouter:
             log.warning("offsets not committed after a rebalance, the new owner re-routes them: %s", exc)
 
     def _consumer(self) -> AIOKafkaConsumer:
-        kafka = self.settings.kafka
+        kafka = self.kafka
         return AIOKafkaConsumer(
             group_id=self.group_id,
             enable_auto_commit=False,
@@ -188,21 +207,27 @@ class BatchRouter:
             enable_idempotence=True,
             linger_ms=5,
             max_batch_size=512 * 1024,
-            **self.settings.kafka.client_options(),
+            **self.kafka.client_options(),
         )
 
 
 class _SettleBeforeRevoke(ConsumerRebalanceListener):
-    """Partitions leave this process only after their routed batches are committed (no needless replays)."""
+    """Partitions leave this process only after their routed batches are committed (no needless replays), and
+    are routed only once every job id routed before (by any router) is read back."""
 
     def __init__(self, router: BatchRouter) -> None:
         self.router = router
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self.router.routed_jobs_read.clear()
         await self.router.settled()
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        return None
+        if self.router.routed_jobs is not None:
+            await self.router.routed_jobs.catch_up()
+        if self.router.spend is not None:
+            await self.router.spend.catch_up()
+        self.router.routed_jobs_read.set()
 
 
 async def send_records(

@@ -120,7 +120,7 @@ def consumer_groups(settings: Settings) -> dict[str, list[str]]:
     kafka, app = settings.kafka, settings.app_id
     groups = {f"{app}.router": [kafka.jobs_topic]}
     groups |= {f"{app}.pool.{pool}": [kafka.pool_topic(pool)] for pool in settings.pools}
-    groups[f"{app}.sink"] = sink_topics(settings)
+    groups[f"{app}.sink"] = sink_topics(kafka, settings.pools)
     return groups
 
 

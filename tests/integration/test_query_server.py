@@ -79,7 +79,7 @@ def test_an_analyst_sees_rows_while_the_sink_writes(
     pipeline_env: dict[str, str], pipeline_settings: Settings, tmp_path, run_id: str
 ) -> None:
     settings = pipeline_settings
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings.kafka, settings.pools))
     port = settings.clickhouse.query_port
     with ProcessSupervisor(tmp_path / "logs", env=pipeline_env) as supervisor:
         supervisor.start("sink", "sink")

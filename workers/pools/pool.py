@@ -1,7 +1,14 @@
 """PoolWorker: one pool's process. Consumes its topic, runs each assignment through the pool's Dispatcher
 (rate limits, circuit breakers, fallbacks) with bounded concurrency, produces one Result per attempt (and,
 for a low-confidence answer, the Assignment that escalates it), and commits an offset only after everything
-produced for it is acknowledged by Kafka."""
+produced for it is acknowledged by Kafka.
+
+Which item a free slot takes is the read-ahead's choice (workers/pools/read_ahead.py, scheduling.py):
+priority, then deadlines, then tenants' fair shares. Items whose deadline passed end `expired` without a
+call; opted-in items are answered from the result cache when they can be (workers/pools/result_cache.py).
+Neither makes a provider call, so their Results carry no call id and cost nothing. With budgets set, the pool
+keeps its own budget view (the spend topic) for the calls it starts that spend from a budgeted pool:
+escalations and fallbacks."""
 
 from __future__ import annotations
 
@@ -9,22 +16,31 @@ import asyncio
 import contextlib
 import logging
 import time
+from decimal import Decimal
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from modelyard.core._exceptions import Stopping
+from modelyard.core.budgets import BudgetGuard, Overrun
 from modelyard.core.kafka import make_consumer, make_producer
 from modelyard.core.offsets import OffsetTracker
-from modelyard.core.settings import Settings
+from modelyard.core.settings import KafkaSettings, PoolSettings, SchedulingSettings
+from modelyard.core.spend_feed import SpendFeed
 from schemas import Assignment, Result, ResultStatus
-from schemas.decoding import DecodeFailure, decode
+from schemas.decoding import decode
+from schemas.rejection import Rejection
 from workers.pools.batching import Batcher
-from workers.pools.cascade import escalate, needs_escalation
+from workers.pools.cascade import escalate, escalation_budget, kept_over_budget, needs_escalation
+from workers.pools.deadlines import deadline_passed, expired_result
 from workers.pools.dispatch import Dispatcher
+from workers.pools.read_ahead import ReadAhead
+from workers.pools.result_cache import PoolCache
 
 log = logging.getLogger("modelyard.pool")
-COMMIT_INTERVAL_S = 0.5
+FETCH_MAX_WAIT_MS = 20  # a rewind's seek waits for the fetch in flight: keep idle fetches short
+SPEND_POLL_S = 0.25  # how stale the pool's view of the sink's spend figures may be
 Outgoing = tuple[str, bytes | None, bytes]  # topic, key, value
 
 
@@ -33,6 +49,7 @@ class _Rebalance(ConsumerRebalanceListener):
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.worker.read_ahead.release(set(revoked))  # their waiting items are not started; they replay
         if self.worker.batcher:
             self.worker.batcher.release(set(revoked))
         await self.worker.drain()
@@ -45,19 +62,39 @@ class _Rebalance(ConsumerRebalanceListener):
 
 class PoolWorker:
     def __init__(
-        self, settings: Settings, pool: str, dispatcher: Dispatcher, batcher: Batcher | None = None
+        self,
+        pool: str,
+        config: PoolSettings,
+        kafka: KafkaSettings,
+        group_id: str,
+        dispatcher: Dispatcher,
+        batcher: Batcher | None = None,
+        scheduling: SchedulingSettings | None = None,
+        cache: PoolCache | None = None,
+        budget: BudgetGuard | None = None,
+        cascade_pool: PoolSettings | None = None,
     ) -> None:
-        self.settings = settings
+        """budget: the pool's budget view, when it can start calls that spend from a budgeted pool (shared with
+        the dispatcher's fallbacks); cascade_pool: the settings of `config.cascade.to_pool`."""
+        self.kafka = kafka
+        self.group_id = group_id
         self.pool = pool
         self.dispatcher = dispatcher
         self.batcher = batcher
+        self.cache = cache
+        self.budget = budget
+        self.cascade_pool = cascade_pool
         self.waiting_for_batch: set[asyncio.Task[None]] = set()
-        self.cascade = settings.pools[pool].cascade
-        self.concurrency = settings.pools[pool].concurrency
-        self.offsets = OffsetTracker()
+        self.cascade = config.cascade
+        self.concurrency = config.concurrency
+        self.commit_interval_s = config.commit_interval_s
+        self._slot_freed = asyncio.Event()  # also set when the read-ahead queues work
+        self.read_ahead = ReadAhead(
+            scheduling or SchedulingSettings(), pool, config.max_output_tokens, self._slot_freed
+        )
+        self.offsets: OffsetTracker = self.read_ahead.offsets
         self.tasks: set[asyncio.Task[None]] = set()
         self.calling = 0
-        self._slot_freed = asyncio.Event()
         self.processed = 0
         self.abandoned = 0
         self._last_commit = time.monotonic()
@@ -65,16 +102,30 @@ class PoolWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then drain in-flight calls and commit. Clients live inside the running loop."""
-        topic = self.settings.kafka.pool_topic(self.pool)
+        topic = self.kafka.pool_topic(self.pool)
         self.consumer = make_consumer(
-            self.settings, topic, f"pool.{self.pool}", _Rebalance(self), self.concurrency
+            self.kafka,
+            topic,
+            self.group_id,
+            _Rebalance(self),
+            self.concurrency,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
-        self.producer = make_producer(self.settings)
+        self.producer = make_producer(self.kafka)
         await self.producer.start()
+        if self.cache is not None:
+            log.info("result cache: %d entries restored", await self.cache.feed.restore())
+        spend = await self._follow_spend()
         await self.consumer.start()
         try:
             await self._consume(stop)
         finally:
+            if self.cache is not None:
+                await self.cache.feed.stop()
+            if spend is not None:
+                spend.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await spend
             self.dispatcher.stop_waiting()
             if self.batcher:
                 await self.batcher.stop()
@@ -88,20 +139,50 @@ class PoolWorker:
         if self._fatal:
             raise self._fatal
 
+    async def _follow_spend(self) -> asyncio.Task[None] | None:
+        """With a budget view: the spend topic read to its end before the first call, then followed."""
+        if self.budget is None:
+            return None
+        feed = SpendFeed(self.kafka, self.budget.book)
+        await feed.catch_up()
+
+        async def follow() -> None:
+            try:
+                while True:
+                    try:
+                        await feed.poll(timeout_ms=int(SPEND_POLL_S * 1000))
+                    except (
+                        KafkaError
+                    ) as exc:  # budgets keep the last figures meanwhile (and own reservations)
+                        log.warning("spend topic not read (%r); retrying in 1 s", exc)
+                        await asyncio.sleep(1)
+            finally:
+                await feed.stop()
+
+        return asyncio.create_task(follow())
+
     async def _consume(self, stop: asyncio.Event) -> None:
-        while not stop.is_set() and self._fatal is None:
-            free = self._free_slots()
-            if free <= 0:
+        """Two loops: a task reads ahead (read_ahead.keep_reading); this one starts what the scheduler picks
+        whenever a slot is free, and commits."""
+        helpers = [asyncio.create_task(self.read_ahead.keep_reading(self.consumer, stop))]
+        if self.cache is not None:
+            helpers.append(asyncio.create_task(self.cache.feed.follow(stop)))
+        try:
+            while not stop.is_set() and self._fatal is None:
                 self._slot_freed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._slot_freed.wait(), 0.2)
-            else:
-                batches = await self.consumer.getmany(timeout_ms=200, max_records=free)
-                for tp, records in batches.items():
-                    for record in records:
-                        self._start(tp, record)
-            if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
-                await self.commit()
+                started = self.read_ahead.take(self._free_slots())
+                for entry in started:
+                    self._start(entry.tp, entry.record)
+                if not started:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._slot_freed.wait(), 0.2)
+                    self._fatal = self._fatal or _failure(helpers)
+                if time.monotonic() - self._last_commit >= self.commit_interval_s:
+                    await self.commit()
+        finally:
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
 
     def _free_slots(self) -> int:
         """Calls in flight are capped at `concurrency`. A finished call frees its slot at once, not when Kafka
@@ -143,7 +224,7 @@ class PoolWorker:
 
     async def _outcome(self, tp: TopicPartition, record: ConsumerRecord) -> list[Outgoing]:
         assignment = decode(Assignment, record.value)
-        if isinstance(assignment, DecodeFailure):
+        if isinstance(assignment, Rejection):
             letter = assignment.dead_letter(
                 record.value or b"",
                 "pool",
@@ -151,15 +232,38 @@ class PoolWorker:
                 source_partition=record.partition,
                 source_offset=record.offset,
             )
-            return [(self.settings.kafka.dead_letter_topic, record.key, letter.model_dump_json().encode())]
-        results = await self._attempts(tp, assignment)
-        key, out = assignment.item.job_id.encode(), []
-        if needs_escalation(self.cascade, results[-1]):
-            results[-1], forwarded = escalate(self.cascade, assignment, results[-1])
-            out.append(
-                (self.settings.kafka.pool_topic(forwarded.pool), key, forwarded.model_dump_json().encode())
+            return [(self.kafka.dead_letter_topic, record.key, letter.model_dump_json().encode())]
+        results = await self._answers(tp, assignment)
+        key, out = assignment.item.job_id.encode(), list[Outgoing]()
+        if self.cascade is not None and needs_escalation(self.cascade, results[-1]):
+            to_pool = self.cascade.to_pool
+            admitted = (
+                escalation_budget(self.budget, (to_pool, self.cascade_pool), assignment, results[-1])
+                if self.cascade_pool is not None
+                else None
             )
-        return [(self.settings.kafka.results_topic, key, r.model_dump_json().encode()) for r in results] + out
+            if isinstance(admitted, Overrun):
+                results[-1] = kept_over_budget(results[-1], to_pool, admitted)
+            else:
+                reserved = admitted if admitted is not None else Decimal(0)
+                results[-1], forwarded = escalate(self.cascade, assignment, results[-1], reserved)
+                out.append((self.kafka.pool_topic(to_pool), key, forwarded.model_dump_json().encode()))
+        elif self.cache is not None:
+            out += self.cache.outgoing(assignment, results[-1], self._keeps)
+        return [(self.kafka.results_topic, key, r.model_dump_json().encode()) for r in results] + out
+
+    async def _answers(self, tp: TopicPartition, assignment: Assignment) -> list[Result]:
+        """An item past its deadline ends expired; an opted-in one may be answered from the cache."""
+        if deadline_passed(assignment.item):
+            first = self.dispatcher.targets[0]
+            return [expired_result(assignment, assignment.attempt, self.pool, first.provider, first.model)]
+        if self.cache is not None and assignment.cache is not None:
+            return await self.cache.answer(assignment, lambda: self._attempts(tp, assignment), self._keeps)
+        return await self._attempts(tp, assignment)
+
+    def _keeps(self, result: Result) -> bool:
+        """A fresh ok answer this pool does not escalate is worth caching."""
+        return result.status is ResultStatus.OK and not needs_escalation(self.cascade, result)
 
     async def _attempts(self, tp: TopicPartition, assignment: Assignment) -> list[Result]:
         """Deferrable items go through the provider's batch API (workers/batching.py); a batch request that
@@ -216,3 +320,12 @@ class PoolWorker:
             log.warning("commit deferred: %r", exc)
             return
         self.offsets.mark_committed(ready)
+
+
+def _failure(helpers: list[asyncio.Task[None]]) -> BaseException | None:
+    """The error of a helper loop (read-ahead, cache feed) that died: the pool stops on it."""
+    for helper in helpers:
+        if helper.done() and not helper.cancelled() and helper.exception() is not None:
+            log.error("pool helper failed: %r", helper.exception())
+            return helper.exception()
+    return None
