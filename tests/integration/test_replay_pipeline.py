@@ -107,7 +107,7 @@ def test_recorded_answers_flow_through_router_pools_and_sink(
     assert fitted.returncode == 0, fitted.stderr
     settings = load_settings()
     items, truth = jobs(tmp_path)
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings.kafka, settings.pools))
     with ProcessSupervisor(tmp_path / "logs", env=env) as supervisor:
         for name, *args in [
             ("sink", "sink"),
