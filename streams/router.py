@@ -17,6 +17,7 @@ import faust
 from aiokafka import AIOKafkaConsumer
 from faust.app.base import BootStrategy
 
+from modelyard.core.kafka import make_reader, started
 from modelyard.core.observability import ROUTE_BATCH_SECONDS, Health, start_health_server
 from modelyard.core.settings import Settings
 from modelyard.core.signatures import signature_header
@@ -92,13 +93,8 @@ def register_budget_feed(app: faust.App, policy: RoutingPolicy, settings: Settin
     @app.timer(1.0)
     async def read_spend() -> None:
         if "consumer" not in state:
-            state["consumer"] = AIOKafkaConsumer(
-                settings.kafka.spend_topic,
-                auto_offset_reset="earliest",
-                enable_auto_commit=False,
-                **settings.kafka.client_options(),
-            )
-            await state["consumer"].start()
+            state["consumer"] = make_reader(settings, settings.kafka.spend_topic)
+            await started(state["consumer"], settings)
         for records in (await state["consumer"].getmany(timeout_ms=0)).values():
             for record in records:
                 policy.budgets.record(record.value)

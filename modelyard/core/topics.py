@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.admin import NewTopic
 from aiokafka.structs import OffsetAndMetadata
 
 from modelyard.core._exceptions import BrokerError
+from modelyard.core.kafka import create_topics, group_name, kafka_errors, make_admin, make_reader
 from modelyard.core.settings import Settings
 
 COMPACTED = {"cleanup.policy": "compact"}  # the spend topic keeps the latest figures per tenant
@@ -37,9 +36,10 @@ async def ensure_topics(settings: Settings, attempts: int = 30) -> dict[str, int
     plan = topic_plan(settings)
     for attempt in range(attempts):
         try:
-            await _create(settings, plan)
+            with kafka_errors("create topics"):
+                await _create(settings, plan)
             return plan
-        except (KafkaConnectionError, KafkaError, OSError) as exc:
+        except BrokerError as exc:
             if attempt == attempts - 1:
                 raise BrokerError(
                     f"cannot create topics on {settings.kafka.bootstrap_servers}: {exc!r}"
@@ -49,7 +49,7 @@ async def ensure_topics(settings: Settings, attempts: int = 30) -> dict[str, int
 
 
 async def _create(settings: Settings, plan: dict[str, int]) -> None:
-    admin = AIOKafkaAdminClient(**settings.kafka.client_options(), request_timeout_ms=10_000)
+    admin = make_admin(settings, request_timeout_ms=10_000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -64,14 +64,9 @@ async def _create(settings: Settings, plan: dict[str, int]) -> None:
             if name not in existing
         ]
         if missing:
-            await _create_ignoring_existing(admin, missing)
+            await create_topics(admin, missing)
     finally:
         await admin.close()
-
-
-async def _create_ignoring_existing(admin: AIOKafkaAdminClient, topics: list[NewTopic]) -> None:
-    with contextlib.suppress(TopicAlreadyExistsError):
-        await admin.create_topics(topics)
 
 
 async def assigned_partitions(consumer: AIOKafkaConsumer, timeout: float = 30.0) -> set[TopicPartition]:
@@ -92,16 +87,16 @@ def sink_topics(settings: Settings) -> list[str]:
 
 async def group_lag(settings: Settings, group: str, topics: list[str]) -> int:
     """Records on `topics` not yet committed by consumer group `group` (app_id-prefixed, as workers name it)."""
-    admin = AIOKafkaAdminClient(**settings.kafka.client_options())
-    consumer = AIOKafkaConsumer(*topics, **settings.kafka.client_options(), enable_auto_commit=False)
-    await admin.start()
-    await consumer.start()
+    admin, consumer = make_admin(settings), make_reader(settings, *topics, offset_reset="latest")
     try:
-        partitions = await assigned_partitions(consumer)
-        ends = await consumer.end_offsets(list(partitions))
-        committed = await admin.list_consumer_group_offsets(
-            f"{settings.app_id}.{group}", partitions=list(partitions)
-        )
+        with kafka_errors("read consumer lag"):
+            await admin.start()
+            await consumer.start()
+            partitions = await assigned_partitions(consumer)
+            ends = await consumer.end_offsets(list(partitions))
+            committed = await admin.list_consumer_group_offsets(
+                group_name(settings, group), partitions=list(partitions)
+            )
         return sum(end - _committed(committed, tp) for tp, end in ends.items())
     finally:
         await consumer.stop()

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from modelyard.core._exceptions import ProcessError
+from modelyard.core.kafka import make_reader, started
 from modelyard.core.progress import progress_bar
 from modelyard.core.settings import Settings
 from modelyard.core.topics import assigned_partitions, ensure_topics, group_lag, sink_topics
@@ -124,13 +125,8 @@ class Demo:
 
     async def _watch_results(self) -> AIOKafkaConsumer:
         """A group-less consumer positioned at the end of the results topic before anything is submitted."""
-        consumer = AIOKafkaConsumer(
-            self.settings.kafka.results_topic,
-            **self.settings.kafka.client_options(),
-            enable_auto_commit=False,
-            auto_offset_reset="latest",
-        )
-        await consumer.start()
+        consumer = make_reader(self.settings, self.settings.kafka.results_topic, offset_reset="latest")
+        await started(consumer, self.settings)
         for tp in await assigned_partitions(consumer):
             await consumer.position(tp)
         return consumer

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
-from modelyard.core._exceptions import BrokerError, InvalidInput
+from modelyard.core._exceptions import InvalidInput
+from modelyard.core.kafka import make_reader, started
 from modelyard.core.settings import Settings
 from modelyard.core.signatures import SIGNATURE_HEADER, TenantKeys
 from modelyard.core.topics import assigned_partitions
@@ -137,10 +137,8 @@ async def read_letters(
 ) -> list[StoredLetter]:
     """Matching letters, oldest first per partition; reads up to the end offsets seen when it starts."""
     topic = settings.kafka.dead_letter_topic
-    consumer = AIOKafkaConsumer(
-        topic, group_id=None, enable_auto_commit=False, **settings.kafka.client_options()
-    )
-    await _start(consumer, settings)
+    consumer = make_reader(settings, topic, offset_reset="latest")
+    await started(consumer, settings)
     try:
         if topic not in await consumer.topics():
             return []
@@ -243,7 +241,7 @@ async def replay(settings: Settings, letters: list[StoredLetter], dry_run: bool 
         report.replayed = [(stored, item.job_id) for stored, item in valid]
         return report
     producer = make_producer(settings)
-    await _start(producer, settings)
+    await started(producer, settings)
     try:
         for stored, item in valid:
             header = (
@@ -265,12 +263,3 @@ async def replay(settings: Settings, letters: list[StoredLetter], dry_run: bool 
     finally:
         await producer.stop()
     return report
-
-
-async def _start(client: AIOKafkaConsumer | AIOKafkaProducer, settings: Settings) -> None:
-    """Start a Kafka client; an unreachable broker is one BrokerError line (and no unclosed-client noise)."""
-    try:
-        await client.start()
-    except (KafkaError, OSError) as exc:
-        await client.stop()
-        raise BrokerError(f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc!r}") from exc

@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 
 from modelyard.core._exceptions import InvalidInput, ProcessError
-from modelyard.core.kafka import make_producer
+from modelyard.core.kafka import make_producer, make_reader, started
 from modelyard.core.progress import progress_bar
 from modelyard.core.settings import Settings
 from modelyard.core.topics import assigned_partitions, ensure_topics
@@ -139,12 +139,8 @@ class EvalRunner:
         return scores
 
     async def _watch(self) -> AIOKafkaConsumer:
-        consumer = AIOKafkaConsumer(
-            self.settings.kafka.results_topic,
-            auto_offset_reset="latest",
-            **self.settings.kafka.client_options(),
-        )
-        await consumer.start()
+        consumer = make_reader(self.settings, self.settings.kafka.results_topic, offset_reset="latest")
+        await started(consumer, self.settings)
         for tp in await assigned_partitions(consumer):
             await consumer.position(tp)
         return consumer

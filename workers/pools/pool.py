@@ -1,21 +1,21 @@
 """PoolWorker: one pool's process. Consumes its topic, runs each assignment through the pool's Dispatcher
 (rate limits, circuit breakers, fallbacks) with bounded concurrency, produces one Result per attempt (and,
 for a low-confidence answer, the Assignment that escalates it), and commits an offset only after everything
-produced for it is acknowledged by Kafka."""
+produced for it is acknowledged by Kafka: a stage of the consume-commit runtime (modelyard/core/runtime.py),
+each record its own span, so a slow call holds back only the offsets from its own on."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import time
 
-from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from modelyard.core._exceptions import Stopping
-from modelyard.core.kafka import make_consumer, make_producer
-from modelyard.core.offsets import OffsetTracker
+from modelyard.core.kafka import consumer_for, group_name, kafka_errors, make_producer
+from modelyard.core.runtime import ConsumeCommit, Fetched, Receipt
 from modelyard.core.settings import Settings
 from schemas import Assignment, Result, ResultStatus
 from schemas.decoding import DecodeFailure, decode
@@ -28,21 +28,6 @@ COMMIT_INTERVAL_S = 0.5
 Outgoing = tuple[str, bytes | None, bytes]  # topic, key, value
 
 
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, worker: PoolWorker) -> None:
-        self.worker = worker
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        if self.worker.batcher:
-            self.worker.batcher.release(set(revoked))
-        await self.worker.drain()
-        await self.worker.commit()
-        self.worker.offsets.forget(set(revoked))
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        log.info("assigned %s", sorted(tp.partition for tp in assigned))
-
-
 class PoolWorker:
     def __init__(
         self, settings: Settings, pool: str, dispatcher: Dispatcher, batcher: Batcher | None = None
@@ -51,95 +36,82 @@ class PoolWorker:
         self.pool = pool
         self.dispatcher = dispatcher
         self.batcher = batcher
-        self.waiting_for_batch: set[asyncio.Task[None]] = set()
+        self.waiting_for_batch: set[asyncio.Task[bool]] = set()
         self.cascade = settings.pools[pool].cascade
         self.concurrency = settings.pools[pool].concurrency
-        self.offsets = OffsetTracker()
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks: set[asyncio.Task[bool]] = set()
         self.calling = 0
         self._slot_freed = asyncio.Event()
         self.processed = 0
         self.abandoned = 0
-        self._last_commit = time.monotonic()
-        self._fatal: BaseException | None = None
+        self.consumer: AIOKafkaConsumer | None = None  # once running (consumer lag, readiness)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then drain in-flight calls and commit. Clients live inside the running loop."""
-        topic = self.settings.kafka.pool_topic(self.pool)
-        self.consumer = make_consumer(
-            self.settings, topic, f"pool.{self.pool}", _Rebalance(self), self.concurrency
-        )
         self.producer = make_producer(self.settings)
-        await self.producer.start()
-        await self.consumer.start()
+        self.consumer = consumer_for(
+            self.settings, group_name(self.settings, f"pool.{self.pool}"), self.concurrency
+        )
+        topics = [self.settings.kafka.pool_topic(self.pool)]
+        runtime = ConsumeCommit(
+            self, self.consumer, self.producer, topics, commit_interval_s=COMMIT_INTERVAL_S
+        )
         try:
-            await self._consume(stop)
+            await runtime.run(stop)
         finally:
-            self.dispatcher.stop_waiting()
-            if self.batcher:
-                await self.batcher.stop()
-            log.info("stopping: draining %d in-flight calls, then committing", len(self.tasks))
-            await self.drain()
-            await self.commit()
             log.info("stopped after %d assignments; %d left for a replay", self.processed, self.abandoned)
-            await self.consumer.stop()
-            await self.producer.stop()
             await self.dispatcher.close()
-        if self._fatal:
-            raise self._fatal
 
-    async def _consume(self, stop: asyncio.Event) -> None:
-        while not stop.is_set() and self._fatal is None:
-            free = self._free_slots()
-            if free <= 0:
-                self._slot_freed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._slot_freed.wait(), 0.2)
-            else:
-                batches = await self.consumer.getmany(timeout_ms=200, max_records=free)
-                for tp, records in batches.items():
-                    for record in records:
-                        self._start(tp, record)
-            if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
-                await self.commit()
-
-    def _free_slots(self) -> int:
+    async def room(self) -> int:
         """Calls in flight are capped at `concurrency`. A finished call frees its slot at once, not when Kafka
         acknowledges its result (a few ms more); results waiting for that ack are capped at as many again.
-        Items waiting in a provider batch hold no slot; past `batch.max_pending` of them the pool takes no work."""
+        Items waiting in a provider batch hold no slot; past `batch.max_pending` of them the pool takes no work.
+        When full, waits (up to 0.2 s) for a slot to free before saying so."""
         if self.batcher and self.batcher.full:
-            return 0
-        return min(
-            self.concurrency - self.calling,
-            2 * self.concurrency - len(self.tasks) + len(self.waiting_for_batch),
-        )
+            free = 0
+        else:
+            free = min(
+                self.concurrency - self.calling,
+                2 * self.concurrency - len(self.tasks) + len(self.waiting_for_batch),
+            )
+        if free <= 0:
+            self._slot_freed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._slot_freed.wait(), 0.2)
+        return free
 
-    def _start(self, tp: TopicPartition, record: ConsumerRecord) -> None:
-        self.offsets.started(tp, record.offset)
+    async def take(self, fetched: Fetched) -> list[Receipt]:
+        return [self._start(tp, record) for tp, records in fetched.items() for record in records]
+
+    def _start(self, tp: TopicPartition, record: ConsumerRecord) -> Receipt:
         self.calling += 1
         task = asyncio.create_task(self._handle(tp, record))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        return Receipt(tp, record.offset, record.offset + 1, task)
 
-    async def _handle(self, tp: TopicPartition, record: ConsumerRecord) -> None:
+    async def _handle(self, tp: TopicPartition, record: ConsumerRecord) -> bool:
+        """True once every record produced for it is acknowledged; False when it is left for a replay."""
         try:
             try:
                 outgoing = await self._outcome(tp, record)
             finally:
                 self.calling -= 1
                 self._slot_freed.set()
-            sent = [await self.producer.send(topic, value=value, key=key) for topic, key, value in outgoing]
-            for delivery in sent:
-                await delivery
+            with kafka_errors("produce a result"):
+                sent = [
+                    await self.producer.send(topic, value=value, key=key) for topic, key, value in outgoing
+                ]
+                for delivery in sent:
+                    await delivery
         except Stopping:  # nothing was sent for it: left uncommitted, it replays after the restart
             self.abandoned += 1
-            return
-        except Exception as exc:  # Kafka refused a result: stop; the offset stays uncommitted and replays
+            return False
+        except Exception as exc:  # Kafka refused a result: the runtime stops; the offset replays
             log.error("cannot produce the result of offset %s: %r", record.offset, exc)
-            self._fatal = exc
-            return
-        self.offsets.finished(tp, record.offset)
+            raise
         self.processed += 1
+        return True
 
     async def _outcome(self, tp: TopicPartition, record: ConsumerRecord) -> list[Outgoing]:
         assignment = decode(Assignment, record.value)
@@ -199,20 +171,16 @@ class PoolWorker:
                 await asyncio.wait_for(self._slot_freed.wait(), 0.2)
         self.calling += 1
 
-    async def drain(self) -> None:
-        """Wait for every in-flight call to finish and its result to be produced. Items waiting in a provider
-        batch are not waited for (hours): stop() and release() answer them first, the rest stay in flight."""
+    async def drain(self, partitions: set[TopicPartition] | None) -> None:
+        """Wait for the in-flight calls to finish and their results to be produced. Items waiting in a provider
+        batch are not waited for (hours): on a revoke their partitions' items are released, at stop the batcher
+        stops (both answer them as left for a replay); the rest stay in flight."""
+        if partitions is None:
+            self.dispatcher.stop_waiting()
+            if self.batcher:
+                await self.batcher.stop()
+            log.info("stopping: draining %d in-flight calls, then committing", len(self.tasks))
+        elif self.batcher:
+            self.batcher.release(partitions)
         while busy := [t for t in self.tasks if t not in self.waiting_for_batch]:
             await asyncio.wait(busy, timeout=0.2)
-
-    async def commit(self) -> None:
-        self._last_commit = time.monotonic()
-        ready = self.offsets.committable()
-        if not ready:
-            return
-        try:
-            await self.consumer.commit(ready)
-        except Exception as exc:  # e.g. a rebalance in progress; the next commit carries these offsets
-            log.warning("commit deferred: %r", exc)
-            return
-        self.offsets.mark_committed(ready)

@@ -1,0 +1,208 @@
+"""The consume-commit runtime: the one loop the router, the pools and the sink run.
+
+    fetch as many records as the stage has room for
+      -> stage.take(records): the stage starts its work and hands back one receipt per span of offsets, whose
+         future resolves once what the stage made of those records is durable
+      -> commit each partition up to its oldest span not yet durable (OffsetTracker)
+
+The order is Quix Streams' Checkpoint.commit() (flush the sinks, then the producer, then commit the offsets): a
+receipt resolves only after the stage's own writes are durable (ClickHouse accepted the batch, Kafka acknowledged
+every record produced for it), and only then may its offsets be committed. Commits run in a task of their own,
+at most one every `commit_interval_s` (0: as soon as something became durable), so a commit never holds up a
+fetch. A receipt resolves to True (durable), to False (left for a replay: the process is stopping and nothing
+was sent for it; nothing is committed past it) or to an exception, which is fatal: the runtime stops fetching,
+drains, commits what is durable and raises it.
+
+Drain: on stop (the `stop` event: SIGTERM; or the task cancelled, as the router's Faust app stops its tasks) the
+stage settles everything it took (`drain(None)`), the runtime commits what became durable, then stops the
+clients. On a revoke (a rebalance takes partitions away) the stage settles those partitions (`drain(revoked)`)
+and the runtime commits and forgets them, so their next owner starts where this process finished. A receipt
+that resolves after its partition was revoked is ignored: the next owner replays those records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from functools import partial
+from typing import Any, NamedTuple, Protocol
+
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+
+from modelyard.core._exceptions import BrokerError
+from modelyard.core.kafka import Startable, kafka_errors
+from modelyard.core.offsets import OffsetTracker
+
+log = logging.getLogger("modelyard.runtime")
+Fetched = dict[TopicPartition, list[Any]]  # records (aiokafka ConsumerRecords) per partition, in offset order
+COMMIT_RETRY_S = 0.5  # after a refused commit (a rebalance in progress), try again this much later
+
+
+class Receipt(NamedTuple):
+    partition: TopicPartition
+    first: int  # the span's first offset
+    end: int  # one past its last offset
+    durable: asyncio.Future[bool]
+
+
+class Stage(Protocol):
+    """What the router, a pool and the sink each do with the records the runtime fetches for them."""
+
+    async def room(self) -> int:
+        """How many records to fetch now; 0 fetches none (the stage is full: it may wait briefly first)."""
+        ...
+
+    async def take(self, fetched: Fetched) -> Iterable[Receipt]:
+        """Start work on a fetch (an empty one when nothing came within the fetch timeout: time-based work runs
+        then). Each record of the fetch belongs to exactly one receipt's span; receipts name no other record."""
+        ...
+
+    async def drain(self, partitions: set[TopicPartition] | None) -> None:
+        """Settle what was taken of these partitions (None: of all, the process is stopping): as many receipts as
+        can be resolved are, before the runtime commits."""
+        ...
+
+
+class Consumer(Startable, Protocol):
+    """The part of AIOKafkaConsumer the runtime uses."""
+
+    def subscribe(self, topics: list[str], listener: ConsumerRebalanceListener) -> None: ...
+
+    async def getmany(self, *partitions: TopicPartition, timeout_ms: int, max_records: int) -> Fetched: ...
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None: ...
+
+
+class ConsumeCommit:
+    def __init__(
+        self,
+        stage: Stage,
+        consumer: Consumer,
+        producer: Startable,
+        topics: list[str],
+        *,
+        fetch_timeout_s: float = 0.2,
+        commit_interval_s: float = 0.0,
+    ) -> None:
+        self.stage = stage
+        self.consumer = consumer
+        self.producer = producer
+        self.topics = topics
+        self.fetch_timeout_ms = int(fetch_timeout_s * 1000)
+        self.commit_interval_s = commit_interval_s
+        self.offsets = OffsetTracker()
+        self.consuming = False  # clients started, fetching (readiness)
+        self.fatal: BaseException | None = None
+        self._generation: dict[TopicPartition, int] = {}  # bumped on revoke: older receipts no longer count
+        self._durable = asyncio.Event()  # something became durable since the last commit
+        self._committing = asyncio.Lock()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Fetch, hand over, commit until `stop` is set (or the task is cancelled); then drain and commit."""
+        self.consumer.subscribe(self.topics, listener=_DrainOnRevoke(self))
+        try:
+            with kafka_errors("start the producer"):
+                await self.producer.start()
+            with kafka_errors("start the consumer"):
+                await self.consumer.start()
+            await self._consume_then_drain(stop)
+        finally:
+            await self.consumer.stop()
+            await self.producer.stop()
+        if self.fatal is not None:
+            raise self.fatal
+
+    async def _consume_then_drain(self, stop: asyncio.Event) -> None:
+        committer = asyncio.create_task(self._commit_when_durable())
+        self.consuming = True
+        try:
+            await self._consume(stop)
+        finally:
+            self.consuming = False
+            committer.cancel()
+            await self._drain(None)
+            await self.commit()
+
+    async def _consume(self, stop: asyncio.Event) -> None:
+        while not stop.is_set() and self.fatal is None:
+            room = await self.stage.room()
+            if room <= 0:
+                continue
+            with kafka_errors("fetch records"):
+                fetched = await self.consumer.getmany(timeout_ms=self.fetch_timeout_ms, max_records=room)
+            generations = {tp: self._generation.get(tp, 0) for tp in fetched}
+            self._track(await self.stage.take(fetched), generations)
+
+    def _track(self, receipts: Iterable[Receipt], generations: dict[TopicPartition, int]) -> None:
+        for tp, first, end, durable in receipts:
+            generation = generations.get(tp, -1)
+            if generation != self._generation.get(tp, 0):
+                continue  # revoked while the stage took the fetch: the partition's next owner replays it
+            self.offsets.started(tp, first, end)
+            durable.add_done_callback(partial(self._settled, tp, first, generation))
+
+    def _settled(
+        self, tp: TopicPartition, first: int, generation: int, durable: asyncio.Future[bool]
+    ) -> None:
+        if durable.cancelled():
+            return
+        error = durable.exception()
+        if error is not None:
+            if self.fatal is None:
+                self.fatal = error
+            return
+        if durable.result() and self._generation.get(tp, 0) == generation:
+            self.offsets.finished(tp, first)
+            self._durable.set()
+
+    async def _commit_when_durable(self) -> None:
+        while True:
+            await self._durable.wait()
+            self._durable.clear()
+            if not await self.commit():
+                self._durable.set()
+                await asyncio.sleep(COMMIT_RETRY_S)
+            elif self.commit_interval_s:
+                await asyncio.sleep(self.commit_interval_s)
+
+    async def commit(self) -> bool:
+        """Commit every partition up to its oldest span not yet durable. False when Kafka refused (a rebalance
+        in progress): the next commit carries the offsets, or the partitions' next owner replays them."""
+        async with self._committing:
+            ready = self.offsets.committable()
+            if not ready:
+                return True
+            try:
+                with kafka_errors("commit offsets"):
+                    await self.consumer.commit(ready)
+            except BrokerError as exc:
+                log.warning("offsets not committed yet: %s", exc)
+                return False
+            self.offsets.mark_committed(ready)
+            return True
+
+    async def _drain(self, partitions: set[TopicPartition] | None) -> None:
+        await self.stage.drain(partitions)
+        await asyncio.sleep(0)  # the receipts' callbacks of what the drain resolved run before the commit
+
+    async def revoked(self, partitions: set[TopicPartition]) -> None:
+        """Before a rebalance hands `partitions` to another member: settle them, commit, forget them."""
+        if not partitions:
+            return
+        await self._drain(partitions)
+        await self.commit()
+        for tp in partitions:
+            self._generation[tp] = self._generation.get(tp, 0) + 1
+        self.offsets.forget(partitions)
+
+
+class _DrainOnRevoke(ConsumerRebalanceListener):
+    def __init__(self, runtime: ConsumeCommit) -> None:
+        self.runtime = runtime
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.runtime.revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
