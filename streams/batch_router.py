@@ -77,6 +77,11 @@ class BatchRouter:
         await self.runtime.run(asyncio.Event())
 
     async def room(self) -> int:
+        """A whole fetch, once at most SETTLING_MAX routed batches wait for their deliveries."""
+        while self._settling and self._settling[0].done():
+            self._settling.popleft()
+        if len(self._settling) > self.SETTLING_MAX:
+            await asyncio.shield(self._settling[0])
         return self.max_records
 
     async def take(self, fetched: Fetched) -> list[Receipt]:
@@ -87,10 +92,6 @@ class BatchRouter:
         first = next(iter(fetched.values()))[0]
         delivered = asyncio.create_task(_delivered(await self.route(self.producer, fetched), first))
         self._settling.append(delivered)
-        while self._settling and self._settling[0].done():
-            self._settling.popleft()
-        if len(self._settling) > self.SETTLING_MAX:
-            await asyncio.shield(self._settling[0])
         return [
             Receipt(tp, batch[0].offset, batch[-1].offset + 1, delivered) for tp, batch in fetched.items()
         ]
