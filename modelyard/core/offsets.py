@@ -16,7 +16,10 @@ class OffsetTracker:
 
     def started(self, tp: TopicPartition, offset: int, end: int | None = None) -> None:
         """The span [offset, end) is in flight (one record when `end` is None)."""
-        self._pending.setdefault(tp, set()).add(offset)
+        pending = self._pending.get(tp)
+        if pending is None:
+            pending = self._pending[tp] = set()
+        pending.add(offset)
         end = offset + 1 if end is None else end
         if end > self._next.get(tp, 0):
             self._next[tp] = end

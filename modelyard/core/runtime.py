@@ -135,24 +135,26 @@ class ConsumeCommit:
             self._track(await self.stage.take(fetched), generations)
 
     def _track(self, receipts: Iterable[Receipt], generations: dict[TopicPartition, int]) -> None:
+        started, current, settled = self.offsets.started, self._generation, self._settled  # per record: lean
         for tp, first, end, durable in receipts:
             generation = generations.get(tp, -1)
-            if generation != self._generation.get(tp, 0):
+            if generation != current.get(tp, 0):
                 continue  # revoked while the stage took the fetch: the partition's next owner replays it
-            self.offsets.started(tp, first, end)
-            durable.add_done_callback(partial(self._settled, tp, first, generation))
+            started(tp, first, end)
+            durable.add_done_callback(partial(settled, tp, first, generation))
 
     def _settled(
         self, tp: TopicPartition, first: int, generation: int, durable: asyncio.Future[bool]
     ) -> None:
-        if durable.cancelled():
+        try:
+            outcome = durable.result()
+        except asyncio.CancelledError:
             return
-        error = durable.exception()
-        if error is not None:
+        except BaseException as error:
             if self.fatal is None:
                 self.fatal = error
             return
-        if durable.result() and self._generation.get(tp, 0) == generation:
+        if outcome and self._generation.get(tp, 0) == generation:
             self.offsets.finished(tp, first)
             self._durable.set()
 

@@ -1,8 +1,8 @@
 """ClickHouseSink: results topic -> results + cost_ledger tables; pool topics -> routing_decisions.
 
 A stage of the consume-commit runtime (modelyard/core/runtime.py): adds records to a batch, flushes by size
-or time, writes with clickhouse-connect off the event loop, and lets the runtime commit the batch's offsets
-only after the write succeeded (each batch's spans resolve when it is written). A due batch is decoded (msgspec first, pydantic
+or time, writes with clickhouse-connect off the event loop; the runtime commits the batch's offsets only after
+the write succeeded (the batch's receipts resolve then). A due batch is decoded (msgspec first, pydantic
 for the verdict on anything it refuses), priced and turned into Arrow tables while the batch before it is
 still being written; writes and commits stay in batch order. While ClickHouse is unavailable it holds the
 batch (consuming nothing more) and retries with backoff. Replays are harmless: both tables dedup on
@@ -159,8 +159,8 @@ class ClickHouseSink:
         async with self._closing:
             if not len(self._batch):
                 return
-            while len(self._flushing) >= FLUSHING_MAX:
-                await self._flushing.popleft()
+            while len(self._flushing) >= FLUSHING_MAX:  # a failed write is fatal through its receipts
+                await asyncio.wait([self._flushing.popleft()])
             after = self._flushing[-1] if self._flushing else None
             self._flushing.append(asyncio.create_task(self._write_batch(self._batch, after=after)))
             self._batch = self._new_batch()
@@ -169,26 +169,31 @@ class ClickHouseSink:
         """Revoke: write the open batch now and wait (up to REVOKE_WAIT_S) for the batches being written. Stop:
         wait for those, then write the open batch (3 tries) unless one before it was given up."""
         if partitions is not None:
-            await self._close_batch()
-            if pending := [task for task in self._flushing if not task.done()]:
-                await asyncio.wait(pending, timeout=REVOKE_WAIT_S)
+            await asyncio.wait([asyncio.create_task(self._write_all_taken())], timeout=REVOKE_WAIT_S)
             return
-        outcomes = await asyncio.gather(*self._flushing, return_exceptions=True)  # an error is already fatal
+        written = all([await task for task in self._flushing])
         self._flushing.clear()
-        written = all(outcome is True for outcome in outcomes)
         if len(self._batch) and written:
             await self._write_batch(self._batch, attempts=3)
+
+    async def _write_all_taken(self) -> None:
+        await self._close_batch()
+        if self._flushing:
+            await asyncio.wait(list(self._flushing))
 
     async def _write_batch(
         self, batch: Batch, attempts: int | None = None, after: asyncio.Task[bool] | None = None
     ) -> bool:
-        """_flush_until_written, its outcome handed to the batch's receipts (an error too: it is fatal)."""
+        """_flush_until_written, its outcome handed to the batch's receipts (an error too: the runtime stops)."""
         assert batch.written is not None
         try:
             written = await self._flush_until_written(batch, self._stop, attempts, after)
-        except BaseException as exc:
-            batch.written.set_exception(exc)
+        except asyncio.CancelledError:
+            batch.written.cancel()
             raise
+        except Exception as exc:
+            batch.written.set_exception(exc)
+            return False
         batch.written.set_result(written)
         return written
 
