@@ -25,6 +25,7 @@ from workers.pools.dispatch import Dispatcher
 
 log = logging.getLogger("modelyard.pool")
 COMMIT_INTERVAL_S = 0.5
+PRODUCING = kafka_errors("produce a result")
 Outgoing = tuple[str, bytes | None, bytes]  # topic, key, value
 
 
@@ -98,7 +99,7 @@ class PoolWorker:
             finally:
                 self.calling -= 1
                 self._slot_freed.set()
-            with kafka_errors("produce a result"):
+            with PRODUCING:
                 sent = [
                     await self.producer.send(topic, value=value, key=key) for topic, key, value in outgoing
                 ]
