@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 $(KAFKA_STAMP): infra/kafka/pom.xml
 	@echo "==> [2/2] Apache Kafka jars from Maven into infra/kafka/target/lib (first time: ~30 s)"
 	@command -v java >/dev/null || (echo "error: java not found; install a Java 17+ runtime" && exit 1)
-	@mvn -q -B -f infra/kafka/pom.xml package
+	@mvn -q -B -Dstyle.color=never -f infra/kafka/pom.xml package
 	@touch $@
 
 slm-cpu: $(SLM_STAMP)

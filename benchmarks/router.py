@@ -28,6 +28,7 @@ from typing import NamedTuple
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 from rich.console import Console
 from rich.table import Table
 
@@ -35,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import contextlib
 
+from modelyard.app import build_routing_policy
 from modelyard.core.settings import Settings, load_settings
 from modelyard.core.topics import ensure_topics
 from modelyard.local.broker import LocalKafkaBroker
@@ -139,7 +141,11 @@ async def group_stable(settings: Settings, group_id: str, members: int, timeout:
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            described = await admin.describe_consumer_groups([group_id])
+            try:
+                described = await admin.describe_consumer_groups([group_id])
+            except GroupCoordinatorNotAvailableError:  # a fresh broker still loading its offsets topic
+                await asyncio.sleep(0.5)
+                continue
             _, _, state, _, _, joined = described[0].groups[0][:6]
             if state == "Stable" and len(joined) == members:
                 return
@@ -234,7 +240,7 @@ async def run_raw(
     base: Settings, batch: list[tuple[bytes, bytes]], partitions: int, decode_route: bool = False
 ) -> Run:
     settings = scenario_settings(base, f"bench-raw-{uuid.uuid4().hex[:6]}", partitions)
-    await ensure_topics(settings)
+    await ensure_topics(settings.kafka, settings.pools)
     await produce(settings, settings.kafka.jobs_topic, batch)
     outs = [settings.kafka.pool_topic("slm"), settings.kafka.pool_topic("frontier")]
     await raw_passthrough(settings, settings.kafka.jobs_topic, outs, len(batch), decode_route)
@@ -245,7 +251,7 @@ async def run_router(
     base: Settings, batch: list[tuple[bytes, bytes]], partitions: int, routers: int, engine: str = "batch"
 ) -> Run:
     settings = scenario_settings(base, f"bench-router-{uuid.uuid4().hex[:6]}", partitions)
-    await ensure_topics(settings)
+    await ensure_topics(settings.kafka, settings.pools)
     env = {
         "MODELYARD_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
         "MODELYARD_KAFKA__PARTITIONS": str(partitions),
@@ -269,9 +275,9 @@ async def run_router(
 def policy_alone(base: Settings, batch: list[tuple[bytes, bytes]]) -> float:
     """The routing decision itself, in-process (where the router's own Python time goes)."""
     from modelyard.app import freeze_startup_heap
-    from streams.policy import RoutingPolicy, Source
+    from streams.policy import Source
 
-    policy, size = RoutingPolicy(base), base.router.batch_max
+    policy, size = build_routing_policy(base), base.router.batch_max
     records = [(value, Source("jobs", 0, offset)) for offset, (_, value) in enumerate(batch)]
     freeze_startup_heap()  # as the router process does
     started = time.perf_counter()
@@ -284,7 +290,7 @@ async def main(args: argparse.Namespace) -> None:
     global CPU
     CPU = MachineCpu()
     base = load_settings()
-    broker = LocalKafkaBroker(base)
+    broker = LocalKafkaBroker(base.local_broker, base.kafka)
     started = broker.start()
     try:
         batch = messages(args.messages)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 
 from rich.console import Console
 
+from modelyard.cli_costs import add_costs_command
+from modelyard.cli_live import add_live_commands
 from modelyard.core._exceptions import InvalidInput, ModelyardError
 from modelyard.core.settings import Settings, load_settings
 
@@ -19,12 +22,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console(stderr=True)
     try:
-        return int(args.handler(load_settings(), args, console) or 0)
+        code = int(args.handler(load_settings(), args, console) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not as a traceback at interpreter exit
+        return code
     except ModelyardError as exc:
         console.print(f"[red]error:[/red] {exc.one_line()}", highlight=False)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `modelyard schema work-item | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as `yes | head` reports
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=Path)
     p = command("broker", cmd_broker, "start, stop or check the local Kafka broker (KRaft, no Docker)")
     p.add_argument("action", choices=["start", "stop", "status"])
+    p.add_argument(
+        "--brokers", type=int, default=None, help="nodes of a local cluster (3: replicated, min ISR 2)"
+    )
     p = command(
         "slm", cmd_slm, "the SLM pool's vLLM server on CPU: prepare the packaged model, serve, stop, status"
     )
@@ -58,27 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     command("simulator", lambda s, a, c: _run("run_simulator", s), "run the local OpenAI/Anthropic simulator")
     command("migrate", cmd_migrate, "apply ClickHouse migrations")
     p = command(
-        "sql", cmd_sql, "run a query on the configured ClickHouse (chdb: only while the sink is stopped)"
+        "sql", cmd_sql, "run a query on the configured ClickHouse (chdb: through the sink while it runs)"
     )
     p.add_argument("query")
     p.add_argument("--format", choices=["table", "json"], default="table")
-    p = command(
-        "costs",
-        cmd_costs,
-        "cost tables from the ledger (chdb: while the sink is stopped); reprice under new prices",
-    )
-    p.add_argument("action", nargs="?", choices=["show", "reprice", "budgets"], default="show")
-    p.add_argument(
-        "--by", default="day,pool,model", help="comma-separated: day, tenant, task, pool, provider, model"
-    )
-    p.add_argument("--since", default="7d", help="7d, 24h, 30m, 2w or an ISO date")
-    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    p.add_argument(
-        "--plot", type=Path, help="also write a stacked bar chart (PNG) of cost by the first two dimensions"
-    )
-    p.add_argument(
-        "--prices", type=Path, help="reprice: directory of price YAML files (the new catalog version)"
-    )
+    add_costs_command(command)
     p = command(
         "deferred", cmd_deferred, "release items parked by a budget's 'defer' action back to the jobs topic"
     )
@@ -92,9 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pools", default="slm,frontier", help="comma-separated pools to evaluate")
     p.add_argument("--run", default=None, help="run name (default: eval-<UTC time>)")
     p.add_argument("--timeout", type=float, default=600)
-    p = command(
-        "policy", cmd_policy, "recommend a routing policy from eval results (chdb: while the sink is stopped)"
-    )
+    p = command("policy", cmd_policy, "recommend a routing policy from eval results")
     p.add_argument("action", choices=["recommend"])
     p.add_argument("--target-quality", type=float, default=0.95)
     p.add_argument("--run", default=None, help="eval run (default: the latest)")
@@ -145,6 +138,7 @@ def _parser() -> argparse.ArgumentParser:
         "--distill", action="store_true", help="the distillation loop: frontier first, distill, student after"
     )
     _dlq_parser(command("dlq", None, "list, show or replay dead letters"))
+    add_live_commands(command)  # up, down, status, top, results
     return parser
 
 
@@ -208,7 +202,8 @@ def cmd_submit(settings: Settings, args: argparse.Namespace, console: Console) -
         raise ModelyardError(
             f"no such file: {args.file}", hint="pass a JSONL file with one work item per line"
         )
-    summary = asyncio.run(JobSubmitter(settings, console).submit_file(args.file))
+    submitter = JobSubmitter(settings.kafka, settings.pools, settings.router.tenant_keys, console)
+    summary = asyncio.run(submitter.submit_file(args.file))
     print_summary(summary, console)
     return 0 if summary.ok else 1
 
@@ -216,7 +211,8 @@ def cmd_submit(settings: Settings, args: argparse.Namespace, console: Console) -
 def cmd_slm(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from modelyard.local.slm_server import CpuSlmServer
 
-    server, url = CpuSlmServer(settings), settings.slm_server.url
+    server = CpuSlmServer(settings.slm_server, settings.state_dir, settings.logs_dir)
+    url = settings.slm_server.url
     if args.action in ("prepare", "serve"):
         with console.status(
             f"converting {settings.slm_server.weights_package}'s GGUF to safetensors (~30 s)..."
@@ -252,14 +248,22 @@ def cmd_slm(settings: Settings, args: argparse.Namespace, console: Console) -> i
 def cmd_broker(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from modelyard.local.broker import LocalKafkaBroker
 
-    broker = LocalKafkaBroker(settings)
-    where = settings.kafka.bootstrap_servers
+    config = settings.local_broker
+    if args.brokers:
+        config = config.model_copy(update={"brokers": args.brokers})
+    broker = LocalKafkaBroker(config, settings.kafka)
+    where = broker.bootstrap_servers
     if args.action == "start":
         with console.status(f"starting Kafka on {where}..."):
             started = broker.start()
         console.print(
             f"Kafka {'started' if started else 'already running'} on {where} (data in {broker.data_dir})"
         )
+        if len(broker.nodes) > 1:
+            console.print(
+                f"clients: MODELYARD_KAFKA__BOOTSTRAP_SERVERS={where} MODELYARD_KAFKA__REPLICATION_FACTOR="
+                f"{min(3, len(broker.nodes))} MODELYARD_KAFKA__MIN_INSYNC_REPLICAS={min(2, len(broker.nodes))}"
+            )
     elif args.action == "stop":
         console.print(
             "Kafka stopped" if broker.stop() else "no broker started from this directory is running"
@@ -274,7 +278,7 @@ def cmd_broker(settings: Settings, args: argparse.Namespace, console: Console) -
 def cmd_topics(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from modelyard.core.topics import ensure_topics
 
-    for name, partitions in asyncio.run(ensure_topics(settings)).items():
+    for name, partitions in asyncio.run(ensure_topics(settings.kafka, settings.pools)).items():
         console.print(f"{name}: {partitions} partitions")
     return 0
 
@@ -292,9 +296,9 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace, console: Console) 
 
 def cmd_sql(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from modelyard.local.demo import cost_table
-    from workers.sink.clickhouse import ClickHouseStore
+    from workers.sink.analyst_store import open_analyst_store
 
-    store = ClickHouseStore(settings.clickhouse)
+    store = open_analyst_store(settings.clickhouse)
     try:
         names, rows = store.query_with_names(args.query)
     finally:
@@ -308,55 +312,12 @@ def cmd_sql(settings: Settings, args: argparse.Namespace, console: Console) -> i
     return 0
 
 
-def cmd_costs(settings: Settings, args: argparse.Namespace, console: Console) -> int:
-    from modelyard.ops.cost_report import CostReport, parse_dimensions, parse_since, plot_stacked
-    from workers.sink.clickhouse import ClickHouseStore
-    from workers.sink.pricing import PriceCatalog
-
-    since, dims = parse_since(args.since), parse_dimensions(args.by)
-    store = ClickHouseStore(settings.clickhouse)
-    try:
-        store.migrate()
-        report = CostReport(store)
-        if args.action == "reprice":
-            catalog = PriceCatalog.load(
-                args.prices or settings.costs.prices_dir, settings.costs.reference_model
-            )
-            count, old, new = report.reprice(catalog, since)
-            console.print(
-                f"repriced {count} attempts since {since:%Y-%m-%d %H:%M} under {catalog.version}: "
-                f"${old:,.6f} billed -> ${new:,.6f} (table cost_repricings; the ledger is unchanged)"
-            )
-            return 0
-        table = report.budgets(settings.costs.budgets) if args.action == "budgets" else report.by(dims, since)
-    finally:
-        store.close()
-    title = (
-        "budgets (today and this month)"
-        if args.action == "budgets"
-        else f"costs since {since:%Y-%m-%d %H:%M} UTC by {args.by}"
-    )
-    _print_table(table, args.format, title)
-    if args.plot and args.action == "show":
-        console.print(f"chart written to {plot_stacked(table, args.plot)}")
-    return 0
-
-
-def _print_table(table, fmt: str, title: str) -> None:
-    from modelyard.local.demo import cost_table
-
-    if fmt == "csv":
-        sys.stdout.write(table.to_csv())
-    elif fmt == "json":
-        sys.stdout.write(table.to_json() + "\n")
-    else:
-        Console(width=max(Console().width, 150)).print(cost_table(table.names, table.rows, title=title))
-
-
 def cmd_deferred(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from modelyard.ops.deferred import release_deferred
 
-    moved = asyncio.run(release_deferred(settings))
+    moved = asyncio.run(
+        release_deferred(settings.kafka, settings.pools, settings.group_id("deferred-release"))
+    )
     console.print(
         f"released {moved} deferred items to {settings.kafka.jobs_topic} (the router checks budgets again)"
     )
@@ -374,7 +335,8 @@ def cmd_eval(settings: Settings, args: argparse.Namespace, console: Console) -> 
     run = args.run or "eval-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     pools = [p.strip() for p in args.pools.split(",") if p.strip()]
     catalog = PriceCatalog.load(settings.costs.prices_dir, settings.costs.reference_model)
-    scores = asyncio.run(EvalRunner(settings, catalog, console).run(cases, pools, run, args.timeout))
+    runner = EvalRunner(settings.kafka, settings.pools, catalog, console)
+    scores = asyncio.run(runner.run(cases, pools, run, args.timeout))
     names, rows = summarise(scores)
     Console(width=max(Console().width, 150)).print(
         cost_table(names, rows, f"eval run {run}: {len(cases)} cases x {len(pools)} pools")
@@ -387,11 +349,10 @@ def cmd_eval(settings: Settings, args: argparse.Namespace, console: Console) -> 
 
 def cmd_policy(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from modelyard.ops import policy_advisor as advisor
-    from workers.sink.clickhouse import ClickHouseStore
+    from workers.sink.analyst_store import open_analyst_store
 
-    store = ClickHouseStore(settings.clickhouse)
+    store = open_analyst_store(settings.clickhouse)
     try:
-        store.migrate()
         run = args.run or advisor.latest_run(store)
         if run is None:
             raise InvalidInput("no eval results yet", field="run")
@@ -417,17 +378,20 @@ def cmd_policy(settings: Settings, args: argparse.Namespace, console: Console) -
 
 
 def cmd_route(settings: Settings, args: argparse.Namespace, console: Console) -> int:
+    from modelyard.app import build_decider
     from schemas import WorkItem
-    from schemas.decoding import DecodeFailure, decode
-    from streams.policy import RoutingPolicy
+    from schemas.decoding import decode
+    from schemas.rejection import Rejection
+    from streams.cache_policy import cache_policy_of, directive
+    from streams.novelty_explain import explain_novelty
 
     raw = sys.stdin.buffer.read() if str(args.item) == "-" else _read_bytes(args.item)
     item = decode(WorkItem, raw)
-    if isinstance(item, DecodeFailure):
+    if isinstance(item, Rejection):
         raise InvalidInput(f"invalid work item ({item.reason}): {item.error}", field=item.field)
-    policy = RoutingPolicy(settings)
-    learned = policy.novelty.load(settings.novelty_state_file)
-    decision = policy.decide(item, learn=False)
+    decider = build_decider(settings)
+    learned = decider.novelty.load(settings.novelty_state_file)
+    decision = decider.decide(item, learn=False)
     out = Console()
     out.print(f"task type: [bold]{decision.task_type.value}[/bold] ({decision.task_reason})")
     out.print(
@@ -440,12 +404,17 @@ def cmd_route(settings: Settings, args: argparse.Namespace, console: Console) ->
             f"  {mark} {check.scope} rule {check.rule} -> {check.pool}"
             + (f": {check.failure}" if check.failure else "")
         )
-    novelty = policy.source.current().novelty
-    score = "not scored" if decision.novelty_score is None else f"{decision.novelty_score:.3f}"
-    state = "learned centroids loaded" if learned else "no centroids learned yet"
-    out.print(f"novelty: {score} (threshold {novelty.threshold}, applies to {novelty.applies_to}; {state})")
+    novelty = decider.source.current().novelty
+    why = explain_novelty(decision, novelty, decider.novelty, settings.novelty_state_file, learned)
+    out.print(f"novelty: {why}", highlight=False, markup=False)
     out.print(
         f"pool: [bold]{decision.pool}[/bold] via {decision.rule}: {decision.reason} -> topic {settings.kafka.pool_topic(decision.pool)}"
+    )
+    cache = directive(cache_policy_of(decider.source.current(), item.tenant), decision.task_type)
+    out.print(
+        "result cache: off for this tenant and task"
+        if cache is None
+        else f"result cache: on, answers up to {cache['ttl_s']:g}s old, scope {cache['scope']}"
     )
     return 0
 
@@ -462,17 +431,17 @@ def _read_bytes(path: Path) -> bytes:
 def cmd_distill(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from modelyard.ops.distill import Distiller, write_proposal
     from schemas import TaskType
-    from workers.sink.clickhouse import ClickHouseStore
+    from workers.pools.model_registry import ModelRegistry
+    from workers.sink.analyst_store import open_analyst_store
 
     task, config = TaskType(args.task), settings.distill
     target, holdout = args.target or config.target, args.holdout or config.holdout
     if not 0 < holdout < 1 or not 0 < target <= 1:
         raise InvalidInput("--holdout must be in (0, 1) and --target in (0, 1]", field="holdout")
-    store = ClickHouseStore(settings.clickhouse)
+    store = open_analyst_store(settings.clickhouse, write=True)
     try:
-        store.migrate()
         with console.status(f"training the {task.value} student on answers of {config.teacher_pools}..."):
-            outcome = Distiller(settings, store).run(task, target, holdout)
+            outcome = Distiller(config, ModelRegistry(settings.models_dir), store).run(task, target, holdout)
     finally:
         store.close()
     from modelyard.ops.distill import outcome_table
@@ -497,11 +466,10 @@ def cmd_distill(settings: Settings, args: argparse.Namespace, console: Console) 
 def cmd_report(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from modelyard.ops.cost_report import parse_since
     from modelyard.ops.report import HtmlReport
-    from workers.sink.clickhouse import ClickHouseStore
+    from workers.sink.analyst_store import open_analyst_store
 
-    store = ClickHouseStore(settings.clickhouse)
+    store = open_analyst_store(settings.clickhouse)
     try:
-        store.migrate()
         with console.status("reading ClickHouse and drawing plots..."):
             html = HtmlReport(store, args.target_quality, settings.shadow_alert.threshold).render(
                 args.run, parse_since(args.since)
@@ -541,7 +509,7 @@ def cmd_dlq_list(settings: Settings, args: argparse.Namespace, console: Console)
 
     from modelyard.ops.dead_letters import read_letters
 
-    letters = asyncio.run(read_letters(settings, _letter_filter(args), args.limit or None))
+    letters = asyncio.run(read_letters(settings.kafka, _letter_filter(args), args.limit or None))
     if args.format == "json":
         sys.stdout.write(json.dumps([stored.summary() for stored in letters]) + "\n")
         return 0
@@ -573,7 +541,7 @@ def cmd_dlq_show(settings: Settings, args: argparse.Namespace, console: Console)
     from modelyard.ops.dead_letters import LetterFilter, decoded_original, find_letter, read_letters
 
     stored = find_letter(
-        asyncio.run(read_letters(settings, LetterFilter(offsets=frozenset({args.offset})))),
+        asyncio.run(read_letters(settings.kafka, LetterFilter(offsets=frozenset({args.offset})))),
         args.offset,
         args.partition,
     )
@@ -590,22 +558,24 @@ def cmd_dlq_show(settings: Settings, args: argparse.Namespace, console: Console)
 
 
 def cmd_dlq_replay(settings: Settings, args: argparse.Namespace, console: Console) -> int:
+    from modelyard.app import build_admission
     from modelyard.ops.dead_letters import read_letters, replay
 
     selection = _letter_filter(args)
     if not selection.selects_something and not args.all:
         raise InvalidInput("replay needs a filter (--reason, --stage, --since, --until, --offset) or --all")
-    letters = asyncio.run(read_letters(settings, selection))
-    report = asyncio.run(replay(settings, letters, dry_run=args.dry_run))
+    letters = asyncio.run(read_letters(settings.kafka, selection))
+    admission = build_admission(settings, replay=True)
+    report = asyncio.run(replay(settings.kafka, admission, letters, dry_run=args.dry_run))
     verb = "would replay" if report.dry_run else "replayed"
     for stored, job_id in report.replayed:
         console.print(
             f"{verb} {stored.where} -> {settings.kafka.jobs_topic} (job_id {job_id})", highlight=False
         )
-    for stored, failure in report.still_invalid:
-        where = f" ({failure.field})" if failure.field else ""
+    for stored, rejection in report.still_invalid:
+        where = f" ({rejection.field})" if rejection.field else ""
         console.print(
-            f"[yellow]still invalid[/yellow] {stored.where}: {failure.reason}{where}: {failure.error}",
+            f"[yellow]still invalid[/yellow] {stored.where}: {rejection.reason}{where}: {rejection.error}",
             highlight=False,
         )
     console.print(

@@ -11,7 +11,9 @@ whole fetches:
 
 An offset is committed only once every output of every record before it is durable in Kafka
 (at-least-once; a replay re-routes the same records to the same topics and downstream dedups on
-job_id/attempt). A record that cannot be produced stops the process before the commit.
+job_id/attempt). A record that cannot be produced stops the process before the commit. Each batch's outputs
+include its routed-jobs records (streams/routed_jobs.py), and the topic is read back whenever partitions are
+assigned, before their records are routed.
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ from threadpoolctl import threadpool_limits
 
 from modelyard.core.kafka import consumer_for, make_producer
 from modelyard.core.observability import ROUTE_BATCH_SECONDS
-from modelyard.core.runtime import ConsumeCommit, Fetched, Receipt
-from modelyard.core.settings import Settings
+from modelyard.core.runtime import ConsumeCommit, Fetched, Receipt, Room
+from modelyard.core.settings import KafkaSettings
 from modelyard.core.signatures import signature_header
+from modelyard.core.spend_feed import SpendFeed
 from streams.partitioning import partitions_for
 from streams.policy import Outgoing, RoutingPolicy, Source
+from streams.routed_jobs import RoutedJobsFeed
 
 log = logging.getLogger("modelyard.router")
 
@@ -47,13 +51,25 @@ class RecordPosition(Protocol):
 class BatchRouter:
     SETTLING_MAX = 2  # batches routed but not yet delivered; the next waits for the oldest beyond this
 
-    def __init__(self, settings: Settings, policy: RoutingPolicy, group_id: str) -> None:
-        self.settings = settings
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        policy: RoutingPolicy,
+        group_id: str,
+        batch_max: int,
+        spend: SpendFeed | None = None,
+    ) -> None:
+        self.kafka = kafka
         self.policy = policy
         self.group_id = group_id
-        self.max_records = settings.router.batch_max
+        self.max_records = batch_max
+        self.spend = spend  # read to its end with the routed jobs, so budgets start from the sink's figures
+        routed = policy.admission.routed
+        self.routed_jobs = RoutedJobsFeed(kafka, routed) if routed is not None else None
+        self.routed_jobs_read = asyncio.Event()  # cleared at each rebalance until the topic is read back
         self._round_robin = 0
         self._settling: collections.deque[asyncio.Task[bool]] = collections.deque()  # oldest first
+        self._whole_fetch = Room(batch_max)
         self.runtime: ConsumeCommit | None = None
 
     @property
@@ -65,30 +81,42 @@ class BatchRouter:
         """Route until this task is cancelled (the Faust app stopping), then deliver and commit what was routed."""
         # numpy's BLAS threads would spin on every core for the novelty matmuls (a batch is small): one thread
         threadpool_limits(1, user_api="blas")
-        self.producer = make_producer(self.settings, max_batch_size=512 * 1024)
+        self.producer = make_producer(self.kafka, max_batch_size=512 * 1024)
         consumer = consumer_for(
-            self.settings,
+            self.kafka,
             self.group_id,
             self.max_records,
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=8 * 1024 * 1024,
         )
-        self.runtime = ConsumeCommit(self, consumer, self.producer, [self.settings.kafka.jobs_topic])
-        await self.runtime.run(asyncio.Event())
+        self.runtime = ConsumeCommit(
+            self,
+            consumer,
+            self.producer,
+            [self.kafka.jobs_topic],
+            on_assigned=self.read_back,
+            on_revoke=self.unread,
+        )
+        try:
+            await self.runtime.run(asyncio.Event())
+        finally:
+            if self.routed_jobs is not None:
+                await self.routed_jobs.stop()
 
-    async def room(self) -> int:
+    async def room(self) -> Room:
         """A whole fetch, once at most SETTLING_MAX routed batches wait for their deliveries."""
         while self._settling and self._settling[0].done():
             self._settling.popleft()
         if len(self._settling) > self.SETTLING_MAX:
             await asyncio.shield(self._settling[0])
-        return self.max_records
+        return self._whole_fetch
 
     async def take(self, fetched: Fetched) -> list[Receipt]:
         """Route a fetch and send its outputs; the runtime commits it once every delivery is acknowledged, while
         the next batch is routed (the broker's acks overlap our routing)."""
         if not fetched:
             return []
+        await self.routed_jobs_read.wait()
         first = next(iter(fetched.values()))[0]
         delivered = asyncio.create_task(_delivered(await self.route(self.producer, fetched), first))
         self._settling.append(delivered)
@@ -110,9 +138,23 @@ class BatchRouter:
             outputs.append(outgoing)
             if outgoing.shadow is not None:
                 outputs.append(outgoing.shadow)
+        outputs += self.policy.routed_records()
         deliveries = await self.produce(producer, outputs)
         ROUTE_BATCH_SECONDS.observe(time.perf_counter() - started)
         return deliveries
+
+    async def read_back(self, assigned: set[TopicPartition]) -> None:
+        """Before the assigned partitions are routed: every job id routed before (by any router) and the
+        sink's spend figures are read back."""
+        if self.routed_jobs is not None:
+            await self.routed_jobs.catch_up()
+        if self.spend is not None:
+            await self.spend.catch_up()
+        self.routed_jobs_read.set()
+
+    async def unread(self, revoked: set[TopicPartition]) -> None:
+        """A rebalance holds routing until the routed jobs are read back again."""
+        self.routed_jobs_read.clear()
 
     async def drain(self, partitions: set[TopicPartition] | None) -> None:
         """Every routed batch delivered (before a rebalance takes partitions, and at stop); shielded so a

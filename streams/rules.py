@@ -7,6 +7,7 @@ tenant's default pool replaces the global default. Validated by pydantic; pools 
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from modelyard.core._exceptions import ConfigError
+from modelyard.core.settings import CachePolicy
 from schemas import TaskType
 
 
@@ -104,6 +106,9 @@ class Rule(Strict):
 class TenantPolicy(Strict):
     rules: list[Rule] = Field(default_factory=list)
     default_pool: str | None = None
+    cache: CachePolicy | None = Field(
+        default=None, description="Replaces the global `cache` for this tenant."
+    )
 
 
 class NoveltyPolicy(Strict):
@@ -124,6 +129,9 @@ class PolicyFile(Strict):
     rules: list[Rule] = Field(default_factory=list)
     tenants: dict[str, TenantPolicy] = Field(default_factory=dict)
     novelty: NoveltyPolicy = NoveltyPolicy()
+    cache: CachePolicy = Field(
+        default_factory=CachePolicy, description="Result-cache opt-in (none by default)."
+    )
 
     @model_validator(mode="after")
     def _unique_rule_names(self) -> PolicyFile:
@@ -219,12 +227,30 @@ def load_policy_file(path: Path, known_pools: set[str]) -> PolicyFile:
     return policy.check_pools(known_pools, str(path))
 
 
-def policy_from_routes(routes: dict[TaskType, str], default_pool: str, known_pools: set[str]) -> PolicyFile:
-    """The simple task -> pool table of the settings, as a policy with one rule per task."""
+def configured_policy(
+    known_pools: set[str],
+    routes: Mapping[TaskType, str],
+    default_pool: str,
+    path: Path | None,
+    cache: CachePolicy | None = None,
+) -> PolicyFile:
+    """The policy in force: the policy file when one is set, else the routes table (and `router.cache`)."""
+    if path is None:
+        return policy_from_routes(routes, default_pool, known_pools, cache)
+    return load_policy_file(path, known_pools)
+
+
+def policy_from_routes(
+    routes: Mapping[TaskType, str],
+    default_pool: str,
+    known_pools: set[str],
+    cache: CachePolicy | None = None,
+) -> PolicyFile:
+    """The simple task -> pool table of the settings, as a policy with one rule per task (and `router.cache`)."""
     rules = [
         Rule(name=f"task-{task.value}", when=Condition(task=[task]), pool=pool)
         for task, pool in routes.items()
     ]
     novelty_pool = default_pool if default_pool in known_pools else next(iter(known_pools))
     novelty = NoveltyPolicy(pool=novelty_pool, applies_to=[p for p in ("slm",) if p in known_pools])
-    return PolicyFile(default_pool=default_pool, rules=rules, novelty=novelty)
+    return PolicyFile(default_pool=default_pool, rules=rules, novelty=novelty, cache=cache or CachePolicy())

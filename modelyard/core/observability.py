@@ -50,10 +50,41 @@ POOL_CALL_SECONDS = Histogram(
     ["pool", "provider"],
     buckets=CALL_BUCKETS,
 )
+POOL_EXPIRED = Counter(
+    "modelyard_pool_expired_total", "Items ended as expired: their deadline passed before the call.", ["pool"]
+)
+POOL_WAITING = Gauge("modelyard_pool_waiting", "Items read ahead and waiting for a slot.", ["pool"])
+POOL_SKIPPED = Gauge(
+    "modelyard_pool_skipped",
+    "Offsets read past and kept for a re-read (a tenant's backlog over its cap).",
+    ["pool"],
+)
+RESULT_CACHE_LOOKUPS = Counter(
+    "modelyard_result_cache_lookups_total",
+    "Result-cache lookups of opted-in items, by outcome (hit, miss); hit rate = hit / (hit + miss).",
+    ["pool", "outcome"],
+)
+RESULT_CACHE_ENTRIES = Gauge(
+    "modelyard_result_cache_entries", "Entries this process holds of the result cache."
+)
+RESULT_CACHE_BYTES = Gauge("modelyard_result_cache_bytes", "Bytes this process holds of the result cache.")
 # router
 ROUTED = Counter("modelyard_router_routed_total", "Work items routed to a pool.", ["pool"])
 ROUTE_BATCH_SECONDS = Histogram(
     "modelyard_router_batch_seconds", "Time to route one batch of records.", buckets=FAST_BUCKETS
+)
+# budgets (router, pools) and the calls the ledger bills more than once per attempt (sink)
+BUDGET_REFUSALS = Counter(
+    "modelyard_budget_refusals_total",
+    "Calls to budgeted pools or targets not made: the tenant's spend and reservations reached its budget. "
+    "stage: router (routed items), cascade (escalations), fallback (a pool's fallback target).",
+    ["stage", "action"],
+)
+REPEAT_CALLS = Counter(
+    "modelyard_sink_repeat_calls_total",
+    "Provider calls billed for a job attempt that already had its result (a pool's redelivery after a crash, "
+    "a reused job id): each is its own cost_ledger row, repeat_call = 1.",
+    ["pool"],
 )
 
 
@@ -78,10 +109,15 @@ SINK_FLUSH_SECONDS = Histogram(
 SINK_WRITE_FAILURES = Counter("modelyard_sink_write_failures_total", "Batches ClickHouse refused (retried).")
 TOKENS = Counter(
     "modelyard_tokens_total",
-    "Tokens billed, by kind (input, cached_input, cache_write, output).",
+    "Tokens billed, by kind (input, cached_input, cache_write, cache_write_1h, output, reasoning).",
     ["pool", "model", "kind"],
 )
 COST_USD = Counter("modelyard_cost_usd_total", "Cost in USD, priced by the sink.", ["pool", "model"])
+UNPRICED_RESULTS = Counter(
+    "modelyard_unpriced_results_total",
+    "Results written whose model no price file covers (stored with priced = 0; `modelyard costs unpriced`).",
+    ["provider", "model"],
+)
 # shadow agreement (the sink reads v_shadow_agreement); alert rules in infra/prometheus/alerts.yaml
 SHADOW_AGREEMENT = Gauge(
     "modelyard_shadow_agreement",

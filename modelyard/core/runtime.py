@@ -8,10 +8,13 @@
 The order is Quix Streams' Checkpoint.commit() (flush the sinks, then the producer, then commit the offsets): a
 receipt resolves only after the stage's own writes are durable (ClickHouse accepted the batch, Kafka acknowledged
 every record produced for it), and only then may its offsets be committed. Commits run in a task of their own,
-at most one every `commit_interval_s` (0: as soon as something became durable), so a commit never holds up a
-fetch. A receipt resolves to True (durable), to False (left for a replay: the process is stopping and nothing
+at most one every `commit_interval_s` (0: as soon as something became durable; otherwise the first one interval
+after the start), so a commit never holds up a fetch. A receipt resolves to True (durable), to False (left for a replay: the process is stopping and nothing
 was sent for it; nothing is committed past it) or to an exception, which is fatal: the runtime stops fetching,
 drains, commits what is durable and raises it.
+
+Rebalances: `on_assigned` runs before the records of newly assigned partitions are fetched (the router reads
+back the job ids routed before), `on_revoke` first when partitions are revoked.
 
 Drain: on stop (the `stop` event: SIGTERM; or the task cancelled, as the router's Faust app stops its tasks) the
 stage settles everything it took (`drain(None)`), the runtime commits what became durable, then stops the
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from typing import Any, NamedTuple, Protocol
 
@@ -37,6 +40,12 @@ from modelyard.core.offsets import OffsetTracker
 log = logging.getLogger("modelyard.runtime")
 Fetched = dict[TopicPartition, list[Any]]  # records (aiokafka ConsumerRecords) per partition, in offset order
 COMMIT_RETRY_S = 0.5  # after a refused commit (a rebalance in progress), try again this much later
+Rebalanced = Callable[[set[TopicPartition]], Awaitable[None]]  # a stage's hook on assigned/revoked partitions
+
+
+class Room(NamedTuple):
+    records: int  # how many records to fetch now (0: none, the stage is full)
+    wait_s: float | None = None  # how long the fetch may wait for them (None: the runtime's fetch timeout)
 
 
 class Receipt(NamedTuple):
@@ -49,13 +58,17 @@ class Receipt(NamedTuple):
 class Stage(Protocol):
     """What the router, a pool and the sink each do with the records the runtime fetches for them."""
 
-    async def room(self) -> int:
-        """How many records to fetch now; 0 fetches none (the stage is full: it may wait briefly first)."""
+    async def room(self) -> Room:
+        """How many records to fetch now, and how long to wait for them; 0 records fetches none (the stage is
+        full: it may wait briefly first). A stage may steer its consumer here (a pool's read-ahead seeks and
+        pauses partitions), and stops the runtime by raising."""
         ...
 
     async def take(self, fetched: Fetched) -> Iterable[Receipt]:
         """Start work on a fetch (an empty one when nothing came within the fetch timeout: time-based work runs
-        then). Each record of the fetch belongs to exactly one receipt's span; receipts name no other record."""
+        then). Each record of the fetch belongs to exactly one receipt's span, and receipts name no other
+        record; unless the stage's own tracker (`offsets`) holds its commit below the records it has no receipt
+        for yet (a pool's read-ahead skips records and re-reads them later)."""
         ...
 
     async def drain(self, partitions: set[TopicPartition] | None) -> None:
@@ -84,6 +97,9 @@ class ConsumeCommit:
         *,
         fetch_timeout_s: float = 0.2,
         commit_interval_s: float = 0.0,
+        offsets: OffsetTracker | None = None,
+        on_assigned: Rebalanced | None = None,
+        on_revoke: Rebalanced | None = None,
     ) -> None:
         self.stage = stage
         self.consumer = consumer
@@ -91,7 +107,9 @@ class ConsumeCommit:
         self.topics = topics
         self.fetch_timeout_ms = int(fetch_timeout_s * 1000)
         self.commit_interval_s = commit_interval_s
-        self.offsets = OffsetTracker()
+        self.on_assigned = on_assigned  # awaited before the assigned partitions' records are fetched
+        self.on_revoke = on_revoke  # awaited first when partitions are revoked, before they are drained
+        self.offsets = offsets if offsets is not None else OffsetTracker()
         self.consuming = False  # clients started, fetching (readiness)
         self.fatal: BaseException | None = None
         self._generation: dict[TopicPartition, int] = {}  # bumped on revoke: older receipts no longer count
@@ -126,11 +144,12 @@ class ConsumeCommit:
 
     async def _consume(self, stop: asyncio.Event) -> None:
         while not stop.is_set() and self.fatal is None:
-            room = await self.stage.room()
-            if room <= 0:
+            records, wait_s = await self.stage.room()
+            if records <= 0:
                 continue
+            wait_ms = self.fetch_timeout_ms if wait_s is None else int(wait_s * 1000)
             with kafka_errors("fetch records"):
-                fetched = await self.consumer.getmany(timeout_ms=self.fetch_timeout_ms, max_records=room)
+                fetched = await self.consumer.getmany(timeout_ms=wait_ms, max_records=records)
             generations = {tp: self._generation.get(tp, 0) for tp in fetched}
             self._track(await self.stage.take(fetched), generations)
 
@@ -159,14 +178,16 @@ class ConsumeCommit:
             self._durable.set()
 
     async def _commit_when_durable(self) -> None:
+        """With commit_interval_s, at most one commit per interval, the first one interval after the start (a
+        pool's: a crash inside it replays what was done since); draining commits at once."""
         while True:
+            if self.commit_interval_s:
+                await asyncio.sleep(self.commit_interval_s)
             await self._durable.wait()
             self._durable.clear()
             if not await self.commit():
                 self._durable.set()
                 await asyncio.sleep(COMMIT_RETRY_S)
-            elif self.commit_interval_s:
-                await asyncio.sleep(self.commit_interval_s)
 
     async def commit(self) -> bool:
         """Commit every partition up to its oldest span not yet durable. False when Kafka refused (a rebalance
@@ -204,7 +225,11 @@ class _DrainOnRevoke(ConsumerRebalanceListener):
         self.runtime = runtime
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        if self.runtime.on_revoke is not None:
+            await self.runtime.on_revoke(set(revoked))
         await self.runtime.revoked(set(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+        if self.runtime.on_assigned is not None:
+            await self.runtime.on_assigned(set(assigned))

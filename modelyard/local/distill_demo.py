@@ -18,6 +18,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 
 import orjson
 from rich.console import Console
@@ -29,9 +30,10 @@ from modelyard.core.topics import ensure_topics, group_lag
 from modelyard.local.demo import STALL_TIMEOUT_S, Demo
 from modelyard.local.processes import ProcessSupervisor
 from modelyard.ops.distill import Distiller, outcome_table, policy_text, write_proposal
-from modelyard.ops.submit import JobSubmitter, print_summary
+from modelyard.ops.submit import print_summary
 from schemas import TaskType
 from streams.rules import policy_from_routes
+from workers.pools.model_registry import ModelRegistry
 from workers.sink.clickhouse import ClickHouseStore
 
 BEFORE_LINES = 2000
@@ -78,10 +80,10 @@ class PhaseNumbers:
         return self.agreeing / self.measured if self.measured else 0.0
 
 
-def demo_overrides(settings: Settings) -> dict[str, dict[str, object]]:
+def demo_overrides(state_dir: Path) -> dict[str, dict[str, object]]:
     """What the demo changes: its own policy file, shadows for every SLM item, the student in the SLM pool."""
     return {
-        "router": {"policy_file": str(settings.state_dir / "distill-demo-policy.yaml"), "shadow_share": 1.0},
+        "router": {"policy_file": str(state_dir / "distill-demo-policy.yaml"), "shadow_share": 1.0},
         "pools": {"slm": {"provider": "distilled", "model": "student", "cascade": CASCADE}},
         "distill": {"reload_interval_s": 1.0},
     }
@@ -114,7 +116,7 @@ def dataset_lines(run: str) -> list[tuple[int, bytes]]:
 
 class DistillDemo(Demo):
     def __init__(self, settings: Settings, console: Console) -> None:
-        overrides = demo_overrides(settings)
+        overrides = demo_overrides(settings.state_dir)
         super().__init__(load_settings(**overrides), console)
         self.policy_file = settings.state_dir / "distill-demo-policy.yaml"
         self.run_id = "distill-" + self.run_id.removeprefix("demo-")
@@ -142,7 +144,7 @@ class DistillDemo(Demo):
         )
 
     async def _loop(self) -> int:
-        await ensure_topics(self.settings)
+        await ensure_topics(self.settings.kafka, self.settings.pools)
         self._start_processes()
         lines = dataset_lines(self.run_id)
         self.console.rule("phase 1: every classification item to the frontier")
@@ -164,7 +166,7 @@ class DistillDemo(Demo):
     async def _phase(self, lines: list[tuple[int, bytes]], label: str) -> None:
         watcher = await self._watch_results()
         try:
-            summary = await JobSubmitter(self.settings, self.console).submit_lines(lines, len(lines), label)
+            summary = await self._submitter().submit_lines(lines, len(lines), label)
             print_summary(summary, self.console, limit=5)
             await self._await_results(watcher, summary.submitted)
         finally:
@@ -174,9 +176,11 @@ class DistillDemo(Demo):
 
     async def _await_pools(self) -> None:
         """Shadow copies and escalations may still be in flight after every job has its final result."""
-        deadline = time.monotonic() + STALL_TIMEOUT_S
+        deadline, kafka = time.monotonic() + STALL_TIMEOUT_S, self.settings.kafka
         for pool in self.settings.pools:
-            while await group_lag(self.settings, f"pool.{pool}", [self.settings.kafka.pool_topic(pool)]) > 0:
+            while (
+                await group_lag(kafka, self.settings.group_id(f"pool.{pool}"), [kafka.pool_topic(pool)]) > 0
+            ):
                 self.supervisor.check_alive()
                 if time.monotonic() > deadline:
                     raise ProcessError(f"pool {pool} did not finish its topic")
@@ -185,7 +189,7 @@ class DistillDemo(Demo):
     def _distill(self) -> bool:
         store = ClickHouseStore(self.settings.clickhouse)
         try:
-            outcome = Distiller(self.settings, store).run(
+            outcome = Distiller(self.settings.distill, ModelRegistry(self.settings.models_dir), store).run(
                 TaskType.CLASSIFICATION, self.settings.distill.target, self.settings.distill.holdout
             )
         finally:

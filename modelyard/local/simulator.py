@@ -183,7 +183,9 @@ class ProviderSimulator:
     async def openai_chat(self, request: web.Request) -> web.Response:
         if not request.headers.get("Authorization", "").startswith("Bearer "):
             return self._error("openai", 401, "invalid_api_key", "missing bearer token")
-        body = orjson.loads(await request.read())
+        body, problem = await _request_body(request, _openai_schema)
+        if problem:
+            return self._error("openai", 400, "invalid_request_error", problem)
         if failure := await self._delay_or_fail("openai", str(body.get("model", ""))):
             return failure
         self.stats["openai.200"] += 1
@@ -225,7 +227,9 @@ class ProviderSimulator:
             request.headers.get("x-api-key") or request.headers.get("Authorization", "").startswith("Bearer ")
         ):
             return self._error("anthropic", 401, "authentication_error", "missing x-api-key or bearer token")
-        body = orjson.loads(await request.read())
+        body, problem = await _request_body(request, _anthropic_schema)
+        if problem:
+            return self._error("anthropic", 400, "invalid_request_error", problem)
         if failure := await self._delay_or_fail("anthropic", str(body.get("model", ""))):
             return failure
         self.stats["anthropic.200"] += 1
@@ -383,6 +387,50 @@ def _anthropic_tool(body: dict[str, Any]) -> dict[str, Any] | None:
     if choice.get("type") != "tool":
         return None
     return next((t for t in body.get("tools", []) if t.get("name") == choice.get("name")), None)
+
+
+def _anthropic_schema(body: dict[str, Any]) -> Any:
+    tool = _anthropic_tool(body)
+    return tool.get("input_schema") if tool else None
+
+
+JSON_TYPES = {"object", "array", "string", "number", "integer", "boolean", "null"}
+MAX_SCHEMA_NESTING = 32
+
+
+async def _request_body(request: web.Request, schema_of: Any) -> tuple[dict[str, Any], str | None]:
+    """The JSON body and, as the real APIs answer with HTTP 400, what is wrong with it or its schema."""
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        return {}, f"We could not parse the JSON body of your request: {exc}"
+    if not isinstance(body, dict):
+        return {}, "The request body must be a JSON object"
+    try:
+        schema = schema_of(body)
+    except (AttributeError, TypeError) as exc:
+        return body, f"Invalid request shape: {exc}"
+    return body, None if schema is None else schema_problem(schema, "schema", 0)
+
+
+def schema_problem(schema: Any, where: str, depth: int) -> str | None:
+    """The first thing the simulated APIs refuse in a JSON schema (a shape they cannot answer), else None."""
+    if depth > MAX_SCHEMA_NESTING:
+        return f"Invalid schema: {where} nests deeper than {MAX_SCHEMA_NESTING} levels"
+    if not isinstance(schema, dict):
+        return f"Invalid schema: {where} must be an object, not {type(schema).__name__}"
+    kind = schema.get("type", "object")
+    if kind not in JSON_TYPES:
+        return f"Invalid schema: {where}.type {kind!r} is not a JSON type"
+    if "enum" in schema and not (isinstance(schema["enum"], list) and schema["enum"]):
+        return f"Invalid schema: {where}.enum must be a non-empty array"
+    properties = schema.get("properties", {})
+    if not isinstance(properties, dict):
+        return f"Invalid schema: {where}.properties must be an object"
+    children = [(f"{where}.properties.{name}", sub) for name, sub in properties.items()]
+    if "items" in schema:
+        children.append((f"{where}.items", schema["items"]))
+    return next(filter(None, (schema_problem(s, w, depth + 1) for w, s in children)), None)
 
 
 def _logprobs(text: str, confidence: float) -> list[dict[str, Any]]:

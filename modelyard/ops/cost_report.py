@@ -1,4 +1,5 @@
-"""Analyst views of the cost ledger: grouped tables, CSV/JSON export, stacked bar charts, repricing, budgets."""
+"""Analyst views of the cost ledger: grouped tables with per-job savings, CSV/JSON export, stacked bar charts,
+repricing, unpriced models, per-job costs, budgets."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from modelyard.core._exceptions import InvalidInput
 from modelyard.core.settings import BudgetSettings
-from schemas import Result
+from modelyard.ops.repricing import Repriced, reprice
 from workers.sink.clickhouse import ClickHouseStore
 from workers.sink.pricing import PriceCatalog
 
@@ -25,9 +26,15 @@ DIMENSIONS = {
     "provider": "provider",
     "model": "model",
 }
+# Savings per job (v_attempt_savings): each job's reference cost is booked on the attempt that ended it, each
+# attempt's own cost where it happened, so escalations and failovers count against what the job saved.
 MEASURES = (
-    "count() AS attempts, uniqExact(job_id) AS jobs, sum(input_tokens + cached_input_tokens) AS input_tokens, "
-    "sum(output_tokens) AS output_tokens, sum(total_cost_usd) AS cost_usd, sum(savings_usd) AS savings_usd"
+    "count() AS attempts, uniqExact(job_id) AS jobs, "
+    "sum(input_tokens + cached_input_tokens + cache_write_tokens) AS input_tokens, "
+    "sum(output_tokens) AS output_tokens, sum(total_cost_usd) AS cost_usd, "
+    "sum(job_reference_usd) AS reference_usd, sum(job_savings_usd) AS savings_usd, countIf(priced = 0) AS unpriced, "
+    "countIf(cached = 1) AS cached_attempts, round(cached_attempts / attempts, 4) AS cache_hit_rate, "
+    "sum(cache_saved_usd) AS cache_saved_usd"
 )
 SINCE = re.compile(r"^(\d+)([mhdw])$")
 UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -87,7 +94,7 @@ class CostReport:
     def by(self, dims: list[str], since: datetime) -> Table:
         select = ", ".join(f"{DIMENSIONS[d]} AS {d}" for d in dims)
         sql = (
-            f"SELECT {select}, {MEASURES} FROM cost_ledger FINAL WHERE completed_at >= {{since:DateTime64(3)}} "
+            f"SELECT {select}, {MEASURES} FROM v_attempt_savings WHERE completed_at >= {{since:DateTime64(3)}} "
             f"GROUP BY {', '.join(dims)} ORDER BY {', '.join(dims)}"
         )
         names, rows = self.store.query_with_names(sql, {"since": since.astimezone(UTC).replace(tzinfo=None)})
@@ -111,80 +118,59 @@ class CostReport:
             ["tenant", "today_usd", "daily_budget_usd", "month_usd", "monthly_budget_usd", "status"], rows
         )
 
-    def reprice(self, catalog: PriceCatalog, since: datetime) -> tuple[int, Decimal, Decimal]:
-        """Price every attempt since `since` under `catalog` into cost_repricings; the ledger is untouched."""
-        names, rows = self.store.query_with_names(REPRICE_SOURCE, {"since": _naive(since)})
-        repriced = [_reprice_row(dict(zip(names, row, strict=False)), catalog) for row in rows]
-        self.store.insert("cost_repricings", repriced, REPRICE_COLUMNS)
-        return (
-            len(repriced),
-            sum((r[8] for r in repriced), Decimal(0)),
-            sum((r[7] for r in repriced), Decimal(0)),
+    def reprice(self, catalog: PriceCatalog, since: datetime) -> Repriced:
+        """Price every attempt since `since` under `catalog` into cost_repricings (the billed figures stay), and
+        price for real the attempts stored unpriced whose model the catalog now covers (see repricing.py)."""
+        return reprice(self.store, catalog, since)
+
+    def unpriced(self, catalog: PriceCatalog | None = None) -> Table:
+        """Models whose results were stored unpriced, with what the catalog now makes of each id."""
+        rows = self.store.query(UNPRICED)
+        if catalog is None:
+            return Table(UNPRICED_COLUMNS, rows)
+        model = UNPRICED_COLUMNS.index("model")
+        return Table(
+            [*UNPRICED_COLUMNS, "catalog_now"], [(*row, _now_priced_as(catalog, row[model])) for row in rows]
         )
 
+    def jobs(self, since: datetime, limit: int) -> Table:
+        """Per-job cost against the reference model, the jobs that saved least (or lost most) first."""
+        names, rows = self.store.query_with_names(JOBS, {"since": _naive(since).date(), "limit": limit})
+        return Table(names, rows)
 
-REPRICE_SOURCE = """
-SELECT r.job_id AS job_id, r.attempt AS attempt, r.tenant AS tenant, r.task_type AS task_type, r.pool AS pool,
-       r.provider AS provider, r.model AS model, r.status AS status, r.input_tokens AS input_tokens,
-       r.cached_input_tokens AS cached_input_tokens, r.cache_write_tokens AS cache_write_tokens,
-       r.output_tokens AS output_tokens, r.reasoning_tokens AS reasoning_tokens, r.batch AS batch,
-       r.latency_ms AS latency_ms, r.completed_at AS completed_at, c.total_cost_usd AS original_cost_usd,
-       c.catalog_version AS original_catalog_version
-FROM results AS r FINAL INNER JOIN cost_ledger AS c FINAL ON r.job_id = c.job_id AND r.attempt = c.attempt
-WHERE r.completed_at >= {since:DateTime64(3)}
-"""
-REPRICE_COLUMNS = (
+
+UNPRICED_COLUMNS = [
+    "provider",
+    "model",
+    "attempts",
+    "jobs",
+    "input_tokens",
+    "output_tokens",
+    "first_seen",
+    "last_seen",
+]
+UNPRICED = f"SELECT {', '.join(UNPRICED_COLUMNS)} FROM v_unpriced ORDER BY attempts DESC, provider, model"
+JOBS_COLUMNS = [
     "job_id",
-    "attempt",
-    "catalog_version",
     "tenant",
     "task_type",
-    "pool",
-    "model",
-    "total_cost_usd",
-    "original_cost_usd",
-    "original_catalog_version",
-    "completed_at",
-)
-USAGE_FIELDS = (
-    "input_tokens",
-    "cached_input_tokens",
-    "cache_write_tokens",
-    "output_tokens",
-    "reasoning_tokens",
+    "final_pool",
+    "final_model",
+    "attempts",
+    "cost_usd",
+    "reference_cost_usd",
+    "savings_usd",
+    "unpriced_attempts",
+]
+JOBS = (
+    f"SELECT {', '.join(JOBS_COLUMNS)} FROM v_job_savings WHERE day >= {{since:Date}} "
+    "ORDER BY savings_usd, job_id LIMIT {limit:UInt32}"
 )
 
 
-def _reprice_row(row: dict[str, object], catalog: PriceCatalog) -> tuple[object, ...]:
-    completed_at = row["completed_at"].replace(tzinfo=UTC)  # type: ignore[union-attr]
-    result = Result(
-        job_id=row["job_id"],
-        attempt=row["attempt"],
-        tenant=row["tenant"],
-        task_type=row["task_type"],
-        pool=row["pool"],
-        provider=row["provider"],
-        model=row["model"],
-        status=row["status"],
-        usage={k: row[k] for k in USAGE_FIELDS},
-        latency_ms=row["latency_ms"],
-        completed_at=completed_at,
-        batch=bool(row["batch"]),
-    )
-    cost = catalog.cost(result)
-    return (
-        result.job_id,
-        result.attempt,
-        cost.catalog_version,
-        result.tenant,
-        result.task_type.value,
-        result.pool,
-        result.model,
-        cost.total_usd,
-        row["original_cost_usd"],
-        row["original_catalog_version"],
-        completed_at,
-    )
+def _now_priced_as(catalog: PriceCatalog, model: str) -> str:
+    found = catalog.resolve(model)
+    return f"{found.model} ({found.rule}): run `costs reprice`" if found else "no price yet"
 
 
 def _budget_row(tenant: str, budget: BudgetSettings, today: Decimal, month: Decimal) -> tuple[object, ...]:
@@ -236,4 +222,16 @@ def plot_stacked(table: Table, path: Path, value: str = "cost_usd") -> Path:
     return path
 
 
-MEASURE_NAMES = {"attempts", "jobs", "input_tokens", "output_tokens", "cost_usd", "savings_usd"}
+MEASURE_NAMES = {
+    "attempts",
+    "jobs",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "reference_usd",
+    "savings_usd",
+    "unpriced",
+    "cached_attempts",
+    "cache_hit_rate",
+    "cache_saved_usd",
+}

@@ -13,8 +13,9 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from modelyard.ops.policy_advisor import PoolQuality, choose_pools, latest_run, load_quality
 from workers.sink.clickhouse import ClickHouseStore
@@ -140,12 +141,26 @@ def series_plot(
         axes.plot([r[0] for r in mine], [float(r[value]) for r in mine], marker="o", label=name)  # type: ignore[arg-type]
     if threshold is not None:
         axes.axhline(threshold, color="red", linestyle=":", linewidth=1, label=f"alert below {threshold:g}")
+    if rows:
+        fit_days(axes, [r[0] for r in rows])  # type: ignore[misc]
     axes.set_title(title)
     axes.set_ylabel(ylabel)
     axes.legend(fontsize="small")
     figure.autofmt_xdate()
     figure.tight_layout()
     return figure
+
+
+def fit_days(axes, days: Sequence[date]) -> None:
+    """The x axis spans the data's days, half a day either side, with whole days as ticks (at most ~8 of
+    them). matplotlib's own limits widen a single day to four years."""
+    import matplotlib.dates as mdates
+
+    first, last = min(days), max(days)
+    axes.set_xlim(mdates.date2num(first) - 0.5, mdates.date2num(last) + 0.5)
+    span = (last - first).days + 1
+    axes.xaxis.set_major_locator(mdates.DayLocator(interval=max(1, math.ceil(span / 8))))
+    axes.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
 
 
 class HtmlReport:

@@ -68,16 +68,18 @@ def test_costs_by_tenant_and_pool_since(store: ClickHouseStore) -> None:
         ("globex", "slm"),
     }  # the 30-day-old row is out
     cost = table.names.index("cost_usd")
-    assert rows[("acme", "frontier")][cost] == Decimal("4.5")  # 1M * $3 + 0.1M * $15
+    assert rows[("acme", "frontier")][cost] == Decimal("3")  # 1M * $2 + 0.1M * $10
     slm = rows[("acme", "slm")]
-    assert slm[table.names.index("savings_usd")] == Decimal("4.5") - slm[cost] > 0
+    assert slm[table.names.index("savings_usd")] == Decimal("3") - slm[cost] > 0
+    assert slm[table.names.index("reference_usd")] == Decimal("3") and slm[table.names.index("unpriced")] == 0
 
 
 def test_exports_and_chart(store: ClickHouseStore, tmp_path: Path) -> None:
     table = CostReport(store).by(parse_dimensions("day,pool"), parse_since("60d"))
     assert (
         table.to_csv().splitlines()[0]
-        == "day,pool,attempts,jobs,input_tokens,output_tokens,cost_usd,savings_usd"
+        == "day,pool,attempts,jobs,input_tokens,output_tokens,cost_usd,reference_usd,savings_usd,unpriced,"
+        "cached_attempts,cache_hit_rate,cache_saved_usd"
     )
     assert "E-" not in table.to_csv()
     assert {row["pool"] for row in json.loads(table.to_json())} == {"slm", "frontier"}
@@ -93,13 +95,13 @@ def test_reprice_keeps_the_original_figures(store: ClickHouseStore, tmp_path: Pa
     (tmp_path / "vllm.yaml").write_text(
         (Path(__file__).parents[2] / "modelyard/data/prices/vllm.yaml").read_text()
     )
-    count, billed, repriced = CostReport(store).reprice(PriceCatalog.load(tmp_path), parse_since("7d"))
-    assert count == 3 and repriced < billed
+    done = CostReport(store).reprice(PriceCatalog.load(tmp_path), parse_since("7d"))
+    assert done.attempts == 3 and done.repriced_usd < done.billed_usd and done.newly_priced == 0
     assert store.query("SELECT total_cost_usd FROM cost_repricings FINAL WHERE job_id = 'c-1'") == [
         (Decimal("1.5"),)
     ]
     assert store.query("SELECT total_cost_usd FROM cost_ledger FINAL WHERE job_id = 'c-1'") == [
-        (Decimal("4.5"),)
+        (Decimal("3"),)
     ]
 
 

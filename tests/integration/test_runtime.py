@@ -12,8 +12,8 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import NewTopic
 
-from modelyard.core.kafka import consumer_for, create_topics, group_name, make_admin, make_producer
-from modelyard.core.runtime import ConsumeCommit, Fetched, Receipt
+from modelyard.core.kafka import consumer_for, create_topics, make_admin, make_producer
+from modelyard.core.runtime import ConsumeCommit, Fetched, Receipt, Room
 from modelyard.core.settings import Settings
 from modelyard.core.topics import group_lag
 
@@ -30,8 +30,8 @@ class HoldingStage:
         self.taken = 0
         self.waiting: dict[TopicPartition, list[tuple[asyncio.Event, asyncio.Task[bool]]]] = {}
 
-    async def room(self) -> int:
-        return 100
+    async def room(self) -> Room:
+        return Room(100)
 
     async def take(self, fetched: Fetched) -> list[Receipt]:
         receipts = []
@@ -63,7 +63,7 @@ class HoldingStage:
 
 
 async def produce(settings: Settings, topic: str, count: int, start: int = 0) -> None:
-    producer = make_producer(settings)
+    producer = make_producer(settings.kafka)
     await producer.start()
     try:
         sent = [
@@ -76,7 +76,7 @@ async def produce(settings: Settings, topic: str, count: int, start: int = 0) ->
 
 async def topic_of(settings: Settings) -> str:
     topic = settings.kafka.topic("runtime")
-    admin = make_admin(settings)
+    admin = make_admin(settings.kafka)
     await admin.start()
     try:
         await create_topics(admin, [NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)])
@@ -86,8 +86,8 @@ async def topic_of(settings: Settings) -> str:
 
 
 def start(settings: Settings, topic: str, stage: HoldingStage) -> tuple[asyncio.Task[None], asyncio.Event]:
-    consumer = consumer_for(settings, group_name(settings, "runtime"), max_records=50)
-    runtime = ConsumeCommit(stage, consumer, make_producer(settings), [topic], fetch_timeout_s=0.1)
+    consumer = consumer_for(settings.kafka, settings.group_id("runtime"), max_records=50)
+    runtime = ConsumeCommit(stage, consumer, make_producer(settings.kafka), [topic], fetch_timeout_s=0.1)
     stop = asyncio.Event()
     return asyncio.create_task(runtime.run(stop)), stop
 
@@ -114,11 +114,11 @@ def test_nothing_is_committed_before_it_is_durable_and_a_stop_drains_everything(
 
         await until(all_taken, "the stage never got all 200 records")
         await asyncio.sleep(1.0)  # commits had every chance to run
-        assert store == [] and await group_lag(settings, "runtime", [topic]) == 200
+        assert store == [] and await group_lag(settings.kafka, settings.group_id("runtime"), [topic]) == 200
         stop.set()
         await running
         assert sorted(store) == sorted(set(store)) and len(store) == 200
-        assert await group_lag(settings, "runtime", [topic]) == 0
+        assert await group_lag(settings.kafka, settings.group_id("runtime"), [topic]) == 0
 
     asyncio.run(scenario())
 
@@ -159,6 +159,8 @@ def test_a_rebalance_hands_partitions_over_settled_so_the_next_owner_replays_not
         assert len(set(store)) == 800
         duplicates = [row for row, times in Counter(store).items() if times > 1]
         assert duplicates == [], f"the next owner replayed what the revoke had committed: {duplicates[:5]}"
-        assert second.taken > 0 and await group_lag(settings, "runtime", [topic]) == 0
+        assert (
+            second.taken > 0 and await group_lag(settings.kafka, settings.group_id("runtime"), [topic]) == 0
+        )
 
     asyncio.run(scenario())

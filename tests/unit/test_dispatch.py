@@ -154,3 +154,40 @@ def test_a_stopping_pool_does_not_wait_for_a_circuit() -> None:
     except Stopping:
         return
     raise AssertionError("a stopping pool must not hold a job for a circuit")
+
+
+def test_an_outage_with_no_fallback_delays_the_job_instead_of_failing_it() -> None:
+    """The outage starts with the job's first call (before any circuit opened): the job waits for the
+    probe and retries; each failed call keeps its own Result (billed), the last one answers."""
+    backend = Scripted("a", outage("a"), outage("a"), "label")
+    only = Target(
+        provider="a",
+        model="a-model",
+        backend=backend,
+        breaker=CircuitBreaker("a", 2, 0.1),
+        gate=ProviderGate("a", ProviderSettings(api="openai")),
+        max_output_tokens=16,
+        rate_limit_retries=2,
+    )
+    results = asyncio.run(Dispatcher("p", [only], wait_for_circuit_s=5).run(ASSIGNMENT))
+    assert [(r.attempt, r.status) for r in results] == [
+        (3, ResultStatus.FAILED_OVER),
+        (4, ResultStatus.FAILED_OVER),
+        (5, ResultStatus.OK),
+    ] and backend.calls == 3
+
+
+def test_an_outage_longer_than_the_wait_still_ends_the_job_as_error() -> None:
+    backend = Scripted("a", *[outage("a")] * 50)
+    only = Target(
+        provider="a",
+        model="a-model",
+        backend=backend,
+        breaker=CircuitBreaker("a", 1, 0.05),
+        gate=ProviderGate("a", ProviderSettings(api="openai")),
+        max_output_tokens=16,
+        rate_limit_retries=2,
+    )
+    results = asyncio.run(Dispatcher("p", [only], wait_for_circuit_s=0.3).run(ASSIGNMENT))
+    assert results[-1].status is ResultStatus.ERROR and 2 <= backend.calls < 50
+    assert all(r.status is ResultStatus.FAILED_OVER for r in results[:-1])

@@ -2,6 +2,7 @@
 
     schemas  <-  modelyard.core  <-  {streams, workers.pools, workers.sink}  <-  modelyard.ops  <-  modelyard.local
                                                                                   <-  modelyard.app / modelyard.cli
+    schemas  <-  modelyard.core  <-  modelyard.client (the producer SDK)  <-  modelyard.ops and above
 
 The router (streams), the pools and the sink never import each other; `workers` never imports Faust; no two
 modules import each other. Imports inside functions count too (a lazy import is still an arrow).
@@ -24,9 +25,11 @@ ALLOWED: dict[str, set[str]] = {
     "streams": {"schemas", "modelyard.core", "streams"},
     "workers.pools": {"schemas", "modelyard.core", "workers.pools"},
     "workers.sink": {"schemas", "modelyard.core", "workers.sink"},
+    "modelyard.client": {"schemas", "modelyard.core", "modelyard.client"},
     "modelyard.ops": {
         "schemas",
         "modelyard.core",
+        "modelyard.client",
         "streams",
         "workers.pools",
         "workers.sink",
@@ -35,6 +38,7 @@ ALLOWED: dict[str, set[str]] = {
     "modelyard.local": {
         "schemas",
         "modelyard.core",
+        "modelyard.client",
         "streams",
         "workers.pools",
         "workers.sink",
@@ -44,6 +48,7 @@ ALLOWED: dict[str, set[str]] = {
     "modelyard.top": {
         "schemas",
         "modelyard.core",
+        "modelyard.client",
         "streams",
         "workers.pools",
         "workers.sink",
@@ -57,6 +62,7 @@ FORBIDDEN_FOREIGN = {
     "workers.sink": {"faust"},
     "modelyard.core": {"faust"},
     "schemas": {"faust"},
+    "modelyard.client": {"faust"},
 }
 
 
@@ -133,6 +139,9 @@ def test_no_two_modules_import_each_other() -> None:
         ("modelyard.ops.distill", "streams.rules", True),
         ("modelyard.local.demo", "modelyard.ops.submit", True),
         ("modelyard.cli", "modelyard.local.demo", True),
+        ("modelyard.ops.submit", "modelyard.client.producer", True),
+        ("modelyard.client.producer", "modelyard.ops.submit", False),
+        ("modelyard.client.results", "streams.policy", False),
     ],
 )
 def test_the_rule_itself_tells_down_from_up(importer: str, imported: str, allowed: bool) -> None:

@@ -43,6 +43,10 @@ def costs(*totals: int) -> PricedColumns:
         catalog_version=["x@1"] * n,
         self_hosted=[1] * n,
         reference_model=["ref"] * n,
+        cache_write_1h=[0] * n,
+        catalog_model=["m"] * n,
+        priced=[1] * n,
+        long_context=[0] * n,
     )
 
 

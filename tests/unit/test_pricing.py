@@ -120,7 +120,7 @@ def test_unknown_model_is_marked_unpriced(catalog: PriceCatalog) -> None:
 def test_bundled_catalog_prices_the_default_pools() -> None:
     catalog = PriceCatalog.load(reference_model="claude-sonnet-5")
     assert {"claude-sonnet-5", "HuggingFaceTB/SmolLM2-135M-Instruct"} <= set(catalog.by_model)
-    assert catalog.version == "anthropic@2026-11-01,distilled@2026-11-01,openai@2026-11-01,vllm@2026-11-01"
+    assert catalog.version == "anthropic@2026-12-01,distilled@2026-11-01,openai@2026-12-01,vllm@2026-11-01"
 
 
 def test_every_registered_student_version_is_priced_as_the_student_on_cpu() -> None:
@@ -296,3 +296,97 @@ def test_whole_unit_rates_hand_over_to_decimal_beyond_28_digits() -> None:
 
 def test_no_results_price_to_empty_columns(catalog: PriceCatalog) -> None:
     assert len(catalog.price([])) == 0
+
+
+# --- the price file format: defaults that never price a kind at $0, tiers, effective dates ---
+
+TIERED = """
+provider: anthropic
+version: t1
+batch_discount: "0.5"
+models:
+  m-tiered:
+    - effective_from: 2026-01-01
+      input: "3"
+      cached_input: "0.3"
+      cache_write: "3.75"
+      cache_write_1h: "6"
+      output: "15"
+      long_context: {above_input_tokens: 1000, input: "6", cached_input: "0.6", cache_write: "7.5", cache_write_1h: "12", output: "22.5"}
+      source: "a test"
+  m-plain:
+    - {effective_from: 2026-01-01, input: "2", cached_input: "0.2", output: "8"}
+"""
+
+
+def test_unset_cache_write_rates_default_to_input_never_zero(tmp_path: Path) -> None:
+    (tmp_path / "t.yaml").write_text(TIERED)
+    catalog = PriceCatalog.load(tmp_path)
+    cost = catalog.cost(result("m-plain", cache_write_tokens=1000, cache_write_1h_tokens=400))
+    assert cost.cache_write_usd == Decimal("0.002") and cost.cache_write_1h_usd == Decimal("0.0008")
+
+
+def test_one_hour_writes_are_part_of_the_cache_writes(tmp_path: Path) -> None:
+    (tmp_path / "t.yaml").write_text(TIERED)
+    cost = PriceCatalog.load(tmp_path).cost(
+        result("m-tiered", cache_write_tokens=500, cache_write_1h_tokens=200)
+    )
+    # 300 five-minute writes * $3.75/M + 200 one-hour writes * $6/M
+    assert (cost.cache_write_usd, cost.cache_write_1h_usd) == (Decimal("0.002325"), Decimal("0.0012"))
+    assert cost.total_usd == Decimal("0.002325")
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_the_long_context_tier_prices_the_whole_request(tmp_path: Path, batch: bool) -> None:
+    (tmp_path / "t.yaml").write_text(TIERED)
+    catalog = PriceCatalog.load(tmp_path)
+    at = result("m-tiered", batch=batch, input_tokens=600, cached_input_tokens=400, output_tokens=100)
+    over = result(
+        "m-tiered",
+        batch=batch,
+        input_tokens=600,
+        cached_input_tokens=400,
+        cache_write_tokens=1,
+        output_tokens=100,
+    )
+    half = Decimal("0.5") if batch else Decimal(1)
+    assert catalog.cost(at).total_usd == (Decimal("0.0018") + Decimal("0.00012") + Decimal("0.0015")) * half
+    assert (
+        catalog.cost(over).total_usd
+        == (Decimal("0.0036") + Decimal("0.00024") + Decimal("0.0000075") + Decimal("0.00225")) * half
+    )
+    priced = catalog.price([at, over, at])
+    assert priced.long_context == [0, 1, 0]
+    assert priced.total == [int(catalog.cost(r).total_usd * UNITS) for r in (at, over, at)]
+
+
+@pytest.mark.parametrize(
+    ("entry", "match"),
+    [
+        (
+            "{effective_from: 2026-01-01, input: 1, cached_input: 1, output: 1, long_context: {above_input_tokens: 10, input: 2}}",
+            "models.m.0.long_context: input, cached_input and output are required",
+        ),
+        (
+            "{effective_from: 2026-01-01, input: 1, cached_input: 1, output: 1, long_context: {above_input_tokens: 0, input: 2, cached_input: 2, output: 2}}",
+            "above_input_tokens",
+        ),
+        (
+            "{effective_from: 2026-01-01, input: 1, cached_input: 1, output: 1, cache_write_1h: -1}",
+            "cache_write_1h",
+        ),
+    ],
+)
+def test_bad_tiers_name_the_field(tmp_path: Path, entry: str, match: str) -> None:
+    (tmp_path / "p.yaml").write_text(f"provider: p\nversion: x\nmodels:\n  m:\n    - {entry}\n")
+    with pytest.raises(ConfigError, match=match):
+        PriceCatalog.load(tmp_path)
+
+
+def test_every_bundled_anthropic_entry_prices_one_hour_writes_itself() -> None:
+    catalog = PriceCatalog.load()
+    for model, (prices, entries) in catalog.by_model.items():
+        if prices.provider == "anthropic":
+            for entry in entries:
+                assert entry.cache_write_1h is not None and entry.cache_write_1h == 2 * entry.input, model
+                assert entry.cache_write == entry.input * Decimal("1.25") and entry.source, model

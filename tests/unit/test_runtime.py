@@ -13,7 +13,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError
 
 from modelyard.core._exceptions import BrokerError
-from modelyard.core.runtime import ConsumeCommit, Fetched, Receipt
+from modelyard.core.runtime import ConsumeCommit, Fetched, Receipt, Room
 
 P0, P1 = TopicPartition("jobs", 0), TopicPartition("jobs", 1)
 
@@ -86,10 +86,10 @@ class RecordingStage:
         self.drained: list[set[TopicPartition] | None] = []
         self.finish_on_drain = True
 
-    async def room(self) -> int:
+    async def room(self) -> Room:
         if self.free <= 0:
             await asyncio.sleep(0.01)
-        return self.free
+        return Room(self.free)
 
     async def take(self, fetched: Fetched) -> list[Receipt]:
         receipts = []
@@ -297,5 +297,52 @@ def test_commits_are_spaced_by_the_commit_interval() -> None:
         stop.set()
         await running
         assert consumer.committed(P0) == 6
+
+    asyncio.run(scenario())
+
+
+def test_with_a_commit_interval_the_first_commit_waits_one_interval() -> None:
+    """A pool's: a process killed within the first interval after its calls replays them (nothing committed)."""
+
+    async def scenario() -> None:
+        loop, consumer, stage = runtime([fetch(P0, 0, 2)], commit_interval_s=0.5)
+        stop = asyncio.Event()
+        running = asyncio.create_task(loop.run(stop))
+        await until(lambda: len(stage.spans) == 1)
+        stage.finish(0, 0)
+        await asyncio.sleep(0.2)
+        assert consumer.commits == []
+        await until(lambda: consumer.committed(P0) == 2)
+        stop.set()
+        await running
+
+    asyncio.run(scenario())
+
+
+def test_rebalance_hooks_run_around_the_drain() -> None:
+    async def scenario() -> None:
+        consumer = MemoryConsumer([])
+        stage = RecordingStage(consumer.events)
+
+        async def hook(name: str, partitions: set[TopicPartition]) -> None:
+            consumer.events.append(f"{name} {sorted(tp.partition for tp in partitions)}")
+
+        loop = ConsumeCommit(
+            stage,
+            consumer,
+            Producer(consumer.events),
+            ["jobs"],
+            fetch_timeout_s=0.01,
+            on_assigned=lambda tps: hook("assigned", tps),
+            on_revoke=lambda tps: hook("revoking", tps),
+        )
+        stop = asyncio.Event()
+        running = asyncio.create_task(loop.run(stop))
+        await until(lambda: loop.consuming)
+        await consumer.listener.on_partitions_assigned({P0, P1})  # type: ignore[union-attr]
+        await consumer.listener.on_partitions_revoked({P1})  # type: ignore[union-attr]
+        stop.set()
+        await running
+        assert consumer.events[2:5] == ["assigned [0, 1]", "revoking [1]", "drain [1]"]
 
     asyncio.run(scenario())

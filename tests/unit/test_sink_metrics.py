@@ -74,3 +74,18 @@ def test_batch_metrics_equal_per_row_counts() -> None:
             sample("modelyard_cost_usd_total", pool=k[0], model=k[1]) - before_usd[k] == units / UNITS_PER_USD
         )
     assert sample("modelyard_cost_usd_total", pool="metrics-frontier", model="gpt-5") > 0
+
+
+def test_unpriced_results_are_counted_per_provider_and_model() -> None:
+    rows = [result(n) for n in range(6)]
+    rows[1] = rows[1].model_copy(update={"model": "nova-9-2026-11-30", "provider": "newco"})
+    rows[4] = rows[4].model_copy(update={"model": "nova-9-2026-11-30", "provider": "newco"})
+    costs = PriceCatalog.load(reference_model="claude-sonnet-5").price(rows)
+    assert costs.priced == [1, 0, 1, 1, 0, 1]
+    labels = {"provider": "newco", "model": "nova-9-2026-11-30"}
+    before = sample("modelyard_unpriced_results_total", **labels)
+
+    count_written(LedgerTables(rows, costs), decisions=0)
+
+    assert sample("modelyard_unpriced_results_total", **labels) - before == 2
+    assert sample("modelyard_unpriced_results_total", provider="x", model="gpt-5") == 0

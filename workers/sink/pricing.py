@@ -1,12 +1,13 @@
 """PriceCatalog: versioned per-provider token prices and exact Decimal costs from a provider's own usage.
 
-One YAML file per provider (`modelyard/data/prices/*.yaml`, or a directory named by `costs.prices_dir`).
-Every cost carries the catalog version that priced it (`<provider>@<version>`). Self-hosted models are
-priced from a GPU's hourly price and the throughput it sustains. Savings compare each attempt with what the
-reference frontier model would have charged for the same tokens.
+The price files (price_catalog.py) list each model once; a result's model id, as the provider reported it,
+is matched to its entry by the rules of model_ids.py. Every cost carries the catalog version and the entry
+that priced it (`<provider>@<version>`, the catalog model); a model no rule matches is unpriced: its row says
+`priced = 0` (and the sink counts it), never a silent $0. Savings compare an attempt with what the reference
+frontier model would have charged for the same tokens (per job: see the ledger views).
 
 `cost` prices one result with Decimal; `price` prices a whole batch in columns of whole ledger units
-(1e-12 USD), with integer arithmetic wherever it gives exactly what `cost` gives (see `Meter`).
+(1e-12 USD), with integer arithmetic wherever it gives exactly what `cost` gives (see meters.Meter).
 """
 
 from __future__ import annotations
@@ -15,176 +16,58 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from decimal import ROUND_HALF_EVEN, Decimal
-from functools import cached_property, lru_cache
-from importlib import resources
+from decimal import Decimal
+from functools import lru_cache
 from itertools import chain
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
 from modelyard.core._exceptions import ConfigError
-from schemas import AnyResult, Result, Usage
-from schemas.result import UsageStruct
+from schemas import AnyResult, Result
+from workers.sink.meters import (
+    UNITS_PER_USD,
+    ZERO,
+    Meter,
+    Rates,
+    UsageLike,
+    charge_columns,
+    kind_columns,
+)
+from workers.sink.model_ids import ModelIds, Resolution
+from workers.sink.price_catalog import PriceEntry, ProviderPrices, load_price_files
 
-MILLION = Decimal(1_000_000)
-ZERO = Decimal(0)
-SECONDS_PER_HOUR = Decimal(3600)
-PRECISION = Decimal(
-    "1e-12"
-)  # the ledger's Decimal(24, 12): amounts are rounded once, here, so sums stay exact
-UNITS_PER_USD = 10**12  # whole ledger units (PRECISION) in one USD
-AnyUsage = Usage | UsageStruct
-EXACT_LIMIT = 10**28  # Decimal's default 28 digits: coefficients below this multiply without rounding
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class PriceEntry(Strict):
-    """USD per million tokens from `effective_from` on; None = derived (self-hosted) or same as output."""
-
-    effective_from: date
-    input: Decimal | None = Field(default=None, ge=0)
-    cached_input: Decimal | None = Field(default=None, ge=0)
-    cache_write: Decimal = Field(default=ZERO, ge=0)
-    output: Decimal | None = Field(default=None, ge=0)
-    reasoning: Decimal | None = Field(default=None, ge=0)
-
-
-class SelfHosted(Strict):
-    gpu_hour_usd: Decimal = Field(gt=0)
-    tokens_per_second: Decimal = Field(gt=0)
-
-    @property
-    def per_million(self) -> Decimal:
-        return self.gpu_hour_usd / (self.tokens_per_second * SECONDS_PER_HOUR) * MILLION
-
-
-class ProviderPrices(Strict):
-    provider: str
-    version: str
-    batch_discount: Decimal = Field(default=ZERO, ge=0, lt=1)
-    self_hosted: SelfHosted | None = None
-    models: dict[str, list[PriceEntry]] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _prices_present(self) -> ProviderPrices:
-        if self.self_hosted:
-            return self
-        for model, entries in self.models.items():
-            for i, entry in enumerate(entries):
-                if entry.input is None or entry.output is None or entry.cached_input is None:
-                    raise ValueError(f"models.{model}.{i}: input, cached_input and output are required")
-        return self
-
-
-@dataclass(frozen=True)
-class Rates:
-    """Resolved USD-per-million rates for one model at one moment."""
-
-    input: Decimal
-    cached_input: Decimal
-    cache_write: Decimal
-    output: Decimal
-    reasoning: Decimal
-    batch_discount: Decimal
-    self_hosted: bool
-    catalog_version: str
-
-    def charge(self, usage: Usage, batch: bool = False) -> tuple[Decimal, Decimal, Decimal, Decimal, Decimal]:
-        """(input, cached input, cache write, output, reasoning) in USD; reasoning is part of output_tokens."""
-        scale = (1 - self.batch_discount) if batch else Decimal(1)
-        visible_output = max(usage.output_tokens - usage.reasoning_tokens, 0)
-        tokens = (
-            usage.input_tokens,
-            usage.cached_input_tokens,
-            usage.cache_write_tokens,
-            visible_output,
-            usage.reasoning_tokens,
-        )
-        return tuple(_charge_one(rate, n, scale) for rate, n in zip(self._per_kind, tokens, strict=False))  # type: ignore[return-value]
-
-    def meters(self, batch: bool) -> tuple[Meter, Meter, Meter, Meter, Meter]:
-        """`charge` one token kind at a time: (input, cached input, cache write, visible output, reasoning)."""
-        return self.batch_meters if batch else self.plain_meters
-
-    @cached_property
-    def plain_meters(self) -> tuple[Meter, Meter, Meter, Meter, Meter]:
-        return tuple(Meter.of(rate, Decimal(1)) for rate in self._per_kind)  # type: ignore[return-value]
-
-    @cached_property
-    def batch_meters(self) -> tuple[Meter, Meter, Meter, Meter, Meter]:
-        return tuple(Meter.of(rate, 1 - self.batch_discount) for rate in self._per_kind)  # type: ignore[return-value]
-
-    @property
-    def _per_kind(self) -> tuple[Decimal, ...]:
-        return (self.input, self.cached_input, self.cache_write, self.output, self.reasoning)
-
-
-@dataclass(frozen=True)
-class Meter:
-    """Ledger units (1e-12 USD) for n tokens of one kind: exactly the figure `Rates.charge` gives, faster.
-
-    `charge` computes rate * n * scale / 1e6, rounded half-even to 1e-12. When rate * scale * 1e6 is a whole
-    number U, the exact amount is U * n units, with nothing to round; Decimal's steps are exact too while
-    every coefficient stays under 28 digits, which `max_tokens` guarantees. Otherwise (a self-hosted rate
-    like 2.50 / 36,000 per token) each distinct (rate, scale, n) is charged with Decimal once and cached."""
-
-    rate: Decimal
-    scale: Decimal
-    per_token: int | None
-    max_tokens: int
-
-    @classmethod
-    def of(cls, rate: Decimal, scale: Decimal) -> Meter:
-        coefficient = _coefficient(rate) * _coefficient(scale)
-        units = rate * scale * MILLION
-        if coefficient >= EXACT_LIMIT or units != units.to_integral_value():
-            return cls(rate, scale, None, 0)
-        return cls(rate, scale, int(units), (EXACT_LIMIT - 1) // max(coefficient, int(units), 1))
-
-    def __call__(self, tokens: int) -> int:
-        if self.per_token is not None and tokens <= self.max_tokens:
-            return self.per_token * tokens
-        return _charged_units(self.rate, self.scale, tokens)
-
-    def column(self, tokens: list[int]) -> list[int]:
-        """`self(n)` for every n: one multiplication each at a whole-unit rate, else Decimal once per distinct n."""
-        if self.per_token is not None and max(tokens, default=0) <= self.max_tokens:
-            per_token = self.per_token
-            return [per_token * n for n in tokens] if per_token else [0] * len(tokens)
-        charged = {n: self(n) for n in set(tokens)}
-        return [charged[n] for n in tokens]
-
-
-@lru_cache(maxsize=1 << 16)
-def _charged_units(rate: Decimal, scale: Decimal, tokens: int) -> int:
-    return int(_charge_one(rate, tokens, scale) * UNITS_PER_USD)
-
-
-def _charge_one(rate: Decimal, tokens: int, scale: Decimal) -> Decimal:
-    return (rate * tokens * scale / MILLION).quantize(PRECISION, ROUND_HALF_EVEN)
-
-
-def _coefficient(value: Decimal) -> int:
-    """The integer digits of a Decimal without its exponent (3.75 -> 375)."""
-    return int("".join(map(str, value.as_tuple().digits)))
+__all__ = ["UNITS_PER_USD", "Cost", "Meter", "PriceCatalog", "PricedColumns", "Rates"]
+UNPRICED = "unpriced"
+AMOUNT_COLUMNS = (
+    "input",
+    "cached_input",
+    "cache_write",
+    "output",
+    "reasoning",
+    "total",
+    "reference",
+    "savings",
+    "cache_write_1h",
+)
 
 
 @dataclass(frozen=True)
 class Cost:
     input_usd: Decimal
     cached_input_usd: Decimal
-    cache_write_usd: Decimal
+    cache_write_usd: Decimal  # 5-minute and 1-hour writes together
     output_usd: Decimal
     reasoning_usd: Decimal
     catalog_version: str
     self_hosted: bool = False
     reference_model: str = ""
     reference_usd: Decimal = ZERO
+    cache_write_1h_usd: Decimal = ZERO  # the part of cache_write_usd written for an hour
+    catalog_model: str = ""
+    long_context: bool = False
+
+    @property
+    def priced(self) -> bool:
+        return self.catalog_version != UNPRICED
 
     @property
     def total_usd(self) -> Decimal:
@@ -207,7 +90,7 @@ class PricedColumns:
 
     input: list[int] = field(default_factory=list)
     cached_input: list[int] = field(default_factory=list)
-    cache_write: list[int] = field(default_factory=list)
+    cache_write: list[int] = field(default_factory=list)  # 5-minute and 1-hour writes together
     output: list[int] = field(default_factory=list)
     reasoning: list[int] = field(default_factory=list)
     total: list[int] = field(default_factory=list)
@@ -216,6 +99,10 @@ class PricedColumns:
     catalog_version: list[str] = field(default_factory=list)
     self_hosted: list[int] = field(default_factory=list)
     reference_model: list[str] = field(default_factory=list)
+    cache_write_1h: list[int] = field(default_factory=list)  # the part of cache_write written for an hour
+    catalog_model: list[str] = field(default_factory=list)
+    priced: list[int] = field(default_factory=list)
+    long_context: list[int] = field(default_factory=list)
 
     @classmethod
     def in_row_order(cls, groups: list[tuple[list[int], PricedColumns]], rows: int) -> PricedColumns:
@@ -243,56 +130,67 @@ class PricedColumns:
 class PriceCatalog:
     def __init__(self, providers: list[ProviderPrices], reference_model: str | None = None) -> None:
         self.by_model: dict[str, tuple[ProviderPrices, list[PriceEntry]]] = {}
+        aliases: dict[str, str] = {}
         for prices in providers:
             for model, entries in prices.models.items():
+                if model in self.by_model or model in aliases:
+                    raise ConfigError(f"price files: model {model!r} is listed twice")
                 self.by_model[model] = (prices, sorted(entries, key=lambda e: e.effective_from))
-        self.versions = sorted(f"{p.provider}@{p.version}" for p in providers)
-        if reference_model and reference_model not in self.by_model:
+            for alias, model in prices.aliases.items():
+                if alias in aliases or alias in self.by_model:
+                    raise ConfigError(f"price files: alias {alias!r} is listed twice")
+                aliases[alias] = model
+        self.model_ids = ModelIds({m: p.provider for m, (p, _) in self.by_model.items()}, aliases)
+        self.versions = sorted(p.version_tag for p in providers)
+        if reference_model and self.model_ids.resolve(reference_model) is None:
             raise ConfigError(f"costs.reference_model {reference_model!r} has no price in the catalog")
         self.reference_model = reference_model
 
     @classmethod
     def load(cls, directory: Path | None = None, reference_model: str | None = None) -> PriceCatalog:
-        sources = (
-            [(str(p), p.read_text()) for p in sorted(directory.glob("*.yaml"))]
-            if directory
-            else _bundled_files()
-        )
-        if not sources:
-            raise ConfigError(f"no price files (*.yaml) in {directory}")
-        return cls([_parse(name, text) for name, text in sources], reference_model)
+        return cls(load_price_files(directory), reference_model)
 
     @property
     def version(self) -> str:
         return ",".join(self.versions)
+
+    def resolve(self, model: str) -> Resolution | None:
+        """The catalog model that prices `model` as a provider reported it (rules in model_ids.py)."""
+        return self.model_ids.resolve(model)
 
     def rates(self, model: str, at: datetime) -> Rates | None:
         return self._rates_on(model, at.date())
 
     @lru_cache(maxsize=4096)  # noqa: B019 - the catalog is immutable and lives as long as the process
     def _rates_on(self, model: str, day: date) -> Rates | None:
-        """`name@version` (a registered student, e.g. student@classification-v3) is priced as `name`."""
-        found = self.by_model.get(model) or self.by_model.get(model.partition("@")[0])
+        """The entry in force on `day` (before the first entry: the first one); None for an unknown model."""
+        found = self.model_ids.resolve(model)
         if found is None:
             return None
-        prices, entries = found
+        prices, entries = self.by_model[found.model]
         current = [e for e in entries if e.effective_from <= day]
-        entry = current[-1] if current else entries[0]
-        return _resolve(prices, entry)
+        return prices.rates(found.model, current[-1] if current else entries[0])
 
     def cost(self, result: Result) -> Cost:
-        """Cost of one attempt; a model missing from the catalog costs zero under version 'unpriced'."""
+        """Cost of one attempt; a model missing from the catalog costs nothing under version 'unpriced'."""
         rates = self.rates(result.model, result.completed_at)
         if rates is None:
-            return Cost(ZERO, ZERO, ZERO, ZERO, ZERO, catalog_version="unpriced")
-        amounts = rates.charge(result.usage, result.batch)
-        reference_usd = self._reference(result)
+            return Cost(ZERO, ZERO, ZERO, ZERO, ZERO, catalog_version=UNPRICED)
+        usage = result.usage
+        amount = rates.charge(usage, result.batch)
         return Cost(
-            *amounts,
+            input_usd=amount[0],
+            cached_input_usd=amount[1],
+            cache_write_usd=amount[2] + amount[3],
+            output_usd=amount[4],
+            reasoning_usd=amount[5],
             catalog_version=rates.catalog_version,
             self_hosted=rates.self_hosted,
             reference_model=self.reference_model or "",
-            reference_usd=reference_usd,
+            reference_usd=self._reference(result),
+            cache_write_1h_usd=amount[3],
+            catalog_model=rates.catalog_model,
+            long_context=rates.is_long(usage),
         )
 
     def price(self, results: Sequence[AnyResult]) -> PricedColumns:
@@ -311,7 +209,9 @@ class PriceCatalog:
 
     @lru_cache(maxsize=4096)  # noqa: B019 - the catalog is immutable and lives as long as the process
     def _plan(self, model: str, day: date, batch: bool) -> _Plan:
-        return _Plan(self, model, day, batch)
+        rates = self._rates_on(model, day)
+        reference = self._rates_on(self.reference_model, day) if self.reference_model and rates else None
+        return _Plan(rates, reference, self.reference_model or "", batch)
 
     def _reference(self, result: Result) -> Decimal:
         """What the reference frontier model would have charged for the same tokens (same batch mode)."""
@@ -325,96 +225,52 @@ class PriceCatalog:
 class _Plan:
     """How to price the results of one model on one day in one batch mode: their ledger columns, from their usage."""
 
-    def __init__(self, catalog: PriceCatalog, model: str, day: date, batch: bool) -> None:
-        rates = catalog._rates_on(model, day)
-        reference = catalog._rates_on(catalog.reference_model, day) if catalog.reference_model else None
-        self.meters = rates.meters(batch) if rates else None
-        self.reference_meters = reference.meters(batch) if rates and reference else None
-        self.tag = (
-            ("unpriced", 0, "")
-            if rates is None
-            else (rates.catalog_version, int(rates.self_hosted), catalog.reference_model or "")
-        )
+    def __init__(
+        self, rates: Rates | None, reference: Rates | None, reference_model: str, batch: bool
+    ) -> None:
+        self.rates = rates
+        self.reference = reference
+        self.reference_model = reference_model if reference else ""
+        self.batch = batch
 
-    def price(self, usages: Sequence[AnyUsage]) -> PricedColumns:
+    def price(self, usages: Sequence[UsageLike]) -> PricedColumns:
         rows = len(usages)
-        tokens = token_columns(usages)
-        amounts = (
-            [meter.column(n) for meter, n in zip(self.meters, tokens, strict=False)]
-            if self.meters
-            else [[0] * rows for _ in tokens]
-        )
-        total = [a + b + c + d + e for a, b, c, d, e in zip(*amounts, strict=False)]
-        if self.reference_meters is None:
+        if self.rates is None:
+            zeros = [0] * rows
+            return PricedColumns(
+                **dict.fromkeys(AMOUNT_COLUMNS, zeros),
+                catalog_version=[UNPRICED] * rows,
+                self_hosted=zeros,
+                reference_model=[""] * rows,
+                catalog_model=[""] * rows,
+                priced=zeros,
+                long_context=zeros,
+            )
+        tokens = kind_columns(usages)
+        charged = charge_columns(self.rates, self.batch, usages, tokens)
+        total = charged.totals()
+        if self.reference is None:
             reference = [0] * rows
-        elif self.reference_meters is self.meters:  # the reference model itself
+        elif self.reference == self.rates:  # the reference model itself
             reference = total
         else:
-            reference = [
-                a + b + c + d + e
-                for a, b, c, d, e in zip(
-                    *(m.column(n) for m, n in zip(self.reference_meters, tokens, strict=False)), strict=False
-                )
-            ]
-        savings = [r - t for r, t in zip(reference, total, strict=False)] if self.tag[2] else [0] * rows
-        version, self_hosted, reference_model = self.tag
+            reference = charge_columns(self.reference, self.batch, usages, tokens).totals()
+        savings = [r - t for r, t in zip(reference, total, strict=True)] if self.reference else [0] * rows
+        amounts = charged.columns
         return PricedColumns(
-            *amounts,
-            total,
-            reference,
-            savings,
-            [version] * rows,
-            [self_hosted] * rows,
-            [reference_model] * rows,
+            input=amounts[0],
+            cached_input=amounts[1],
+            cache_write=charged.sum_of(2, 3),
+            output=amounts[4],
+            reasoning=amounts[5],
+            total=total,
+            reference=reference,
+            savings=savings,
+            catalog_version=[self.rates.catalog_version] * rows,
+            self_hosted=[int(self.rates.self_hosted)] * rows,
+            reference_model=[self.reference_model] * rows,
+            cache_write_1h=amounts[3],
+            catalog_model=[self.rates.catalog_model] * rows,
+            priced=[1] * rows,
+            long_context=charged.long,
         )
-
-
-def token_columns(usages: Sequence[AnyUsage]) -> tuple[list[int], list[int], list[int], list[int], list[int]]:
-    """(input, cached input, cache write, visible output, reasoning) token counts; reasoning is part of output."""
-    output = [u.output_tokens for u in usages]
-    reasoning = [u.reasoning_tokens for u in usages]
-    visible = (
-        [o - r if o > r else 0 for o, r in zip(output, reasoning, strict=False)] if any(reasoning) else output
-    )
-    return (
-        [u.input_tokens for u in usages],
-        [u.cached_input_tokens for u in usages],
-        [u.cache_write_tokens for u in usages],
-        visible,
-        reasoning,
-    )
-
-
-def _resolve(prices: ProviderPrices, entry: PriceEntry) -> Rates:
-    version = f"{prices.provider}@{prices.version}"
-    if prices.self_hosted:
-        rate = prices.self_hosted.per_million
-        return Rates(rate, rate, ZERO, rate, rate, ZERO, True, version)
-    assert entry.input is not None and entry.cached_input is not None and entry.output is not None
-    reasoning = entry.reasoning if entry.reasoning is not None else entry.output
-    return Rates(
-        entry.input,
-        entry.cached_input,
-        entry.cache_write,
-        entry.output,
-        reasoning,
-        prices.batch_discount,
-        False,
-        version,
-    )
-
-
-def _bundled_files() -> list[tuple[str, str]]:
-    folder = resources.files("modelyard").joinpath("data/prices")
-    return sorted((f.name, f.read_text()) for f in folder.iterdir() if f.name.endswith(".yaml"))
-
-
-def _parse(name: str, text: str) -> ProviderPrices:
-    try:
-        return ProviderPrices.model_validate(yaml.safe_load(text))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "file"
-        raise ConfigError(f"price file {name}: {where}: {first['msg']}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"price file {name} is not valid YAML: {exc}") from exc

@@ -5,43 +5,54 @@ or time, writes with clickhouse-connect off the event loop; the runtime commits 
 the write succeeded (the batch's receipts resolve then). A due batch is decoded (msgspec first, pydantic
 for the verdict on anything it refuses), priced and turned into Arrow tables while the batch before it is
 still being written; writes and commits stay in batch order. While ClickHouse is unavailable it holds the
-batch (consuming nothing more) and retries with backoff. Replays are harmless: both tables dedup on
-(job_id, attempt).
+batch (consuming nothing more) and retries with backoff. Replays are harmless: results dedup on (job_id,
+attempt), the ledger on (job_id, attempt, call_id), so only a second real provider call adds a cost row
+(workers/sink/call_rows.py). With budgets set, each write also records and settles the batch's reservations
+and publishes budgeted tenants' spend (workers/sink/reservations.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from modelyard.core._exceptions import Backpressure, StorageError
-from modelyard.core.kafka import consumer_for, group_name, kafka_errors, make_producer
+from modelyard.core.kafka import consumer_for, kafka_errors, make_producer
 from modelyard.core.observability import (
     COST_USD,
     DEAD_LETTERS,
+    REPEAT_CALLS,
     SINK_FLUSH_SECONDS,
     SINK_RESULTS,
     SINK_ROWS,
     SINK_WRITE_FAILURES,
     TOKENS,
+    UNPRICED_RESULTS,
 )
-from modelyard.core.runtime import ConsumeCommit, Fetched, Receipt
-from modelyard.core.settings import Settings
-from modelyard.core.topics import sink_topics
-from schemas import AnyResult, Assignment, Result, ResultStruct
-from schemas.decoding import DecodeFailure, StructFirst, decode
+from modelyard.core.runtime import ConsumeCommit, Fetched, Receipt, Room
+from modelyard.core.settings import KafkaSettings, ShadowAlertSettings, SinkSettings
+from schemas import AnyResult, Assignment, Result, ResultStruct, TaskType
+from schemas.decoding import StructFirst, decode
 from schemas.evaluation import EvalScore
+from schemas.rejection import Rejection
+from schemas.spend import SpendRecord
+from workers.sink.cache_savings import cache_savings
+from workers.sink.call_rows import RowPlan
 from workers.sink.clickhouse import ClickHouseStore
 from workers.sink.ledger_tables import LedgerTables
 from workers.sink.pricing import PriceCatalog
+from workers.sink.reservations import ReservationLedger
 from workers.sink.shadow_watch import ShadowAgreementWatch
 
 log = logging.getLogger("modelyard.sink")
@@ -63,8 +74,10 @@ class Batch:
     )  # results, decoded at write time off the loop
     decisions: list[Assignment] = field(default_factory=list)
     evals: list[EvalScore] = field(default_factory=list)
-    rejected: list[tuple[ConsumerRecord, DecodeFailure]] = field(default_factory=list)
+    rejected: list[tuple[ConsumerRecord, Rejection]] = field(default_factory=list)
     ledger: LedgerTables | None = None  # the results and their costs as Arrow tables, once prepared
+    rows: RowPlan | None = None  # which of them the tables took, once written
+    spend: list[SpendRecord] = field(default_factory=list)  # budgeted tenants' figures, once written
     opened_at: float = field(default_factory=time.monotonic)
     # what the runtime's receipts for this batch wait for: True once written, False if given up
     written: asyncio.Future[bool] | None = None
@@ -87,14 +100,14 @@ class Batch:
         results, rejected = self.results, self.rejected
         for record in self.undecoded:
             value = decode_result(record.value)
-            if isinstance(value, DecodeFailure):
+            if isinstance(value, Rejection):
                 rejected.append((record, value))
             else:
                 results.append(value)
         self.undecoded = []
 
     def _keep(self, record: ConsumerRecord, value: object, bucket: list) -> None:
-        if isinstance(value, DecodeFailure):
+        if isinstance(value, Rejection):
             self.rejected.append((record, value))
         else:
             bucket.append(value)
@@ -110,36 +123,53 @@ class Batch:
 
 
 class ClickHouseSink:
-    def __init__(self, settings: Settings, store: ClickHouseStore, catalog: PriceCatalog) -> None:
-        self.settings = settings
+    def __init__(
+        self,
+        store: ClickHouseStore,
+        catalog: PriceCatalog,
+        *,
+        config: SinkSettings,
+        kafka: KafkaSettings,
+        group_id: str,
+        topics: list[str],
+        shadow_alert: ShadowAlertSettings,
+        budgeted_tenants: Collection[str] = (),
+        capture_tasks: Collection[TaskType] = (),
+    ) -> None:
+        """budgeted_tenants: whose spend goes on the spend topic; capture_tasks: whose inputs are kept."""
+        self.config = config
+        self.kafka = kafka
+        self.group_id = group_id
+        self.topics = topics
+        self.budgeted_tenants = frozenset(budgeted_tenants)
+        self.capture_tasks = capture_tasks
         self.store = store
         self.catalog = catalog
         self.written = 0
         self.consumed = 0
-        self.shadow_watch = ShadowAgreementWatch(store, settings.shadow_alert)
+        self.shadow_watch = ShadowAgreementWatch(store, shadow_alert)
+        self.reservations = ReservationLedger(store, self.budgeted_tenants)
         self.consumer: AIOKafkaConsumer | None = None  # once running (consumer lag, readiness)
         self._flushing: deque[asyncio.Task[bool]] = deque()
         self._closing = asyncio.Lock()  # one batch closed at a time (the fetch loop, or a revoke)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume, batch, write, commit; until `stop` is set. aiokafka clients live inside the running loop."""
-        sink = self.settings.sink
         self._stop, self._batch = stop, self._new_batch()
-        self.producer = make_producer(self.settings)
-        self.consumer = consumer_for(self.settings, group_name(self.settings, "sink"), sink.batch_size)
-        topics = sink_topics(self.settings)
+        self.producer = make_producer(self.kafka)
+        self.consumer = consumer_for(self.kafka, self.group_id, self.config.batch_size)
         runtime = ConsumeCommit(
-            self, self.consumer, self.producer, topics, fetch_timeout_s=sink.flush_interval_s
+            self, self.consumer, self.producer, self.topics, fetch_timeout_s=self.config.flush_interval_s
         )
         await runtime.run(stop)
 
     def _new_batch(self) -> Batch:
-        batch = Batch(self.settings.kafka.results_topic, self.settings.kafka.evals_topic)
+        batch = Batch(self.kafka.results_topic, self.kafka.evals_topic)
         batch.written = asyncio.get_running_loop().create_future()
         return batch
 
-    async def room(self) -> int:
-        return max(1, self.settings.sink.batch_size - len(self._batch))
+    async def room(self) -> Room:
+        return Room(max(1, self.config.batch_size - len(self._batch)))
 
     async def take(self, fetched: Fetched) -> list[Receipt]:
         """Add a fetch to the open batch; once it is due (full, or its first record waited flush_interval_s), start
@@ -200,8 +230,8 @@ class ClickHouseSink:
     def _due(self, batch: Batch) -> bool:
         if not len(batch):
             return False
-        full = len(batch) >= self.settings.sink.batch_size
-        return full or time.monotonic() - batch.opened_at >= self.settings.sink.flush_interval_s
+        full = len(batch) >= self.config.batch_size
+        return full or time.monotonic() - batch.opened_at >= self.config.flush_interval_s
 
     async def _flush_until_written(
         self,
@@ -240,43 +270,48 @@ class ClickHouseSink:
         except StorageError as exc:
             SINK_WRITE_FAILURES.inc()
             raise Backpressure(
-                f"ClickHouse write failed: {exc}", retry_after=self.settings.sink.retry_backoff_s
+                f"ClickHouse write failed: {exc}", retry_after=self.config.retry_backoff_s
             ) from exc
         SINK_FLUSH_SECONDS.observe(time.perf_counter() - started)
         with kafka_errors("produce dead letters and spend"):
             await self._dead_letter(batch.rejected)
             await self._publish_spend(batch)
         self.written += len(batch.results)
-        count_written(batch.ledger, len(batch.decisions))
+        count_written(batch.ledger, len(batch.decisions), batch.rows)
 
     async def _publish_spend(self, batch: Batch) -> None:
-        """Budgeted tenants' spend today and this month, for the routers (compacted topic keyed by tenant)."""
-        budgets = self.settings.costs.budgets
-        tenants = sorted({r.tenant for r in batch.results} & set(budgets)) if budgets else []
-        if not tenants:
-            return
-        for record in await asyncio.to_thread(self.store.spend, tenants, datetime.now(UTC)):
+        """Budgeted tenants' spend and open reservations, for routers and pools (compacted, keyed by tenant);
+        delivered before the batch's offsets are committed, so a replay cannot skip a record."""
+        sent = [
             await self.producer.send(
-                self.settings.kafka.spend_topic, record.model_dump_json().encode(), key=record.tenant.encode()
+                self.kafka.spend_topic, record.model_dump_json().encode(), key=record.tenant.encode()
             )
+            for record in batch.spend
+        ]
+        for delivery in sent:
+            await delivery
 
     def _prepare(self, batch: Batch) -> None:
         """Decode and price the results and build their Arrow tables (once, however often the write is retried)."""
         if batch.ledger is None:
             batch.decode_results()
-            batch.ledger = LedgerTables(batch.results, self.catalog.price(batch.results))
+            results = batch.results
+            batch.ledger = LedgerTables(
+                results, self.catalog.price(results), cache_savings(self.catalog, results)
+            )
             _ = batch.ledger.results, batch.ledger.cost_ledger
 
     def _write(self, batch: Batch) -> None:
         """Every ClickHouse call of a batch, in the writing thread: chdb serves one caller at a time."""
         assert batch.ledger is not None
-        self.store.write_ledger(batch.ledger)
-        self.store.write_decisions(batch.decisions, self.settings.distill.capture_tasks)
+        batch.rows = self.store.write_ledger(batch.ledger)
+        self.store.write_decisions(batch.decisions, self.capture_tasks)
         self.store.write_evals(batch.evals)
+        batch.spend = self.reservations.account(batch.decisions, batch.results, datetime.now(UTC))
         if self.shadow_watch.due():
             self.shadow_watch.refresh()
 
-    async def _dead_letter(self, rejected: list[tuple[ConsumerRecord, DecodeFailure]]) -> None:
+    async def _dead_letter(self, rejected: list[tuple[ConsumerRecord, Rejection]]) -> None:
         for record, failure in rejected:
             letter = failure.dead_letter(
                 record.value or b"",
@@ -285,9 +320,7 @@ class ClickHouseSink:
                 source_partition=record.partition,
                 source_offset=record.offset,
             )
-            await self.producer.send_and_wait(
-                self.settings.kafka.dead_letter_topic, letter.model_dump_json().encode()
-            )
+            await self.producer.send_and_wait(self.kafka.dead_letter_topic, letter.model_dump_json().encode())
             DEAD_LETTERS.labels("sink", failure.reason).inc()
 
 
@@ -295,24 +328,27 @@ TOKEN_COLUMNS = {
     "input": "input_tokens",
     "cached_input": "cached_input_tokens",
     "cache_write": "cache_write_tokens",
+    "cache_write_1h": "cache_write_1h_tokens",
     "output": "output_tokens",
+    "reasoning": "reasoning_tokens",
 }
 
 
-def count_written(tables: LedgerTables, decisions: int) -> None:
-    """Metrics for a batch ClickHouse accepted: rows per table, results per outcome, tokens and cost.
-
-    Summed per label set by Arrow's group-by first: one counter update per group, not per row."""
-    for table, rows in (
+def count_written(tables: LedgerTables, decisions: int, rows: RowPlan | None = None) -> None:
+    """Metrics for a batch ClickHouse accepted: rows per table, results per outcome, tokens and cost, repeat
+    calls. Summed per label set by Arrow's group-by first: one counter update per group, not per row."""
+    for table, count in (
         ("results", len(tables)),
         ("cost_ledger", len(tables)),
         ("routing_decisions", decisions),
     ):
-        if rows:
-            SINK_ROWS.labels(table).inc(rows)
+        if count:
+            SINK_ROWS.labels(table).inc(count)
     if len(tables):
         _count_results(tables.results)
         _count_costs(tables.cost_ledger)
+    for row in rows.repeats() if rows is not None else ():
+        REPEAT_CALLS.labels(tables.rows[row].pool).inc()
 
 
 def _count_results(results: pa.Table) -> None:
@@ -330,3 +366,19 @@ def _count_results(results: pa.Table) -> None:
 def _count_costs(ledger: pa.Table) -> None:
     for group in ledger.group_by(["pool", "model"]).aggregate([("total_cost_usd", "sum")]).to_pylist():
         COST_USD.labels(group["pool"], group["model"]).inc(float(group["total_cost_usd_sum"]))
+    unpriced = ledger.filter(pc.equal(ledger["priced"], 0))
+    if unpriced.num_rows:
+        for group in unpriced.group_by(["provider", "model"]).aggregate([([], "count_all")]).to_pylist():
+            UNPRICED_RESULTS.labels(group["provider"], group["model"]).inc(group["count_all"])
+            _warn_unpriced(group["provider"], group["model"])
+
+
+@functools.cache
+def _warn_unpriced(provider: str, model: str) -> None:
+    """Once per model and process: the log says what the metric counts, and what to do."""
+    log.warning(
+        "%s answered as model %r, which no price file covers: stored with priced = 0 (not $0); add it or an "
+        "alias to the price files, then run `modelyard costs reprice`",
+        provider,
+        model,
+    )

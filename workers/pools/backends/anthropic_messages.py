@@ -80,10 +80,25 @@ def _output(content: list[Any]) -> str:
 
 
 def usage_from_anthropic(usage: Any) -> Usage:
-    """Anthropic's input_tokens exclude cache reads and writes, which come in their own fields."""
+    """Anthropic's input_tokens exclude cache reads and writes, which come in their own fields; the writes are
+    split by TTL in `cache_creation` (1-hour writes cost more than 5-minute ones) and the thinking part of the
+    output in `output_tokens_details` (SDK objects, or the same fields as plain JSON)."""
+    creation = _field(usage, "cache_creation")
+    one_hour = _field(creation, "ephemeral_1h_input_tokens") or 0
+    five_minutes = _field(creation, "ephemeral_5m_input_tokens") or 0
+    output = _field(usage, "output_tokens") or 0
+    thinking = _field(_field(usage, "output_tokens_details"), "thinking_tokens") or 0
     return Usage(
-        input_tokens=usage.input_tokens,
-        cached_input_tokens=getattr(usage, "cache_read_input_tokens", 0) or 0,
-        cache_write_tokens=getattr(usage, "cache_creation_input_tokens", 0) or 0,
-        output_tokens=usage.output_tokens,
+        input_tokens=_field(usage, "input_tokens") or 0,
+        cached_input_tokens=_field(usage, "cache_read_input_tokens") or 0,
+        cache_write_tokens=max(_field(usage, "cache_creation_input_tokens") or 0, one_hour + five_minutes),
+        cache_write_1h_tokens=one_hour,
+        output_tokens=output,
+        reasoning_tokens=min(thinking, output),
     )
+
+
+def _field(value: Any, name: str) -> Any:
+    if value is None:
+        return None
+    return value.get(name) if isinstance(value, dict) else getattr(value, name, None)

@@ -116,14 +116,19 @@ def _json_schema_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def usage_from_openai(usage: dict[str, Any] | None) -> Usage:
-    """OpenAI counts cached tokens inside prompt_tokens; we store them apart so each is priced once."""
+    """OpenAI counts cache reads and writes inside prompt_tokens, and reasoning inside completion_tokens: each is
+    stored apart (usage.prompt_tokens_details.cached_tokens / cache_write_tokens,
+    completion_tokens_details.reasoning_tokens) so each is priced once, at its own rate."""
     if not usage:
         return Usage()
-    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    prompt = usage.get("prompt_tokens_details") or {}
+    cached = prompt.get("cached_tokens") or 0
+    writes = prompt.get("cache_write_tokens") or 0
     reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
     return Usage(
-        input_tokens=usage["prompt_tokens"] - cached,
+        input_tokens=max(usage["prompt_tokens"] - cached - writes, 0),
         cached_input_tokens=cached,
+        cache_write_tokens=writes,
         output_tokens=usage["completion_tokens"],
         reasoning_tokens=reasoning,
     )
