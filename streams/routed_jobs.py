@@ -69,15 +69,17 @@ class RoutedJobIds:
         return divmod(packed, OFFSETS)
 
     def refusal(self, job_id: str, partition: int, offset: int) -> Rejection | None:
-        """Admission's check: a job id routed before from another record is refused, saying where."""
-        first = self.routed_at(job_id, partition, offset)
-        if first is None:
+        """Admission's check (on every record: one lookup): a job id routed before from another record is
+        refused, saying where."""
+        packed = self._at.get(hash(job_id))
+        if packed is None or packed == partition * OFFSETS + offset:
             return None
+        first_partition, first_offset = divmod(packed, OFFSETS)
         return Rejection(
             "duplicate_job_id",
             "job_id",
-            f"job_id {job_id!r} was already routed to a pool (jobs partition {first[0]}, offset {first[1]}); "
-            "a job id names one job, so this one is refused before any provider is called",
+            f"job_id {job_id!r} was already routed to a pool (jobs partition {first_partition}, offset "
+            f"{first_offset}); a job id names one job, so this one is refused before any provider is called",
         )
 
     def add(self, job_id: str, partition: int, offset: int) -> None:

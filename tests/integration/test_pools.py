@@ -82,16 +82,17 @@ def test_an_outage_from_the_first_second_with_no_fallback_fails_no_job(pipeline_
     async def scenario() -> None:
         async with running_simulator(settings) as sim, Pipeline(settings, ["frontier"]) as pipeline:
             await pipeline.run([assignment("warm", "frontier")])  # the pool is consuming, circuits closed
-            sim.faults.update({"outage_s": 3})
+            sim.faults.update({"outage_s": 5})
             sim.stats.clear()
             by_job = await pipeline.run([assignment(f"o-{n}", "frontier") for n in range(40)], timeout=60)
             by_job.pop("warm", None)
             assert_one_final_each(by_job, lambda r: r.status is ResultStatus.OK)
             failed = [r for attempts in by_job.values() for r in attempts[:-1]]
             assert failed and all(r.status is ResultStatus.FAILED_OVER and "503" in r.error for r in failed)
-            # one OK Result per answered call; each failed Result is a call whose (retried) requests got 503s
+            # one OK Result per answered call; each failed Result is a call whose requests all got 503s (a call
+            # whose SDK retry landed after the outage got a 503 and then its 200, with no failed Result)
             assert sim.stats["anthropic.200"] == 40
-            assert len(failed) <= sim.stats["anthropic.503"] <= 2 * len(failed)
+            assert sim.stats["anthropic.503"] >= len(failed)
 
     asyncio.run(scenario())
 
