@@ -93,7 +93,9 @@ def make_consumer(
     return consumer
 
 
-def make_reader(kafka: KafkaSettings, *topics: str, offset_reset: str = "earliest") -> AIOKafkaConsumer:
+def make_reader(
+    kafka: KafkaSettings, *topics: str, offset_reset: str = "earliest", **tuning: Any
+) -> AIOKafkaConsumer:
     """A group-less consumer of every partition of `topics` (committed data); it reads, never commits."""
     return AIOKafkaConsumer(
         *topics,
@@ -102,6 +104,7 @@ def make_reader(kafka: KafkaSettings, *topics: str, offset_reset: str = "earlies
         auto_offset_reset=offset_reset,
         isolation_level="read_committed",
         **kafka.client_options(),
+        **tuning,
     )
 
 

@@ -82,6 +82,23 @@ def test_foreign_exceptions_are_caught_only_at_their_door() -> None:
     assert catches_outside_their_door() == []
 
 
+KAFKA_CLIENTS = {"AIOKafkaConsumer", "AIOKafkaProducer", "AIOKafkaAdminClient"}
+
+
+def test_kafka_clients_are_built_only_at_the_kafka_door() -> None:
+    """One client factory (modelyard/core/kafka.py): the router's own consumer and producer factory is gone."""
+    built = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            relative = path.relative_to(ROOT).as_posix()
+            for node in ast.walk(ast.parse(path.read_text(), relative)):
+                name = getattr(node, "func", None)
+                name = getattr(name, "id", getattr(name, "attr", None))
+                if isinstance(node, ast.Call) and name in KAFKA_CLIENTS and relative != DOORS["aiokafka"]:
+                    built.append(f"{relative}:{node.lineno} builds {name}")
+    assert built == []
+
+
 def test_the_door_check_sees_a_catch_outside_the_door(tmp_path: Path) -> None:
     tree = ast.parse(
         "from aiokafka.errors import KafkaError\ntry:\n    pass\nexcept (KafkaError, OSError):\n    pass\n"
