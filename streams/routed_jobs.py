@@ -35,7 +35,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 
-from modelyard.core.kafka import read_to_end
+from modelyard.core.kafka import make_reader, read_to_end, started
 from modelyard.core.settings import KafkaSettings
 from schemas.rejection import Rejection
 
@@ -181,14 +181,11 @@ class RoutedJobsFeed:
 
     async def _started(self) -> AIOKafkaConsumer:
         if self._consumer is None:
-            self._consumer = AIOKafkaConsumer(
-                self.kafka.routed_jobs_topic,
-                auto_offset_reset="earliest",
-                enable_auto_commit=False,
-                max_partition_fetch_bytes=8 * 1024 * 1024,
-                **self.kafka.client_options(),
+            consumer = make_reader(
+                self.kafka, self.kafka.routed_jobs_topic, max_partition_fetch_bytes=8 * 1024 * 1024
             )
-            await self._consumer.start()
+            await started(consumer, self.kafka)
+            self._consumer = consumer
         return self._consumer
 
     async def stop(self) -> None:

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from aiokafka.errors import KafkaError
 from faust.app.base import BootStrategy
 
+from modelyard.core._exceptions import BrokerError
 from modelyard.core.observability import ROUTE_BATCH_SECONDS, Health, start_health_server
 from modelyard.core.settings import KafkaSettings, MetricsSettings, RouterSettings
 from modelyard.core.signatures import signature_header
@@ -144,7 +144,7 @@ def register_budget_feed(app: faust.App, spend: SpendFeed | None) -> None:
     async def read_spend() -> None:
         try:
             await spend.poll()
-        except KafkaError as exc:  # the next tick tries again; budgets keep the last figures meanwhile
+        except BrokerError as exc:  # the next tick tries again; budgets keep the last figures meanwhile
             log.warning("spend topic not read: %r", exc)
 
 

@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer
 from pydantic import ValidationError
 
 from modelyard.core.budgets import BudgetBook
-from modelyard.core.kafka import read_to_end
+from modelyard.core.kafka import kafka_errors, make_reader, read_to_end, started
 from modelyard.core.settings import KafkaSettings
 
 log = logging.getLogger("modelyard.budgets")
@@ -31,24 +31,22 @@ class SpendFeed:
             await read_to_end(await self._started(), lambda record: self._apply(record.value))
 
     async def poll(self, timeout_ms: int = 0) -> int:
-        """Apply the spend records that arrived since the last poll; how many."""
+        """Apply the spend records that arrived since the last poll; how many. BrokerError when Kafka fails."""
         applied = 0
         async with self._reading:
             consumer = await self._started()
-            for records in (await consumer.getmany(timeout_ms=timeout_ms)).values():
+            with kafka_errors("read the spend topic"):
+                fetched = await consumer.getmany(timeout_ms=timeout_ms)
+            for records in fetched.values():
                 for record in records:
                     applied += self._apply(record.value)
         return applied
 
     async def _started(self) -> AIOKafkaConsumer:
         if self._consumer is None:
-            self._consumer = AIOKafkaConsumer(
-                self.kafka.spend_topic,
-                auto_offset_reset="earliest",
-                enable_auto_commit=False,
-                **self.kafka.client_options(),
-            )
-            await self._consumer.start()
+            consumer = make_reader(self.kafka, self.kafka.spend_topic)
+            await started(consumer, self.kafka)
+            self._consumer = consumer
         return self._consumer
 
     def _apply(self, raw: bytes | None) -> int:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Iterable
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka import TopicPartition
+from aiokafka.admin import NewTopic
 from aiokafka.structs import OffsetAndMetadata
 
 from modelyard.core._exceptions import BrokerError
+from modelyard.core.kafka import assigned_partitions, create_topics, kafka_errors, make_admin, make_reader
 from modelyard.core.settings import KafkaSettings
+
+__all__ = ["assigned_partitions", "ensure_topics", "group_lag", "sink_topics", "topic_plan"]
 
 COMPACTED = {"cleanup.policy": "compact"}  # the spend topic keeps the latest figures per tenant
 MS_PER_DAY = 86_400_000
@@ -40,9 +41,10 @@ async def ensure_topics(kafka: KafkaSettings, pools: Iterable[str], attempts: in
     plan = topic_plan(kafka, pools)
     for attempt in range(attempts):
         try:
-            await _create(kafka, plan)
+            with kafka_errors("create topics"):
+                await _create(kafka, plan)
             return plan
-        except (KafkaConnectionError, KafkaError, OSError) as exc:
+        except BrokerError as exc:
             if attempt == attempts - 1:
                 raise BrokerError(f"cannot create topics on {kafka.bootstrap_servers}: {exc!r}") from exc
             await asyncio.sleep(0.5)
@@ -50,7 +52,7 @@ async def ensure_topics(kafka: KafkaSettings, pools: Iterable[str], attempts: in
 
 
 async def _create(kafka: KafkaSettings, plan: dict[str, int]) -> None:
-    admin = AIOKafkaAdminClient(**kafka.client_options(), request_timeout_ms=10_000)
+    admin = make_admin(kafka, request_timeout_ms=10_000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -65,7 +67,7 @@ async def _create(kafka: KafkaSettings, plan: dict[str, int]) -> None:
             if name not in existing
         ]
         if missing:
-            await _create_ignoring_existing(admin, missing)
+            await create_topics(admin, missing)
     finally:
         await admin.close()
 
@@ -89,21 +91,6 @@ def _topic_configs(kafka: KafkaSettings, name: str) -> dict[str, str]:
     return configs
 
 
-async def _create_ignoring_existing(admin: AIOKafkaAdminClient, topics: list[NewTopic]) -> None:
-    with contextlib.suppress(TopicAlreadyExistsError):
-        await admin.create_topics(topics)
-
-
-async def assigned_partitions(consumer: AIOKafkaConsumer, timeout: float = 30.0) -> set[TopicPartition]:
-    """Partitions of a started group-less consumer (it takes them all once metadata arrives)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not consumer.assignment():
-        if asyncio.get_running_loop().time() > deadline:
-            raise BrokerError(f"no partitions assigned for {consumer.subscription()}")
-        await asyncio.sleep(0.05)
-    return set(consumer.assignment())
-
-
 def sink_topics(kafka: KafkaSettings, pools: Iterable[str]) -> list[str]:
     """What the sink consumes: results, eval scores, and every pool topic (for routing decisions)."""
     return [kafka.results_topic, kafka.evals_topic, *(kafka.pool_topic(pool) for pool in pools)]
@@ -111,14 +98,14 @@ def sink_topics(kafka: KafkaSettings, pools: Iterable[str]) -> list[str]:
 
 async def group_lag(kafka: KafkaSettings, group_id: str, topics: list[str]) -> int:
     """Records on `topics` not yet committed by consumer group `group_id` (Settings.group_id names them)."""
-    admin = AIOKafkaAdminClient(**kafka.client_options())
-    consumer = AIOKafkaConsumer(*topics, **kafka.client_options(), enable_auto_commit=False)
-    await admin.start()
-    await consumer.start()
+    admin, consumer = make_admin(kafka), make_reader(kafka, *topics, offset_reset="latest")
     try:
-        partitions = await assigned_partitions(consumer)
-        ends = await consumer.end_offsets(list(partitions))
-        committed = await admin.list_consumer_group_offsets(group_id, partitions=list(partitions))
+        with kafka_errors("read consumer lag"):
+            await admin.start()
+            await consumer.start()
+            partitions = await assigned_partitions(consumer)
+            ends = await consumer.end_offsets(list(partitions))
+            committed = await admin.list_consumer_group_offsets(group_id, partitions=list(partitions))
         return sum(end - _committed(committed, tp) for tp, end in ends.items())
     finally:
         await consumer.stop()

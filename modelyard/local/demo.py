@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from modelyard.core._exceptions import ProcessError
+from modelyard.core.kafka import make_reader, started
 from modelyard.core.progress import progress_bar
 from modelyard.core.settings import Settings
 from modelyard.core.topics import assigned_partitions, ensure_topics, group_lag, sink_topics
@@ -150,13 +151,9 @@ class Demo:
 
     async def _watch_results(self) -> AIOKafkaConsumer:
         """A group-less consumer positioned at the end of the results topic before anything is submitted."""
-        consumer = AIOKafkaConsumer(
-            self.settings.kafka.results_topic,
-            **self.settings.kafka.client_options(),
-            enable_auto_commit=False,
-            auto_offset_reset="latest",
-        )
-        await consumer.start()
+        kafka = self.settings.kafka
+        consumer = make_reader(kafka, kafka.results_topic, offset_reset="latest")
+        await started(consumer, kafka)
         for tp in await assigned_partitions(consumer):
             await consumer.position(tp)
         return consumer

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
-from modelyard.core._exceptions import BrokerError, InvalidInput
+from modelyard.core._exceptions import InvalidInput
+from modelyard.core.kafka import make_reader, started
 from modelyard.core.settings import KafkaSettings
 from modelyard.core.signatures import SIGNATURE_HEADER
 from modelyard.core.topics import assigned_partitions
@@ -138,8 +138,8 @@ async def read_letters(
 ) -> list[StoredLetter]:
     """Matching letters, oldest first per partition; reads up to the end offsets seen when it starts."""
     topic = kafka.dead_letter_topic
-    consumer = AIOKafkaConsumer(topic, group_id=None, enable_auto_commit=False, **kafka.client_options())
-    await _start(consumer, kafka)
+    consumer = make_reader(kafka, topic, offset_reset="latest")
+    await started(consumer, kafka)
     try:
         if topic not in await consumer.topics():
             return []
@@ -238,7 +238,7 @@ async def replay(
         report.replayed = [(stored, item.job_id) for stored, item in valid]
         return report
     producer = make_producer(kafka)
-    await _start(producer, kafka)
+    await started(producer, kafka)
     try:
         for stored, item in valid:
             header = (
@@ -260,12 +260,3 @@ async def replay(
     finally:
         await producer.stop()
     return report
-
-
-async def _start(client: AIOKafkaConsumer | AIOKafkaProducer, kafka: KafkaSettings) -> None:
-    """Start a Kafka client; an unreachable broker is one BrokerError line (and no unclosed-client noise)."""
-    try:
-        await client.start()
-    except (KafkaError, OSError) as exc:
-        await client.stop()
-        raise BrokerError(f"cannot reach Kafka at {kafka.bootstrap_servers}: {exc!r}") from exc

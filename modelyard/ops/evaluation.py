@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 
 from modelyard.core._exceptions import InvalidInput, ProcessError
-from modelyard.core.kafka import make_producer
+from modelyard.core.kafka import make_producer, make_reader, started
 from modelyard.core.progress import progress_bar
 from modelyard.core.settings import KafkaSettings
 from modelyard.core.topics import assigned_partitions, ensure_topics
@@ -146,12 +146,8 @@ class EvalRunner:
         return scores
 
     async def _watch(self) -> AIOKafkaConsumer:
-        consumer = AIOKafkaConsumer(
-            self.kafka.results_topic,
-            auto_offset_reset="latest",
-            **self.kafka.client_options(),
-        )
-        await consumer.start()
+        consumer = make_reader(self.kafka, self.kafka.results_topic, offset_reset="latest")
+        await started(consumer, self.kafka)
         for tp in await assigned_partitions(consumer):
             await consumer.position(tp)
         return consumer

@@ -12,7 +12,8 @@ from modelyard.core._exceptions import ProviderError, RateLimited
 from modelyard.core.settings import Settings
 from schemas import TaskType
 from tests.helpers import CLASSIFY, EXTRACT, openai_backend, simulator_with_settings
-from workers.pools.backends.vllm_http import VllmHttpBackend, backoff_s, retry_after_s, should_retry
+from workers.pools.backends.provider_errors import backoff_s, retry_after_s, should_retry
+from workers.pools.backends.vllm_http import VllmHttpBackend
 
 pytestmark = pytest.mark.integration
 

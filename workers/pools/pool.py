@@ -1,7 +1,8 @@
 """PoolWorker: one pool's process. Consumes its topic, runs each assignment through the pool's Dispatcher
 (rate limits, circuit breakers, fallbacks) with bounded concurrency, produces one Result per attempt (and,
 for a low-confidence answer, the Assignment that escalates it), and commits an offset only after everything
-produced for it is acknowledged by Kafka.
+produced for it is acknowledged by Kafka: a stage of the consume-commit runtime (modelyard/core/runtime.py),
+each item its own span, so a slow call holds back only the offsets from its own on.
 
 Which item a free slot takes is the read-ahead's choice (workers/pools/read_ahead.py, scheduling.py):
 priority, then deadlines, then tenants' fair shares. Items whose deadline passed end `expired` without a
@@ -15,17 +16,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from decimal import Decimal
 
-from aiokafka import ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from modelyard.core._exceptions import Stopping
+from modelyard.core._exceptions import BrokerError, Stopping
 from modelyard.core.budgets import BudgetGuard, Overrun
-from modelyard.core.kafka import make_consumer, make_producer
+from modelyard.core.kafka import consumer_for, kafka_errors, make_producer
 from modelyard.core.offsets import OffsetTracker
+from modelyard.core.runtime import ConsumeCommit, Fetched, Receipt, Room
 from modelyard.core.settings import KafkaSettings, PoolSettings, SchedulingSettings
 from modelyard.core.spend_feed import SpendFeed
 from schemas import Assignment, Result, ResultStatus
@@ -37,27 +37,13 @@ from workers.pools.deadlines import deadline_passed, expired_result
 from workers.pools.dispatch import Dispatcher
 from workers.pools.read_ahead import ReadAhead
 from workers.pools.result_cache import PoolCache
+from workers.pools.scheduling import Queued
 
 log = logging.getLogger("modelyard.pool")
 FETCH_MAX_WAIT_MS = 20  # a rewind's seek waits for the fetch in flight: keep idle fetches short
 SPEND_POLL_S = 0.25  # how stale the pool's view of the sink's spend figures may be
+PRODUCING = kafka_errors("produce a result")  # one door instance for every produce (no allocation per result)
 Outgoing = tuple[str, bytes | None, bytes]  # topic, key, value
-
-
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, worker: PoolWorker) -> None:
-        self.worker = worker
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        self.worker.read_ahead.release(set(revoked))  # their waiting items are not started; they replay
-        if self.worker.batcher:
-            self.worker.batcher.release(set(revoked))
-        await self.worker.drain()
-        await self.worker.commit()
-        self.worker.offsets.forget(set(revoked))
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        log.info("assigned %s", sorted(tp.partition for tp in assigned))
 
 
 class PoolWorker:
@@ -97,47 +83,42 @@ class PoolWorker:
         self.calling = 0
         self.processed = 0
         self.abandoned = 0
-        self._last_commit = time.monotonic()
-        self._fatal: BaseException | None = None
+        self.consumer: AIOKafkaConsumer | None = None  # once running (consumer lag, readiness)
+        self.runtime: ConsumeCommit | None = None
+        self._helpers: list[asyncio.Task[None]] = []  # the slot loop, the cache feed's follower
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then drain in-flight calls and commit. Clients live inside the running loop."""
-        topic = self.kafka.pool_topic(self.pool)
-        self.consumer = make_consumer(
-            self.kafka,
-            topic,
-            self.group_id,
-            _Rebalance(self),
-            self.concurrency,
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-        )
         self.producer = make_producer(self.kafka)
-        await self.producer.start()
+        self.consumer = consumer_for(
+            self.kafka, self.group_id, self.concurrency, fetch_max_wait_ms=FETCH_MAX_WAIT_MS
+        )
+        self.runtime = ConsumeCommit(
+            self,
+            self.consumer,
+            self.producer,
+            [self.kafka.pool_topic(self.pool)],
+            commit_interval_s=self.commit_interval_s,
+            offsets=self.offsets,
+        )
         if self.cache is not None:
             log.info("result cache: %d entries restored", await self.cache.feed.restore())
         spend = await self._follow_spend()
-        await self.consumer.start()
+        self._helpers = [asyncio.create_task(self._start_when_free(stop))]
+        if self.cache is not None:
+            self._helpers.append(asyncio.create_task(self.cache.feed.follow(stop)))
         try:
-            await self._consume(stop)
+            await self.runtime.run(stop)
         finally:
+            await self._stop_helpers()
             if self.cache is not None:
                 await self.cache.feed.stop()
             if spend is not None:
                 spend.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await spend
-            self.dispatcher.stop_waiting()
-            if self.batcher:
-                await self.batcher.stop()
-            log.info("stopping: draining %d in-flight calls, then committing", len(self.tasks))
-            await self.drain()
-            await self.commit()
             log.info("stopped after %d assignments; %d left for a replay", self.processed, self.abandoned)
-            await self.consumer.stop()
-            await self.producer.stop()
             await self.dispatcher.close()
-        if self._fatal:
-            raise self._fatal
 
     async def _follow_spend(self) -> asyncio.Task[None] | None:
         """With a budget view: the spend topic read to its end before the first call, then followed."""
@@ -151,9 +132,7 @@ class PoolWorker:
                 while True:
                     try:
                         await feed.poll(timeout_ms=int(SPEND_POLL_S * 1000))
-                    except (
-                        KafkaError
-                    ) as exc:  # budgets keep the last figures meanwhile (and own reservations)
+                    except BrokerError as exc:  # budgets keep the last figures (and own reservations)
                         log.warning("spend topic not read (%r); retrying in 1 s", exc)
                         await asyncio.sleep(1)
             finally:
@@ -161,28 +140,41 @@ class PoolWorker:
 
         return asyncio.create_task(follow())
 
-    async def _consume(self, stop: asyncio.Event) -> None:
-        """Two loops: a task reads ahead (read_ahead.keep_reading); this one starts what the scheduler picks
-        whenever a slot is free, and commits."""
-        helpers = [asyncio.create_task(self.read_ahead.keep_reading(self.consumer, stop))]
-        if self.cache is not None:
-            helpers.append(asyncio.create_task(self.cache.feed.follow(stop)))
-        try:
-            while not stop.is_set() and self._fatal is None:
-                self._slot_freed.clear()
-                started = self.read_ahead.take(self._free_slots())
-                for entry in started:
-                    self._start(entry.tp, entry.record)
-                if not started:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._slot_freed.wait(), 0.2)
-                    self._fatal = self._fatal or _failure(helpers)
-                if time.monotonic() - self._last_commit >= self.commit_interval_s:
-                    await self.commit()
-        finally:
-            for helper in helpers:
-                helper.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
+    async def room(self) -> Room:
+        """The read-ahead steers each fetch (seeks for rewinds, pauses partitions read far enough) and says how
+        much to read; a helper loop that died stops the pool."""
+        failed = _failure(self._helpers)
+        if failed is not None:
+            raise failed
+        assert self.consumer is not None
+        return Room(*self.read_ahead.plan(self.consumer))
+
+    async def take(self, fetched: Fetched) -> list[Receipt]:
+        """File a fetch in the read-ahead; each item it queued is a span, durable once its Result is acknowledged
+        (the slot loop starts it when the scheduler picks it)."""
+        assert self.consumer is not None
+        receipts = []
+        for entry in self.read_ahead.absorb(self.consumer, fetched):
+            entry.durable = durable = asyncio.get_running_loop().create_future()
+            offset = entry.record.offset
+            receipts.append(Receipt(entry.tp, offset, offset + 1, durable))
+        return receipts
+
+    async def _start_when_free(self, stop: asyncio.Event) -> None:
+        """Starts what the scheduler picks whenever a slot is free (the runtime reads ahead meanwhile)."""
+        while not stop.is_set():
+            self._slot_freed.clear()
+            started = self.read_ahead.take(self._free_slots())
+            for entry in started:
+                self._start(entry)
+            if not started:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._slot_freed.wait(), 0.2)
+
+    async def _stop_helpers(self) -> None:
+        for helper in self._helpers:
+            helper.cancel()
+        await asyncio.gather(*self._helpers, return_exceptions=True)
 
     def _free_slots(self) -> int:
         """Calls in flight are capped at `concurrency`. A finished call frees its slot at once, not when Kafka
@@ -195,32 +187,45 @@ class PoolWorker:
             2 * self.concurrency - len(self.tasks) + len(self.waiting_for_batch),
         )
 
-    def _start(self, tp: TopicPartition, record: ConsumerRecord) -> None:
-        self.offsets.started(tp, record.offset)
+    def _start(self, entry: Queued) -> None:
         self.calling += 1
-        task = asyncio.create_task(self._handle(tp, record))
+        task = asyncio.create_task(self._handle(entry))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _handle(self, tp: TopicPartition, record: ConsumerRecord) -> None:
+    async def _handle(self, entry: Queued) -> None:
+        """Resolves the item's receipt: True once everything produced for it is acknowledged, False when it is
+        left for a replay; Kafka refusing a result is fatal (the runtime stops; the offset replays)."""
+        assert entry.durable is not None
+        try:
+            durable = await self._answer(entry.tp, entry.record)
+        except asyncio.CancelledError:
+            entry.durable.cancel()
+            raise
+        except Exception as exc:
+            log.error("cannot produce the result of offset %s: %r", entry.record.offset, exc)
+            entry.durable.set_exception(exc)
+            return
+        entry.durable.set_result(durable)
+
+    async def _answer(self, tp: TopicPartition, record: ConsumerRecord) -> bool:
         try:
             try:
                 outgoing = await self._outcome(tp, record)
             finally:
                 self.calling -= 1
                 self._slot_freed.set()
-            sent = [await self.producer.send(topic, value=value, key=key) for topic, key, value in outgoing]
-            for delivery in sent:
-                await delivery
+            with PRODUCING:
+                sent = [
+                    await self.producer.send(topic, value=value, key=key) for topic, key, value in outgoing
+                ]
+                for delivery in sent:
+                    await delivery
         except Stopping:  # nothing was sent for it: left uncommitted, it replays after the restart
             self.abandoned += 1
-            return
-        except Exception as exc:  # Kafka refused a result: stop; the offset stays uncommitted and replays
-            log.error("cannot produce the result of offset %s: %r", record.offset, exc)
-            self._fatal = exc
-            return
-        self.offsets.finished(tp, record.offset)
+            return False
         self.processed += 1
+        return True
 
     async def _outcome(self, tp: TopicPartition, record: ConsumerRecord) -> list[Outgoing]:
         assignment = decode(Assignment, record.value)
@@ -303,27 +308,27 @@ class PoolWorker:
                 await asyncio.wait_for(self._slot_freed.wait(), 0.2)
         self.calling += 1
 
-    async def drain(self) -> None:
-        """Wait for every in-flight call to finish and its result to be produced. Items waiting in a provider
-        batch are not waited for (hours): stop() and release() answer them first, the rest stay in flight."""
+    async def drain(self, partitions: set[TopicPartition] | None) -> None:
+        """Wait for the in-flight calls to finish and their results to be produced. Items waiting in a provider
+        batch are not waited for (hours): on a revoke the partitions' waiting items are released (read-ahead
+        and batcher; they replay on the next owner), at stop the slot loop ends and the batcher stops (its items
+        are left for a replay); the rest stay in flight."""
+        if partitions is None:
+            await self._stop_helpers()
+            self.dispatcher.stop_waiting()
+            if self.batcher:
+                await self.batcher.stop()
+            log.info("stopping: draining %d in-flight calls, then committing", len(self.tasks))
+        else:
+            self.read_ahead.release(partitions)  # their waiting items are not started; they replay
+            if self.batcher:
+                self.batcher.release(partitions)
         while busy := [t for t in self.tasks if t not in self.waiting_for_batch]:
             await asyncio.wait(busy, timeout=0.2)
 
-    async def commit(self) -> None:
-        self._last_commit = time.monotonic()
-        ready = self.offsets.committable()
-        if not ready:
-            return
-        try:
-            await self.consumer.commit(ready)
-        except Exception as exc:  # e.g. a rebalance in progress; the next commit carries these offsets
-            log.warning("commit deferred: %r", exc)
-            return
-        self.offsets.mark_committed(ready)
-
 
 def _failure(helpers: list[asyncio.Task[None]]) -> BaseException | None:
-    """The error of a helper loop (read-ahead, cache feed) that died: the pool stops on it."""
+    """The error of a helper loop (the slot loop, the cache feed) that died: the pool stops on it."""
     for helper in helpers:
         if helper.done() and not helper.cancelled() and helper.exception() is not None:
             log.error("pool helper failed: %r", helper.exception())

@@ -14,7 +14,9 @@ tenant at one priority) and `read_ahead` in all, and for the rest keeps only the
   they are queued, done, or in their own skip lists) until the flow is full or its list is empty, then seeks
   back to the frontier. A dense backlog is read about twice; a rewind costs a fetch.
 * **Commits.** `WindowOffsets` commits a partition only below its oldest unfinished item: queued, in flight,
-  or skipped. Nothing is committed that has not finished; a crash replays the rest.
+  or skipped. Nothing is committed that has not finished; a crash replays the rest. It is the tracker of the
+  pool's consume-commit runtime (modelyard/core/runtime.py), which fetches for the read-ahead: `plan` steers
+  each fetch, `absorb` files what came back.
 
 Memory: `read_ahead` records, plus the skip lists (at most `scan_limit` offsets per owned partition), plus
 aiokafka's fetch buffers.
@@ -213,6 +215,7 @@ class ReadAhead:
         )  # per tenant, its (partition, flow) skip lists: heavy while > 0
         self.reads = 0  # records read, re-reads included (read amplification = reads / items started)
         self.rewinds = 0
+        self._queued: list[Queued] = []  # what the fetch being absorbed queued
 
     def __len__(self) -> int:
         return len(self.scheduler)
@@ -224,16 +227,19 @@ class ReadAhead:
             return []
         return self.scheduler.pop_many(n, now if now is not None else _now())
 
-    # -- the reading side ------------------------------------------------------------------------------
-    async def keep_reading(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
-        """Fill the read-ahead until `stop`. Short polls while some flow waits for a rewind."""
-        while not stop.is_set():
-            await self.fill(consumer, timeout_ms=10 if self._skipping() else 200)
-
-    async def fill(self, consumer: AIOKafkaConsumer, timeout_ms: int) -> int:
-        """One fetch: steer (seek, pause, resume), read, file what was read. Returns records read."""
+    # -- the reading side: the pool's consume-commit runtime fetches; these steer it and file what it read -----
+    def plan(self, consumer: AIOKafkaConsumer) -> tuple[int, float]:
+        """Before a fetch: steer (seek, pause, resume); then how many records to fetch and how long to wait
+        for them (short polls while some flow waits for a rewind)."""
         self._steer(consumer)
-        batches = await consumer.getmany(timeout_ms=timeout_ms, max_records=self._fetch_size())
+        return self._fetch_size(), 0.01 if self._skipping() else 0.2
+
+    def absorb(
+        self, consumer: AIOKafkaConsumer, batches: dict[TopicPartition, list[ConsumerRecord]]
+    ) -> list[Queued]:
+        """File one fetch's records; the items queued by it (fresh or re-read), whose offsets are now in flight:
+        the caller starts their spans (a commit stops below them until they finish)."""
+        self._queued: list[Queued] = []
         read = 0
         for tp, records in batches.items():
             if records and tp not in self.offsets.released:
@@ -242,7 +248,7 @@ class ReadAhead:
             self.wake.set()
         self._waiting.set(len(self.scheduler))
         self._skipped.set(sum(w.skipped_count for w in self.windows.values()))
-        return read
+        return self._queued
 
     def release(self, partitions: set[TopicPartition]) -> None:
         """A rebalance revokes these partitions: stop starting their waiting items (which stay uncommitted
@@ -405,9 +411,10 @@ class ReadAhead:
             self.scheduler.set_heavy(tenant, False)
 
     def _queue(self, tp: TopicPartition, record: ConsumerRecord, peeked: Peeked) -> None:
-        self.offsets.started(tp, record.offset)
         tenant, priority = peeked.flow
-        self.scheduler.push(Queued(tp, record, tenant, priority, peeked.deadline, peeked.cost), _now())
+        entry = Queued(tp, record, tenant, priority, peeked.deadline, peeked.cost)
+        self.scheduler.push(entry, _now())
+        self._queued.append(entry)
 
 
 def _now() -> float:

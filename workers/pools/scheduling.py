@@ -29,6 +29,7 @@ waiting and the tenants active in the last 32 half-lives.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import math
 from collections import deque
@@ -57,6 +58,7 @@ class Queued:
     cost: float  # estimated tokens: input estimate + output budget
     seq: int = 0
     taken: bool = False
+    durable: asyncio.Future[bool] | None = None  # the consume-commit runtime's receipt: resolved by the pool
 
 
 class FairShare:

@@ -1,7 +1,8 @@
 """ClickHouseSink: results topic -> results + cost_ledger tables; pool topics -> routing_decisions.
 
-Adds records to a batch, flushes by size or time, writes with clickhouse-connect off the event loop, and
-commits the batch's offsets only after the write succeeded. A due batch is decoded (msgspec first, pydantic
+A stage of the consume-commit runtime (modelyard/core/runtime.py): adds records to a batch, flushes by size
+or time, writes with clickhouse-connect off the event loop; the runtime commits the batch's offsets only after
+the write succeeded (the batch's receipts resolve then). A due batch is decoded (msgspec first, pydantic
 for the verdict on anything it refuses), priced and turned into Arrow tables while the batch before it is
 still being written; writes and commits stay in batch order. While ClickHouse is unavailable it holds the
 batch (consuming nothing more) and retries with backoff. Replays are harmless: results dedup on (job_id,
@@ -23,12 +24,11 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from modelyard.core._exceptions import Backpressure, StorageError
-from modelyard.core.kafka import make_consumer, make_producer
+from modelyard.core.kafka import consumer_for, kafka_errors, make_producer
 from modelyard.core.observability import (
     COST_USD,
     DEAD_LETTERS,
@@ -40,6 +40,7 @@ from modelyard.core.observability import (
     TOKENS,
     UNPRICED_RESULTS,
 )
+from modelyard.core.runtime import ConsumeCommit, Fetched, Receipt, Room
 from modelyard.core.settings import KafkaSettings, ShadowAlertSettings, SinkSettings
 from schemas import AnyResult, Assignment, Result, ResultStruct, TaskType
 from schemas.decoding import StructFirst, decode
@@ -58,6 +59,9 @@ log = logging.getLogger("modelyard.sink")
 decode_result = StructFirst(
     ResultStruct, Result
 )  # msgspec for well-formed results, pydantic for every verdict
+FLUSHING_MAX = 2  # one batch written, the next one prepared, while a third fills
+# a rebalance waits this long at most for the batches being written (ClickHouse may be down)
+REVOKE_WAIT_S = 10.0
 
 
 @dataclass
@@ -70,18 +74,18 @@ class Batch:
     )  # results, decoded at write time off the loop
     decisions: list[Assignment] = field(default_factory=list)
     evals: list[EvalScore] = field(default_factory=list)
-    offsets: dict[TopicPartition, int] = field(default_factory=dict)
     rejected: list[tuple[ConsumerRecord, Rejection]] = field(default_factory=list)
     ledger: LedgerTables | None = None  # the results and their costs as Arrow tables, once prepared
     rows: RowPlan | None = None  # which of them the tables took, once written
     spend: list[SpendRecord] = field(default_factory=list)  # budgeted tenants' figures, once written
     opened_at: float = field(default_factory=time.monotonic)
+    # what the runtime's receipts for this batch wait for: True once written, False if given up
+    written: asyncio.Future[bool] | None = None
 
     def add(self, partition: TopicPartition, records: list[ConsumerRecord]) -> None:
         """One partition's fetched records, in offset order (results are decoded at write time, off the loop)."""
         if not records:
             return
-        self.offsets[partition] = records[-1].offset + 1
         if partition.topic == self.results_topic:
             self.undecoded.extend(records)
             return
@@ -145,41 +149,83 @@ class ClickHouseSink:
         self.consumed = 0
         self.shadow_watch = ShadowAgreementWatch(store, shadow_alert)
         self.reservations = ReservationLedger(store, self.budgeted_tenants)
+        self.consumer: AIOKafkaConsumer | None = None  # once running (consumer lag, readiness)
+        self._flushing: deque[asyncio.Task[bool]] = deque()
+        self._closing = asyncio.Lock()  # one batch closed at a time (the fetch loop, or a revoke)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume, batch, write, commit; until `stop` is set. aiokafka clients live inside the running loop."""
-        batch_size = self.config.batch_size
-        self.consumer = make_consumer(self.kafka, self.topics, self.group_id, max_records=batch_size)
+        self._stop, self._batch = stop, self._new_batch()
         self.producer = make_producer(self.kafka)
-        await self.producer.start()
-        await self.consumer.start()
-        batch, flushing = self._new_batch(), deque[asyncio.Task[bool]]()
-        try:
-            while not stop.is_set():
-                await self._fill(batch)
-                if self._due(batch):
-                    while len(flushing) >= 2:  # one batch written, the next one prepared, while a third fills
-                        await flushing.popleft()
-                    after = flushing[-1] if flushing else None
-                    flushing.append(asyncio.create_task(self._flush_until_written(batch, stop, after=after)))
-                    batch = self._new_batch()
-            written = all([await task for task in flushing])
-            if len(batch) and written:
-                await self._flush_until_written(batch, stop, attempts=3)
-        finally:
-            await self.consumer.stop()
-            await self.producer.stop()
+        self.consumer = consumer_for(self.kafka, self.group_id, self.config.batch_size)
+        runtime = ConsumeCommit(
+            self, self.consumer, self.producer, self.topics, fetch_timeout_s=self.config.flush_interval_s
+        )
+        await runtime.run(stop)
 
     def _new_batch(self) -> Batch:
-        return Batch(self.kafka.results_topic, self.kafka.evals_topic)
+        batch = Batch(self.kafka.results_topic, self.kafka.evals_topic)
+        batch.written = asyncio.get_running_loop().create_future()
+        return batch
 
-    async def _fill(self, batch: Batch) -> None:
-        room = self.config.batch_size - len(batch)
-        timeout_ms = int(self.config.flush_interval_s * 1000)
-        polled = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max(1, room))
-        for partition, records in polled.items():
-            self.consumed += len(records)
-            batch.add(partition, records)
+    async def room(self) -> Room:
+        return Room(max(1, self.config.batch_size - len(self._batch)))
+
+    async def take(self, fetched: Fetched) -> list[Receipt]:
+        """Add a fetch to the open batch; once it is due (full, or its first record waited flush_interval_s), start
+        writing it, at most FLUSHING_MAX batches at once (past that, fetching waits)."""
+        batch, receipts = self._batch, []
+        for partition, records in fetched.items():
+            if records:
+                self.consumed += len(records)
+                batch.add(partition, records)
+                assert batch.written is not None
+                receipts.append(Receipt(partition, records[0].offset, records[-1].offset + 1, batch.written))
+        if self._due(batch):
+            await self._close_batch()
+        return receipts
+
+    async def _close_batch(self) -> None:
+        async with self._closing:
+            if not len(self._batch):
+                return
+            while len(self._flushing) >= FLUSHING_MAX:  # a failed write is fatal through its receipts
+                await asyncio.wait([self._flushing.popleft()])
+            after = self._flushing[-1] if self._flushing else None
+            self._flushing.append(asyncio.create_task(self._write_batch(self._batch, after=after)))
+            self._batch = self._new_batch()
+
+    async def drain(self, partitions: set[TopicPartition] | None) -> None:
+        """Revoke: write the open batch now and wait (up to REVOKE_WAIT_S) for the batches being written. Stop:
+        wait for those, then write the open batch (3 tries) unless one before it was given up."""
+        if partitions is not None:
+            await asyncio.wait([asyncio.create_task(self._write_all_taken())], timeout=REVOKE_WAIT_S)
+            return
+        written = all([await task for task in self._flushing])
+        self._flushing.clear()
+        if len(self._batch) and written:
+            await self._write_batch(self._batch, attempts=3)
+
+    async def _write_all_taken(self) -> None:
+        await self._close_batch()
+        if self._flushing:
+            await asyncio.wait(list(self._flushing))
+
+    async def _write_batch(
+        self, batch: Batch, attempts: int | None = None, after: asyncio.Task[bool] | None = None
+    ) -> bool:
+        """_flush_until_written, its outcome handed to the batch's receipts (an error too: the runtime stops)."""
+        assert batch.written is not None
+        try:
+            written = await self._flush_until_written(batch, self._stop, attempts, after)
+        except asyncio.CancelledError:
+            batch.written.cancel()
+            raise
+        except Exception as exc:
+            batch.written.set_exception(exc)
+            return False
+        batch.written.set_result(written)
+        return written
 
     def _due(self, batch: Batch) -> bool:
         if not len(batch):
@@ -194,11 +240,11 @@ class ClickHouseSink:
         attempts: int | None = None,
         after: asyncio.Task[bool] | None = None,
     ) -> bool:
-        """Prepare the batch, then (once the batch before it, `after`, is written) write it and commit. Hold the
-        batch and retry while ClickHouse refuses it. True once written.
+        """Prepare the batch, then (once the batch before it, `after`, is written) write it. Hold the batch and
+        retry while ClickHouse refuses it. True once written.
 
         Preparing touches no ClickHouse, so it runs while the batch before is still being written (chdb releases
-        the GIL); writes and commits stay in batch order."""
+        the GIL); writes stay in batch order (and commits: the runtime commits below the oldest unwritten)."""
         await asyncio.to_thread(self._prepare, batch)
         if after is not None and not await after:
             return False  # the batch before was given up at shutdown: committing past it would skip it
@@ -216,7 +262,8 @@ class ClickHouseSink:
                 await asyncio.sleep(exc.retry_after)
 
     async def flush(self, batch: Batch) -> None:
-        """Write a prepared batch off the event loop (chdb releases the GIL while it inserts), then commit."""
+        """Write a prepared batch off the event loop (chdb releases the GIL while it inserts), then its dead
+        letters and the spend it changed; the runtime commits its offsets once this returns."""
         started = time.perf_counter()
         try:
             await asyncio.to_thread(self._write, batch)
@@ -226,16 +273,9 @@ class ClickHouseSink:
                 f"ClickHouse write failed: {exc}", retry_after=self.config.retry_backoff_s
             ) from exc
         SINK_FLUSH_SECONDS.observe(time.perf_counter() - started)
-        await self._dead_letter(batch.rejected)
-        await self._publish_spend(batch)
-        try:
-            await self.consumer.commit(batch.offsets)
-        except (
-            KafkaError
-        ) as exc:  # e.g. the partitions moved in a rebalance: the new owner replays, the store skips
-            log.warning(
-                "commit after write failed (%r); the batch will replay and be skipped as already stored", exc
-            )
+        with kafka_errors("produce dead letters and spend"):
+            await self._dead_letter(batch.rejected)
+            await self._publish_spend(batch)
         self.written += len(batch.results)
         count_written(batch.ledger, len(batch.decisions), batch.rows)
 
