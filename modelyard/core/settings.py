@@ -140,9 +140,10 @@ class ClickHouseSettings(Section):
 
 
 class ProviderSettings(Section):
-    api: Literal["vllm", "openai", "anthropic", "distilled"] = Field(
+    api: Literal["vllm", "openai", "anthropic", "distilled", "replay"] = Field(
         description="Wire protocol: vllm is OpenAI's plus vLLM's structured_outputs; openai; anthropic; "
-        "distilled: the registered student model, served in the pool's own process (no HTTP)."
+        "distilled: the registered student model, served in the pool's own process (no HTTP); "
+        "replay: recorded answers of real models (docs/recordings.md), no call at all."
     )
     base_url: str | None = None
     api_key: SecretStr | None = None
@@ -169,12 +170,32 @@ class ProviderSettings(Section):
     breaker_cooldown_s: float = Field(
         default=30.0, gt=0, description="How long an open circuit waits before one probe."
     )
+    recording: Path | None = Field(
+        default=None, description="api replay only: the JSONL recording answered from (docs/recordings.md)."
+    )
+    recording_key: str = Field(
+        default="recording_id",
+        min_length=1,
+        description="api replay only: the metadata key naming a line's id.",
+    )
+    teacher_accuracy: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="api replay only: how often a labelled teacher (a line with only an expected answer) is right.",
+    )
+
+    @model_validator(mode="after")
+    def _replay_has_a_recording(self) -> ProviderSettings:
+        if self.api == "replay" and self.recording is None:
+            raise ValueError("recording: a replay provider needs a recording file")
+        return self
 
     @property
     def mode(self) -> Literal["endpoint", "hosted", "simulator", "local"]:
         """endpoint: an explicit base_url (vLLM, a proxy); hosted: the real API with a key; local: a distilled
-        student in the pool's process; else the simulator."""
-        if self.api == "distilled":
+        student or a recording in the pool's process; else the simulator."""
+        if self.api in ("distilled", "replay"):
             return "local"
         if self.base_url:
             return "endpoint"
