@@ -8,7 +8,7 @@ KAFKA_STAMP := infra/kafka/target/.fetched
 SLM_VENV := .venv-vllm
 SLM_STAMP := $(SLM_VENV)/.installed
 
-.PHONY: install slm-cpu demo test test-unit broker-start broker-stop clean
+.PHONY: install slm-cpu demo test test-unit lint broker-start broker-stop clean
 
 install: $(STAMP) $(KAFKA_STAMP)
 
@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 $(KAFKA_STAMP): infra/kafka/pom.xml
 	@echo "==> [2/2] Apache Kafka jars from Maven into infra/kafka/target/lib (first time: ~30 s)"
 	@command -v java >/dev/null || (echo "error: java not found; install a Java 17+ runtime" && exit 1)
-	@mvn -q -B -f infra/kafka/pom.xml package
+	@mvn -q -B -Dstyle.color=never -f infra/kafka/pom.xml package
 	@touch $@
 
 slm-cpu: $(SLM_STAMP)
@@ -40,8 +40,17 @@ demo: install
 	$(BIN)/modelyard demo
 
 # CI runs the SLM pool against a real vLLM server on CPU too, so the test target builds its environment.
-test: install slm-cpu
-	$(BIN)/pytest -q
+test: install slm-cpu lint
+	@echo "==> unit tier (seconds)"
+	$(BIN)/pytest -q -ra --durations=10 tests/unit
+	@echo "==> integration tier (real Kafka, chDB, SDKs over HTTP, vLLM on CPU: ~7 min on 2 cores)"
+	$(BIN)/pytest -v -ra --durations=15 tests/integration
+
+# ruff (lint + format) over the tree, mypy over the contracts and the core; CI runs these before the tests.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test-unit: install
 	$(BIN)/pytest -q tests/unit

@@ -47,14 +47,14 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from modelyard._exceptions import BrokerError  # noqa: E402
-from modelyard.app import build_backend, build_dispatcher, freeze_startup_heap  # noqa: E402
-from modelyard.broker import LocalKafkaBroker  # noqa: E402
-from modelyard.processes import ProcessSupervisor, wait_for_port  # noqa: E402
-from modelyard.settings import Settings, load_settings  # noqa: E402
-from modelyard.topics import ensure_topics  # noqa: E402
-from schemas import Assignment, TaskType, WorkItem  # noqa: E402
-from workers.pool import PoolWorker  # noqa: E402
+from modelyard.app import build_backend, build_dispatcher, freeze_startup_heap
+from modelyard.core._exceptions import BrokerError
+from modelyard.core.settings import Settings, load_settings
+from modelyard.core.topics import ensure_topics
+from modelyard.local.broker import LocalKafkaBroker
+from modelyard.local.processes import ProcessSupervisor, wait_for_port
+from schemas import Assignment, TaskType, WorkItem
+from workers.pools.pool import PoolWorker
 
 console = Console(stderr=True)
 LATENCY_MS = 50.0
@@ -100,20 +100,35 @@ def process_cpu_s(pid: int) -> float:
 
 
 def item(n: int) -> WorkItem:
-    return WorkItem(job_id=f"b-{n}", tenant="bench", task="classification", input=f"I was charged twice, ticket {n}",
-                    params={"labels": ["billing", "bug", "other"]})
+    return WorkItem(
+        job_id=f"b-{n}",
+        tenant="bench",
+        task="classification",
+        input=f"I was charged twice, ticket {n}",
+        params={"labels": ["billing", "bug", "other"]},
+    )
 
 
 def assignment(n: int, run: str) -> Assignment:
-    return Assignment(item=item(n).model_copy(update={"job_id": f"{run}-{n}"}), task_type=TaskType.CLASSIFICATION,
-                      task_reason="bench", pool="slm", reason="bench", routed_at=datetime.now(UTC))
+    return Assignment(
+        item=item(n).model_copy(update={"job_id": f"{run}-{n}"}),
+        task_type=TaskType.CLASSIFICATION,
+        task_reason="bench",
+        pool="slm",
+        reason="bench",
+        routed_at=datetime.now(UTC),
+    )
 
 
 async def bench_backend(base: Settings, in_flight: int, rounds: int, sim_pid: int) -> Measure:
     pools = {**base.pools, "slm": base.pools["slm"].model_copy(update={"concurrency": in_flight})}
-    backend = build_backend(base.model_copy(update={"pools": pools}), "slm")  # as many connections as calls in flight
+    backend = build_backend(
+        base.model_copy(update={"pools": pools}), "slm"
+    )  # as many connections as calls in flight
     items = [item(n) for n in range(in_flight * rounds)]
-    await asyncio.gather(*(backend.complete(i, TaskType.CLASSIFICATION) for i in items[:in_flight]))  # connections up
+    await asyncio.gather(
+        *(backend.complete(i, TaskType.CLASSIFICATION) for i in items[:in_flight])
+    )  # connections up
     queue = iter(items)
 
     async def caller() -> None:
@@ -124,13 +139,22 @@ async def bench_backend(base: Settings, in_flight: int, rounds: int, sim_pid: in
     await asyncio.gather(*(caller() for _ in range(in_flight)))
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     await backend.close()
-    return Measure(f"backend alone ({base.providers['vllm'].client})", in_flight, len(items), wall, cpu, process_cpu_s(sim_pid) - sim_cpu)
+    return Measure(
+        f"backend alone ({base.providers['vllm'].client})",
+        in_flight,
+        len(items),
+        wall,
+        cpu,
+        process_cpu_s(sim_pid) - sim_cpu,
+    )
 
 
 def pool_settings(base: Settings, concurrency: int, processes: int = 1) -> tuple[Settings, str]:
     """Settings of one benchmark run: its own topics and consumer group; enough partitions for every process."""
     run = f"bp{uuid.uuid4().hex[:6]}"
-    kafka = base.kafka.model_copy(update={"topic_prefix": run, "partitions": max(base.kafka.partitions, processes)})
+    kafka = base.kafka.model_copy(
+        update={"topic_prefix": run, "partitions": max(base.kafka.partitions, processes)}
+    )
     pools = {**base.pools, "slm": base.pools["slm"].model_copy(update={"concurrency": concurrency})}
     return base.model_copy(update={"app_id": run, "kafka": kafka, "pools": pools}), run
 
@@ -145,27 +169,40 @@ async def bench_pool(base: Settings, in_flight: int, rounds: int, sim_pid: int) 
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     await until_processed(worker, in_flight, task)  # group joined, connections up: steady state from here
-    done, sim_cpu, cpu, started = worker.processed, process_cpu_s(sim_pid), time.process_time(), time.perf_counter()
+    done, sim_cpu, cpu, started = (
+        worker.processed,
+        process_cpu_s(sim_pid),
+        time.process_time(),
+        time.perf_counter(),
+    )
     await until_processed(worker, total, task)
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     sim_cpu = process_cpu_s(sim_pid) - sim_cpu
     stop.set()
     await task
-    return Measure(f"whole pool ({base.providers['vllm'].client})", in_flight, total - done, wall, cpu, sim_cpu)
+    return Measure(
+        f"whole pool ({base.providers['vllm'].client})", in_flight, total - done, wall, cpu, sim_cpu
+    )
 
 
-async def bench_pool_processes(base: Settings, in_flight: int, rounds: int, sim_pid: int, processes: int) -> Measure:
+async def bench_pool_processes(
+    base: Settings, in_flight: int, rounds: int, sim_pid: int, processes: int
+) -> Measure:
     """N pool processes in one consumer group, C/N calls in flight each: all in the group before the assignments
     are loaded, measured from when every one of them is busy."""
     settings, run = pool_settings(base, in_flight // processes, processes)
     await ensure_topics(settings)
     spawn = multiprocessing.get_context("spawn")
     stop, counts = spawn.Event(), [spawn.Value("q", -1, lock=False) for _ in range(processes)]
-    children = [spawn.Process(target=pool_process, args=(settings, count, stop), daemon=True) for count in counts]
+    children = [
+        spawn.Process(target=pool_process, args=(settings, count, stop), daemon=True) for count in counts
+    ]
     for child in children:
         child.start()
     try:
-        await until_counted(children, lambda: min(c.value for c in counts) >= 0)  # each one has its partitions
+        await until_counted(
+            children, lambda: min(c.value for c in counts) >= 0
+        )  # each one has its partitions
         total = in_flight * (rounds + 1)
         await preload(settings, [assignment(n, run) for n in range(total)])
         await until_counted(children, lambda: min(c.value for c in counts) >= in_flight // processes)
@@ -178,7 +215,14 @@ async def bench_pool_processes(base: Settings, in_flight: int, rounds: int, sim_
         stop.set()
         for child in children:
             child.join(30)
-    return Measure(f"whole pool ({base.providers['vllm'].client}) x{processes}", in_flight, total - done, wall, cpu, sim_cpu)
+    return Measure(
+        f"whole pool ({base.providers['vllm'].client}) x{processes}",
+        in_flight,
+        total - done,
+        wall,
+        cpu,
+        sim_cpu,
+    )
 
 
 async def until_counted(children: list[BaseProcess], reached: Callable[[], bool]) -> None:
@@ -199,7 +243,9 @@ async def _pool_process(settings: Settings, processed: c_longlong, stop: Process
     stopping = asyncio.Event()
     task = asyncio.create_task(worker.run(stopping))
     while not stop.is_set() and not task.done():
-        if getattr(worker, "consumer", None) is not None and worker.consumer.assignment():  # -1 until it has partitions
+        if (
+            getattr(worker, "consumer", None) is not None and worker.consumer.assignment()
+        ):  # -1 until it has partitions
             processed.value = worker.processed
         await asyncio.sleep(0.002)
     stopping.set()
@@ -219,24 +265,49 @@ async def preload(settings: Settings, assignments: list[Assignment]) -> None:
     await producer.start()
     try:
         topic = settings.kafka.pool_topic("slm")
-        await asyncio.gather(*[await producer.send(topic, a.model_dump_json().encode(), key=a.item.job_id.encode()) for a in assignments])
+        await asyncio.gather(
+            *[
+                await producer.send(topic, a.model_dump_json().encode(), key=a.item.job_id.encode())
+                for a in assignments
+            ]
+        )
     finally:
         await producer.stop()
 
 
 def report(measures: list[Measure]) -> Table:
-    table = Table("scope", "in flight", "requests", "req/s", "bound C/L", "ratio", "CPU ms/req", "core busy", "sim CPU ms/req",
-                  title=f"pool throughput vs Little's law (simulator latency {LATENCY_MS:g} ms, jitter 0; {os.cpu_count()} CPUs)")
+    table = Table(
+        "scope",
+        "in flight",
+        "requests",
+        "req/s",
+        "bound C/L",
+        "ratio",
+        "CPU ms/req",
+        "core busy",
+        "sim CPU ms/req",
+        title=f"pool throughput vs Little's law (simulator latency {LATENCY_MS:g} ms, jitter 0; {os.cpu_count()} CPUs)",
+    )
     for m in measures:
-        table.add_row(m.scope, str(m.in_flight), f"{m.requests:,}", f"{m.throughput:,.0f}", f"{m.bound:,.0f}",
-                      f"{m.throughput / m.bound:.2f}x", f"{1000 * m.cpu_s / m.requests:.3f}", f"{m.cpu_s / m.wall_s:.0%}",
-                      f"{1000 * m.sim_cpu_s / m.requests:.3f}")
+        table.add_row(
+            m.scope,
+            str(m.in_flight),
+            f"{m.requests:,}",
+            f"{m.throughput:,.0f}",
+            f"{m.bound:,.0f}",
+            f"{m.throughput / m.bound:.2f}x",
+            f"{1000 * m.cpu_s / m.requests:.3f}",
+            f"{m.cpu_s / m.wall_s:.0%}",
+            f"{1000 * m.sim_cpu_s / m.requests:.3f}",
+        )
     return table
 
 
 def bench_settings(data: Path, bootstrap: str, sim_port: int) -> Settings:
     return load_settings(
-        kafka={"bootstrap_servers": bootstrap}, local_broker={"data_dir": data / "kafka"}, log_level="WARNING",
+        kafka={"bootstrap_servers": bootstrap},
+        local_broker={"data_dir": data / "kafka"},
+        log_level="WARNING",
         simulator={"port": sim_port, "latency_ms": LATENCY_MS, "jitter_ms": 0},
     )
 
@@ -258,7 +329,14 @@ def start_broker(data: Path, sim_port: int, attempts: int = 3) -> tuple[Settings
 
 def with_client(base: Settings, client: str) -> Settings:
     """The vLLM provider through the lean aiohttp client or the openai SDK."""
-    return base.model_copy(update={"providers": {**base.providers, "vllm": base.providers["vllm"].model_copy(update={"client": client})}})
+    return base.model_copy(
+        update={
+            "providers": {
+                **base.providers,
+                "vllm": base.providers["vllm"].model_copy(update={"client": client}),
+            }
+        }
+    )
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -269,8 +347,12 @@ async def main(args: argparse.Namespace) -> None:
         base = bench_settings(data, args.bootstrap, sim_port)
     else:
         base, broker = start_broker(data, sim_port)
-    env = {"MODELYARD_SIMULATOR__PORT": str(sim_port), "MODELYARD_SIMULATOR__LATENCY_MS": str(LATENCY_MS),
-           "MODELYARD_SIMULATOR__JITTER_MS": "0", "MODELYARD_LOG_LEVEL": "WARNING"}
+    env = {
+        "MODELYARD_SIMULATOR__PORT": str(sim_port),
+        "MODELYARD_SIMULATOR__LATENCY_MS": str(LATENCY_MS),
+        "MODELYARD_SIMULATOR__JITTER_MS": "0",
+        "MODELYARD_LOG_LEVEL": "WARNING",
+    }
     measures: list[Measure] = []
     try:
         with ProcessSupervisor(data / "logs", env=env) as supervisor:
@@ -286,7 +368,11 @@ async def main(args: argparse.Namespace) -> None:
                         if processes == 1:
                             measures.append(await bench_pool(settings, in_flight, args.rounds, sim.pid))
                         else:
-                            measures.append(await bench_pool_processes(settings, in_flight, args.rounds, sim.pid, processes))
+                            measures.append(
+                                await bench_pool_processes(
+                                    settings, in_flight, args.rounds, sim.pid, processes
+                                )
+                            )
         Console(width=140).print(report(measures))
     finally:
         if broker is not None:
@@ -295,13 +381,29 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--inflight", type=int, nargs="+", default=[64, 256, 512])
-    parser.add_argument("--rounds", type=int, default=20, help="requests per caller (each round is one latency)")
+    parser.add_argument(
+        "--rounds", type=int, default=20, help="requests per caller (each round is one latency)"
+    )
     parser.add_argument("--scopes", nargs="+", default=["backend", "pool"], choices=["backend", "pool"])
     parser.add_argument("--bootstrap", help="use this Kafka instead of starting a local broker")
-    parser.add_argument("--clients", nargs="+", default=["lean", "sdk"], choices=["lean", "sdk"], help="vLLM client(s) to measure")
-    parser.add_argument("--processes", type=int, nargs="+", default=[1], help="pool processes in the consumer group (each runs C/N)")
+    parser.add_argument(
+        "--clients",
+        nargs="+",
+        default=["lean", "sdk"],
+        choices=["lean", "sdk"],
+        help="vLLM client(s) to measure",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="pool processes in the consumer group (each runs C/N)",
+    )
     arguments = parser.parse_args()
     if any(c % p for c in arguments.inflight for p in arguments.processes):
         parser.error("every --inflight must divide by every --processes (each process runs C/N)")

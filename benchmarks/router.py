@@ -33,22 +33,26 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from modelyard.broker import LocalKafkaBroker  # noqa: E402
-from modelyard.demo import sample_lines  # noqa: E402
-from modelyard.processes import ProcessSupervisor  # noqa: E402
-from modelyard.settings import Settings, load_settings  # noqa: E402
-from modelyard.topics import ensure_topics  # noqa: E402
-from streams.batch_router import by_partition, send_records  # noqa: E402
-from streams.partitioning import partitions_for  # noqa: E402
-from streams.policy import Outgoing  # noqa: E402
-from schemas import WorkItem  # noqa: E402
-from schemas.decoding import decode  # noqa: E402
+import contextlib
+
+from modelyard.core.settings import Settings, load_settings
+from modelyard.core.topics import ensure_topics
+from modelyard.local.broker import LocalKafkaBroker
+from modelyard.local.demo import sample_lines
+from modelyard.local.processes import ProcessSupervisor
+from schemas import WorkItem
+from schemas.decoding import decode
+from streams.batch_router import by_partition, send_records
+from streams.partitioning import partitions_for
+from streams.policy import Outgoing
 
 console = Console(stderr=True)
 
 
 def messages(n: int) -> list[tuple[bytes, bytes]]:
-    valid = [orjson.loads(raw) for _, raw in sample_lines("bench") if isinstance(decode(WorkItem, raw), WorkItem)]
+    valid = [
+        orjson.loads(raw) for _, raw in sample_lines("bench") if isinstance(decode(WorkItem, raw), WorkItem)
+    ]
     out = []
     for i in range(n):
         job = dict(valid[i % len(valid)], job_id=f"bench-{i}")
@@ -61,7 +65,9 @@ async def produce(settings: Settings, topic: str, batch: list[tuple[bytes, bytes
     await producer.start()
     try:
         for start in range(0, len(batch), 5000):
-            await asyncio.gather(*[await producer.send(topic, value=v, key=k) for k, v in batch[start : start + 5000]])
+            await asyncio.gather(
+                *[await producer.send(topic, value=v, key=k) for k, v in batch[start : start + 5000]]
+            )
     finally:
         await producer.stop()
 
@@ -71,7 +77,9 @@ class MachineCpu:
     busy (all processes: broker, routers, this script) between two wall-clock instants."""
 
     def __init__(self) -> None:
-        self.samples: list[tuple[float, int, int, int]] = []  # time, machine busy, machine total, watched processes
+        self.samples: list[
+            tuple[float, int, int, int]
+        ] = []  # time, machine busy, machine total, watched processes
         self.pids: list[int] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -80,15 +88,17 @@ class MachineCpu:
     def _sample(self) -> None:
         while not self._stop.wait(0.1):
             fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-            self.samples.append((time.time(), sum(fields) - fields[3] - fields[4], sum(fields), self._watched()))
+            self.samples.append(
+                (time.time(), sum(fields) - fields[3] - fields[4], sum(fields), self._watched())
+            )
 
     def _watched(self) -> int:
         ticks = 0
         for pid in self.pids:
-            try:
-                ticks += sum(int(v) for v in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13])
-            except (OSError, IndexError, ValueError):
-                pass
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                ticks += sum(
+                    int(v) for v in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13]
+                )
         return ticks
 
     def between(self, start: float, end: float) -> tuple[float, float]:
@@ -97,7 +107,9 @@ class MachineCpu:
         (_, busy0, total0, mine0), (_, busy1, total1, mine1) = inside[0], inside[-1]
         seconds = max(inside[-1][0] - inside[0][0], 1e-3)
         cores = (os.cpu_count() or 1) * (busy1 - busy0) / max(total1 - total0, 1)
-        return cores, (mine1 - mine0) / os.sysconf("SC_CLK_TCK") * min((end - start) / seconds, 1.0) if self.pids else float("nan")
+        return cores, (mine1 - mine0) / os.sysconf("SC_CLK_TCK") * min(
+            (end - start) / seconds, 1.0
+        ) if self.pids else float("nan")
 
     def stop(self) -> None:
         self._stop.set()
@@ -132,7 +144,9 @@ async def group_stable(settings: Settings, group_id: str, members: int, timeout:
             if state == "Stable" and len(joined) == members:
                 return
             await asyncio.sleep(0.1)
-        raise TimeoutError(f"consumer group {group_id} not Stable with {members} members after {timeout:.0f}s")
+        raise TimeoutError(
+            f"consumer group {group_id} not Stable with {members} members after {timeout:.0f}s"
+        )
     finally:
         await admin.close()
 
@@ -146,7 +160,9 @@ async def produce_batches(settings: Settings, topic: str, batch: list[tuple[byte
         count = len(await producer.partitions_for(topic))
         records = [Outgoing(topic, key, value) for key, value in batch]
         deliveries = []
-        for partition, group in by_partition(records, partitions_for([k for k, _ in batch], count).tolist()).items():
+        for partition, group in by_partition(
+            records, partitions_for([k for k, _ in batch], count).tolist()
+        ).items():
             deliveries += await send_records(producer, topic, partition, group)
         await asyncio.gather(*deliveries)
     finally:
@@ -155,7 +171,9 @@ async def produce_batches(settings: Settings, topic: str, batch: list[tuple[byte
 
 async def output_timestamps(settings: Settings, topics: list[str], n: int, timeout: float) -> list[float]:
     """Wall-clock seconds of the n output records (their Kafka timestamps), sorted."""
-    consumer = AIOKafkaConsumer(*topics, **settings.kafka.client_options(), auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        *topics, **settings.kafka.client_options(), auto_offset_reset="earliest", enable_auto_commit=False
+    )
     await consumer.start()
     stamps: list[float] = []
     deadline = time.monotonic() + timeout
@@ -170,10 +188,18 @@ async def output_timestamps(settings: Settings, topics: list[str], n: int, timeo
     return sorted(stamps)
 
 
-async def raw_passthrough(settings: Settings, source: str, sinks: list[str], n: int, decode_route: bool = False) -> None:
+async def raw_passthrough(
+    settings: Settings, source: str, sinks: list[str], n: int, decode_route: bool = False
+) -> None:
     """Bytes in -> bytes out; with decode_route, each value is also parsed with orjson and its topic picked
     from a field (the issue's "raw consume -> decode -> route -> produce" baseline)."""
-    consumer = AIOKafkaConsumer(source, **settings.kafka.client_options(), auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=5000)
+    consumer = AIOKafkaConsumer(
+        source,
+        **settings.kafka.client_options(),
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=5000,
+    )
     producer = AIOKafkaProducer(**settings.kafka.client_options(), linger_ms=5, max_batch_size=256 * 1024)
     await consumer.start()
     await producer.start()
@@ -182,7 +208,11 @@ async def raw_passthrough(settings: Settings, source: str, sinks: list[str], n: 
         while done < n:
             for records in (await consumer.getmany(timeout_ms=500, max_records=5000)).values():
                 for record in records:
-                    topic = sinks[0] if not decode_route or orjson.loads(record.value).get("priority", 5) < 8 else sinks[1]
+                    topic = (
+                        sinks[0]
+                        if not decode_route or orjson.loads(record.value).get("priority", 5) < 8
+                        else sinks[1]
+                    )
                     await producer.send(topic, value=record.value, key=record.key)
                 done += sum(1 for _ in records)
         await producer.flush()
@@ -192,10 +222,17 @@ async def raw_passthrough(settings: Settings, source: str, sinks: list[str], n: 
 
 
 def scenario_settings(base: Settings, prefix: str, partitions: int) -> Settings:
-    return base.model_copy(update={"kafka": base.kafka.model_copy(update={"topic_prefix": prefix, "partitions": partitions}), "app_id": prefix})
+    return base.model_copy(
+        update={
+            "kafka": base.kafka.model_copy(update={"topic_prefix": prefix, "partitions": partitions}),
+            "app_id": prefix,
+        }
+    )
 
 
-async def run_raw(base: Settings, batch: list[tuple[bytes, bytes]], partitions: int, decode_route: bool = False) -> Run:
+async def run_raw(
+    base: Settings, batch: list[tuple[bytes, bytes]], partitions: int, decode_route: bool = False
+) -> Run:
     settings = scenario_settings(base, f"bench-raw-{uuid.uuid4().hex[:6]}", partitions)
     await ensure_topics(settings)
     await produce(settings, settings.kafka.jobs_topic, batch)
@@ -204,12 +241,19 @@ async def run_raw(base: Settings, batch: list[tuple[bytes, bytes]], partitions: 
     return await measured(settings, outs, len(batch), 120)
 
 
-async def run_router(base: Settings, batch: list[tuple[bytes, bytes]], partitions: int, routers: int, engine: str = "batch") -> Run:
+async def run_router(
+    base: Settings, batch: list[tuple[bytes, bytes]], partitions: int, routers: int, engine: str = "batch"
+) -> Run:
     settings = scenario_settings(base, f"bench-router-{uuid.uuid4().hex[:6]}", partitions)
     await ensure_topics(settings)
-    env = {"MODELYARD_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix, "MODELYARD_KAFKA__PARTITIONS": str(partitions),
-           "MODELYARD_APP_ID": settings.app_id, "MODELYARD_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-           "MODELYARD_LOG_LEVEL": "WARNING", "MODELYARD_ROUTER__ENGINE": engine}
+    env = {
+        "MODELYARD_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
+        "MODELYARD_KAFKA__PARTITIONS": str(partitions),
+        "MODELYARD_APP_ID": settings.app_id,
+        "MODELYARD_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "MODELYARD_LOG_LEVEL": "WARNING",
+        "MODELYARD_ROUTER__ENGINE": engine,
+    }
     outputs = [settings.kafka.pool_topic(p) for p in settings.pools] + [settings.kafka.dead_letter_topic]
     with ProcessSupervisor(Path(".modelyard/logs/bench"), env=env) as supervisor:
         assert CPU is not None
@@ -224,9 +268,8 @@ async def run_router(base: Settings, batch: list[tuple[bytes, bytes]], partition
 
 def policy_alone(base: Settings, batch: list[tuple[bytes, bytes]]) -> float:
     """The routing decision itself, in-process (where the router's own Python time goes)."""
-    from streams.policy import RoutingPolicy, Source
-
     from modelyard.app import freeze_startup_heap
+    from streams.policy import RoutingPolicy, Source
 
     policy, size = RoutingPolicy(base), base.router.batch_max
     records = [(value, Source("jobs", 0, offset)) for offset, (_, value) in enumerate(batch)]
@@ -245,9 +288,21 @@ async def main(args: argparse.Namespace) -> None:
     started = broker.start()
     try:
         batch = messages(args.messages)
-        console.print(f"{len(batch):,} messages of ~{sum(len(v) for _, v in batch) // len(batch)} bytes; broker {base.kafka.bootstrap_servers}")
-        table = Table("scenario", "partitions", "processes", "msg/s (best)", "runs", "cores busy", "router CPU us/msg", "vs pass-through", "vs decode+route",
-                      title=f"router throughput, best of {args.repeat} interleaved runs")
+        console.print(
+            f"{len(batch):,} messages of ~{sum(len(v) for _, v in batch) // len(batch)} bytes; broker {base.kafka.bootstrap_servers}"
+        )
+        table = Table(
+            "scenario",
+            "partitions",
+            "processes",
+            "msg/s (best)",
+            "runs",
+            "cores busy",
+            "router CPU us/msg",
+            "vs pass-through",
+            "vs decode+route",
+            title=f"router throughput, best of {args.repeat} interleaved runs",
+        )
         scenarios = {
             "raw": lambda: run_raw(base, batch, 4),
             "raw_dr": lambda: run_raw(base, batch, 4, decode_route=True),
@@ -258,7 +313,9 @@ async def main(args: argparse.Namespace) -> None:
         if args.agent:
             scenarios["agent"] = lambda: run_router(base, batch, 4, 1, engine="agent")
         runs: dict[str, list[Run]] = {name: [] for name in scenarios}
-        for attempt in range(args.repeat):  # interleaved, so a busy moment of the machine hits every scenario alike
+        for attempt in range(
+            args.repeat
+        ):  # interleaved, so a busy moment of the machine hits every scenario alike
             for name, scenario in scenarios.items():
                 with console.status(f"run {attempt + 1}/{args.repeat}: {name}..."):
                     runs[name].append(await scenario())
@@ -268,15 +325,29 @@ async def main(args: argparse.Namespace) -> None:
         def row(name: str, partitions: int, processes: int, key: str, extra: str = "") -> None:
             rate, cores, router_us = best[key]
             spread = " ".join(f"{r.rate / 1000:.0f}k" for r in runs[key])
-            table.add_row(name, str(partitions), str(processes), f"{rate:,.0f}", spread, f"{cores:.2f} of {os.cpu_count()}",
-                          "-" if router_us != router_us else f"{router_us:.1f}",
-                          f"{rate / raw:.2f}x", f"{rate / raw_dr:.2f}x{extra}")
+            table.add_row(
+                name,
+                str(partitions),
+                str(processes),
+                f"{rate:,.0f}",
+                spread,
+                f"{cores:.2f} of {os.cpu_count()}",
+                "-" if router_us != router_us else f"{router_us:.1f}",
+                f"{rate / raw:.2f}x",
+                f"{rate / raw_dr:.2f}x{extra}",
+            )
 
         row("raw aiokafka consume -> produce (bytes pass-through)", 4, 1, "raw")
         row("raw aiokafka consume -> decode -> route -> produce", 4, 1, "raw_dr")
         row("modelyard router, batch engine", 4, 1, "one")
         if args.scaling:
-            row("modelyard router, batch engine", 8, 2, "two", f" ({best['two'].rate / best['one'].rate:.2f}x of 1 process)")
+            row(
+                "modelyard router, batch engine",
+                8,
+                2,
+                "two",
+                f" ({best['two'].rate / best['one'].rate:.2f}x of 1 process)",
+            )
         if args.agent:
             row("modelyard router, Faust agent engine", 4, 1, "agent")
         runs["alone"] = [Run(policy_alone(base, batch), 1.0) for _ in range(args.repeat)]
@@ -289,9 +360,13 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--scaling", action="store_true", help="also 2 router processes on 8 partitions")
     parser.add_argument("--agent", action="store_true", help="also the Faust agent engine")
-    parser.add_argument("--repeat", type=int, default=3, help="interleaved runs per scenario; the best counts (default 3)")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="interleaved runs per scenario; the best counts (default 3)"
+    )
     asyncio.run(main(parser.parse_args()))

@@ -20,11 +20,11 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from modelyard.app import build_backend  # noqa: E402
-from modelyard.demo import sample_lines  # noqa: E402
-from modelyard.settings import Settings, load_settings  # noqa: E402
-from schemas import TaskType, WorkItem  # noqa: E402
-from schemas.decoding import decode  # noqa: E402
+from modelyard.app import build_backend
+from modelyard.core.settings import Settings, load_settings
+from modelyard.local.demo import sample_lines
+from schemas import TaskType, WorkItem
+from schemas.decoding import decode
 
 
 def classification_items(count: int) -> list[WorkItem]:
@@ -61,9 +61,18 @@ def main() -> None:
     settings = load_settings(providers={"vllm": {"base_url": settings.slm_server.url}})
     table = Table("in flight", "requests", "req/s", "ms/request", "input tok/s", "output tok/s")
     for in_flight in args.inflight:
-        wall, tokens_in, tokens_out = asyncio.run(measure(settings, in_flight, classification_items(args.requests)))
+        wall, tokens_in, tokens_out = asyncio.run(
+            measure(settings, in_flight, classification_items(args.requests))
+        )
         n = args.requests
-        table.add_row(str(in_flight), str(n), f"{n / wall:.1f}", f"{1000 * wall / n * in_flight:.0f}", f"{tokens_in / wall:.0f}", f"{tokens_out / wall:.0f}")
+        table.add_row(
+            str(in_flight),
+            str(n),
+            f"{n / wall:.1f}",
+            f"{1000 * wall / n * in_flight:.0f}",
+            f"{tokens_in / wall:.0f}",
+            f"{tokens_out / wall:.0f}",
+        )
     Console().print(table)
 
 

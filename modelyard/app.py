@@ -8,8 +8,8 @@ import logging
 import signal
 from typing import Protocol
 
-from modelyard.settings import Settings
-from modelyard.topics import ensure_topics
+from modelyard.core.settings import Settings
+from modelyard.core.topics import ensure_topics
 
 log = logging.getLogger("modelyard")
 
@@ -19,7 +19,7 @@ class Runnable(Protocol):
 
 
 def configure_logging(settings: Settings, process: str) -> None:
-    from modelyard.logs import configure_logging as configure
+    from modelyard.core.logs import configure_logging as configure
 
     configure(settings, process)
 
@@ -44,23 +44,27 @@ def provider_base_url(settings: Settings, provider: str) -> str | None:
     return f"{settings.simulator.url}{suffix}"
 
 
-def build_backend(settings: Settings, pool: str, provider: str | None = None, model: str | None = None):  # -> ModelBackend
+def build_backend(
+    settings: Settings, pool: str, provider: str | None = None, model: str | None = None
+):  # -> ModelBackend
     """The SDK client for one of a pool's targets (its own provider and model unless named)."""
-    from workers.backends.anthropic_messages import AnthropicBackend
-    from workers.backends.openai_chat import OpenAIChatBackend
+    from workers.pools.backends.anthropic_messages import AnthropicBackend
+    from workers.pools.backends.openai_chat import OpenAIChatBackend
 
     pool_settings = settings.pools[pool]
     provider = provider or pool_settings.provider
     target = pool_settings.model_copy(update={"provider": provider, "model": model or pool_settings.model})
     config = settings.providers[provider]
     if config.api == "distilled":
-        from workers.backends.distilled import DistilledBackend
-        from workers.model_registry import ModelRegistry
+        from workers.pools.backends.distilled import DistilledBackend
+        from workers.pools.model_registry import ModelRegistry
 
-        return DistilledBackend(provider, target, ModelRegistry(settings.models_dir), settings.distill.reload_interval_s)
+        return DistilledBackend(
+            provider, target, ModelRegistry(settings.models_dir), settings.distill.reload_interval_s
+        )
     backend_class = AnthropicBackend if config.api == "anthropic" else OpenAIChatBackend
     if config.api == "vllm" and config.client == "lean":
-        from workers.backends.vllm_http import VllmHttpBackend
+        from workers.pools.backends.vllm_http import VllmHttpBackend
 
         backend_class = VllmHttpBackend
     return backend_class(provider, config, target, base_url=provider_base_url(settings, provider))
@@ -68,31 +72,40 @@ def build_backend(settings: Settings, pool: str, provider: str | None = None, mo
 
 def build_dispatcher(settings: Settings, pool: str):  # -> Dispatcher
     """The pool's chain: its own provider/model, then its fallbacks; gates shared per provider."""
-    from workers.breaker import CircuitBreaker
-    from workers.dispatch import Dispatcher, Target
-    from workers.limits import ProviderGate
-    from workers.metered import MeteredBackend
+    from workers.pools.breaker import CircuitBreaker
+    from workers.pools.dispatch import Dispatcher, Target
+    from workers.pools.limits import ProviderGate
+    from workers.pools.metered import MeteredBackend
 
     pool_settings, stopping = settings.pools[pool], asyncio.Event()
-    chain = [(pool_settings.provider, pool_settings.model)] + [(f.provider, f.model) for f in pool_settings.fallbacks]
+    chain = [(pool_settings.provider, pool_settings.model)] + [
+        (f.provider, f.model) for f in pool_settings.fallbacks
+    ]
     gates = {name: ProviderGate(name, settings.providers[name], stopping) for name, _ in chain}
     targets = []
     for provider, model in dict.fromkeys(chain):
         config = settings.providers[provider]
-        targets.append(Target(
-            provider=provider, model=model, backend=MeteredBackend(build_backend(settings, pool, provider, model), pool),
-            breaker=CircuitBreaker(f"{provider}/{model}", config.breaker_failures, config.breaker_cooldown_s),
-            gate=gates[provider], max_output_tokens=pool_settings.max_output_tokens,
-            rate_limit_retries=config.rate_limit_retries,
-        ))
+        targets.append(
+            Target(
+                provider=provider,
+                model=model,
+                backend=MeteredBackend(build_backend(settings, pool, provider, model), pool),
+                breaker=CircuitBreaker(
+                    f"{provider}/{model}", config.breaker_failures, config.breaker_cooldown_s
+                ),
+                gate=gates[provider],
+                max_output_tokens=pool_settings.max_output_tokens,
+                rate_limit_retries=config.rate_limit_retries,
+            )
+        )
     return Dispatcher(pool, targets, stopping, pool_settings.wait_for_circuit_s)
 
 
 def build_batcher(settings: Settings, pool: str):  # -> Batcher | None
     """The pool's batch path (its own provider and model) when `pools.<name>.batch.enabled`."""
-    from workers.backends.anthropic_batch import AnthropicBatchBackend
-    from workers.backends.openai_batch import OpenAIBatchBackend
-    from workers.batching import Batcher
+    from workers.pools.backends.anthropic_batch import AnthropicBatchBackend
+    from workers.pools.backends.openai_batch import OpenAIBatchBackend
+    from workers.pools.batching import Batcher
 
     pool_settings = settings.pools[pool]
     if not pool_settings.batch.enabled:
@@ -106,7 +119,7 @@ def build_batcher(settings: Settings, pool: str):  # -> Batcher | None
 async def serve(settings: Settings, component: Runnable, group: str) -> None:
     """Run a component until SIGTERM/SIGINT, then let it drain and commit. With `metrics.port` set, serve
     /metrics, /healthz and /readyz meanwhile, and measure the consumer group's lag periodically."""
-    from modelyard.observability import Health, start_health_server
+    from modelyard.core.observability import Health, start_health_server
 
     stop, topics_ready = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -130,8 +143,10 @@ def _consuming(component: Runnable) -> bool:
     return getattr(component, "consumer", None) is not None
 
 
-async def _watch_lag(settings: Settings, component: Runnable, group: str, topics_ready: asyncio.Event) -> None:
-    from modelyard.observability import watch_lag
+async def _watch_lag(
+    settings: Settings, component: Runnable, group: str, topics_ready: asyncio.Event
+) -> None:
+    from modelyard.core.observability import watch_lag
 
     await topics_ready.wait()
     while not _consuming(component):
@@ -142,40 +157,75 @@ async def _watch_lag(settings: Settings, component: Runnable, group: str, topics
 def run_pool(settings: Settings, pool: str) -> None:
     configure_logging(settings, f"pool-{pool}")
     config = settings.pools[pool]
-    log.info("pool %s: provider %s (%s) model %s", pool, config.provider, settings.providers[config.provider].mode, config.model)
+    log.info(
+        "pool %s: provider %s (%s) model %s",
+        pool,
+        config.provider,
+        settings.providers[config.provider].mode,
+        config.model,
+    )
     for fallback in config.fallbacks:
-        log.info("pool %s: fallback %s (%s) model %s", pool, fallback.provider, settings.providers[fallback.provider].mode, fallback.model)
+        log.info(
+            "pool %s: fallback %s (%s) model %s",
+            pool,
+            fallback.provider,
+            settings.providers[fallback.provider].mode,
+            fallback.model,
+        )
     if config.batch.enabled:
-        log.info("pool %s: deferrable items (deadline none or > %.0fs away) go through the %s batch API",
-                 pool, config.batch.horizon_s, config.provider)
+        log.info(
+            "pool %s: deferrable items (deadline none or > %.0fs away) go through the %s batch API",
+            pool,
+            config.batch.horizon_s,
+            config.provider,
+        )
     if config.cascade:
-        log.info("pool %s: escalates to %s below %s", pool, config.cascade.to_pool, dict(config.cascade.min_confidence))
+        log.info(
+            "pool %s: escalates to %s below %s",
+            pool,
+            config.cascade.to_pool,
+            dict(config.cascade.min_confidence),
+        )
     freeze_startup_heap()
     asyncio.run(_run_pool(settings, pool))
 
 
 async def _run_pool(settings: Settings, pool: str) -> None:
-    from workers.pool import PoolWorker
+    from workers.pools.pool import PoolWorker
 
     worker = PoolWorker(settings, pool, build_dispatcher(settings, pool), build_batcher(settings, pool))
     await serve(settings, worker, f"pool.{pool}")
 
 
 def run_sink(settings: Settings) -> None:
-    from workers.clickhouse import ClickHouseStore
-    from workers.pricing import PriceCatalog
-    from workers.sink import ClickHouseSink
+    from workers.sink.clickhouse import ClickHouseStore
+    from workers.sink.pricing import PriceCatalog
+    from workers.sink.sink import ClickHouseSink
 
     configure_logging(settings, "sink")
     store = ClickHouseStore(settings.clickhouse)
     applied = store.migrate()
     log.info("ClickHouse ready; migrations applied now: %s", applied or "none")
-    sink = ClickHouseSink(settings, store, PriceCatalog.load(settings.costs.prices_dir, settings.costs.reference_model))
+    sink = ClickHouseSink(
+        settings, store, PriceCatalog.load(settings.costs.prices_dir, settings.costs.reference_model)
+    )
     freeze_startup_heap()
     try:
-        asyncio.run(serve(settings, sink, "sink"))
+        asyncio.run(_serve_sink(settings, sink))
     finally:
         store.close()
+
+
+async def _serve_sink(settings: Settings, sink: Runnable) -> None:
+    """The sink, and (chdb:// only) its read-only query server on the same engine, for analysts meanwhile."""
+    from workers.sink.query_server import start_query_server
+
+    queries = await start_query_server(settings.clickhouse)
+    try:
+        await serve(settings, sink, "sink")
+    finally:
+        if queries is not None:
+            await queries.stop()
 
 
 def run_router(settings: Settings) -> None:
@@ -187,14 +237,16 @@ def run_router(settings: Settings) -> None:
     asyncio.run(ensure_topics(settings))
     app = build_router(settings)
     freeze_startup_heap()
-    worker = faust.Worker(app, loglevel=settings.log_level.lower(), redirect_stdouts=False, quiet=True, override_logging=False)
+    worker = faust.Worker(
+        app, loglevel=settings.log_level.lower(), redirect_stdouts=False, quiet=True, override_logging=False
+    )
     if settings.log_format == "json":
         worker.spinner = None  # its terminal escapes would break one JSON object per line
     worker.execute_from_commandline()
 
 
 def run_simulator(settings: Settings) -> None:
-    from modelyard.simulator import serve as serve_simulator
+    from modelyard.local.simulator import serve as serve_simulator
 
     configure_logging(settings, "simulator")
     serve_simulator(settings.simulator)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 
 from rich.console import Console
 
-from modelyard._exceptions import InvalidInput, ModelyardError
-from modelyard.settings import Settings, load_settings
+from modelyard.cli_costs import add_costs_command
+from modelyard.cli_live import add_live_commands
+from modelyard.core._exceptions import InvalidInput, ModelyardError
+from modelyard.core.settings import Settings, load_settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,16 +22,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console(stderr=True)
     try:
-        return int(args.handler(load_settings(), args, console) or 0)
+        code = int(args.handler(load_settings(), args, console) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not as a traceback at interpreter exit
+        return code
     except ModelyardError as exc:
         console.print(f"[red]error:[/red] {exc.one_line()}", highlight=False)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `modelyard schema work-item | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as `yes | head` reports
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="modelyard", description="Bulk LLM work: Kafka in, model pools, costs in ClickHouse.")
+    parser = argparse.ArgumentParser(
+        prog="modelyard", description="Bulk LLM work: Kafka in, model pools, costs in ClickHouse."
+    )
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     def command(name: str, handler, help: str) -> argparse.ArgumentParser:
@@ -37,12 +47,19 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     p = command("schema", cmd_schema, "print the JSON Schema of a wire message")
-    p.add_argument("name", nargs="?", default="work-item", choices=["work-item", "assignment", "result", "dead-letter"])
+    p.add_argument(
+        "name", nargs="?", default="work-item", choices=["work-item", "assignment", "result", "dead-letter"]
+    )
     p = command("submit", cmd_submit, "validate a JSONL file of work items and produce them to Kafka")
     p.add_argument("file", type=Path)
     p = command("broker", cmd_broker, "start, stop or check the local Kafka broker (KRaft, no Docker)")
     p.add_argument("action", choices=["start", "stop", "status"])
-    p = command("slm", cmd_slm, "the SLM pool's vLLM server on CPU: prepare the packaged model, serve, stop, status")
+    p.add_argument(
+        "--brokers", type=int, default=None, help="nodes of a local cluster (3: replicated, min ISR 2)"
+    )
+    p = command(
+        "slm", cmd_slm, "the SLM pool's vLLM server on CPU: prepare the packaged model, serve, stop, status"
+    )
     p.add_argument("action", choices=["prepare", "serve", "stop", "status"])
     command("topics", cmd_topics, "create modelyard's topics (idempotent)")
     command("router", lambda s, a, c: _run("run_router", s), "run the Faust router process")
@@ -51,48 +68,77 @@ def _parser() -> argparse.ArgumentParser:
     command("sink", lambda s, a, c: _run("run_sink", s), "run the ClickHouse sink process")
     command("simulator", lambda s, a, c: _run("run_simulator", s), "run the local OpenAI/Anthropic simulator")
     command("migrate", cmd_migrate, "apply ClickHouse migrations")
-    p = command("sql", cmd_sql, "run a query on the configured ClickHouse (chdb: only while the sink is stopped)")
+    p = command(
+        "sql", cmd_sql, "run a query on the configured ClickHouse (chdb: through the sink while it runs)"
+    )
     p.add_argument("query")
     p.add_argument("--format", choices=["table", "json"], default="table")
-    p = command("costs", cmd_costs, "cost tables from the ledger (chdb: while the sink is stopped); reprice under new prices")
-    p.add_argument("action", nargs="?", choices=["show", "reprice", "budgets"], default="show")
-    p.add_argument("--by", default="day,pool,model", help="comma-separated: day, tenant, task, pool, provider, model")
-    p.add_argument("--since", default="7d", help="7d, 24h, 30m, 2w or an ISO date")
-    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    p.add_argument("--plot", type=Path, help="also write a stacked bar chart (PNG) of cost by the first two dimensions")
-    p.add_argument("--prices", type=Path, help="reprice: directory of price YAML files (the new catalog version)")
-    p = command("deferred", cmd_deferred, "release items parked by a budget's 'defer' action back to the jobs topic")
+    add_costs_command(command)
+    p = command(
+        "deferred", cmd_deferred, "release items parked by a budget's 'defer' action back to the jobs topic"
+    )
     p.add_argument("action", choices=["release"])
-    p = command("eval", cmd_eval, "run labelled cases through pools via the pipeline; score accuracy, cost, latency")
-    p.add_argument("dataset", type=Path, help='JSONL: {"item": <work item>, "expected": <label | object | text>}')
+    p = command(
+        "eval", cmd_eval, "run labelled cases through pools via the pipeline; score accuracy, cost, latency"
+    )
+    p.add_argument(
+        "dataset", type=Path, help='JSONL: {"item": <work item>, "expected": <label | object | text>}'
+    )
     p.add_argument("--pools", default="slm,frontier", help="comma-separated pools to evaluate")
     p.add_argument("--run", default=None, help="run name (default: eval-<UTC time>)")
     p.add_argument("--timeout", type=float, default=600)
-    p = command("policy", cmd_policy, "recommend a routing policy from eval results (chdb: while the sink is stopped)")
+    p = command("policy", cmd_policy, "recommend a routing policy from eval results")
     p.add_argument("action", choices=["recommend"])
     p.add_argument("--target-quality", type=float, default=0.95)
     p.add_argument("--run", default=None, help="eval run (default: the latest)")
     p.add_argument("--slm-pool", default="slm")
     p.add_argument("--frontier-pool", default="frontier")
     p.add_argument("--out", type=Path, default=Path("recommended-policy.yaml"))
-    p = command("distill", cmd_distill, "train the CPU student on frontier answers; register it and propose a route when it agrees enough")
-    p.add_argument("--task", required=True, choices=["classification"], help="task type to distill (students classify)")
-    p.add_argument("--target", type=float, default=None, help="held-out agreement needed (default distill.target, 0.95)")
-    p.add_argument("--holdout", type=float, default=None, help="share of distinct inputs held out (default distill.holdout, 0.2)")
+    p = command(
+        "distill",
+        cmd_distill,
+        "train the CPU student on frontier answers; register it and propose a route when it agrees enough",
+    )
+    p.add_argument(
+        "--task", required=True, choices=["classification"], help="task type to distill (students classify)"
+    )
+    p.add_argument(
+        "--target", type=float, default=None, help="held-out agreement needed (default distill.target, 0.95)"
+    )
+    p.add_argument(
+        "--holdout",
+        type=float,
+        default=None,
+        help="share of distinct inputs held out (default distill.holdout, 0.2)",
+    )
     p.add_argument("--pool", default=None, help="pool that serves the student (default distill.pool, slm)")
-    p.add_argument("--out", type=Path, default=None, help="proposed policy YAML (default <state_dir>/proposed-policy-<task>.yaml)")
-    p = command("report", cmd_report, "write an HTML report: cost/quality frontier per task, cost by pool and day, shadow agreement")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="proposed policy YAML (default <state_dir>/proposed-policy-<task>.yaml)",
+    )
+    p = command(
+        "report",
+        cmd_report,
+        "write an HTML report: cost/quality frontier per task, cost by pool and day, shadow agreement",
+    )
     p.add_argument("--out", type=Path, default=Path("report.html"))
     p.add_argument("--run", default=None, help="eval run for the frontier plots (default: the latest)")
     p.add_argument("--target-quality", type=float, default=0.95, help="marks the recommended pool per task")
     p.add_argument("--since", default="30d", help="cost and agreement window: 7d, 24h, 30d or an ISO date")
     p = command("route", cmd_route, "show how the router would route one work item, rule by rule")
     p.add_argument("item", type=Path, help="a JSON file with one work item ('-' for stdin)")
-    p.add_argument("--explain", action="store_true", help="print every rule checked and why (the default output)")
+    p.add_argument(
+        "--explain", action="store_true", help="print every rule checked and why (the default output)"
+    )
     p = command("demo", cmd_demo, "run the whole pipeline on a bundled sample and print costs")
     p.add_argument("--limit", type=int, default=None, help="submit only the first N sample lines")
-    p.add_argument("--distill", action="store_true", help="the distillation loop: frontier first, distill, student after")
+    p.add_argument(
+        "--distill", action="store_true", help="the distillation loop: frontier first, distill, student after"
+    )
     _dlq_parser(command("dlq", None, "list, show or replay dead letters"))
+    add_live_commands(command)  # up, down, status, top, results
     return parser
 
 
@@ -100,23 +146,37 @@ def _dlq_parser(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(required=True, metavar="ACTION")
 
     def filters(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--reason", action="append", default=[], help="only this reason (repeatable), e.g. validation")
-        p.add_argument("--stage", action="append", default=[], choices=["submit", "router", "pool", "sink"], help="only this stage (repeatable)")
+        p.add_argument(
+            "--reason", action="append", default=[], help="only this reason (repeatable), e.g. validation"
+        )
+        p.add_argument(
+            "--stage",
+            action="append",
+            default=[],
+            choices=["submit", "router", "pool", "sink"],
+            help="only this stage (repeatable)",
+        )
         p.add_argument("--since", help="only letters written since: 90s, 30m, 1h, 2d or an ISO 8601 time")
         p.add_argument("--until", help="only letters written before: same forms as --since")
         return p
 
     p = filters(actions.add_parser("list", help="a table of dead letters"))
     p.set_defaults(handler=cmd_dlq_list)
-    p.add_argument("--limit", type=int, default=1000, help="at most N letters, oldest first (default 1000; 0: no limit)")
+    p.add_argument(
+        "--limit", type=int, default=1000, help="at most N letters, oldest first (default 1000; 0: no limit)"
+    )
     p.add_argument("--format", choices=["table", "json"], default="table")
     p = actions.add_parser("show", help="one dead letter with its decoded original")
     p.set_defaults(handler=cmd_dlq_show)
     p.add_argument("offset", type=int)
     p.add_argument("--partition", type=int, default=0)
-    p = filters(actions.add_parser("replay", help="validate originals again; send the valid ones to the jobs topic"))
+    p = filters(
+        actions.add_parser("replay", help="validate originals again; send the valid ones to the jobs topic")
+    )
     p.set_defaults(handler=cmd_dlq_replay)
-    p.add_argument("--offset", type=int, action="append", default=[], help="only the letter at this offset (repeatable)")
+    p.add_argument(
+        "--offset", type=int, action="append", default=[], help="only the letter at this offset (repeatable)"
+    )
     p.add_argument("--all", action="store_true", help="replay every letter when no filter is given")
     p.add_argument("--dry-run", action="store_true", help="report what would be replayed; send nothing")
 
@@ -136,48 +196,77 @@ def cmd_schema(settings: Settings, args: argparse.Namespace, console: Console) -
 
 
 def cmd_submit(settings: Settings, args: argparse.Namespace, console: Console) -> int:
-    from modelyard.submit import JobSubmitter, print_summary
+    from modelyard.ops.submit import JobSubmitter, print_summary
 
     if not args.file.is_file():
-        raise ModelyardError(f"no such file: {args.file}", hint="pass a JSONL file with one work item per line")
+        raise ModelyardError(
+            f"no such file: {args.file}", hint="pass a JSONL file with one work item per line"
+        )
     summary = asyncio.run(JobSubmitter(settings, console).submit_file(args.file))
     print_summary(summary, console)
     return 0 if summary.ok else 1
 
 
 def cmd_slm(settings: Settings, args: argparse.Namespace, console: Console) -> int:
-    from modelyard.slm_server import CpuSlmServer
+    from modelyard.local.slm_server import CpuSlmServer
 
     server, url = CpuSlmServer(settings), settings.slm_server.url
     if args.action in ("prepare", "serve"):
-        with console.status(f"converting {settings.slm_server.weights_package}'s GGUF to safetensors (~30 s)..."):
+        with console.status(
+            f"converting {settings.slm_server.weights_package}'s GGUF to safetensors (~30 s)..."
+        ):
             converted = server.prepare()
         console.print(f"model {'converted to' if converted else 'already in'} {server.model_dir}")
     if args.action == "serve":
         with console.status("starting vLLM on CPU...") as status:
-            started = server.start(on_wait=lambda s: status.update(f"starting vLLM on CPU... {s:.0f} s (log: {server.log_file})"))
-        console.print(f"vLLM {'started' if started else 'already serving'} {settings.slm_server.served_model_name} on {url}")
-        console.print(f"point the pool at it: MODELYARD_PROVIDERS__VLLM__BASE_URL={url}", highlight=False, soft_wrap=True)
+            started = server.start(
+                on_wait=lambda s: status.update(f"starting vLLM on CPU... {s:.0f} s (log: {server.log_file})")
+            )
+        console.print(
+            f"vLLM {'started' if started else 'already serving'} {settings.slm_server.served_model_name} on {url}"
+        )
+        console.print(
+            f"point the pool at it: MODELYARD_PROVIDERS__VLLM__BASE_URL={url}",
+            highlight=False,
+            soft_wrap=True,
+        )
     elif args.action == "stop":
-        console.print("vLLM stopped" if server.stop() else "no vLLM server started from this state directory is running")
+        console.print(
+            "vLLM stopped" if server.stop() else "no vLLM server started from this state directory is running"
+        )
     elif args.action == "status":
         ready = server.is_ready()
-        console.print(f"vLLM on {url}: {'serving ' + settings.slm_server.served_model_name if ready else 'not serving'}")
+        console.print(
+            f"vLLM on {url}: {'serving ' + settings.slm_server.served_model_name if ready else 'not serving'}"
+        )
         return 0 if ready else 1
     return 0
 
 
 def cmd_broker(settings: Settings, args: argparse.Namespace, console: Console) -> int:
-    from modelyard.broker import LocalKafkaBroker
+    from modelyard.local.broker import LocalKafkaBroker
 
+    if args.brokers:
+        settings = settings.model_copy(
+            update={"local_broker": settings.local_broker.model_copy(update={"brokers": args.brokers})}
+        )
     broker = LocalKafkaBroker(settings)
-    where = settings.kafka.bootstrap_servers
+    where = broker.bootstrap_servers
     if args.action == "start":
         with console.status(f"starting Kafka on {where}..."):
             started = broker.start()
-        console.print(f"Kafka {'started' if started else 'already running'} on {where} (data in {broker.data_dir})")
+        console.print(
+            f"Kafka {'started' if started else 'already running'} on {where} (data in {broker.data_dir})"
+        )
+        if len(broker.nodes) > 1:
+            console.print(
+                f"clients: MODELYARD_KAFKA__BOOTSTRAP_SERVERS={where} MODELYARD_KAFKA__REPLICATION_FACTOR="
+                f"{min(3, len(broker.nodes))} MODELYARD_KAFKA__MIN_INSYNC_REPLICAS={min(2, len(broker.nodes))}"
+            )
     elif args.action == "stop":
-        console.print("Kafka stopped" if broker.stop() else "no broker started from this directory is running")
+        console.print(
+            "Kafka stopped" if broker.stop() else "no broker started from this directory is running"
+        )
     else:
         running = broker.is_running()
         console.print(f"Kafka on {where}: {'running' if running else 'not running'}")
@@ -186,7 +275,7 @@ def cmd_broker(settings: Settings, args: argparse.Namespace, console: Console) -
 
 
 def cmd_topics(settings: Settings, args: argparse.Namespace, console: Console) -> int:
-    from modelyard.topics import ensure_topics
+    from modelyard.core.topics import ensure_topics
 
     for name, partitions in asyncio.run(ensure_topics(settings)).items():
         console.print(f"{name}: {partitions} partitions")
@@ -194,7 +283,7 @@ def cmd_topics(settings: Settings, args: argparse.Namespace, console: Console) -
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace, console: Console) -> int:
-    from workers.clickhouse import ClickHouseStore
+    from workers.sink.clickhouse import ClickHouseStore
 
     store = ClickHouseStore(settings.clickhouse)
     try:
@@ -205,72 +294,39 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace, console: Console) 
 
 
 def cmd_sql(settings: Settings, args: argparse.Namespace, console: Console) -> int:
-    from modelyard.demo import cost_table
-    from workers.clickhouse import ClickHouseStore
+    from modelyard.local.demo import cost_table
+    from workers.sink.analyst_store import open_analyst_store
 
-    store = ClickHouseStore(settings.clickhouse)
+    store = open_analyst_store(settings.clickhouse)
     try:
         names, rows = store.query_with_names(args.query)
     finally:
         store.close()
     if args.format == "json":
-        sys.stdout.write(json.dumps([dict(zip(names, row)) for row in rows], default=str) + "\n")
+        sys.stdout.write(
+            json.dumps([dict(zip(names, row, strict=False)) for row in rows], default=str) + "\n"
+        )
     else:
         Console().print(cost_table(names, rows, title=""))
     return 0
 
 
-def cmd_costs(settings: Settings, args: argparse.Namespace, console: Console) -> int:
-    from modelyard.cost_report import CostReport, parse_dimensions, parse_since, plot_stacked
-    from workers.clickhouse import ClickHouseStore
-    from workers.pricing import PriceCatalog
-
-    since, dims = parse_since(args.since), parse_dimensions(args.by)
-    store = ClickHouseStore(settings.clickhouse)
-    try:
-        store.migrate()
-        report = CostReport(store)
-        if args.action == "reprice":
-            catalog = PriceCatalog.load(args.prices or settings.costs.prices_dir, settings.costs.reference_model)
-            count, old, new = report.reprice(catalog, since)
-            console.print(f"repriced {count} attempts since {since:%Y-%m-%d %H:%M} under {catalog.version}: "
-                          f"${old:,.6f} billed -> ${new:,.6f} (table cost_repricings; the ledger is unchanged)")
-            return 0
-        table = report.budgets(settings.costs.budgets) if args.action == "budgets" else report.by(dims, since)
-    finally:
-        store.close()
-    title = "budgets (today and this month)" if args.action == "budgets" else f"costs since {since:%Y-%m-%d %H:%M} UTC by {args.by}"
-    _print_table(table, args.format, title)
-    if args.plot and args.action == "show":
-        console.print(f"chart written to {plot_stacked(table, args.plot)}")
-    return 0
-
-
-def _print_table(table, fmt: str, title: str) -> None:
-    from modelyard.demo import cost_table
-
-    if fmt == "csv":
-        sys.stdout.write(table.to_csv())
-    elif fmt == "json":
-        sys.stdout.write(table.to_json() + "\n")
-    else:
-        Console(width=max(Console().width, 150)).print(cost_table(table.names, table.rows, title=title))
-
-
 def cmd_deferred(settings: Settings, args: argparse.Namespace, console: Console) -> int:
-    from modelyard.deferred import release_deferred
+    from modelyard.ops.deferred import release_deferred
 
     moved = asyncio.run(release_deferred(settings))
-    console.print(f"released {moved} deferred items to {settings.kafka.jobs_topic} (the router checks budgets again)")
+    console.print(
+        f"released {moved} deferred items to {settings.kafka.jobs_topic} (the router checks budgets again)"
+    )
     return 0
 
 
 def cmd_eval(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from datetime import UTC, datetime
 
-    from modelyard.demo import cost_table
-    from modelyard.evaluation import EvalRunner, load_cases, summarise
-    from workers.pricing import PriceCatalog
+    from modelyard.local.demo import cost_table
+    from modelyard.ops.evaluation import EvalRunner, load_cases, summarise
+    from workers.sink.pricing import PriceCatalog
 
     cases = load_cases(args.dataset)
     run = args.run or "eval-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
@@ -278,18 +334,21 @@ def cmd_eval(settings: Settings, args: argparse.Namespace, console: Console) -> 
     catalog = PriceCatalog.load(settings.costs.prices_dir, settings.costs.reference_model)
     scores = asyncio.run(EvalRunner(settings, catalog, console).run(cases, pools, run, args.timeout))
     names, rows = summarise(scores)
-    Console(width=max(Console().width, 150)).print(cost_table(names, rows, f"eval run {run}: {len(cases)} cases x {len(pools)} pools"))
-    console.print(f"scores sent to {settings.kafka.evals_topic}; the sink writes them to eval_results (run {run})")
+    Console(width=max(Console().width, 150)).print(
+        cost_table(names, rows, f"eval run {run}: {len(cases)} cases x {len(pools)} pools")
+    )
+    console.print(
+        f"scores sent to {settings.kafka.evals_topic}; the sink writes them to eval_results (run {run})"
+    )
     return 0
 
 
 def cmd_policy(settings: Settings, args: argparse.Namespace, console: Console) -> int:
-    from modelyard import policy_advisor as advisor
-    from workers.clickhouse import ClickHouseStore
+    from modelyard.ops import policy_advisor as advisor
+    from workers.sink.analyst_store import open_analyst_store
 
-    store = ClickHouseStore(settings.clickhouse)
+    store = open_analyst_store(settings.clickhouse)
     try:
-        store.migrate()
         run = args.run or advisor.latest_run(store)
         if run is None:
             raise InvalidInput("no eval results yet", field="run")
@@ -302,10 +361,14 @@ def cmd_policy(settings: Settings, args: argparse.Namespace, console: Console) -
     out = Console()
     for task, rec in chosen.items():
         q = rec.quality
-        out.print(f"{task}: {q.pool} ({q.model}) accuracy {q.accuracy:.3f}, ${q.cost_per_case:.8f}/case: {rec.reason}")
+        out.print(
+            f"{task}: {q.pool} ({q.model}) accuracy {q.accuracy:.3f}, ${q.cost_per_case:.8f}/case: {rec.reason}"
+        )
     for task, c in cascades.items():
-        out.print(f"cascade {task}: threshold {c.threshold:.3f} -> held-out quality {c.quality:.3f} at ${c.cost:.8f}/case, "
-                  f"{c.escalated:.0%} escalated; all-frontier {c.frontier_quality:.3f} at ${c.frontier_cost:.8f}/case")
+        out.print(
+            f"cascade {task}: threshold {c.threshold:.3f} -> held-out quality {c.quality:.3f} at ${c.cost:.8f}/case, "
+            f"{c.escalated:.0%} escalated; all-frontier {c.frontier_quality:.3f} at ${c.frontier_cost:.8f}/case"
+        )
     console.print(f"policy written to {args.out} (use it with MODELYARD_ROUTER__POLICY_FILE={args.out})")
     return 0
 
@@ -313,6 +376,7 @@ def cmd_policy(settings: Settings, args: argparse.Namespace, console: Console) -
 def cmd_route(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from schemas import WorkItem
     from schemas.decoding import DecodeFailure, decode
+    from streams.novelty_explain import explain_novelty
     from streams.policy import RoutingPolicy
 
     raw = sys.stdin.buffer.read() if str(args.item) == "-" else _read_bytes(args.item)
@@ -324,16 +388,22 @@ def cmd_route(settings: Settings, args: argparse.Namespace, console: Console) ->
     decision = policy.decide(item, learn=False)
     out = Console()
     out.print(f"task type: [bold]{decision.task_type.value}[/bold] ({decision.task_reason})")
-    out.print(f"features: input_tokens~{decision.features.input_tokens} priority={decision.features.priority} "
-              f"labels={decision.features.label_count} deadline={decision.features.deadline or '-'}")
+    out.print(
+        f"features: input_tokens~{decision.features.input_tokens} priority={decision.features.priority} "
+        f"labels={decision.features.label_count} deadline={decision.features.deadline or '-'}"
+    )
     for check in decision.checks:
         mark = "[red]x[/red]" if check.failure else "[green]v[/green]"
-        out.print(f"  {mark} {check.scope} rule {check.rule} -> {check.pool}" + (f": {check.failure}" if check.failure else ""))
+        out.print(
+            f"  {mark} {check.scope} rule {check.rule} -> {check.pool}"
+            + (f": {check.failure}" if check.failure else "")
+        )
     novelty = policy.source.current().novelty
-    score = "not scored" if decision.novelty_score is None else f"{decision.novelty_score:.3f}"
-    state = "learned centroids loaded" if learned else "no centroids learned yet"
-    out.print(f"novelty: {score} (threshold {novelty.threshold}, applies to {novelty.applies_to}; {state})")
-    out.print(f"pool: [bold]{decision.pool}[/bold] via {decision.rule}: {decision.reason} -> topic {settings.kafka.pool_topic(decision.pool)}")
+    why = explain_novelty(decision, novelty, policy.novelty, settings.novelty_state_file, learned)
+    out.print(f"novelty: {why}", highlight=False, markup=False)
+    out.print(
+        f"pool: [bold]{decision.pool}[/bold] via {decision.rule}: {decision.reason} -> topic {settings.kafka.pool_topic(decision.pool)}"
+    )
     return 0
 
 
@@ -341,26 +411,29 @@ def _read_bytes(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise ModelyardError(f"cannot read {path}: {exc.strerror}", hint="pass a JSON file with one work item") from exc
+        raise ModelyardError(
+            f"cannot read {path}: {exc.strerror}", hint="pass a JSON file with one work item"
+        ) from exc
 
 
 def cmd_distill(settings: Settings, args: argparse.Namespace, console: Console) -> int:
-    from modelyard.distill import Distiller, write_proposal
+    from modelyard.ops.distill import Distiller, write_proposal
     from schemas import TaskType
-    from workers.clickhouse import ClickHouseStore
+    from workers.sink.analyst_store import open_analyst_store
 
     task, config = TaskType(args.task), settings.distill
     target, holdout = args.target or config.target, args.holdout or config.holdout
     if not 0 < holdout < 1 or not 0 < target <= 1:
         raise InvalidInput("--holdout must be in (0, 1) and --target in (0, 1]", field="holdout")
-    store = ClickHouseStore(settings.clickhouse)
+    store = open_analyst_store(settings.clickhouse, write=True)
     try:
-        store.migrate()
         with console.status(f"training the {task.value} student on answers of {config.teacher_pools}..."):
             outcome = Distiller(settings, store).run(task, target, holdout)
     finally:
         store.close()
-    Console().print(distill_table(outcome))
+    from modelyard.ops.distill import outcome_table
+
+    Console().print(outcome_table(outcome))
     if not outcome.registered:
         console.print(f"[yellow]not registered[/yellow]: {outcome.reason}", highlight=False)
         return 1
@@ -369,32 +442,25 @@ def cmd_distill(settings: Settings, args: argparse.Namespace, console: Console) 
     diff, _ = write_proposal(settings, task, pool, out, outcome)
     console.print(f"{outcome.reason} ({outcome.registration.path}, table model_registry)", highlight=False)
     sys.stdout.write(diff)
-    console.print(f"proposed policy written to {out}; apply it with MODELYARD_ROUTER__POLICY_FILE={out} "
-                  "(or copy it over the current policy file: routers reload it)", highlight=False)
+    console.print(
+        f"proposed policy written to {out}; apply it with MODELYARD_ROUTER__POLICY_FILE={out} "
+        "(or copy it over the current policy file: routers reload it)",
+        highlight=False,
+    )
     return 0
 
 
-def distill_table(outcome):
-    from rich.table import Table
-
-    table = Table("task", "examples", "train", "held out", "agreement", "majority label", "target", "decision",
-                  title="distillation: student vs frontier answers on the held-out slice")
-    decision = f"register {outcome.registration.version}" if outcome.registered else "keep the frontier"
-    table.add_row(outcome.task, f"{outcome.examples:,}", f"{outcome.train:,}", f"{outcome.heldout:,}", f"{outcome.agreement:.3f}",
-                  f"{outcome.majority_agreement:.3f}", f"{outcome.target:g}", decision)
-    return table
-
-
 def cmd_report(settings: Settings, args: argparse.Namespace, console: Console) -> int:
-    from modelyard.cost_report import parse_since
-    from modelyard.report import HtmlReport
-    from workers.clickhouse import ClickHouseStore
+    from modelyard.ops.cost_report import parse_since
+    from modelyard.ops.report import HtmlReport
+    from workers.sink.analyst_store import open_analyst_store
 
-    store = ClickHouseStore(settings.clickhouse)
+    store = open_analyst_store(settings.clickhouse)
     try:
-        store.migrate()
         with console.status("reading ClickHouse and drawing plots..."):
-            html = HtmlReport(store, args.target_quality, settings.shadow_alert.threshold).render(args.run, parse_since(args.since))
+            html = HtmlReport(store, args.target_quality, settings.shadow_alert.threshold).render(
+                args.run, parse_since(args.since)
+            )
     finally:
         store.close()
     args.out.write_text(html, encoding="utf-8")
@@ -403,10 +469,10 @@ def cmd_report(settings: Settings, args: argparse.Namespace, console: Console) -
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace, console: Console) -> int:
-    from modelyard.demo import Demo
+    from modelyard.local.demo import Demo
 
     if args.distill:
-        from modelyard.distill_demo import DistillDemo
+        from modelyard.local.distill_demo import DistillDemo
 
         return DistillDemo(settings, Console(width=max(Console().width, 150))).run()
     Demo(settings, Console(width=max(Console().width, 150)), limit=args.limit).run()
@@ -414,11 +480,13 @@ def cmd_demo(settings: Settings, args: argparse.Namespace, console: Console) -> 
 
 
 def _letter_filter(args: argparse.Namespace):
-    from modelyard.dead_letters import LetterFilter, parse_when
+    from modelyard.ops.dead_letters import LetterFilter, parse_when
 
     return LetterFilter(
-        reasons=frozenset(args.reason), stages=frozenset(args.stage),
-        since=parse_when(args.since) if args.since else None, until=parse_when(args.until) if args.until else None,
+        reasons=frozenset(args.reason),
+        stages=frozenset(args.stage),
+        since=parse_when(args.since) if args.since else None,
+        until=parse_when(args.until) if args.until else None,
         offsets=frozenset(getattr(args, "offset", []) or []),
     )
 
@@ -426,37 +494,58 @@ def _letter_filter(args: argparse.Namespace):
 def cmd_dlq_list(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from rich.table import Table
 
-    from modelyard.dead_letters import read_letters
+    from modelyard.ops.dead_letters import read_letters
 
     letters = asyncio.run(read_letters(settings, _letter_filter(args), args.limit or None))
     if args.format == "json":
         sys.stdout.write(json.dumps([stored.summary() for stored in letters]) + "\n")
         return 0
     more = " (the limit; --limit N shows more)" if args.limit and len(letters) >= args.limit else ""
-    table = Table("offset", "stage", "reason", "field", "error", "source", title=f"{settings.kafka.dead_letter_topic}: {len(letters)} letters{more}")
+    table = Table(
+        "offset",
+        "stage",
+        "reason",
+        "field",
+        "error",
+        "source",
+        title=f"{settings.kafka.dead_letter_topic}: {len(letters)} letters{more}",
+    )
     for stored in letters:
         row = stored.summary()
-        table.add_row(stored.where, str(row["stage"] or "-"), str(row["reason"]), str(row["field"] or "-"), str(row["error"]), stored.source)
+        table.add_row(
+            stored.where,
+            str(row["stage"] or "-"),
+            str(row["reason"]),
+            str(row["field"] or "-"),
+            str(row["error"]),
+            stored.source,
+        )
     Console().print(table)
     return 0
 
 
 def cmd_dlq_show(settings: Settings, args: argparse.Namespace, console: Console) -> int:
-    from modelyard.dead_letters import LetterFilter, decoded_original, find_letter, read_letters
+    from modelyard.ops.dead_letters import LetterFilter, decoded_original, find_letter, read_letters
 
-    stored = find_letter(asyncio.run(read_letters(settings, LetterFilter(offsets=frozenset({args.offset})))), args.offset, args.partition)
+    stored = find_letter(
+        asyncio.run(read_letters(settings, LetterFilter(offsets=frozenset({args.offset})))),
+        args.offset,
+        args.partition,
+    )
     out = Console()
     for name, value in stored.summary().items():
         out.print(f"[bold]{name}[/bold]: {value if value is not None else '-'}", highlight=False)
     if stored.letter is not None:
         truncated = " (truncated)" if stored.letter.original_truncated else ""
-        out.print(f"[bold]original[/bold] ({stored.letter.original_bytes} bytes{truncated}):", highlight=False)
+        out.print(
+            f"[bold]original[/bold] ({stored.letter.original_bytes} bytes{truncated}):", highlight=False
+        )
         out.print(decoded_original(stored), markup=False, highlight=False)
     return 0
 
 
 def cmd_dlq_replay(settings: Settings, args: argparse.Namespace, console: Console) -> int:
-    from modelyard.dead_letters import read_letters, replay
+    from modelyard.ops.dead_letters import read_letters, replay
 
     selection = _letter_filter(args)
     if not selection.selects_something and not args.all:
@@ -465,9 +554,16 @@ def cmd_dlq_replay(settings: Settings, args: argparse.Namespace, console: Consol
     report = asyncio.run(replay(settings, letters, dry_run=args.dry_run))
     verb = "would replay" if report.dry_run else "replayed"
     for stored, job_id in report.replayed:
-        console.print(f"{verb} {stored.where} -> {settings.kafka.jobs_topic} (job_id {job_id})", highlight=False)
+        console.print(
+            f"{verb} {stored.where} -> {settings.kafka.jobs_topic} (job_id {job_id})", highlight=False
+        )
     for stored, failure in report.still_invalid:
         where = f" ({failure.field})" if failure.field else ""
-        console.print(f"[yellow]still invalid[/yellow] {stored.where}: {failure.reason}{where}: {failure.error}", highlight=False)
-    console.print(f"{verb} {len(report.replayed)}; still invalid {len(report.still_invalid)} (left in {settings.kafka.dead_letter_topic})")
+        console.print(
+            f"[yellow]still invalid[/yellow] {stored.where}: {failure.reason}{where}: {failure.error}",
+            highlight=False,
+        )
+    console.print(
+        f"{verb} {len(report.replayed)}; still invalid {len(report.still_invalid)} (left in {settings.kafka.dead_letter_topic})"
+    )
     return 0 if report.ok else 1

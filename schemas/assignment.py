@@ -15,11 +15,15 @@ class Assignment(BaseModel):
     schema_version: Literal[1] = 1
     item: WorkItem
     task_type: TaskType
-    task_reason: str = Field(max_length=500, description="Why this task type (hint, or the rule that inferred it).")
+    task_reason: str = Field(
+        max_length=500, description="Why this task type (hint, or the rule that inferred it)."
+    )
     pool: str = Field(min_length=1, max_length=64)
     rule: str = Field(default="", max_length=100, description="Name of the rule that chose the pool.")
     reason: str = Field(max_length=500, description="Why that rule chose the pool.")
-    novelty_score: float | None = Field(default=None, ge=0, le=1, description="1 - cosine to the task's centroid.")
+    novelty_score: float | None = Field(
+        default=None, ge=0, le=1, description="1 - cosine to the task's centroid."
+    )
     input_tokens_est: int = Field(default=0, ge=0)
     attempt: int = Field(default=1, ge=1)
     routed_at: AwareDatetime

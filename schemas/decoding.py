@@ -14,6 +14,10 @@ from pydantic import BaseModel, ValidationError
 from schemas.dead_letter import MAX_ORIGINAL_BYTES, DeadLetter
 
 MAX_MESSAGE_BYTES = 1_000_000
+MAX_JSON_DEPTH = 128  # objects/arrays inside each other; checked before any parser recurses (msgspec and
+# Python's recursion hit RecursionError in the thousands; pydantic's parser refuses past ~200)
+_JOB_ID = re.compile(rb'"job_id"\s*:\s*"([A-Za-z0-9][A-Za-z0-9._:/@-]{0,127})"')
+_STRUCTURE = re.compile(rb'"(?:[^"\\]|\\.)*"(?:\s*:)?|[\[\]{}]')  # keys end with ':', strings do not
 # The one time shape the msgspec fast paths read (plain RFC 3339), with datetime.fromisoformat: msgspec's own
 # datetime rounds a fraction past microseconds where pydantic truncates, and fromisoformat alone reads shapes
 # pydantic refuses (basic format, minute 60 in an offset; hour 24 on newer Pythons). Anything else: pydantic.
@@ -31,10 +35,18 @@ class DecodeFailure:
     error: str
 
     def dead_letter(self, raw: bytes, stage: str, **source: object) -> DeadLetter:
+        """The dead letter of `raw`, with its job id whenever the bytes carry a readable one."""
         return DeadLetter(
-            stage=stage, reason=self.reason, field=self.field, error=self.error,
-            original_b64=base64.b64encode(raw[:MAX_ORIGINAL_BYTES]).decode(), original_bytes=len(raw),
-            original_truncated=len(raw) > MAX_ORIGINAL_BYTES, at=datetime.now(UTC), **source,
+            stage=stage,
+            job_id=readable_job_id(raw),
+            reason=self.reason,
+            field=self.field,
+            error=self.error,
+            original_b64=base64.b64encode(raw[:MAX_ORIGINAL_BYTES]).decode(),
+            original_bytes=len(raw),
+            original_truncated=len(raw) > MAX_ORIGINAL_BYTES,
+            at=datetime.now(UTC),
+            **source,
         )
 
 
@@ -43,11 +55,47 @@ def decode(model: type[Model], raw: bytes | None) -> Model | DecodeFailure:
     if not raw:
         return DecodeFailure("empty", None, "message has no value")
     if len(raw) > MAX_MESSAGE_BYTES:
-        return DecodeFailure("oversized", None, f"message is {len(raw)} bytes; the limit is {MAX_MESSAGE_BYTES}")
+        return DecodeFailure(
+            "oversized", None, f"message is {len(raw)} bytes; the limit is {MAX_MESSAGE_BYTES}"
+        )
+    too_deep = nesting_failure(raw)
+    if too_deep is not None:
+        return too_deep
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
         return _json_failure(exc) or describe(exc)
+
+
+def readable_job_id(raw: bytes) -> str | None:
+    """The record's job id when one can be read without trusting the rest of it (the first `"job_id"`
+    member, an identifier of at most 128 characters, possibly inside an Assignment's item); else None."""
+    found = _JOB_ID.search(raw[:MAX_MESSAGE_BYTES])
+    return found.group(1).decode() if found else None
+
+
+def nesting_failure(raw: bytes) -> DecodeFailure | None:
+    """A rejection when objects and arrays nest past MAX_JSON_DEPTH, naming the field where they do; found
+    without recursing (two byte counts rule out almost every message before any scan)."""
+    if raw.count(b"{") + raw.count(b"[") <= MAX_JSON_DEPTH:
+        return None
+    path: list[str] = []
+    key = ""
+    for match in _STRUCTURE.finditer(raw):
+        token = match.group()
+        if token[:1] == b'"':
+            key = token.rstrip(b": \t\r\n")[1:-1].decode("utf-8", "replace") if token[-1:] == b":" else ""
+        elif token in (b"{", b"["):
+            path.append(key)
+            key = ""
+            if len(path) > MAX_JSON_DEPTH:
+                field = ".".join(name for name in path[1:3] if name) or None
+                why = f"nests deeper than {MAX_JSON_DEPTH} levels of objects and arrays (the limit)"
+                return DecodeFailure("too_deep", field, f"{field or 'message'} {why}")
+        elif path:
+            path.pop()
+            key = ""
+    return None
 
 
 class StructFirst(Generic[Fast, Model]):
@@ -59,7 +107,7 @@ class StructFirst(Generic[Fast, Model]):
         self.model = model
 
     def __call__(self, raw: bytes | None) -> Fast | Model | DecodeFailure:
-        if raw and len(raw) <= MAX_MESSAGE_BYTES:
+        if raw and len(raw) <= MAX_MESSAGE_BYTES and nesting_failure(raw) is None:
             try:
                 return self._fast(raw)
             except (msgspec.MsgspecError, ValueError):  # ValueError: bytes that are not UTF-8
@@ -106,7 +154,9 @@ def describe(exc: ValidationError) -> DecodeFailure:
 
 
 def _is_union_tag(part: object) -> bool:
-    return isinstance(part, str) and ("[" in part or part.startswith(("constrained-", "function-")) or part in {"str", "list"})
+    return isinstance(part, str) and (
+        "[" in part or part.startswith(("constrained-", "function-")) or part in {"str", "list"}
+    )
 
 
 def _leading_field(message: str) -> str | None:

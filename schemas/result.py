@@ -27,7 +27,9 @@ class ResultStatus(StrEnum):
     OK = "ok"
     ERROR = "error"
     FAILED_OVER = "failed_over"  # this provider failed; the job went on to the pool's next fallback
-    ESCALATED = "escalated"  # answered, but below the confidence threshold; the job went on to a stronger pool
+    ESCALATED = (
+        "escalated"  # answered, but below the confidence threshold; the job went on to a stronger pool
+    )
 
     @property
     def is_final(self) -> bool:
@@ -43,10 +45,22 @@ class Usage(BaseModel):
 
     # bounded by the ledger's UInt32 columns, so an absurd count is a dead letter, not a failing insert
     input_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS, description="Uncached input tokens.")
-    cached_input_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS, description="Input tokens read from the provider's cache.")
-    cache_write_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
+    cached_input_tokens: int = Field(
+        default=0, ge=0, le=MAX_TOKENS, description="Input tokens read from the provider's cache."
+    )
+    cache_write_tokens: int = Field(
+        default=0, ge=0, le=MAX_TOKENS, description="Input tokens written to the provider's cache (any TTL)."
+    )
+    cache_write_1h_tokens: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_TOKENS,
+        description="Part of cache_write_tokens written with a 1-hour TTL (Anthropic bills them higher).",
+    )
     output_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
-    reasoning_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS, description="Part of output_tokens spent reasoning.")
+    reasoning_tokens: int = Field(
+        default=0, ge=0, le=MAX_TOKENS, description="Part of output_tokens spent reasoning."
+    )
 
 
 class Result(BaseModel):
@@ -77,6 +91,7 @@ class UsageStruct(Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     input_tokens: Tokens = 0
     cached_input_tokens: Tokens = 0
     cache_write_tokens: Tokens = 0
+    cache_write_1h_tokens: Tokens = 0
     output_tokens: Tokens = 0
     reasoning_tokens: Tokens = 0
 
@@ -106,4 +121,6 @@ class ResultStruct(Struct, frozen=True, forbid_unknown_fields=True, gc=False):
         force_setattr(self, "completed_at", plain_aware_datetime(self.completed_at, "completed_at"))
 
 
-AnyResult = Result | ResultStruct  # what the sink holds after decoding: the fast path's struct, or pydantic's model
+AnyResult = (
+    Result | ResultStruct
+)  # what the sink holds after decoding: the fast path's struct, or pydantic's model

@@ -37,7 +37,9 @@ class TaskParams(WireModel):
     )
     json_schema: dict[str, Any] | None = Field(default=None, description="Output schema for extraction.")
     max_output_tokens: int | None = Field(default=None, ge=1, le=32_768)
-    instructions: str | None = Field(default=None, max_length=20_000, description="Task instructions (system prompt).")
+    instructions: str | None = Field(
+        default=None, max_length=20_000, description="Task instructions (system prompt)."
+    )
 
     @field_validator("labels")
     @classmethod
@@ -54,9 +56,10 @@ class WorkItem(WireModel):
     job_id: Identifier
     tenant: Identifier
     task: TaskType | None = Field(default=None, description="Task hint; inferred by the router when absent.")
-    input: Annotated[str, Field(min_length=1, max_length=MAX_INPUT_CHARS)] | Annotated[
-        list[ChatMessage], Field(min_length=1, max_length=500)
-    ]
+    input: (
+        Annotated[str, Field(min_length=1, max_length=MAX_INPUT_CHARS)]
+        | Annotated[list[ChatMessage], Field(min_length=1, max_length=500)]
+    )
     params: TaskParams = TaskParams()
     priority: int = Field(default=5, ge=0, le=9, description="0 lowest, 9 highest.")
     deadline: AwareDatetime | None = None

@@ -32,24 +32,30 @@ class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False)
     pass
 
 
-class ChatMessageStruct(_Strict):
+class ChatMessageStruct(_Strict, frozen=True):
     role: Literal["system", "user", "assistant"]
     content: Annotated[str, Meta(min_length=1, max_length=MAX_INPUT_CHARS)]
 
 
-class TaskParamsStruct(_Strict):
-    labels: Annotated[list[Annotated[str, Meta(min_length=1, max_length=200)]], Meta(min_length=2, max_length=1000)] | None = None
+class TaskParamsStruct(_Strict, frozen=True):
+    labels: (
+        Annotated[
+            list[Annotated[str, Meta(min_length=1, max_length=200)]], Meta(min_length=2, max_length=1000)
+        ]
+        | None
+    ) = None
     json_schema: dict[str, Any] | None = None
     max_output_tokens: Annotated[int, Meta(ge=1, le=32_768)] | None = None
     instructions: Annotated[str, Meta(max_length=20_000)] | None = None  # labels' uniqueness: WorkItemStruct
 
 
-class WorkItemStruct(_Strict):
+class WorkItemStruct(_Strict, frozen=True):
     job_id: Identifier
     tenant: Identifier
-    input: Annotated[str, Meta(min_length=1, max_length=MAX_INPUT_CHARS)] | Annotated[
-        list[ChatMessageStruct], Meta(min_length=1, max_length=500)
-    ]
+    input: (
+        Annotated[str, Meta(min_length=1, max_length=MAX_INPUT_CHARS)]
+        | Annotated[list[ChatMessageStruct], Meta(min_length=1, max_length=500)]
+    )
     schema_version: Literal[1] = 1
     task: TaskType | None = None
     params: TaskParamsStruct = msgspec.field(default_factory=TaskParamsStruct)

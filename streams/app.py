@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import faust
 
-from modelyard.settings import Settings
+from modelyard.core.settings import Settings
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -37,4 +37,6 @@ def _credentials(settings: Settings) -> faust.SASLCredentials | None:
     if not kafka.sasl_mechanism:
         return None
     password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
-    return faust.SASLCredentials(username=kafka.sasl_username, password=password, mechanism=kafka.sasl_mechanism)
+    return faust.SASLCredentials(
+        username=kafka.sasl_username, password=password, mechanism=kafka.sasl_mechanism
+    )

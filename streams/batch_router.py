@@ -27,9 +27,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from threadpoolctl import threadpool_limits
 
-from modelyard.observability import ROUTE_BATCH_SECONDS
-from modelyard.settings import Settings
-from modelyard.signatures import signature_header
+from modelyard.core.observability import ROUTE_BATCH_SECONDS
+from modelyard.core.settings import Settings
+from modelyard.core.signatures import signature_header
 from streams.partitioning import partitions_for
 from streams.policy import Outgoing, RoutingPolicy, Source
 
@@ -52,7 +52,9 @@ class BatchRouter:
         self.max_records = settings.router.batch_max
         self.assigned = False
         self._round_robin = 0
-        self._settling: collections.deque[asyncio.Task[None]] = collections.deque()  # oldest first, for the cap
+        self._settling: collections.deque[asyncio.Task[None]] = (
+            collections.deque()
+        )  # oldest first, for the cap
         self._last: asyncio.Task[None] | None = None  # what the next batch's commit waits for (order)
 
     async def run(self) -> None:
@@ -76,13 +78,16 @@ class BatchRouter:
                 await consumer.stop()
                 await producer.stop()
 
-    async def route(self, producer: AIOKafkaProducer, fetched: dict[TopicPartition, list]) -> list[asyncio.Future]:
+    async def route(
+        self, producer: AIOKafkaProducer, fetched: dict[TopicPartition, list]
+    ) -> list[asyncio.Future]:
         """Route a fetch and send its outputs; the deliveries are awaited by _settle, not here."""
         started = time.perf_counter()
         signed = self.policy.tenant_keys is not None
         records = [
             (r.value, Source(r.topic, r.partition, r.offset, signature_header(r.headers) if signed else None))
-            for batch in fetched.values() for r in batch
+            for batch in fetched.values()
+            for r in batch
         ]
         outputs = []
         for outgoing in self.policy.route_many(records):
@@ -93,7 +98,12 @@ class BatchRouter:
         ROUTE_BATCH_SECONDS.observe(time.perf_counter() - started)
         return deliveries
 
-    async def _settle(self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list], deliveries: list[asyncio.Future]) -> None:
+    async def _settle(
+        self,
+        consumer: AIOKafkaConsumer,
+        fetched: dict[TopicPartition, list],
+        deliveries: list[asyncio.Future],
+    ) -> None:
         """Commit the batch once its outputs are delivered, after the batches before it, while the next batch
         is routed (the broker's acks overlap our routing)."""
         self._last = asyncio.create_task(self._deliver_then_commit(consumer, fetched, deliveries, self._last))
@@ -104,14 +114,17 @@ class BatchRouter:
             await asyncio.shield(self._settling[0])
 
     async def _deliver_then_commit(
-        self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list], deliveries: list[asyncio.Future],
+        self,
+        consumer: AIOKafkaConsumer,
+        fetched: dict[TopicPartition, list],
+        deliveries: list[asyncio.Future],
         previous: asyncio.Task[None] | None,
     ) -> None:
         if previous is not None:
             await asyncio.shield(previous)  # commits stay in fetch order
         try:
             await asyncio.gather(*deliveries)
-        except Exception as exc:  # noqa: BLE001 - any delivery failure: stop before committing
+        except Exception as exc:
             first = next(iter(fetched.values()))[0]
             crash_without_commit(exc, first)
         await self._commit(consumer, fetched)
@@ -148,21 +161,33 @@ class BatchRouter:
         offsets = {tp: batch[-1].offset + 1 for tp, batch in fetched.items()}
         try:
             await consumer.commit(offsets)
-        except (CommitFailedError, IllegalStateError) as exc:  # partitions moved: their new owner replays them
+        except (
+            CommitFailedError,
+            IllegalStateError,
+        ) as exc:  # partitions moved: their new owner replays them
             log.warning("offsets not committed after a rebalance, the new owner re-routes them: %s", exc)
 
     def _consumer(self) -> AIOKafkaConsumer:
         kafka = self.settings.kafka
         return AIOKafkaConsumer(
-            group_id=self.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
-            max_poll_records=self.max_records, fetch_max_bytes=64 * 1024 * 1024,
-            max_partition_fetch_bytes=8 * 1024 * 1024, session_timeout_ms=kafka.session_timeout_ms,
-            heartbeat_interval_ms=max(500, kafka.session_timeout_ms // 5), **kafka.client_options(),
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_poll_records=self.max_records,
+            fetch_max_bytes=64 * 1024 * 1024,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            session_timeout_ms=kafka.session_timeout_ms,
+            heartbeat_interval_ms=max(500, kafka.session_timeout_ms // 5),
+            **kafka.client_options(),
         )
 
     def _producer(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(
-            acks="all", enable_idempotence=True, linger_ms=5, max_batch_size=512 * 1024,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=5,
+            max_batch_size=512 * 1024,
             **self.settings.kafka.client_options(),
         )
 
@@ -180,7 +205,9 @@ class _SettleBeforeRevoke(ConsumerRebalanceListener):
         return None
 
 
-async def send_records(producer: AIOKafkaProducer, topic: str, partition: int, records: list[Outgoing]) -> list[asyncio.Future]:
+async def send_records(
+    producer: AIOKafkaProducer, topic: str, partition: int, records: list[Outgoing]
+) -> list[asyncio.Future]:
     """One partition's records as record batches (a new one whenever the current is full)."""
     deliveries, builder = [], producer.create_batch()
     for outgoing in records:
@@ -194,7 +221,7 @@ async def send_records(producer: AIOKafkaProducer, topic: str, partition: int, r
 
 def by_partition(group: list[Outgoing], partitions: list[int]) -> dict[int, list[Outgoing]]:
     out: dict[int, list[Outgoing]] = {}
-    for outgoing, partition in zip(group, partitions):
+    for outgoing, partition in zip(group, partitions, strict=False):
         bucket = out.get(partition)
         if bucket is None:
             bucket = out[partition] = []
@@ -215,7 +242,10 @@ def crash_without_commit(exc: BaseException, message: RecordPosition) -> None:
     leaving this batch uncommitted; the restarted router replays it (at-least-once)."""
     log.critical(
         "cannot produce the output of %s[%s]@%s (%r); exiting so the batch replays after restart",
-        message.topic, message.partition, message.offset, exc,
+        message.topic,
+        message.partition,
+        message.offset,
+        exc,
     )
     logging.shutdown()
     os._exit(70)

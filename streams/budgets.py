@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from modelyard.settings import BudgetSettings
+from modelyard.core.settings import BudgetSettings
 from schemas.spend import SpendRecord
 
 
@@ -35,7 +35,15 @@ class BudgetBook:
         if budget is None or spend is None:
             return None
         if budget.daily_usd is not None and spend.day == now.date() and spend.day_usd >= budget.daily_usd:
-            return Overrun(tenant, budget.action, f"daily budget ${budget.daily_usd} spent (${spend.day_usd})")
-        if budget.monthly_usd is not None and spend.month == f"{now:%Y-%m}" and spend.month_usd >= budget.monthly_usd:
-            return Overrun(tenant, budget.action, f"monthly budget ${budget.monthly_usd} spent (${spend.month_usd})")
+            return Overrun(
+                tenant, budget.action, f"daily budget ${budget.daily_usd} spent (${spend.day_usd})"
+            )
+        if (
+            budget.monthly_usd is not None
+            and spend.month == f"{now:%Y-%m}"
+            and spend.month_usd >= budget.monthly_usd
+        ):
+            return Overrun(
+                tenant, budget.action, f"monthly budget ${budget.monthly_usd} spent (${spend.month_usd})"
+            )
         return None

@@ -14,7 +14,9 @@ from collections.abc import Callable
 
 
 class RecentJobIds:
-    def __init__(self, window_s: float, max_entries: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, window_s: float, max_entries: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.window_s = window_s
         self.max_entries = max_entries
         self.clock = clock

@@ -83,7 +83,9 @@ class TaskCentroids:
 
     def cosines(self, vecs: Vectors, texts: np.ndarray | None = None) -> np.ndarray:
         """(texts x used centroids) cosine matrix, for all texts or the given indices."""
-        counts, norms = (vecs.counts, vecs.norms) if texts is None else (vecs.counts[texts], vecs.norms[texts])
+        counts, norms = (
+            (vecs.counts, vecs.norms) if texts is None else (vecs.counts[texts], vecs.norms[texts])
+        )
         dots = counts @ self.sums[: self.used].T.astype(np.float32)
         return dots / np.maximum(np.outer(norms, self.norms[: self.used]), 1e-12)
 
@@ -94,7 +96,9 @@ class TaskCentroids:
         target_of[texts] = targets
         chosen = target_of[vecs.rows] >= 0
         rows, cols = vecs.rows[chosen], vecs.cols[chosen]
-        delta = np.bincount(target_of[rows] * dims + cols, weights=1.0 / vecs.norms[rows], minlength=capacity * dims)
+        delta = np.bincount(
+            target_of[rows] * dims + cols, weights=1.0 / vecs.norms[rows], minlength=capacity * dims
+        )
         self.sums += delta.reshape(capacity, dims)
         self.counts += np.bincount(targets, minlength=capacity)
         touched = np.unique(targets)
@@ -102,7 +106,9 @@ class TaskCentroids:
 
 
 class NoveltyDetector:
-    def __init__(self, dims: int = 1024, min_samples: int = 50, prototypes: int = 64, merge_cosine: float = 0.5) -> None:
+    def __init__(
+        self, dims: int = 1024, min_samples: int = 50, prototypes: int = 64, merge_cosine: float = 0.5
+    ) -> None:
         self.dims = dims
         self.min_samples = min_samples
         self.prototypes = prototypes
@@ -122,9 +128,15 @@ class NoveltyDetector:
         hashes = np.concatenate([words, (words[:-1] * BIGRAM_MIX + words[1:])[same]])
         rows = np.concatenate([owners, owners[:-1][same]])
         cols = ((hashes ^ (hashes >> np.uint64(29))) % np.uint64(self.dims)).astype(np.intp)
-        counts = csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(texts), self.dims))
+        counts = csr_matrix(
+            (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(texts), self.dims)
+        )
         counts.sum_duplicates()  # a dense (texts x dims) matrix would cost more than the hashing, in memory traffic
-        squares = np.bincount(np.repeat(np.arange(len(texts)), np.diff(counts.indptr)), weights=counts.data.astype(np.float64) ** 2, minlength=len(texts))
+        squares = np.bincount(
+            np.repeat(np.arange(len(texts)), np.diff(counts.indptr)),
+            weights=counts.data.astype(np.float64) ** 2,
+            minlength=len(texts),
+        )
         return Vectors(counts, np.sqrt(squares), rows, cols)
 
     def samples(self, task: str) -> int:
@@ -146,7 +158,9 @@ class NoveltyDetector:
     def score(self, task: str, text: str) -> float | None:
         return self.scores(task, self.vectors([text]))[0][0]
 
-    def learn(self, task: str, vecs: Vectors, cosines: np.ndarray | None = None, texts: np.ndarray | None = None) -> None:
+    def learn(
+        self, task: str, vecs: Vectors, cosines: np.ndarray | None = None, texts: np.ndarray | None = None
+    ) -> None:
         """Leader clustering, a batch at a time, on all texts or the given indices (with `cosines` their rows
         of scores()): texts close to a centroid (cosine >= merge_cosine, or every centroid taken) join their
         nearest in one step; the first of the others starts a new centroid, and the rest are compared again

@@ -17,17 +17,25 @@ from typing import NamedTuple
 import numpy as np
 import orjson
 
-from modelyard._exceptions import ConfigError
-from modelyard.observability import DEAD_LETTERS, routed_to
-from modelyard.settings import Settings
-from modelyard.signatures import TenantKeys
+from modelyard.core._exceptions import ConfigError
+from modelyard.core.observability import DEAD_LETTERS, routed_to
+from modelyard.core.settings import Settings
+from modelyard.core.signatures import TenantKeys
 from schemas import TaskType, WorkItem
 from schemas.decoding import DecodeFailure
 from schemas.work_item_struct import DECODE_WORK_ITEM, WorkItemStruct
 from streams.budgets import BudgetBook, Overrun
 from streams.dedup import RecentJobIds
 from streams.novelty import NoveltyDetector
-from streams.rules import ItemFeatures, NoveltyPolicy, PolicyFile, Rule, RuleMemo, load_policy_file, policy_from_routes
+from streams.rules import (
+    ItemFeatures,
+    NoveltyPolicy,
+    PolicyFile,
+    Rule,
+    RuleMemo,
+    load_policy_file,
+    policy_from_routes,
+)
 from streams.tagging import tag_task
 
 log = logging.getLogger("modelyard.router")
@@ -57,7 +65,9 @@ class RuleCheck:
     failure: str | None
 
 
-@dataclass(slots=True)  # not frozen (its __init__ costs ~1 us more per item); only its novelty score is set after
+@dataclass(
+    slots=True
+)  # not frozen (its __init__ costs ~1 us more per item); only its novelty score is set after
 class Decision:
     task_type: TaskType
     task_reason: str
@@ -151,21 +161,40 @@ class RoutingPolicy:
     def _features(item: Item) -> tuple[ItemFeatures, str]:
         task_type, task_reason = tag_task(item)
         return ItemFeatures(
-            task_type=task_type, tenant=item.tenant, input_tokens=estimate_tokens(item.input_text()),
-            priority=item.priority, label_count=len(item.params.labels or ()), deadline=item.deadline,
+            task_type=task_type,
+            tenant=item.tenant,
+            input_tokens=estimate_tokens(item.input_text()),
+            priority=item.priority,
+            label_count=len(item.params.labels or ()),
+            deadline=item.deadline,
         ), task_reason
 
     @staticmethod
-    def _ruled(policy: PolicyFile, f: ItemFeatures, task_reason: str, chosen: Rule | None, checks: list[RuleCheck]) -> Decision:
+    def _ruled(
+        policy: PolicyFile, f: ItemFeatures, task_reason: str, chosen: Rule | None, checks: list[RuleCheck]
+    ) -> Decision:
         if chosen is not None:
-            return Decision(f.task_type, task_reason, chosen.pool, chosen.name, f"rule {chosen.name} matched", f, None, checks)
+            return Decision(
+                f.task_type,
+                task_reason,
+                chosen.pool,
+                chosen.name,
+                f"rule {chosen.name} matched",
+                f,
+                None,
+                checks,
+            )
         tenant = policy.tenants.get(f.tenant)
         pool = tenant.default_pool if tenant and tenant.default_pool else policy.default_pool
         return Decision(f.task_type, task_reason, pool, "default", "no rule matched", f, None, checks)
 
-    def _first_match(self, policy: PolicyFile, f: ItemFeatures, now: datetime) -> tuple[list[RuleCheck], Rule | None]:
+    def _first_match(
+        self, policy: PolicyFile, f: ItemFeatures, now: datetime
+    ) -> tuple[list[RuleCheck], Rule | None]:
         tenant = policy.tenants.get(f.tenant)
-        scoped = [(f"tenant {f.tenant}", r) for r in (tenant.rules if tenant else [])] + [("global", r) for r in policy.rules]
+        scoped = [(f"tenant {f.tenant}", r) for r in (tenant.rules if tenant else [])] + [
+            ("global", r) for r in policy.rules
+        ]
         checks = []
         for scope, rule in scoped:
             failure = rule.when.first_failure(f, now)
@@ -174,7 +203,9 @@ class RoutingPolicy:
                 return checks, rule
         return checks, None
 
-    def _apply_novelty(self, policy: PolicyFile, items: list[Item], decisions: list[Decision], learn: bool) -> list[Decision]:
+    def _apply_novelty(
+        self, policy: PolicyFile, items: list[Item], decisions: list[Decision], learn: bool
+    ) -> list[Decision]:
         """Items bound for an SLM pool are scored against their task's centroids, a task's items at once."""
         novelty, out = policy.novelty, list(decisions)
         by_task: dict[str, list[int]] = {}
@@ -189,11 +220,19 @@ class RoutingPolicy:
             self._score_task(novelty, task, [items[i] for i in indices], indices, out, learn)
         return out
 
-    def _score_task(self, novelty: NoveltyPolicy, task: str, items: list[Item], indices: list[int], out: list[Decision], learn: bool) -> None:
+    def _score_task(
+        self,
+        novelty: NoveltyPolicy,
+        task: str,
+        items: list[Item],
+        indices: list[int],
+        out: list[Decision],
+        learn: bool,
+    ) -> None:
         vecs = self.novelty.vectors([item.input_text() for item in items])
         scores, cosines = self.novelty.scores(task, vecs)
         familiar = []
-        for j, (i, score) in enumerate(zip(indices, scores)):
+        for j, (i, score) in enumerate(zip(indices, scores, strict=False)):
             if score is not None and score >= novelty.threshold:
                 out[i] = _divert(out[i], novelty.pool, score, f"novelty {score:.3f} >= {novelty.threshold}")
             else:
@@ -220,7 +259,9 @@ class RoutingPolicy:
                 return [self.route(raw, source) for raw, source in records]
             raw, source = records[0]
             log.exception("router failed on %s", source)
-            return [self._dead(DecodeFailure("router_error", None, f"{type(exc).__name__}: {exc}"), raw, source)]
+            return [
+                self._dead(DecodeFailure("router_error", None, f"{type(exc).__name__}: {exc}"), raw, source)
+            ]
 
     def _route_many(self, records: list[tuple[bytes | None, Source]]) -> list[Outgoing]:
         now, clock, self._routed = datetime.now(UTC), self.recent.evict(), Counter()
@@ -235,24 +276,39 @@ class RoutingPolicy:
             routed_to(pool).inc(count)
         return out
 
-    def _interleave(self, checked: list[Item | DecodeFailure], valid: list[int], decisions: list[Decision], records: list[tuple[bytes | None, Source]], now: datetime) -> list[Outgoing]:
+    def _interleave(
+        self,
+        checked: list[Item | DecodeFailure],
+        valid: list[int],
+        decisions: list[Decision],
+        records: list[tuple[bytes | None, Source]],
+        now: datetime,
+    ) -> list[Outgoing]:
         """Routed items' outputs and dead letters, in input order."""
         out: list[Outgoing | None] = [None] * len(records)
         emitted = self._emit_all([checked[k] for k in valid], decisions, [records[k] for k in valid], now)  # type: ignore[misc]
-        for k, outgoing in zip(valid, emitted):
+        for k, outgoing in zip(valid, emitted, strict=False):
             out[k] = outgoing
         for k, item in enumerate(checked):
             if isinstance(item, DecodeFailure):
                 out[k] = self._dead(item, *records[k])
         return out  # type: ignore[return-value]
 
-    def _emit_all(self, items: list[Item], decisions: list[Decision], records: list[tuple[bytes, Source]], now: datetime) -> list[Outgoing]:
+    def _emit_all(
+        self, items: list[Item], decisions: list[Decision], records: list[tuple[bytes, Source]], now: datetime
+    ) -> list[Outgoing]:
         """The routed items' outputs; with budgets or shadow sampling configured, item by item (_emit)."""
         if self.costs.budgets or self.router.shadow_share:
-            return [self._emit(item, d, *record, now) for item, d, record in zip(items, decisions, records)]
+            return [
+                self._emit(item, d, *record, now)
+                for item, d, record in zip(items, decisions, records, strict=False)
+            ]
         self._routed.update(d.pool for d in decisions)
         topic = self._topic
-        return [Outgoing(topic(d.pool), item.job_id.encode(), assignment_json(record[0], d, now)) for item, d, record in zip(items, decisions, records)]
+        return [
+            Outgoing(topic(d.pool), item.job_id.encode(), assignment_json(record[0], d, now))
+            for item, d, record in zip(items, decisions, records, strict=False)
+        ]
 
     def _emit(self, item: Item, decision: Decision, raw: bytes, source: Source, now: datetime) -> Outgoing:
         if self.costs.budgets:
@@ -261,7 +317,9 @@ class RoutingPolicy:
                 return self._over_budget(overrun, item, decision, raw, source, now)
         self._routed[decision.pool] += 1
         shadow = self._shadow(item, decision, now) if self.router.shadow_share else None
-        return Outgoing(self._topic(decision.pool), item.job_id.encode(), assignment_json(raw, decision, now), shadow)
+        return Outgoing(
+            self._topic(decision.pool), item.job_id.encode(), assignment_json(raw, decision, now), shadow
+        )
 
     def _topic(self, pool: str) -> str:
         topic = self._pool_topics.get(pool)
@@ -273,20 +331,38 @@ class RoutingPolicy:
         if not router.shadow_share:
             return None
         sampled = zlib.crc32(item.job_id.encode()) % 10_000 < router.shadow_share * 10_000
-        if not sampled or decision.pool == router.shadow_pool or decision.pool not in self.source.current().novelty.applies_to:
+        if (
+            not sampled
+            or decision.pool == router.shadow_pool
+            or decision.pool not in self.source.current().novelty.applies_to
+        ):
             return None
         job_id = f"{SHADOW_PREFIX}{item.job_id}"[:128]
         model = item.to_model() if isinstance(item, WorkItemStruct) else item
-        copy = model.model_copy(update={"job_id": job_id, "tenant": "shadow", "metadata": {**model.metadata, "shadow_of": item.job_id, "tenant": item.tenant}})
-        shadowed = replace(decision, pool=router.shadow_pool, rule="shadow", reason=f"shadow sample of {item.job_id}")
-        return Outgoing(self.kafka.pool_topic(router.shadow_pool), job_id.encode(), assignment_json(copy.model_dump_json().encode(), shadowed, now))
+        copy = model.model_copy(
+            update={
+                "job_id": job_id,
+                "tenant": "shadow",
+                "metadata": {**model.metadata, "shadow_of": item.job_id, "tenant": item.tenant},
+            }
+        )
+        shadowed = replace(
+            decision, pool=router.shadow_pool, rule="shadow", reason=f"shadow sample of {item.job_id}"
+        )
+        return Outgoing(
+            self.kafka.pool_topic(router.shadow_pool),
+            job_id.encode(),
+            assignment_json(copy.model_dump_json().encode(), shadowed, now),
+        )
 
     def _overrun(self, item: Item, decision: Decision, now: datetime) -> Overrun | None:
         if decision.pool not in self.costs.budget_pools:
             return None
         return self.budgets.overrun(item.tenant, now)
 
-    def _over_budget(self, overrun: Overrun, item: Item, decision: Decision, raw: bytes, source: Source, now: datetime) -> Outgoing:
+    def _over_budget(
+        self, overrun: Overrun, item: Item, decision: Decision, raw: bytes, source: Source, now: datetime
+    ) -> Outgoing:
         """Frontier spend over budget: reject (dead letter), downgrade (the cheaper pool) or defer (park it)."""
         if overrun.action == "reject":
             return self._dead(DecodeFailure("budget_exceeded", "tenant", overrun.why), raw, source)
@@ -296,7 +372,9 @@ class RoutingPolicy:
         pool = self.costs.downgrade_pool
         downgraded = replace(decision, pool=pool, rule="budget-downgrade", reason=overrun.why)
         self._routed[pool] += 1
-        return Outgoing(self.kafka.pool_topic(pool), item.job_id.encode(), assignment_json(raw, downgraded, now))
+        return Outgoing(
+            self.kafka.pool_topic(pool), item.job_id.encode(), assignment_json(raw, downgraded, now)
+        )
 
     def _validate(self, raw: bytes | None, source: Source, clock: float) -> Item | DecodeFailure:
         item = DECODE_WORK_ITEM(raw)
@@ -309,13 +387,19 @@ class RoutingPolicy:
             if failure is not None:
                 return failure
         if self.recent.is_duplicate(item.job_id, source.partition, source.offset, clock):
-            return DecodeFailure("duplicate_job_id", "job_id", f"job_id {item.job_id!r} was already submitted")
+            return DecodeFailure(
+                "duplicate_job_id", "job_id", f"job_id {item.job_id!r} was already submitted"
+            )
         return item
 
     def _dead(self, failure: DecodeFailure, raw: bytes | None, source: Source) -> Outgoing:
         letter = failure.dead_letter(
-            raw or b"", "router", source_topic=source.topic, source_partition=source.partition,
-            source_offset=source.offset, signature=source.signature.decode(errors="replace")[:200] if source.signature else None,
+            raw or b"",
+            "router",
+            source_topic=source.topic,
+            source_partition=source.partition,
+            source_offset=source.offset,
+            signature=source.signature.decode(errors="replace")[:200] if source.signature else None,
         )
         DEAD_LETTERS.labels("router", failure.reason).inc()
         return Outgoing(self.kafka.dead_letter_topic, None, letter.model_dump_json().encode())
@@ -330,9 +414,18 @@ def _divert(decision: Decision, pool: str, score: float, why: str) -> Decision:
 
 def assignment_json(raw: bytes, d: Decision, now: datetime) -> bytes:
     """The Assignment wire record, embedding the already-validated item bytes as they came (no re-encoding)."""
-    return orjson.dumps({
-        "schema_version": 1, "item": orjson.Fragment(raw), "task_type": d.task_type,
-        "task_reason": d.task_reason[:500], "pool": d.pool, "rule": d.rule, "reason": d.reason[:500],
-        "novelty_score": d.novelty_score, "input_tokens_est": d.features.input_tokens, "attempt": 1,
-        "routed_at": now,
-    })
+    return orjson.dumps(
+        {
+            "schema_version": 1,
+            "item": orjson.Fragment(raw),
+            "task_type": d.task_type,
+            "task_reason": d.task_reason[:500],
+            "pool": d.pool,
+            "rule": d.rule,
+            "reason": d.reason[:500],
+            "novelty_score": d.novelty_score,
+            "input_tokens_est": d.features.input_tokens,
+            "attempt": 1,
+            "routed_at": now,
+        }
+    )

@@ -14,12 +14,12 @@ import logging
 import time
 
 import faust
-from faust.app.base import BootStrategy
 from aiokafka import AIOKafkaConsumer
+from faust.app.base import BootStrategy
 
-from modelyard.observability import ROUTE_BATCH_SECONDS, Health, start_health_server
-from modelyard.settings import Settings
-from modelyard.signatures import signature_header
+from modelyard.core.observability import ROUTE_BATCH_SECONDS, Health, start_health_server
+from modelyard.core.settings import Settings
+from modelyard.core.signatures import signature_header
 from streams.app import create_app
 from streams.batch_router import BatchRouter, crash_without_commit
 from streams.policy import RoutingPolicy, Source
@@ -29,7 +29,9 @@ log = logging.getLogger("modelyard.router")
 BATCH_WITHIN_S = 0.05
 
 
-def register_router(app: faust.App, topics: RouterTopics, policy: RoutingPolicy, settings: Settings) -> BatchRouter | None:
+def register_router(
+    app: faust.App, topics: RouterTopics, policy: RoutingPolicy, settings: Settings
+) -> BatchRouter | None:
     """engine "batch" (default): BatchRouter as a task of this app; "agent": a Faust agent over the stream."""
     if settings.router.engine == "batch":
         engine = BatchRouter(settings, policy, group_id=app.conf.id)
@@ -57,17 +59,22 @@ async def route_batch(app: faust.App, policy: RoutingPolicy, events: list[faust.
         source = Source(message.topic, message.partition, message.offset, signature_header(message.headers))
         outgoing = policy.route(message.value, source)
         try:
-            await producer.send(outgoing.topic, outgoing.key, outgoing.value, partition=None, timestamp=None, headers=None)
+            await producer.send(
+                outgoing.topic, outgoing.key, outgoing.value, partition=None, timestamp=None, headers=None
+            )
             if outgoing.shadow is not None:
                 shadow = outgoing.shadow
-                await producer.send(shadow.topic, shadow.key, shadow.value, partition=None, timestamp=None, headers=None)
-        except Exception as exc:  # noqa: BLE001
+                await producer.send(
+                    shadow.topic, shadow.key, shadow.value, partition=None, timestamp=None, headers=None
+                )
+        except Exception as exc:
             crash_without_commit(exc, message)
     ROUTE_BATCH_SECONDS.observe(time.perf_counter() - started)
 
 
 def register_novelty_state(app: faust.App, policy: RoutingPolicy, settings: Settings) -> None:
-    """Centroids survive restarts: loaded at start, saved periodically (and read by `route --explain`)."""
+    """Centroids survive restarts: loaded at start, saved periodically and when the router stops (and read by
+    `route --explain`)."""
     path = settings.novelty_state_file
     if policy.novelty.load(path):
         log.info("novelty centroids loaded from %s", path)
@@ -75,6 +82,11 @@ def register_novelty_state(app: faust.App, policy: RoutingPolicy, settings: Sett
     @app.timer(settings.router.novelty_save_interval_s)
     async def save_novelty() -> None:
         policy.save_novelty(path)
+
+    @app.on_before_shutdown.connect
+    async def save_novelty_at_shutdown(sender: object, **_: object) -> None:
+        policy.save_novelty(path)  # synchronous: no batch is routed (or learned from) while it writes
+        log.info("novelty centroids saved to %s", path)
 
 
 def register_budget_feed(app: faust.App, policy: RoutingPolicy, settings: Settings) -> None:
@@ -87,7 +99,9 @@ def register_budget_feed(app: faust.App, policy: RoutingPolicy, settings: Settin
     async def read_spend() -> None:
         if "consumer" not in state:
             state["consumer"] = AIOKafkaConsumer(
-                settings.kafka.spend_topic, auto_offset_reset="earliest", enable_auto_commit=False,
+                settings.kafka.spend_topic,
+                auto_offset_reset="earliest",
+                enable_auto_commit=False,
                 **settings.kafka.client_options(),
             )
             await state["consumer"].start()

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from modelyard._exceptions import ConfigError
+from modelyard.core._exceptions import ConfigError
 from schemas import TaskType
 
 
@@ -43,18 +43,22 @@ class Condition(Strict):
     max_priority: int | None = Field(default=None, ge=0, le=9)
     min_labels: int | None = Field(default=None, ge=0)
     max_labels: int | None = Field(default=None, ge=0)
-    deadline_within_s: float | None = Field(default=None, gt=0, description="Has a deadline at most this far away.")
+    deadline_within_s: float | None = Field(
+        default=None, gt=0, description="Has a deadline at most this far away."
+    )
     has_deadline: bool | None = None
 
-    def matches(self, f: ItemFeatures, now: datetime) -> bool:  # noqa: PLR0911 - flat checks, the hot path
+    def matches(self, f: ItemFeatures, now: datetime) -> bool:
         """first_failure(f, now) is None, without building the sentences (the routing hot path)."""
         if self.task is not None and f.task_type not in self.task:
             return False
         if self.tenants is not None and f.tenant not in self.tenants:
             return False
-        if not (_within(f.input_tokens, self.min_input_tokens, self.max_input_tokens)
-                and _within(f.priority, self.min_priority, self.max_priority)
-                and _within(f.label_count, self.min_labels, self.max_labels)):
+        if not (
+            _within(f.input_tokens, self.min_input_tokens, self.max_input_tokens)
+            and _within(f.priority, self.min_priority, self.max_priority)
+            and _within(f.label_count, self.min_labels, self.max_labels)
+        ):
             return False
         if self.has_deadline is not None and (f.deadline is not None) != self.has_deadline:
             return False
@@ -86,6 +90,7 @@ class Condition(Strict):
             return False
         return f.deadline is None or (f.deadline - now).total_seconds() > self.deadline_within_s
 
+
 def _within(value: int, low: int | None, high: int | None) -> bool:
     return (low is None or value >= low) and (high is None or value <= high)
 
@@ -103,9 +108,13 @@ class TenantPolicy(Strict):
 
 class NoveltyPolicy(Strict):
     enabled: bool = True
-    threshold: float = Field(default=0.75, gt=0, le=1, description="Score at or above which an item is novel.")
+    threshold: float = Field(
+        default=0.75, gt=0, le=1, description="Score at or above which an item is novel."
+    )
     pool: str = "frontier"
-    applies_to: list[str] = Field(default_factory=lambda: ["slm"], description="Pools whose items may be diverted.")
+    applies_to: list[str] = Field(
+        default_factory=lambda: ["slm"], description="Pools whose items may be diverted."
+    )
     min_samples: int = Field(default=50, ge=1, description="Items a task's centroid needs before it scores.")
 
 
@@ -127,13 +136,17 @@ class PolicyFile(Strict):
     def pools_named(self) -> set[str]:
         pools = {self.default_pool, self.novelty.pool, *(r.pool for r in self.rules)}
         for tenant in self.tenants.values():
-            pools |= {r.pool for r in tenant.rules} | ({tenant.default_pool} if tenant.default_pool else set())
+            pools |= {r.pool for r in tenant.rules} | (
+                {tenant.default_pool} if tenant.default_pool else set()
+            )
         return pools
 
     def check_pools(self, known: set[str], source: str) -> PolicyFile:
         unknown = sorted(self.pools_named() - known)
         if unknown:
-            raise ConfigError(f"routing policy {source}: unknown pools {unknown}; configured pools are {sorted(known)}")
+            raise ConfigError(
+                f"routing policy {source}: unknown pools {unknown}; configured pools are {sorted(known)}"
+            )
         return self
 
 
@@ -147,7 +160,9 @@ class RuleMemo:
     MAX_ENTRIES = 65_536
 
     def __init__(self, policy: PolicyFile) -> None:
-        conditions = [r.when for r in policy.rules] + [r.when for t in policy.tenants.values() for r in t.rules]
+        conditions = [r.when for r in policy.rules] + [
+            r.when for t in policy.tenants.values() for r in t.rules
+        ]
         self.policy = policy
         self.enabled = all(c.deadline_within_s is None for c in conditions)
         self.token_cuts = _cuts([(c.min_input_tokens, c.max_input_tokens) for c in conditions])
@@ -157,8 +172,14 @@ class RuleMemo:
     def first_match(self, f: ItemFeatures, now: datetime) -> Rule | None:
         if not self.enabled:
             return first_matching_rule(self.policy, f, now)
-        key = (f.task_type, f.tenant, bisect_right(self.token_cuts, f.input_tokens), f.priority,
-               bisect_right(self.label_cuts, f.label_count), f.deadline is None)
+        key = (
+            f.task_type,
+            f.tenant,
+            bisect_right(self.token_cuts, f.input_tokens),
+            f.priority,
+            bisect_right(self.label_cuts, f.label_count),
+            f.deadline is None,
+        )
         try:
             return self._rules[key]
         except KeyError:
@@ -180,7 +201,9 @@ def first_matching_rule(policy: PolicyFile, f: ItemFeatures, now: datetime) -> R
 
 def _cuts(bounds: list[tuple[int | None, int | None]]) -> list[int]:
     """Where `value >= low` or `value <= high` can change truth: each low, and each high + 1."""
-    return sorted({low for low, _ in bounds if low is not None} | {high + 1 for _, high in bounds if high is not None})
+    return sorted(
+        {low for low, _ in bounds if low is not None} | {high + 1 for _, high in bounds if high is not None}
+    )
 
 
 def load_policy_file(path: Path, known_pools: set[str]) -> PolicyFile:
@@ -198,7 +221,10 @@ def load_policy_file(path: Path, known_pools: set[str]) -> PolicyFile:
 
 def policy_from_routes(routes: dict[TaskType, str], default_pool: str, known_pools: set[str]) -> PolicyFile:
     """The simple task -> pool table of the settings, as a policy with one rule per task."""
-    rules = [Rule(name=f"task-{task.value}", when=Condition(task=[task]), pool=pool) for task, pool in routes.items()]
+    rules = [
+        Rule(name=f"task-{task.value}", when=Condition(task=[task]), pool=pool)
+        for task, pool in routes.items()
+    ]
     novelty_pool = default_pool if default_pool in known_pools else next(iter(known_pools))
     novelty = NoveltyPolicy(pool=novelty_pool, applies_to=[p for p in ("slm",) if p in known_pools])
     return PolicyFile(default_pool=default_pool, rules=rules, novelty=novelty)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import faust
 
-from modelyard.settings import Settings
+from modelyard.core.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,9 @@ class RouterTopics:
     @classmethod
     def declare(cls, app: faust.App, settings: Settings) -> RouterTopics:
         kafka = settings.kafka
-        names = [kafka.pool_topic(pool) for pool in settings.pools] + [kafka.dead_letter_topic, kafka.deferred_topic]
+        names = [kafka.pool_topic(pool) for pool in settings.pools] + [
+            kafka.dead_letter_topic,
+            kafka.deferred_topic,
+        ]
         outputs = {name: app.topic(name, key_type=bytes, value_type=bytes) for name in names}
         return cls(jobs=app.topic(kafka.jobs_topic, key_type=bytes, value_type=bytes), outputs=outputs)

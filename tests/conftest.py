@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.settings import Settings, load_settings
+from modelyard.core.settings import Settings, load_settings
 
 
 def free_port() -> int:
@@ -74,12 +74,14 @@ def kafka_bootstrap(kafka_broker: tuple[str, object | None]) -> str:
 
 def _local_broker(data_dir: Path) -> Iterator[tuple[str, object]]:
     """Start on free ports; another process may grab one between the check and the bind, so retry."""
-    from modelyard._exceptions import BrokerError
-    from modelyard.broker import LocalKafkaBroker
+    from modelyard.core._exceptions import BrokerError
+    from modelyard.local.broker import LocalKafkaBroker
 
     for attempt in range(3):
         bootstrap = f"127.0.0.1:{broker_port()}"
-        settings = load_settings(kafka={"bootstrap_servers": bootstrap}, local_broker={"data_dir": data_dir / str(attempt)})
+        settings = load_settings(
+            kafka={"bootstrap_servers": bootstrap}, local_broker={"data_dir": data_dir / str(attempt)}
+        )
         broker = LocalKafkaBroker(settings)
         try:
             broker.start()
@@ -110,6 +112,7 @@ def pipeline_env(kafka_bootstrap: str, tmp_path: Path, run_id: str) -> dict[str,
         "MODELYARD_STATE_DIR": str(tmp_path / "state"),
         "MODELYARD_CLICKHOUSE__DSN": f"chdb://{tmp_path / 'chdb'}",
         "MODELYARD_SIMULATOR__PORT": str(free_port()),
+        "MODELYARD_CLICKHOUSE__QUERY_PORT": str(free_port()),
         "MODELYARD_SIMULATOR__LATENCY_MS": "5",
         "MODELYARD_SIMULATOR__JITTER_MS": "2",
         "MODELYARD_SINK__FLUSH_INTERVAL_S": "0.2",

@@ -21,7 +21,9 @@ def find_gguf(package: str) -> Path:
     try:
         files = distribution(package).files or []
     except PackageNotFoundError:
-        sys.exit(f"error: package {package!r} is not installed in {sys.prefix}; fix: rm -rf {sys.prefix} && make slm-cpu")
+        sys.exit(
+            f"error: package {package!r} is not installed in {sys.prefix}; fix: rm -rf {sys.prefix} && make slm-cpu"
+        )
     ggufs = [Path(distribution(package).locate_file(f)) for f in files if f.name.endswith(".gguf")]
     if len(ggufs) != 1:
         sys.exit(f"error: package {package!r} holds {len(ggufs)} .gguf files, expected exactly one")
@@ -50,7 +52,9 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     gguf = find_gguf(package)
     started = time.monotonic()
-    print(f"converting {gguf.name} ({gguf.stat().st_size / 1e6:.0f} MB) from {package} to {out_dir}", flush=True)
+    print(
+        f"converting {gguf.name} ({gguf.stat().st_size / 1e6:.0f} MB) from {package} to {out_dir}", flush=True
+    )
     convert(gguf, out_dir)
     print(f"converted in {time.monotonic() - started:.0f} s", flush=True)
 

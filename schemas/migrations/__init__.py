@@ -15,7 +15,9 @@ class Migration:
 
 def load_migrations() -> list[Migration]:
     """Every bundled migration, in version order."""
-    files = sorted(f for f in resources.files(__package__).iterdir() if f.name.endswith(".sql"))
+    files = sorted(
+        (f for f in resources.files(__package__).iterdir() if f.name.endswith(".sql")), key=lambda f: f.name
+    )
     return [_parse(f.name, f.read_text(encoding="utf-8")) for f in files]
 
 

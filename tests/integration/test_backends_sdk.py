@@ -10,20 +10,34 @@ import orjson
 import pytest
 from aiohttp import web
 
-from modelyard._exceptions import ProviderError, RateLimited
-from modelyard.settings import Settings, load_settings
-from modelyard.simulator import ProviderSimulator
+from modelyard.core._exceptions import ProviderError, RateLimited
+from modelyard.core.settings import Settings, load_settings
+from modelyard.local.simulator import ProviderSimulator
 from schemas import TaskType, WorkItem
 from tests.conftest import free_port
-from workers.backends.anthropic_messages import AnthropicBackend
-from workers.backends.openai_chat import OpenAIChatBackend
+from workers.pools.backends.anthropic_messages import AnthropicBackend
+from workers.pools.backends.openai_chat import OpenAIChatBackend
 
 pytestmark = pytest.mark.integration
 
-CLASSIFY = WorkItem(job_id="c", tenant="t", task="classification", input="charged twice", params={"labels": ["billing", "bug", "other"]})
+CLASSIFY = WorkItem(
+    job_id="c",
+    tenant="t",
+    task="classification",
+    input="charged twice",
+    params={"labels": ["billing", "bug", "other"]},
+)
 EXTRACT = WorkItem(
-    job_id="e", tenant="t", task="extraction", input="Order 12 by Ada",
-    params={"json_schema": {"type": "object", "properties": {"order_id": {"type": "integer"}, "customer": {"type": "string"}}}},
+    job_id="e",
+    tenant="t",
+    task="extraction",
+    input="Order 12 by Ada",
+    params={
+        "json_schema": {
+            "type": "object",
+            "properties": {"order_id": {"type": "integer"}, "customer": {"type": "string"}},
+        }
+    },
 )
 LONG_SYSTEM = "Follow the house style guide. " * 60
 
@@ -76,7 +90,9 @@ def test_anthropic_sdk_answers_through_forced_tool_use() -> None:
 
 
 def test_cached_prompt_tokens_are_split_out_for_both_wire_formats() -> None:
-    item = CLASSIFY.model_copy(update={"params": CLASSIFY.params.model_copy(update={"instructions": LONG_SYSTEM + "{labels}"})})
+    item = CLASSIFY.model_copy(
+        update={"params": CLASSIFY.params.model_copy(update={"instructions": LONG_SYSTEM + "{labels}"})}
+    )
 
     async def scenario() -> None:
         async with simulator() as (_, settings):
@@ -85,7 +101,9 @@ def test_cached_prompt_tokens_are_split_out_for_both_wire_formats() -> None:
                 second = await backend.complete(item, TaskType.CLASSIFICATION)
                 assert first.usage.cached_input_tokens == 0
                 assert second.usage.cached_input_tokens > 0
-                assert second.usage.input_tokens + second.usage.cached_input_tokens == first.usage.input_tokens
+                assert (
+                    second.usage.input_tokens + second.usage.cached_input_tokens == first.usage.input_tokens
+                )
 
     asyncio.run(scenario())
 
@@ -94,7 +112,9 @@ def test_sdk_retries_429_honouring_retry_after_then_succeeds() -> None:
     async def scenario() -> None:
         async with simulator(rate_429=0.5, retry_after_s=0.05) as (sim, settings):
             backend = openai_backend(settings, max_retries=8)
-            results = await asyncio.gather(*(backend.complete(CLASSIFY, TaskType.CLASSIFICATION) for _ in range(20)))
+            results = await asyncio.gather(
+                *(backend.complete(CLASSIFY, TaskType.CLASSIFICATION) for _ in range(20))
+            )
             assert len(results) == 20
             assert sim.stats["openai.429"] > 0 and sim.stats["openai.200"] == 20
 
@@ -104,7 +124,10 @@ def test_sdk_retries_429_honouring_retry_after_then_succeeds() -> None:
 def test_persistent_429_surfaces_as_rate_limited_with_retry_after() -> None:
     async def scenario() -> None:
         async with simulator(rate_429=1.0, retry_after_s=0.01) as (sim, settings):
-            for backend in (openai_backend(settings, max_retries=1), anthropic_backend(settings, max_retries=1)):
+            for backend in (
+                openai_backend(settings, max_retries=1),
+                anthropic_backend(settings, max_retries=1),
+            ):
                 with pytest.raises(RateLimited) as caught:
                     await backend.complete(CLASSIFY, TaskType.CLASSIFICATION)
                 assert caught.value.retry_after == pytest.approx(0.01)
@@ -129,6 +152,8 @@ def test_timeout_is_translated() -> None:
     async def scenario() -> None:
         async with simulator(latency_ms=500) as (_, settings):
             with pytest.raises(ProviderError, match="timed out"):
-                await openai_backend(settings, timeout_s=0.1, max_retries=0).complete(CLASSIFY, TaskType.CLASSIFICATION)
+                await openai_backend(settings, timeout_s=0.1, max_retries=0).complete(
+                    CLASSIFY, TaskType.CLASSIFICATION
+                )
 
     asyncio.run(scenario())

@@ -8,18 +8,26 @@ import time
 import orjson
 import pytest
 
-from modelyard._exceptions import ProviderError
+from modelyard.core._exceptions import ProviderError
 from schemas import TaskType, WorkItem
-from tests.integration.test_backends_sdk import CLASSIFY, EXTRACT, anthropic_backend, openai_backend, simulator
-from workers.backends.anthropic_batch import AnthropicBatchBackend
-from workers.backends.base import BatchBackend, BatchRequest, Completion
-from workers.backends.openai_batch import OpenAIBatchBackend
+from tests.integration.test_backends_sdk import (
+    CLASSIFY,
+    EXTRACT,
+    anthropic_backend,
+    openai_backend,
+    simulator,
+)
+from workers.pools.backends.anthropic_batch import AnthropicBatchBackend
+from workers.pools.backends.base import BatchBackend, BatchRequest, Completion
+from workers.pools.backends.openai_batch import OpenAIBatchBackend
 
 pytestmark = pytest.mark.integration
 
 FAILING = WorkItem(job_id="f", tenant="t", task="generation", input="please [batch-fail] this one")
 REQUESTS: list[BatchRequest] = [
-    ("item-0", CLASSIFY, TaskType.CLASSIFICATION), ("item-1", EXTRACT, TaskType.EXTRACTION), ("item-2", FAILING, TaskType.GENERATION),
+    ("item-0", CLASSIFY, TaskType.CLASSIFICATION),
+    ("item-1", EXTRACT, TaskType.EXTRACTION),
+    ("item-2", FAILING, TaskType.GENERATION),
 ]
 TASKS = {cid: task for cid, _, task in REQUESTS}
 
@@ -40,7 +48,9 @@ def batch_backends(settings) -> dict[str, BatchBackend]:  # type: ignore[no-unty
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
-def test_batch_round_trip_gives_the_interactive_answer_per_custom_id_and_a_per_request_error(provider: str) -> None:
+def test_batch_round_trip_gives_the_interactive_answer_per_custom_id_and_a_per_request_error(
+    provider: str,
+) -> None:
     async def scenario() -> None:
         async with simulator(batch_delay_s=0.5) as (sim, settings):
             sim.faults.update({"batch_error_marker": "[batch-fail]"})
@@ -52,9 +62,16 @@ def test_batch_round_trip_gives_the_interactive_answer_per_custom_id_and_a_per_r
             assert set(outcomes) == set(TASKS)
             label, extracted, failed = (outcomes[c] for c in ("item-0", "item-1", "item-2"))
             assert isinstance(label, Completion) and label.output in {"billing", "bug", "other"}
-            assert isinstance(extracted, Completion) and set(orjson.loads(extracted.output)) == {"order_id", "customer"}
-            interactive = await backend_for_calls(settings, provider).complete(CLASSIFY, TaskType.CLASSIFICATION)
-            assert label.usage == interactive.usage and label.output == interactive.output  # same request, same answer
+            assert isinstance(extracted, Completion) and set(orjson.loads(extracted.output)) == {
+                "order_id",
+                "customer",
+            }
+            interactive = await backend_for_calls(settings, provider).complete(
+                CLASSIFY, TaskType.CLASSIFICATION
+            )
+            assert (
+                label.usage == interactive.usage and label.output == interactive.output
+            )  # same request, same answer
             assert isinstance(failed, ProviderError) and failed.retryable
             assert ("HTTP 500" if provider == "openai" else "api_error") in str(failed)
             assert sim.stats[f"{provider}.batches"] == 1 and sim.stats[f"{provider}.batch_errored"] == 1
@@ -77,7 +94,9 @@ def test_a_cancelled_batch_reports_every_request_as_retryable(provider: str) -> 
             assert await until_ended(backend, batch_id) in {"cancelled", "ended"}
             outcomes = await backend.results(batch_id, TASKS)
             assert set(outcomes) == {"item-0", "item-1"}
-            assert all(isinstance(o, ProviderError) and o.retryable and "cancel" in str(o) for o in outcomes.values()), outcomes
+            assert all(
+                isinstance(o, ProviderError) and o.retryable and "cancel" in str(o) for o in outcomes.values()
+            ), outcomes
             await backend.close()
 
     asyncio.run(scenario())

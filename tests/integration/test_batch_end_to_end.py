@@ -12,13 +12,13 @@ import aiohttp
 import orjson
 import pytest
 
-from modelyard.processes import ProcessSupervisor, wait_for_port
-from modelyard.settings import Settings, load_settings
-from modelyard.topics import ensure_topics
+from modelyard.core.settings import Settings, load_settings
+from modelyard.core.topics import ensure_topics
+from modelyard.local.processes import ProcessSupervisor, wait_for_port
 from schemas import Usage
 from tests.integration.test_end_to_end import read_topic, rows, wait_for_sink
 from tests.integration.test_router import produce
-from workers.pricing import PriceCatalog
+from workers.sink.pricing import PriceCatalog
 
 pytestmark = pytest.mark.integration
 BATCH_ENV = {
@@ -30,7 +30,9 @@ BATCH_ENV = {
 }
 
 
-def work(job_id: str, deadline_in: timedelta | None = None, text: str = "Write a limerick about invoices") -> bytes:
+def work(
+    job_id: str, deadline_in: timedelta | None = None, text: str = "Write a limerick about invoices"
+) -> bytes:
     job = {"job_id": job_id, "tenant": "acme", "task": "generation", "input": f"{text} ({job_id})"}
     if deadline_in:
         job["deadline"] = (datetime.now(UTC) + deadline_in).isoformat()
@@ -38,9 +40,11 @@ def work(job_id: str, deadline_in: timedelta | None = None, text: str = "Write a
 
 
 async def set_faults(settings: Settings, **faults: object) -> None:
-    async with aiohttp.ClientSession() as session:
-        async with session.post(f"{settings.simulator.url}/_sim/faults", json=faults) as response:
-            assert response.status == 200
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{settings.simulator.url}/_sim/faults", json=faults) as response,
+    ):
+        assert response.status == 200
 
 
 def test_deferrable_jobs_are_batched_once_at_half_price_and_the_rest_stay_interactive(
@@ -60,19 +64,24 @@ def test_deferrable_jobs_are_batched_once_at_half_price_and_the_rest_stay_intera
         for name, *args in [("sink", "sink"), ("router", "router"), ("pool-frontier", "pool", "frontier")]:
             supervisor.start(name, *args)
         jobs = [work(j) for j in deferrable[:-1]] + [work("far-deadline", timedelta(days=3))]
-        jobs += [work(j, timedelta(hours=1)) for j in urgent] + [work("fails-in-batch", text="[batch-fail] a poem")]
+        jobs += [work(j, timedelta(hours=1)) for j in urgent] + [
+            work("fails-in-batch", text="[batch-fail] a poem")
+        ]
         asyncio.run(produce(settings, jobs))
         results = asyncio.run(read_topic(settings, settings.kafka.results_topic, len(jobs) + 1, timeout=120))
         assert len(results) == len(jobs) + 1, supervisor.tail("pool-frontier", 20)
         asyncio.run(wait_for_sink(settings, supervisor))
         supervisor.stop("sink")
 
-    billed = rows(env, """
+    billed = rows(
+        env,
+        """
         SELECT r.job_id AS job_id, r.attempt AS attempt, r.status AS status, r.batch AS batch, r.model AS model,
                r.error AS error, r.input_tokens AS input, r.cached_input_tokens AS cached, r.cache_write_tokens AS writes,
                r.output_tokens AS output, r.completed_at AS at, c.total_cost_usd AS usd, c.batch AS ledger_batch
         FROM results AS r FINAL JOIN cost_ledger AS c FINAL ON r.job_id = c.job_id AND r.attempt = c.attempt
-        ORDER BY job_id, attempt""")
+        ORDER BY job_id, attempt""",
+    )
     by_job: dict[str, list[dict[str, object]]] = {}
     for row in billed:
         by_job.setdefault(str(row["job_id"]), []).append(row)
@@ -88,16 +97,27 @@ def test_deferrable_jobs_are_batched_once_at_half_price_and_the_rest_stay_intera
         expected = list_price / 2 if batched else list_price
         assert abs(Decimal(str(row["usd"])) - expected) <= Decimal("1e-11"), (row, list_price)
 
-    in_batch, interactive = by_job["fails-in-batch"]  # the per-request error is accounted, then retried interactively
-    assert (in_batch["attempt"], in_batch["status"], in_batch["batch"], Decimal(str(in_batch["usd"]))) == (1, "failed_over", 1, 0)
+    in_batch, interactive = by_job[
+        "fails-in-batch"
+    ]  # the per-request error is accounted, then retried interactively
+    assert (in_batch["attempt"], in_batch["status"], in_batch["batch"], Decimal(str(in_batch["usd"]))) == (
+        1,
+        "failed_over",
+        1,
+        0,
+    )
     assert "HTTP 500" in str(in_batch["error"]) or "api_error" in str(in_batch["error"])
     assert (interactive["attempt"], interactive["status"], interactive["batch"]) == (2, "ok", 0)
 
 
 def interactive_cost(catalog: PriceCatalog, row: dict[str, object]) -> Decimal:
     """What the same tokens cost through the interactive API, from the price catalog."""
-    usage = Usage(input_tokens=int(row["input"]), cached_input_tokens=int(row["cached"]),  # type: ignore[arg-type]
-                  cache_write_tokens=int(row["writes"]), output_tokens=int(row["output"]))  # type: ignore[arg-type]
+    usage = Usage(
+        input_tokens=int(row["input"]),
+        cached_input_tokens=int(row["cached"]),  # type: ignore[arg-type]
+        cache_write_tokens=int(row["writes"]),
+        output_tokens=int(row["output"]),
+    )  # type: ignore[arg-type]
     at = datetime.fromisoformat(str(row["at"])).replace(tzinfo=UTC)
     rates = catalog.rates(str(row["model"]), at)
     assert rates is not None and rates.batch_discount == Decimal("0.50")

@@ -10,9 +10,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from modelyard.processes import ProcessSupervisor, wait_for_port
-from modelyard.settings import Settings, load_settings
-from modelyard.topics import ensure_topics
+from modelyard.core.settings import Settings, load_settings
+from modelyard.core.topics import ensure_topics
+from modelyard.local.processes import ProcessSupervisor, wait_for_port
 from schemas import DeadLetter
 from schemas.spend import SpendRecord
 from tests.integration.test_end_to_end import read_topic
@@ -22,11 +22,15 @@ pytestmark = pytest.mark.integration
 
 
 def poem(job_id: str, tenant: str = "acme") -> bytes:
-    return orjson.dumps({"job_id": job_id, "tenant": tenant, "input": "Write a poem about budgets", "task": "generation"})
+    return orjson.dumps(
+        {"job_id": job_id, "tenant": tenant, "input": "Write a poem about budgets", "task": "generation"}
+    )
 
 
 async def wait_for_spend(settings: Settings, tenant: str, timeout: float = 60) -> SpendRecord:
-    consumer = AIOKafkaConsumer(settings.kafka.spend_topic, auto_offset_reset="earliest", **settings.kafka.client_options())
+    consumer = AIOKafkaConsumer(
+        settings.kafka.spend_topic, auto_offset_reset="earliest", **settings.kafka.client_options()
+    )
     await consumer.start()
     deadline = time.monotonic() + timeout
     try:
@@ -44,7 +48,11 @@ async def wait_for_spend(settings: Settings, tenant: str, timeout: float = 60) -
 def test_tenant_over_daily_budget_is_rejected_before_frontier_spend(
     pipeline_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env = {**pipeline_env, "MODELYARD_COSTS__BUDGETS__ACME__DAILY_USD": "0.0001", "MODELYARD_COSTS__BUDGETS__ACME__ACTION": "reject"}
+    env = {
+        **pipeline_env,
+        "MODELYARD_COSTS__BUDGETS__ACME__DAILY_USD": "0.0001",
+        "MODELYARD_COSTS__BUDGETS__ACME__ACTION": "reject",
+    }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     settings = load_settings()
@@ -60,8 +68,13 @@ def test_tenant_over_daily_budget_is_rejected_before_frontier_spend(
         spend = asyncio.run(wait_for_spend(settings, "acme"))
         assert spend.day_usd > settings.costs.budgets["acme"].daily_usd
         time.sleep(2.5)  # routers poll the spend topic every second
-        asyncio.run(produce(settings, [poem(f"later-{n}") for n in range(3)] + [poem("other-tenant", "globex")]))
-        letters = [DeadLetter.model_validate_json(v) for v in asyncio.run(read_topic(settings, settings.kafka.dead_letter_topic, 3, timeout=60))]
+        asyncio.run(
+            produce(settings, [poem(f"later-{n}") for n in range(3)] + [poem("other-tenant", "globex")])
+        )
+        letters = [
+            DeadLetter.model_validate_json(v)
+            for v in asyncio.run(read_topic(settings, settings.kafka.dead_letter_topic, 3, timeout=60))
+        ]
         results = asyncio.run(read_topic(settings, settings.kafka.results_topic, 6, timeout=60))
     assert sorted((d.reason, d.field) for d in letters) == [("budget_exceeded", "tenant")] * 3
     assert {orjson.loads(v)["job_id"] for v in results} == {f"first-{n}" for n in range(5)} | {"other-tenant"}

@@ -15,13 +15,13 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from modelyard.demo import sample_lines
-from modelyard.processes import ProcessSupervisor, wait_for_port
-from modelyard.settings import Settings
-from modelyard.topics import ensure_topics
+from modelyard.core.settings import Settings
+from modelyard.core.topics import ensure_topics
+from modelyard.local.demo import sample_lines
+from modelyard.local.processes import ProcessSupervisor, wait_for_port
 from schemas import DeadLetter, WorkItem
 from schemas.decoding import decode
-from tests.integration.test_end_to_end import modelyard, rows, wait_for_sink
+from tests.integration.test_end_to_end import rows, wait_for_sink
 from tests.integration.test_router import produce
 
 pytestmark = pytest.mark.integration
@@ -33,19 +33,26 @@ TABLE: list[tuple[object, ...]] = []
 @pytest.fixture(scope="module", autouse=True)
 def battery_table() -> None:
     yield
-    lines = ["| scenario | submitted | jobs with a result | of which error results | dead letters | duplicate rows | cost rows |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| scenario | submitted | jobs with a result | of which error results | dead letters | duplicate rows | cost rows |",
+        "|---|---|---|---|---|---|---|",
+    ]
     lines += [f"| {' | '.join(map(str, row))} |" for row in TABLE]
     Path(".modelyard").mkdir(exist_ok=True)
     Path(".modelyard/crash-battery.md").write_text("\n".join(lines) + "\n")
     print("\n" + "\n".join(lines))
 
 
-async def distinct_results(settings: Settings, expected: int, letters: int, timeout: float) -> tuple[set[str], int]:
+async def distinct_results(
+    settings: Settings, expected: int, letters: int, timeout: float
+) -> tuple[set[str], int]:
     topics = [settings.kafka.results_topic, settings.kafka.dead_letter_topic]
     consumer = AIOKafkaConsumer(*topics, **settings.kafka.client_options(), auto_offset_reset="earliest")
     await consumer.start()
     jobs: set[str] = set()
-    dead: set[tuple[int | None, int | None]] = set()  # a replayed record may be dead-lettered twice: count it once
+    dead: set[tuple[int | None, int | None]] = (
+        set()
+    )  # a replayed record may be dead-lettered twice: count it once
     deadline = time.monotonic() + timeout
     try:
         while (len(jobs) < expected or len(dead) < letters) and time.monotonic() < deadline:
@@ -67,7 +74,9 @@ def jobs(run: str) -> list[bytes]:
 
 def inject(scenario: str, supervisor: ProcessSupervisor, settings: Settings, broker: object | None) -> None:
     if scenario == "provider outage (5 s)":
-        request = urllib.request.Request(f"{settings.simulator.url}/_sim/faults", data=json.dumps({"outage_s": 5}).encode(), method="POST")
+        request = urllib.request.Request(
+            f"{settings.simulator.url}/_sim/faults", data=json.dumps({"outage_s": 5}).encode(), method="POST"
+        )
         urllib.request.urlopen(request, timeout=5).read()
     elif scenario == "Kafka broker restarted":
         broker.stop()  # type: ignore[union-attr]
@@ -75,32 +84,61 @@ def inject(scenario: str, supervisor: ProcessSupervisor, settings: Settings, bro
     elif scenario == "SLM pool SIGKILL, second copy takes over":
         supervisor.kill("pool-slm")
     else:
-        kind = {"router SIGKILL": "router", "SLM pool SIGKILL": "pool-slm", "frontier pool SIGKILL": "pool-frontier", "sink SIGKILL": "sink"}[scenario]
-        args = {"router": ["router"], "pool-slm": ["pool", "slm"], "pool-frontier": ["pool", "frontier"], "sink": ["sink"]}[kind]
+        kind = {
+            "router SIGKILL": "router",
+            "SLM pool SIGKILL": "pool-slm",
+            "frontier pool SIGKILL": "pool-frontier",
+            "sink SIGKILL": "sink",
+        }[scenario]
+        args = {
+            "router": ["router"],
+            "pool-slm": ["pool", "slm"],
+            "pool-frontier": ["pool", "frontier"],
+            "sink": ["sink"],
+        }[kind]
         supervisor.kill(kind)
         supervisor.start(f"{kind}-restarted", *args)
 
 
 SCENARIOS = [
-    "router SIGKILL", "SLM pool SIGKILL", "frontier pool SIGKILL", "sink SIGKILL",
-    "SLM pool SIGKILL, second copy takes over", "provider outage (5 s)", "Kafka broker restarted",
+    "router SIGKILL",
+    "SLM pool SIGKILL",
+    "frontier pool SIGKILL",
+    "sink SIGKILL",
+    "SLM pool SIGKILL, second copy takes over",
+    "provider outage (5 s)",
+    "Kafka broker restarted",
 ]
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_crash_battery(
-    scenario: str, pipeline_env: dict[str, str], pipeline_settings: Settings, kafka_broker: tuple[str, object | None],
-    tmp_path: Path, run_id: str,
+    scenario: str,
+    pipeline_env: dict[str, str],
+    pipeline_settings: Settings,
+    kafka_broker: tuple[str, object | None],
+    tmp_path: Path,
+    run_id: str,
 ) -> None:
     settings, broker = pipeline_settings, kafka_broker[1]
     if scenario == "Kafka broker restarted" and broker is None:
         pytest.skip("the broker is not ours to restart (container or MODELYARD_TEST_KAFKA)")
-    env = {**pipeline_env, "MODELYARD_SIMULATOR__LATENCY_MS": "40", "MODELYARD_POOLS__SLM__CONCURRENCY": "8", "MODELYARD_POOLS__FRONTIER__CONCURRENCY": "8"}
+    env = {
+        **pipeline_env,
+        "MODELYARD_SIMULATOR__LATENCY_MS": "40",
+        "MODELYARD_POOLS__SLM__CONCURRENCY": "8",
+        "MODELYARD_POOLS__FRONTIER__CONCURRENCY": "8",
+    }
     asyncio.run(ensure_topics(settings))
     with ProcessSupervisor(tmp_path / "logs", env=env) as supervisor:
         supervisor.start("simulator", "simulator")
         wait_for_port("127.0.0.1", settings.simulator.port, 30, supervisor)
-        processes = [("sink", "sink"), ("router", "router"), ("pool-slm", "pool", "slm"), ("pool-frontier", "pool", "frontier")]
+        processes = [
+            ("sink", "sink"),
+            ("router", "router"),
+            ("pool-slm", "pool", "slm"),
+            ("pool-frontier", "pool", "frontier"),
+        ]
         if "second copy" in scenario:
             processes.append(("pool-slm-2", "pool", "slm"))
         for name, *args in processes:
@@ -113,8 +151,23 @@ def test_crash_battery(
         asyncio.run(wait_for_sink(settings, supervisor, timeout=120))
         for name in [n for n in supervisor.children if n.startswith("sink")]:
             supervisor.stop(name)
-    counts = rows(env, "SELECT count() AS n, uniqExact(job_id, attempt) AS keys, uniqExact(job_id) AS jobs, countIf(status = 'error') AS errors FROM results")[0]
+    counts = rows(
+        env,
+        "SELECT count() AS n, uniqExact(job_id, attempt) AS keys, uniqExact(job_id) AS jobs, countIf(status = 'error') AS errors FROM results",
+    )[0]
     costs = rows(env, "SELECT count() AS n, uniqExact(job_id, attempt) AS keys FROM cost_ledger")[0]
-    TABLE.append((scenario, JOBS + len(MALFORMED), counts["jobs"], counts["errors"], dead, int(counts["n"]) - int(counts["keys"]), costs["n"]))
+    TABLE.append(
+        (
+            scenario,
+            JOBS + len(MALFORMED),
+            counts["jobs"],
+            counts["errors"],
+            dead,
+            int(counts["n"]) - int(counts["keys"]),
+            costs["n"],
+        )
+    )
     assert int(counts["jobs"]) + dead == JOBS + len(MALFORMED)
-    assert int(counts["n"]) == int(counts["keys"]) and int(costs["n"]) == int(costs["keys"]) == int(counts["keys"])
+    assert int(counts["n"]) == int(counts["keys"]) and int(costs["n"]) == int(costs["keys"]) == int(
+        counts["keys"]
+    )

@@ -9,8 +9,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from modelyard.cli import main
-from modelyard.settings import Settings
-from modelyard.topics import ensure_topics
+from modelyard.core.settings import Settings
+from modelyard.core.topics import ensure_topics
 from schemas import WorkItem
 from schemas.decoding import DecodeFailure, decode
 from tests.integration.test_end_to_end import read_topic
@@ -27,7 +27,9 @@ async def dead_letter(settings: Settings, letters: list[tuple[bytes, str, Decode
     try:
         for raw, stage, failure in letters:
             failure = failure or decode(WorkItem, raw)
-            letter = failure.dead_letter(raw, stage, source_topic=settings.kafka.jobs_topic, source_partition=0, source_offset=7)
+            letter = failure.dead_letter(
+                raw, stage, source_topic=settings.kafka.jobs_topic, source_partition=0, source_offset=7
+            )
             await producer.send_and_wait(settings.kafka.dead_letter_topic, letter.model_dump_json().encode())
         await producer.send_and_wait(settings.kafka.dead_letter_topic, b"written by someone else")
     finally:
@@ -37,16 +39,23 @@ async def dead_letter(settings: Settings, letters: list[tuple[bytes, str, Decode
 def test_list_show_and_replay(pipeline_settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     settings = pipeline_settings
     asyncio.run(ensure_topics(settings))
-    asyncio.run(dead_letter(settings, [
-        (b"not json", "submit", None),
-        (FIXED, "router", DecodeFailure("router_error", None, "RuntimeError: a defect, since fixed")),
-        (BROKEN, "router", None),
-    ]))
+    asyncio.run(
+        dead_letter(
+            settings,
+            [
+                (b"not json", "submit", None),
+                (FIXED, "router", DecodeFailure("router_error", None, "RuntimeError: a defect, since fixed")),
+                (BROKEN, "router", None),
+            ],
+        )
+    )
 
     assert main(["dlq", "list", "--format", "json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [(r["offset"], r["stage"], r["reason"], r["field"]) for r in listed] == [
-        (0, "submit", "invalid_json", None), (1, "router", "router_error", None), (2, "router", "validation", "input"),
+        (0, "submit", "invalid_json", None),
+        (1, "router", "router_error", None),
+        (2, "router", "validation", "input"),
         (3, None, "not_a_dead_letter", None),
     ]
     assert main(["dlq", "list", "--reason", "validation", "--since", "1h", "--format", "json"]) == 0

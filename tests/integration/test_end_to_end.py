@@ -15,10 +15,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from modelyard.demo import sample_lines
-from modelyard.processes import ProcessSupervisor, wait_for_port
-from modelyard.settings import Settings
-from modelyard.topics import ensure_topics, group_lag, sink_topics
+from modelyard.core.settings import Settings
+from modelyard.core.topics import ensure_topics, group_lag, sink_topics
+from modelyard.local.demo import sample_lines
+from modelyard.local.processes import ProcessSupervisor, wait_for_port
 from schemas import DeadLetter, WorkItem
 from schemas.decoding import decode
 
@@ -33,11 +33,15 @@ MALFORMED = [
 
 
 def modelyard(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "modelyard", *args], env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "modelyard", *args], env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def write_jobs(path: Path, run: str) -> list[str]:
-    valid = [orjson.loads(raw) for _, raw in sample_lines(run) if isinstance(decode(WorkItem, raw), WorkItem)][:JOBS]
+    valid = [
+        orjson.loads(raw) for _, raw in sample_lines(run) if isinstance(decode(WorkItem, raw), WorkItem)
+    ][:JOBS]
     body = [orjson.dumps(job) for job in valid]
     for index, bad in enumerate(MALFORMED):
         body.insert(10 * (index + 1), bad)
@@ -46,7 +50,9 @@ def write_jobs(path: Path, run: str) -> list[str]:
 
 
 async def read_topic(settings: Settings, topic: str, until: int, timeout: float) -> list[bytes]:
-    consumer = AIOKafkaConsumer(topic, **settings.kafka.client_options(), auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic, **settings.kafka.client_options(), auto_offset_reset="earliest", enable_auto_commit=False
+    )
     await consumer.start()
     values: list[bytes] = []
     deadline = time.monotonic() + timeout
@@ -101,14 +107,20 @@ def test_every_job_gets_exactly_one_result_and_one_cost_row(
     with ProcessSupervisor(tmp_path / "logs", env=pipeline_env) as supervisor:
         supervisor.start("simulator", "simulator")
         wait_for_port("127.0.0.1", settings.simulator.port, 30, supervisor)
-        for name, *args in [("sink", "sink"), ("router", "router"), *[(f"pool-{p}", "pool", p) for p in settings.pools]]:
+        for name, *args in [
+            ("sink", "sink"),
+            ("router", "router"),
+            *[(f"pool-{p}", "pool", p) for p in settings.pools],
+        ]:
             supervisor.start(name, *args)
 
         submitted = modelyard(pipeline_env, "submit", str(jobs_file))
         assert submitted.returncode == 1, submitted.stderr  # some lines were invalid
         assert f"submitted {JOBS} jobs" in submitted.stderr
         for line, field in [(11, "input"), (21, "priority"), (31, "-")]:
-            assert any(row.split()[1:2] == [str(line)] and field in row for row in submitted.stderr.splitlines()), submitted.stderr
+            assert any(
+                row.split()[1:2] == [str(line)] and field in row for row in submitted.stderr.splitlines()
+            ), submitted.stderr
         asyncio.run(produce_raw(settings, b"\xff raw bytes from a foreign producer"))
 
         results = asyncio.run(read_topic(settings, settings.kafka.results_topic, JOBS, timeout=180))
@@ -117,21 +129,41 @@ def test_every_job_gets_exactly_one_result_and_one_cost_row(
         supervisor.stop("sink")
 
     per_job = rows(pipeline_env, "SELECT job_id, count() AS n FROM results GROUP BY job_id")
-    costs = rows(pipeline_env, "SELECT job_id, count() AS n, sum(total_cost_usd) AS usd FROM cost_ledger GROUP BY job_id")
+    costs = rows(
+        pipeline_env,
+        "SELECT job_id, count() AS n, sum(total_cost_usd) AS usd FROM cost_ledger GROUP BY job_id",
+    )
     assert sorted(r["job_id"] for r in per_job) == sorted(job_ids)
     assert {r["n"] for r in per_job} == {1} and {r["n"] for r in costs} == {1} and len(costs) == JOBS
-    by_pool = {r["pool"]: r for r in rows(pipeline_env, "SELECT pool, count() AS n, countIf(status = 'ok') AS ok, sum(input_tokens) AS tokens FROM results GROUP BY pool")}
+    by_pool = {
+        r["pool"]: r
+        for r in rows(
+            pipeline_env,
+            "SELECT pool, count() AS n, countIf(status = 'ok') AS ok, sum(input_tokens) AS tokens FROM results GROUP BY pool",
+        )
+    }
     assert set(by_pool) == {"slm", "frontier"}
     assert all(r["n"] == r["ok"] and int(r["tokens"]) > 0 for r in by_pool.values())
     assert all(float(r["usd"]) > 0 for r in costs)
-    decisions = rows(pipeline_env, "SELECT job_id, count() AS n, any(rule) AS rule, any(pool) AS pool FROM routing_decisions GROUP BY job_id")
+    decisions = rows(
+        pipeline_env,
+        "SELECT job_id, count() AS n, any(rule) AS rule, any(pool) AS pool FROM routing_decisions GROUP BY job_id",
+    )
     assert sorted(r["job_id"] for r in decisions) == sorted(job_ids) and {r["n"] for r in decisions} == {1}
     assert all(r["rule"] for r in decisions)
 
-    letters = [DeadLetter.model_validate_json(v) for v in asyncio.run(read_topic(settings, settings.kafka.dead_letter_topic, 4, timeout=30))]
+    letters = [
+        DeadLetter.model_validate_json(v)
+        for v in asyncio.run(read_topic(settings, settings.kafka.dead_letter_topic, 4, timeout=30))
+    ]
     assert sorted((d.stage, d.source_line, d.field) for d in letters if d.stage == "submit") == [
-        ("submit", 11, "input"), ("submit", 21, "priority"), ("submit", 31, None),
+        ("submit", 11, "input"),
+        ("submit", 21, "priority"),
+        ("submit", 31, None),
     ]
     router_letters = [d for d in letters if d.stage == "router"]
     assert len(router_letters) == 1 and router_letters[0].reason == "invalid_json"
-    assert router_letters[0].source_topic == settings.kafka.jobs_topic and router_letters[0].source_offset is not None
+    assert (
+        router_letters[0].source_topic == settings.kafka.jobs_topic
+        and router_letters[0].source_offset is not None
+    )

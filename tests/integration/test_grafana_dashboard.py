@@ -8,12 +8,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from modelyard.settings import load_settings
-from workers.clickhouse import ClickHouseStore
+from modelyard.core.settings import load_settings
+from workers.sink.clickhouse import ClickHouseStore
 
 pytestmark = pytest.mark.integration
 INFRA = Path(__file__).resolve().parents[2] / "infra"
-MACROS = {"$__fromTime": "toDateTime64('2026-01-01 00:00:00', 3)", "$__toTime": "toDateTime64('2030-01-01 00:00:00', 3)"}
+MACROS = {
+    "$__fromTime": "toDateTime64('2026-01-01 00:00:00', 3)",
+    "$__toTime": "toDateTime64('2030-01-01 00:00:00', 3)",
+}
 
 
 def panel_sql() -> list[tuple[str, str]]:
@@ -25,7 +28,7 @@ def test_every_panel_query_runs(tmp_path: Path) -> None:
     store = ClickHouseStore(load_settings(clickhouse={"dsn": f"chdb://{tmp_path}"}).clickhouse)
     try:
         store.migrate()
-        for title, sql in panel_sql():
+        for _title, sql in panel_sql():
             for macro, value in MACROS.items():
                 sql = sql.replace(macro, value)
             store.query(sql)  # raises StorageError naming the problem if a panel is broken
@@ -35,7 +38,9 @@ def test_every_panel_query_runs(tmp_path: Path) -> None:
 
 
 def test_provisioning_points_at_the_dashboard_and_datasource() -> None:
-    datasource = yaml.safe_load((INFRA / "grafana/provisioning/datasources/clickhouse.yaml").read_text())["datasources"][0]
+    datasource = yaml.safe_load((INFRA / "grafana/provisioning/datasources/clickhouse.yaml").read_text())[
+        "datasources"
+    ][0]
     dashboard = json.loads((INFRA / "grafana/dashboards/modelyard-costs.json").read_text())
     assert {t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]} == {datasource["uid"]}
     compose = yaml.safe_load((INFRA.parent / "docker-compose.yml").read_text())

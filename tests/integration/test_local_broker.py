@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.broker import LocalKafkaBroker
-from modelyard.settings import load_settings
+from modelyard.core.settings import load_settings
+from modelyard.local.broker import LocalKafkaBroker
 from tests.conftest import broker_port
 
 pytestmark = pytest.mark.integration
@@ -18,7 +18,11 @@ pytestmark = pytest.mark.integration
 def test_concurrent_starts_on_one_port_leave_one_running_broker(tmp_path: Path) -> None:
     port = broker_port()
     brokers = [
-        LocalKafkaBroker(load_settings(kafka={"bootstrap_servers": f"127.0.0.1:{port}"}, local_broker={"data_dir": tmp_path / name}))
+        LocalKafkaBroker(
+            load_settings(
+                kafka={"bootstrap_servers": f"127.0.0.1:{port}"}, local_broker={"data_dir": tmp_path / name}
+            )
+        )
         for name in ("a", "b")
     ]
     try:
@@ -26,7 +30,9 @@ def test_concurrent_starts_on_one_port_leave_one_running_broker(tmp_path: Path) 
             started = list(pool.map(lambda broker: broker.start(), brokers))
         assert sorted(started) == [False, True]
         winner = brokers[started.index(True)]
-        os.kill(winner._pid(), 0)  # the broker reported as started is the one alive, not one that lost the port
+        os.kill(
+            winner._pid(), 0
+        )  # the broker reported as started is the one alive, not one that lost the port
         assert winner.is_running() and brokers[started.index(False)]._pid() is None
     finally:
         for broker in brokers:

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from modelyard.processes import ProcessSupervisor, wait_for_port
-from modelyard.settings import Settings
-from modelyard.topics import ensure_topics
+from modelyard.core.settings import Settings
+from modelyard.core.topics import ensure_topics
+from modelyard.local.processes import ProcessSupervisor, wait_for_port
 from schemas import Result
 from tests.integration.test_end_to_end import rows, wait_for_sink
 from tests.integration.test_pools import assignment
@@ -26,7 +26,10 @@ async def produce_assignments(settings: Settings, job_ids: list[str]) -> None:
     await producer.start()
     try:
         topic = settings.kafka.pool_topic("slm")
-        sent = [await producer.send(topic, assignment(j, "slm").model_dump_json().encode(), key=j.encode()) for j in job_ids]
+        sent = [
+            await producer.send(topic, assignment(j, "slm").model_dump_json().encode(), key=j.encode())
+            for j in job_ids
+        ]
         await asyncio.gather(*sent)
     finally:
         await producer.stop()
@@ -39,7 +42,9 @@ class ResultReader:
 
     async def __aenter__(self) -> ResultReader:
         options = self.settings.kafka.client_options()
-        self.consumer = AIOKafkaConsumer(self.settings.kafka.results_topic, **options, auto_offset_reset="earliest")
+        self.consumer = AIOKafkaConsumer(
+            self.settings.kafka.results_topic, **options, auto_offset_reset="earliest"
+        )
         await self.consumer.start()
         return self
 
@@ -83,7 +88,9 @@ def test_sigterm_mid_batch_then_restart_leaves_exactly_one_result_per_job(
         supervisor.start("sink", "sink")
         records = asyncio.run(scenario(supervisor))
         supervisor.stop("sink")
-    drained = [line for line in supervisor.log_path("pool-slm").read_text().splitlines() if "draining" in line]
+    drained = [
+        line for line in supervisor.log_path("pool-slm").read_text().splitlines() if "draining" in line
+    ]
     assert drained and " 0 in-flight" not in drained[0], drained  # SIGTERM really caught calls mid-flight
     assert sorted(r.job_id for r in records) == sorted(job_ids)  # on Kafka too: one result each, no replay
     per_job = rows(env, "SELECT job_id, count() AS n FROM results GROUP BY job_id")

@@ -16,21 +16,32 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from modelyard.app import build_batcher, build_dispatcher
-from modelyard.settings import Settings, load_settings
-from modelyard.simulator import ProviderSimulator
-from modelyard.topics import ensure_topics
+from modelyard.core.settings import Settings, load_settings
+from modelyard.core.topics import ensure_topics
+from modelyard.local.simulator import ProviderSimulator
 from schemas import Assignment, Result, ResultStatus, TaskType, WorkItem
-from workers.breaker import BreakerState
-from workers.pool import PoolWorker
+from workers.pools.breaker import BreakerState
+from workers.pools.pool import PoolWorker
 
 pytestmark = pytest.mark.integration
 LABELS = ["billing", "bug", "other"]
 
 
 def assignment(job_id: str, pool: str, text: str = "I was charged twice") -> Assignment:
-    item = WorkItem(job_id=job_id, tenant="acme", task="classification", input=f"{text} ({job_id})", params={"labels": LABELS})
+    item = WorkItem(
+        job_id=job_id,
+        tenant="acme",
+        task="classification",
+        input=f"{text} ({job_id})",
+        params={"labels": LABELS},
+    )
     return Assignment(
-        item=item, task_type=TaskType.CLASSIFICATION, task_reason="hint", pool=pool, rule="test", reason="test",
+        item=item,
+        task_type=TaskType.CLASSIFICATION,
+        task_reason="hint",
+        pool=pool,
+        rule="test",
+        reason="test",
         routed_at=datetime.now(UTC),
     )
 
@@ -53,7 +64,10 @@ class Pipeline:
 
     def __init__(self, settings: Settings, pools: list[str]) -> None:
         self.settings = settings
-        self.workers = {pool: PoolWorker(settings, pool, build_dispatcher(settings, pool), build_batcher(settings, pool)) for pool in pools}
+        self.workers = {
+            pool: PoolWorker(settings, pool, build_dispatcher(settings, pool), build_batcher(settings, pool))
+            for pool in pools
+        }
         self.results: list[Result] = []
         self.stop = asyncio.Event()
 
@@ -61,7 +75,9 @@ class Pipeline:
         await ensure_topics(self.settings)
         options = self.settings.kafka.client_options()
         self.producer = AIOKafkaProducer(**options)
-        self.reader = AIOKafkaConsumer(self.settings.kafka.results_topic, **options, auto_offset_reset="earliest")
+        self.reader = AIOKafkaConsumer(
+            self.settings.kafka.results_topic, **options, auto_offset_reset="earliest"
+        )
         await self.producer.start()
         await self.reader.start()
         self.tasks = [asyncio.create_task(w.run(self.stop)) for w in self.workers.values()]
@@ -75,13 +91,19 @@ class Pipeline:
 
     async def submit(self, assignments: list[Assignment]) -> None:
         for a in assignments:
-            await self.producer.send_and_wait(self.settings.kafka.pool_topic(a.pool), a.model_dump_json().encode(), key=a.item.job_id.encode())
+            await self.producer.send_and_wait(
+                self.settings.kafka.pool_topic(a.pool),
+                a.model_dump_json().encode(),
+                key=a.item.job_id.encode(),
+            )
 
     async def finals(self, job_ids: set[str], timeout: float = 60) -> dict[str, list[Result]]:
         """Wait until every job has its final result; returns each job's attempts in order."""
         deadline = time.monotonic() + timeout
         while not job_ids <= {r.job_id for r in self.results if r.status.is_final}:
-            assert time.monotonic() < deadline, f"missing finals for {sorted(job_ids - {r.job_id for r in self.results})[:5]}"
+            assert time.monotonic() < deadline, (
+                f"missing finals for {sorted(job_ids - {r.job_id for r in self.results})[:5]}"
+            )
             assert not any(t.done() for t in self.tasks), [t.exception() for t in self.tasks if t.done()]
             for records in (await self.reader.getmany(timeout_ms=200)).values():
                 self.results += [Result.model_validate_json(r.value) for r in records]
@@ -96,7 +118,9 @@ class Pipeline:
         return await self.finals({a.item.job_id for a in assignments}, timeout)
 
 
-def assert_one_final_each(by_job: dict[str, list[Result]], check: Callable[[Result], bool] = lambda r: True) -> None:
+def assert_one_final_each(
+    by_job: dict[str, list[Result]], check: Callable[[Result], bool] = lambda r: True
+) -> None:
     for job_id, attempts in by_job.items():
         assert [r.attempt for r in attempts] == list(range(1, len(attempts) + 1)), job_id
         assert [r.status.is_final for r in attempts] == [False] * (len(attempts) - 1) + [True], job_id
@@ -115,7 +139,10 @@ def test_429_storm_slows_the_pool_but_fails_nothing(pipeline_settings: Settings)
             assert time.monotonic() - started >= 1.4  # nothing got through the storm: it waited it out
             assert_one_final_each(by_job, lambda r: r.status is ResultStatus.OK)
             assert {len(a) for a in by_job.values()} == {1}  # waiting out 429s is not a new attempt
-            assert sim.stats["openai.429"] >= 60 and pipeline.workers["slm"].dispatcher.targets[0].gate.rate_limited > 0
+            assert (
+                sim.stats["openai.429"] >= 60
+                and pipeline.workers["slm"].dispatcher.targets[0].gate.rate_limited > 0
+            )
 
     asyncio.run(scenario())
 
@@ -127,14 +154,20 @@ def test_outage_fails_over_and_the_breaker_opens_then_closes(pipeline_settings: 
     )
 
     async def scenario() -> None:
-        async with simulator(settings, fault_model="claude-sonnet-5") as sim, Pipeline(settings, ["frontier"]) as pipeline:
+        async with (
+            simulator(settings, fault_model="claude-sonnet-5") as sim,
+            Pipeline(settings, ["frontier"]) as pipeline,
+        ):
             primary = pipeline.workers["frontier"].dispatcher.targets[0]
             await pipeline.run([assignment(f"warm-{n}", "frontier") for n in range(4)])
             sim.faults.update({"outage_s": 60})
             by_job = await pipeline.run([assignment(f"out-{n}", "frontier") for n in range(30)])
             assert_one_final_each(by_job, lambda r: r.status is ResultStatus.OK and r.provider == "openai")
             failed = [a[0] for a in by_job.values() if len(a) == 2]
-            assert all(r.status is ResultStatus.FAILED_OVER and r.provider == "anthropic" and "503" in r.error for r in failed)
+            assert all(
+                r.status is ResultStatus.FAILED_OVER and r.provider == "anthropic" and "503" in r.error
+                for r in failed
+            )
             assert 3 <= len(failed) < 15, len(failed)  # the open circuit spared the rest a doomed call
             assert primary.breaker.times_opened >= 1 and primary.breaker.state is not BreakerState.CLOSED
 
@@ -148,10 +181,39 @@ def test_outage_fails_over_and_the_breaker_opens_then_closes(pipeline_settings: 
     asyncio.run(scenario())
 
 
+def test_an_outage_from_the_first_second_with_no_fallback_fails_no_job(pipeline_settings: Settings) -> None:
+    """The outage is already on when the first calls go out (no circuit open yet): those calls fail after the
+    SDK's retries, their jobs wait for the circuit's probe and are answered once the provider is back. Every
+    call made has its own Result (so the sink bills it), and no job ends as error."""
+    settings = load_settings(
+        pools={"frontier": {"concurrency": 8, "wait_for_circuit_s": 30}},
+        providers={"anthropic": {"max_retries": 1, "breaker_failures": 3, "breaker_cooldown_s": 0.5}},
+    )
+
+    async def scenario() -> None:
+        async with simulator(settings) as sim, Pipeline(settings, ["frontier"]) as pipeline:
+            await pipeline.run([assignment("warm", "frontier")])  # the pool is consuming, circuits closed
+            sim.faults.update({"outage_s": 3})
+            sim.stats.clear()
+            by_job = await pipeline.run([assignment(f"o-{n}", "frontier") for n in range(40)], timeout=60)
+            by_job.pop("warm", None)
+            assert_one_final_each(by_job, lambda r: r.status is ResultStatus.OK)
+            failed = [r for attempts in by_job.values() for r in attempts[:-1]]
+            assert failed and all(r.status is ResultStatus.FAILED_OVER and "503" in r.error for r in failed)
+            # one OK Result per answered call; each failed Result is a call whose (retried) requests got 503s
+            assert sim.stats["anthropic.200"] == 40
+            assert len(failed) <= sim.stats["anthropic.503"] <= 2 * len(failed)
+
+    asyncio.run(scenario())
+
+
 def test_all_circuits_open_ends_the_job_with_an_error_and_no_call(pipeline_settings: Settings) -> None:
     settings = load_settings(
         pools={"frontier": {"concurrency": 1, "fallbacks": ["openai:gpt-5-mini"], "wait_for_circuit_s": 0}},
-        providers={name: {"max_retries": 0, "breaker_failures": 1, "breaker_cooldown_s": 60} for name in ("anthropic", "openai")},
+        providers={
+            name: {"max_retries": 0, "breaker_failures": 1, "breaker_cooldown_s": 60}
+            for name in ("anthropic", "openai")
+        },
     )
 
     async def scenario() -> None:
@@ -169,20 +231,33 @@ def test_all_circuits_open_ends_the_job_with_an_error_and_no_call(pipeline_setti
 
 
 def test_cascade_escalates_exactly_the_low_confidence_items(pipeline_settings: Settings) -> None:
-    cascade = {"to_pool": "frontier", "min_confidence": {"classification": 0.3}}  # the simulator's floor is 0.35
+    cascade = {
+        "to_pool": "frontier",
+        "min_confidence": {"classification": 0.3},
+    }  # the simulator's floor is 0.35
     settings = load_settings(pools={"slm": {"cascade": cascade}})
     marked = {f"c-{n}" for n in range(0, 30, 3)}
 
     async def scenario() -> None:
-        async with simulator(settings, low_confidence_marker="[unsure]") as sim, Pipeline(settings, ["slm", "frontier"]) as pipeline:
-            jobs = [assignment(f"c-{n}", "slm", "[unsure] hmm" if f"c-{n}" in marked else "charged twice") for n in range(30)]
+        async with (
+            simulator(settings, low_confidence_marker="[unsure]") as sim,
+            Pipeline(settings, ["slm", "frontier"]) as pipeline,
+        ):
+            jobs = [
+                assignment(f"c-{n}", "slm", "[unsure] hmm" if f"c-{n}" in marked else "charged twice")
+                for n in range(30)
+            ]
             by_job = await pipeline.run(jobs)
             assert_one_final_each(by_job, lambda r: r.status is ResultStatus.OK)
             escalated = {job for job, attempts in by_job.items() if len(attempts) > 1}
             assert escalated == marked
             for job in marked:
                 first, final = by_job[job]
-                assert (first.pool, first.status, first.confidence) == ("slm", ResultStatus.ESCALATED, pytest.approx(0.05))
+                assert (first.pool, first.status, first.confidence) == (
+                    "slm",
+                    ResultStatus.ESCALATED,
+                    pytest.approx(0.05),
+                )
                 assert (final.pool, final.provider, final.attempt) == ("frontier", "anthropic", 2)
                 assert first.usage.input_tokens > 0  # the SLM call stays billed
             assert all(by_job[job][0].pool == "slm" for job in set(by_job) - marked)
@@ -207,7 +282,9 @@ def test_requests_per_minute_are_shared_by_every_call_in_flight(pipeline_setting
 
 
 def test_stopping_during_a_429_storm_leaves_waiting_jobs_for_the_replay(pipeline_settings: Settings) -> None:
-    settings = load_settings(providers={"vllm": {"max_retries": 0, "rate_limit_retries": 6}}, simulator={"retry_after_s": 20})
+    settings = load_settings(
+        providers={"vllm": {"max_retries": 0, "rate_limit_retries": 6}}, simulator={"retry_after_s": 20}
+    )
     jobs = [assignment(f"held-{n}", "slm") for n in range(10)]
 
     async def scenario() -> None:

@@ -16,11 +16,11 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from modelyard.broker import LocalKafkaBroker
-from modelyard.demo import sample_lines
-from modelyard.processes import ProcessSupervisor, wait_for_port
-from modelyard.settings import Settings, load_settings
-from modelyard.topics import ensure_topics, topic_plan
+from modelyard.core.settings import Settings, load_settings
+from modelyard.core.topics import ensure_topics, topic_plan
+from modelyard.local.broker import LocalKafkaBroker
+from modelyard.local.demo import sample_lines
+from modelyard.local.processes import ProcessSupervisor, wait_for_port
 from schemas import WorkItem
 from schemas.decoding import decode
 from tests.conftest import broker_port, free_port, get
@@ -39,8 +39,10 @@ SECRETS = {
 
 
 SASL = {
-    "MODELYARD_KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT", "MODELYARD_KAFKA__SASL_MECHANISM": "PLAIN",
-    "MODELYARD_KAFKA__SASL_USERNAME": "modelyard", "MODELYARD_KAFKA__SASL_PASSWORD": SECRETS["MODELYARD_KAFKA__SASL_PASSWORD"],
+    "MODELYARD_KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+    "MODELYARD_KAFKA__SASL_MECHANISM": "PLAIN",
+    "MODELYARD_KAFKA__SASL_USERNAME": "modelyard",
+    "MODELYARD_KAFKA__SASL_PASSWORD": SECRETS["MODELYARD_KAFKA__SASL_PASSWORD"],
 }
 
 
@@ -59,10 +61,12 @@ def sasl_kafka(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]
 
 
 async def can_connect(settings: Settings, password: str) -> bool:
-    producer = AIOKafkaProducer(**{**settings.kafka.client_options(), "sasl_plain_password": password}, request_timeout_ms=5000)
+    producer = AIOKafkaProducer(
+        **{**settings.kafka.client_options(), "sasl_plain_password": password}, request_timeout_ms=5000
+    )
     try:
         await asyncio.wait_for(producer.start(), 15)
-    except Exception:  # noqa: BLE001 - aiokafka reports a refused login as a failed bootstrap
+    except Exception:
         return False
     finally:
         await producer.stop()
@@ -75,7 +79,9 @@ def wait_ready(ports: dict[str, int], supervisor: ProcessSupervisor, timeout: fl
     while pending:
         supervisor.check_alive()
         assert time.monotonic() < deadline, f"not ready: {sorted(pending)}"
-        pending = {name: port for name, port in pending.items() if get(f"http://127.0.0.1:{port}/readyz")[0] != 200}
+        pending = {
+            name: port for name, port in pending.items() if get(f"http://127.0.0.1:{port}/readyz")[0] != 200
+        }
         time.sleep(0.3)
 
 
@@ -86,7 +92,12 @@ def leaks(text: str | bytes) -> list[str]:
 
 async def every_record(settings: Settings) -> list[bytes]:
     """Keys, values and headers of every record on every modelyard topic."""
-    consumer = AIOKafkaConsumer(*topic_plan(settings), **settings.kafka.client_options(), auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        *topic_plan(settings),
+        **settings.kafka.client_options(),
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     await consumer.start()
     seen: list[bytes] = []
     try:
@@ -102,12 +113,22 @@ async def every_record(settings: Settings) -> list[bytes]:
 
 
 def test_no_secret_reaches_logs_topics_tables_or_metrics(
-    pipeline_env: dict[str, str], sasl_kafka: str, tmp_path: Path, run_id: str, monkeypatch: pytest.MonkeyPatch
+    pipeline_env: dict[str, str],
+    sasl_kafka: str,
+    tmp_path: Path,
+    run_id: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     sim_port = int(pipeline_env["MODELYARD_SIMULATOR__PORT"])
     env = {
-        **pipeline_env, **SECRETS, **SASL, "MODELYARD_KAFKA__BOOTSTRAP_SERVERS": sasl_kafka, "MODELYARD_LOG_LEVEL": "DEBUG",
-        "MODELYARD_LOG_FORMAT": "json", "MODELYARD_METRICS__HOST": "127.0.0.1", "MODELYARD_METRICS__LAG_INTERVAL_S": "0.5",
+        **pipeline_env,
+        **SECRETS,
+        **SASL,
+        "MODELYARD_KAFKA__BOOTSTRAP_SERVERS": sasl_kafka,
+        "MODELYARD_LOG_LEVEL": "DEBUG",
+        "MODELYARD_LOG_FORMAT": "json",
+        "MODELYARD_METRICS__HOST": "127.0.0.1",
+        "MODELYARD_METRICS__LAG_INTERVAL_S": "0.5",
         "MODELYARD_PROVIDERS__VLLM__BASE_URL": f"http://127.0.0.1:{sim_port}/v1",
         "MODELYARD_PROVIDERS__ANTHROPIC__BASE_URL": f"http://127.0.0.1:{sim_port}",
         "MODELYARD_PROVIDERS__OPENAI__BASE_URL": f"http://127.0.0.1:{sim_port}/v1",
@@ -115,9 +136,13 @@ def test_no_secret_reaches_logs_topics_tables_or_metrics(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     settings = load_settings()
-    assert {settings.providers[p].mode for p in ("vllm", "anthropic")} == {"endpoint"}  # the keys go out with each call
+    assert {settings.providers[p].mode for p in ("vllm", "anthropic")} == {
+        "endpoint"
+    }  # the keys go out with each call
     password = SECRETS["MODELYARD_KAFKA__SASL_PASSWORD"]
-    assert asyncio.run(can_connect(settings, password)) and not asyncio.run(can_connect(settings, "wrong"))  # SASL is enforced
+    assert asyncio.run(can_connect(settings, password)) and not asyncio.run(
+        can_connect(settings, "wrong")
+    )  # SASL is enforced
     jobs = [raw for _, raw in sample_lines(run_id) if isinstance(decode(WorkItem, raw), WorkItem)][:JOBS]
     (tmp_path / "jobs.jsonl").write_bytes(b"\n".join(jobs) + b"\n")
     asyncio.run(ensure_topics(settings))
@@ -143,7 +168,10 @@ def test_no_secret_reaches_logs_topics_tables_or_metrics(
         records = asyncio.run(every_record(settings))
 
     assert 'modelyard_pool_jobs_total{pool="slm",provider="vllm",status="ok"}' in metrics["pool-slm"]
-    assert "modelyard_pool_call_seconds_bucket" in metrics["pool-frontier"] and "modelyard_consumer_lag{" in metrics["pool-slm"]
+    assert (
+        "modelyard_pool_call_seconds_bucket" in metrics["pool-frontier"]
+        and "modelyard_consumer_lag{" in metrics["pool-slm"]
+    )
     assert "modelyard_router_routed_total{" in metrics["router"]
     assert "modelyard_tokens_total{" in metrics["sink"] and "modelyard_cost_usd_total{" in metrics["sink"]
     assert {name: leaks(page) for name, page in metrics.items()} == {name: [] for name in metrics}
@@ -151,15 +179,32 @@ def test_no_secret_reaches_logs_topics_tables_or_metrics(
     assert len(records) > 3 * JOBS
     assert [name for record in records for name in leaks(record)] == []
 
-    tables = [r["name"] for r in rows(env, "SELECT name FROM system.tables WHERE database = currentDatabase()")]
+    tables = [
+        r["name"] for r in rows(env, "SELECT name FROM system.tables WHERE database = currentDatabase()")
+    ]
     assert {"results", "cost_ledger", "routing_decisions"} <= set(tables)
     for table in tables:
         dumped = json.dumps(rows(env, f"SELECT * FROM {table}"), default=str)
         assert leaks(dumped) == [], table
 
-    logs = {path.name: path.read_bytes() for path in [*(tmp_path / "logs").glob("*.log"), tmp_path / "kafka" / "broker.log"]}
-    assert set(logs) >= {"broker.log", "simulator.log", "router.log", "sink.log", "pool-slm.log", "pool-frontier.log"}
+    logs = {
+        path.name: path.read_bytes()
+        for path in [*(tmp_path / "logs").glob("*.log"), tmp_path / "kafka" / "broker.log"]
+    }
+    assert set(logs) >= {
+        "broker.log",
+        "simulator.log",
+        "router.log",
+        "sink.log",
+        "pool-slm.log",
+        "pool-frontier.log",
+    }
     assert {name: leaks(text) for name, text in logs.items()} == {name: [] for name in logs}
-    for name in ("router.log", "sink.log", "pool-slm.log", "pool-frontier.log"):  # log_format json: every line an object
+    for name in (
+        "router.log",
+        "sink.log",
+        "pool-slm.log",
+        "pool-frontier.log",
+    ):  # log_format json: every line an object
         assert all(json.loads(line)["process"] for line in logs[name].splitlines()), name
     assert any("job_id" in json.loads(line) for line in logs["pool-slm.log"].splitlines())

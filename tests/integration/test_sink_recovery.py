@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from modelyard.settings import Settings
-from modelyard.topics import ensure_topics, group_lag, sink_topics
+from modelyard.core.settings import Settings
+from modelyard.core.topics import ensure_topics, group_lag, sink_topics
 from schemas import Result
-from workers.clickhouse import ClickHouseStore
-from workers.pricing import PriceCatalog
-from workers.sink import ClickHouseSink
+from workers.sink.clickhouse import ClickHouseStore
+from workers.sink.pricing import PriceCatalog
+from workers.sink.sink import ClickHouseSink
 
 pytestmark = pytest.mark.integration
 ROWS = 3000
@@ -23,9 +23,18 @@ ROWS = 3000
 
 def result(n: int) -> Result:
     return Result(
-        job_id=f"r-{n}", attempt=1, tenant="acme", task_type="classification", pool="slm", provider="vllm",
-        model="HuggingFaceTB/SmolLM2-135M-Instruct", status="ok", output="a", usage={"input_tokens": 10, "output_tokens": 1},
-        latency_ms=3.0, completed_at=datetime.now(UTC),
+        job_id=f"r-{n}",
+        attempt=1,
+        tenant="acme",
+        task_type="classification",
+        pool="slm",
+        provider="vllm",
+        model="HuggingFaceTB/SmolLM2-135M-Instruct",
+        status="ok",
+        output="a",
+        usage={"input_tokens": 10, "output_tokens": 1},
+        latency_ms=3.0,
+        completed_at=datetime.now(UTC),
     )
 
 
@@ -38,8 +47,12 @@ async def produce(settings: Settings, values: list[bytes]) -> None:
         await producer.stop()
 
 
-def test_clickhouse_outage_then_recovery_writes_every_row_exactly_once(pipeline_settings: Settings, tmp_path: Path) -> None:
-    settings = pipeline_settings.model_copy(update={"sink": pipeline_settings.sink.model_copy(update={"batch_size": 500, "retry_backoff_s": 0.2})})
+def test_clickhouse_outage_then_recovery_writes_every_row_exactly_once(
+    pipeline_settings: Settings, tmp_path: Path
+) -> None:
+    settings = pipeline_settings.model_copy(
+        update={"sink": pipeline_settings.sink.model_copy(update={"batch_size": 500, "retry_backoff_s": 0.2})}
+    )
     store = ClickHouseStore(settings.clickhouse.model_copy(update={"dsn": f"chdb://{tmp_path / 'ch'}"}))
     store.migrate()
     values = [result(n).model_dump_json().encode() for n in range(ROWS)]

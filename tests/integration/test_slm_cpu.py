@@ -17,11 +17,11 @@ import orjson
 import pytest
 
 from modelyard.app import build_backend
-from modelyard.demo import sample_lines
-from modelyard.processes import ProcessSupervisor
-from modelyard.settings import Settings, SlmServerSettings, load_settings
-from modelyard.slm_server import CpuSlmServer
-from modelyard.topics import ensure_topics
+from modelyard.core.settings import Settings, SlmServerSettings, load_settings
+from modelyard.core.topics import ensure_topics
+from modelyard.local.demo import sample_lines
+from modelyard.local.processes import ProcessSupervisor
+from modelyard.local.slm_server import CpuSlmServer
 from schemas import TaskType, WorkItem
 from schemas.decoding import decode
 from tests.conftest import free_port
@@ -82,17 +82,27 @@ def test_backend_extracts_json_matching_the_schema(slm_server: SlmServerSettings
 
 
 def test_jobs_from_kafka_reach_chdb_through_the_real_vllm_pool(
-    slm_server: SlmServerSettings, pipeline_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, run_id: str
+    slm_server: SlmServerSettings,
+    pipeline_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    run_id: str,
 ) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(ALL_TO_SLM)
-    env = {**pipeline_env, "MODELYARD_PROVIDERS__VLLM__BASE_URL": slm_server.url, "MODELYARD_ROUTER__POLICY_FILE": str(policy)}
+    env = {
+        **pipeline_env,
+        "MODELYARD_PROVIDERS__VLLM__BASE_URL": slm_server.url,
+        "MODELYARD_ROUTER__POLICY_FILE": str(policy),
+    }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     settings = load_settings()
     items = sample_items(run_id, TaskType.CLASSIFICATION, 24) + sample_items(run_id, TaskType.EXTRACTION, 6)
     jobs_file = tmp_path / "jobs.jsonl"
-    jobs_file.write_bytes(b"\n".join(item.model_dump_json(exclude_none=True).encode() for item in items) + b"\n")
+    jobs_file.write_bytes(
+        b"\n".join(item.model_dump_json(exclude_none=True).encode() for item in items) + b"\n"
+    )
     asyncio.run(ensure_topics(settings))
     with ProcessSupervisor(tmp_path / "logs", env=env) as supervisor:
         for name, *args in [("sink", "sink"), ("router", "router"), ("pool-slm", "pool", "slm")]:
@@ -104,8 +114,13 @@ def test_jobs_from_kafka_reach_chdb_through_the_real_vllm_pool(
         asyncio.run(wait_for_sink(settings, supervisor))
         supervisor.stop("sink")
 
-    stored = rows(env, "SELECT job_id, attempt, pool, provider, model, status, output, input_tokens, output_tokens FROM results FINAL")
-    costs = rows(env, "SELECT job_id, count() AS n, sum(total_cost_usd) AS usd FROM cost_ledger FINAL GROUP BY job_id")
+    stored = rows(
+        env,
+        "SELECT job_id, attempt, pool, provider, model, status, output, input_tokens, output_tokens FROM results FINAL",
+    )
+    costs = rows(
+        env, "SELECT job_id, count() AS n, sum(total_cost_usd) AS usd FROM cost_ledger FINAL GROUP BY job_id"
+    )
     assert sorted(r["job_id"] for r in stored) == sorted(item.job_id for item in items)
     assert {(r["attempt"], r["pool"], r["provider"], r["model"], r["status"]) for r in stored} == {
         (1, "slm", "vllm", slm_server.served_model_name, "ok")
@@ -114,4 +129,3 @@ def test_jobs_from_kafka_reach_chdb_through_the_real_vllm_pool(
     labels = {item.job_id: item.params.labels for item in items if item.params.labels}
     assert all(r["output"] in labels[r["job_id"]] for r in stored if r["job_id"] in labels)
     assert len(costs) == len(items) and all(r["n"] == 1 and float(r["usd"]) > 0 for r in costs)
-

@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from modelyard._exceptions import ProviderError, RateLimited
-from modelyard.settings import Settings
+from modelyard.core._exceptions import ProviderError, RateLimited
+from modelyard.core.settings import Settings
 from schemas import TaskType
 from tests.integration.test_backends_sdk import CLASSIFY, EXTRACT, openai_backend, simulator
-from workers.backends.vllm_http import VllmHttpBackend, backoff_s, retry_after_s, should_retry
+from workers.pools.backends.vllm_http import VllmHttpBackend, backoff_s, retry_after_s, should_retry
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,11 @@ def test_lean_client_sends_and_reads_exactly_what_the_sdk_does() -> None:
                 assert fast.body(item, task) == sdk.body(item, task)
                 ours, theirs = await fast.complete(item, task), await sdk.complete(item, task)
                 assert (ours.output, ours.usage, ours.model) == (theirs.output, theirs.usage, theirs.model)
-                assert ours.confidence == pytest.approx(theirs.confidence) if theirs.confidence else ours.confidence is None
+                assert (
+                    ours.confidence == pytest.approx(theirs.confidence)
+                    if theirs.confidence
+                    else ours.confidence is None
+                )
             await fast.close()
 
     asyncio.run(scenario())
@@ -40,7 +44,9 @@ def test_429s_are_retried_after_retry_after_then_succeed() -> None:
     async def scenario() -> None:
         async with simulator(rate_429=0.5, retry_after_s=0.05) as (sim, settings):
             backend = lean(settings, max_retries=8)
-            results = await asyncio.gather(*(backend.complete(CLASSIFY, TaskType.CLASSIFICATION) for _ in range(20)))
+            results = await asyncio.gather(
+                *(backend.complete(CLASSIFY, TaskType.CLASSIFICATION) for _ in range(20))
+            )
             assert len(results) == 20 and all(r.output in {"billing", "bug", "other"} for r in results)
             assert sim.stats["openai.429"] > 0 and sim.stats["openai.200"] == 20
             await backend.close()
@@ -88,9 +94,25 @@ def test_a_timeout_is_a_retryable_error() -> None:
 
 def test_retry_decisions() -> None:
     assert [should_retry(s) for s in (None, 200, 400, 401, 404, 408, 409, 422, 429, 500, 503)] == [
-        True, False, False, False, False, True, True, False, True, True, True,
+        True,
+        False,
+        False,
+        False,
+        False,
+        True,
+        True,
+        False,
+        True,
+        True,
+        True,
     ]
-    assert (retry_after_s("2"), retry_after_s("0.5"), retry_after_s("soon"), retry_after_s("-1"), retry_after_s(None)) == (2.0, 0.5, None, None, None)
+    assert (
+        retry_after_s("2"),
+        retry_after_s("0.5"),
+        retry_after_s("soon"),
+        retry_after_s("-1"),
+        retry_after_s(None),
+    ) == (2.0, 0.5, None, None, None)
     assert retry_after_s("0") is None and retry_after_s("61") is None  # as the SDKs: only 0 < s <= 60
     assert backoff_s(0, 1.5) == 1.5
     assert 0.375 <= backoff_s(0, None) <= 0.5 and 6.0 <= backoff_s(10, None) <= 8.0

@@ -8,15 +8,15 @@ from pathlib import Path
 import yaml
 from prometheus_client import REGISTRY
 
-import modelyard.observability  # noqa: F401 - registers the metrics
+import modelyard.core.observability  # noqa: F401 - registers the metrics
 
 RULES = Path(__file__).resolve().parents[2] / "infra" / "prometheus" / "alerts.yaml"
 
 
 def exported_names() -> set[str]:
     names = set()
-    for collector in list(REGISTRY._collector_to_names):  # noqa: SLF001 - the registry's own index of names
-        names |= set(REGISTRY._collector_to_names[collector])  # noqa: SLF001
+    for collector in list(REGISTRY._collector_to_names):
+        names |= set(REGISTRY._collector_to_names[collector])
     return names
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workers.breaker import BreakerState, CircuitBreaker
+from workers.pools.breaker import BreakerState, CircuitBreaker
 
 
 class Clock:

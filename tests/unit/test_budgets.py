@@ -8,20 +8,30 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from modelyard.settings import load_settings
+from modelyard.core.settings import load_settings
 from schemas import Assignment, DeadLetter
 from schemas.spend import SpendRecord
 from streams.policy import RoutingPolicy, Source
 
 TODAY = datetime.now(UTC).date()
-FRONTIER_ITEM = orjson.dumps({"job_id": "b1", "tenant": "acme", "input": "Write a poem", "task": "generation"})
+FRONTIER_ITEM = orjson.dumps(
+    {"job_id": "b1", "tenant": "acme", "input": "Write a poem", "task": "generation"}
+)
 SLM_ITEM = orjson.dumps({"job_id": "b2", "tenant": "acme", "input": "x", "params": {"labels": ["a", "b"]}})
 
 
 def policy(action: str, day_usd: str = "5", month_usd: str = "5") -> RoutingPolicy:
-    settings = load_settings(costs={"budgets": {"acme": {"daily_usd": "1", "monthly_usd": "100", "action": action}}})
+    settings = load_settings(
+        costs={"budgets": {"acme": {"daily_usd": "1", "monthly_usd": "100", "action": action}}}
+    )
     routing = RoutingPolicy(settings)
-    spend = SpendRecord(tenant="acme", day=TODAY, day_usd=Decimal(day_usd), month=f"{TODAY:%Y-%m}", month_usd=Decimal(month_usd))
+    spend = SpendRecord(
+        tenant="acme",
+        day=TODAY,
+        day_usd=Decimal(day_usd),
+        month=f"{TODAY:%Y-%m}",
+        month_usd=Decimal(month_usd),
+    )
     routing.budgets.record(spend.model_dump_json().encode())
     return routing
 
@@ -43,7 +53,9 @@ def test_defer_parks_the_original_bytes_and_allows_release_later() -> None:
     routing = policy("defer")
     out = routing.route(FRONTIER_ITEM, Source("jobs", 0, 1))
     assert (out.topic, out.key, out.value) == ("modelyard.deferred", b"b1", FRONTIER_ITEM)
-    released = routing.route(FRONTIER_ITEM, Source("jobs", 0, 99))  # same job back at a new offset: not a duplicate
+    released = routing.route(
+        FRONTIER_ITEM, Source("jobs", 0, 99)
+    )  # same job back at a new offset: not a duplicate
     assert released.topic == "modelyard.deferred"
 
 
@@ -55,8 +67,21 @@ def test_under_budget_and_slm_items_are_untouched(day_usd: str, month_usd: str) 
 
 
 def test_monthly_budget_and_stale_spend() -> None:
-    assert policy("reject", day_usd="0", month_usd="100").route(FRONTIER_ITEM, Source("jobs", 0, 1)).topic == "modelyard.deadletter"
+    assert (
+        policy("reject", day_usd="0", month_usd="100").route(FRONTIER_ITEM, Source("jobs", 0, 1)).topic
+        == "modelyard.deadletter"
+    )
     routing = load_settings(costs={"budgets": {"acme": {"daily_usd": "1"}}})
     stale = RoutingPolicy(routing)
-    stale.budgets.record(SpendRecord(tenant="acme", day=TODAY.replace(year=TODAY.year - 1), day_usd=Decimal(9), month="2000-01", month_usd=Decimal(9)).model_dump_json().encode())
+    stale.budgets.record(
+        SpendRecord(
+            tenant="acme",
+            day=TODAY.replace(year=TODAY.year - 1),
+            day_usd=Decimal(9),
+            month="2000-01",
+            month_usd=Decimal(9),
+        )
+        .model_dump_json()
+        .encode()
+    )
     assert stale.route(FRONTIER_ITEM, Source("jobs", 0, 1)).topic == "modelyard.pool.frontier"

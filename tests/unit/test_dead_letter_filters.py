@@ -2,16 +2,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from modelyard._exceptions import InvalidInput
-from modelyard.dead_letters import LetterFilter, StoredLetter, decoded_original, recheck
-from modelyard.settings import load_settings
+from modelyard.core._exceptions import InvalidInput
+from modelyard.core.settings import load_settings
+from modelyard.ops.dead_letters import LetterFilter, StoredLetter, decoded_original, recheck
 from schemas import WorkItem
 from schemas.decoding import DecodeFailure, decode
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 
-def stored(raw: bytes, stage: str = "router", offset: int = 0, at: datetime = NOW, **source: object) -> StoredLetter:
+def stored(
+    raw: bytes, stage: str = "router", offset: int = 0, at: datetime = NOW, **source: object
+) -> StoredLetter:
     failure = decode(WorkItem, raw)
     failure = failure if isinstance(failure, DecodeFailure) else DecodeFailure("router_error", None, "boom")
     letter = failure.dead_letter(raw, stage, **source).model_copy(update={"at": at})
@@ -19,7 +21,7 @@ def stored(raw: bytes, stage: str = "router", offset: int = 0, at: datetime = NO
 
 
 def test_parse_when_reads_durations_and_iso_times() -> None:
-    from modelyard.dead_letters import parse_when
+    from modelyard.ops.dead_letters import parse_when
 
     assert parse_when("1h", NOW) == NOW - timedelta(hours=1)
     assert parse_when("90s", NOW) == NOW - timedelta(seconds=90)
@@ -42,7 +44,9 @@ def test_filter_by_reason_stage_and_time() -> None:
 def test_a_record_that_is_no_dead_letter_is_listed_but_never_replayed() -> None:
     foreign = StoredLetter.from_record(0, 3, 0, b"garbage")
     assert foreign.letter is None and foreign.summary()["reason"] == "not_a_dead_letter"
-    assert LetterFilter().matches(foreign) and not LetterFilter(reasons=frozenset({"validation"})).matches(foreign)
+    assert LetterFilter().matches(foreign) and not LetterFilter(reasons=frozenset({"validation"})).matches(
+        foreign
+    )
     assert isinstance(recheck(foreign, load_settings()), DecodeFailure)
 
 

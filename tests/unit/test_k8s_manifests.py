@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -14,7 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from modelyard.settings import PROJECT_ROOT, Settings, load_settings
+from modelyard.core.settings import PROJECT_ROOT, Settings, load_settings
 
 K8S = PROJECT_ROOT / "infra" / "k8s"
 KEDA_SCHEMA = json.loads((PROJECT_ROOT / "infra" / "keda-scaledobject.schema.json").read_text())
@@ -74,7 +73,10 @@ def test_every_process_kind_has_a_deployment_with_probes_on_its_metrics_port(con
         env = {e["name"]: e.get("value") for e in container["env"]}
         port = {p["name"]: p["containerPort"] for p in container["ports"]}["metrics"]
         assert env["MODELYARD_METRICS__PORT"] == str(port)
-        assert (container["readinessProbe"]["httpGet"]["path"], container["livenessProbe"]["httpGet"]["path"]) == ("/readyz", "/healthz")
+        assert (
+            container["readinessProbe"]["httpGet"]["path"],
+            container["livenessProbe"]["httpGet"]["path"],
+        ) == ("/readyz", "/healthz")
 
 
 def test_each_pool_scales_on_its_own_consumer_group_lag(config: Settings) -> None:
@@ -85,7 +87,9 @@ def test_each_pool_scales_on_its_own_consumer_group_lag(config: Settings) -> Non
         assert spec["scaleTargetRef"]["name"] in deployments
         (trigger,) = spec["triggers"]
         assert trigger["type"] == "kafka"
-        assert trigger["metadata"]["consumerGroup"] == f"{config.app_id}.pool.{pool}"  # as workers/kafka_clients.py names it
+        assert (
+            trigger["metadata"]["consumerGroup"] == f"{config.app_id}.pool.{pool}"
+        )  # as workers/kafka_clients.py names it
         assert trigger["metadata"]["topic"] == config.kafka.pool_topic(pool)
         assert trigger["metadata"]["bootstrapServers"] == config.kafka.bootstrap_servers
         assert spec["maxReplicaCount"] <= config.kafka.pool_partitions.get(pool, config.kafka.partitions)
@@ -99,7 +103,10 @@ def test_keda_reads_lag_with_the_pools_kafka_credentials_from_the_secret() -> No
         auth = auths[trigger["authenticationRef"]["name"]]
         refs = {ref["parameter"]: ref for ref in auth["spec"]["secretTargetRef"]}
         assert {"sasl", "username", "password", "tls"} <= set(refs)
-        assert all(ref["name"] == secret["metadata"]["name"] and ref["key"] in secret["stringData"] for ref in refs.values())
+        assert all(
+            ref["name"] == secret["metadata"]["name"] and ref["key"] in secret["stringData"]
+            for ref in refs.values()
+        )
     broken = copy.deepcopy(next(iter(auths.values())))
     broken["spec"]["secretTargetRef"][0]["paramter"] = broken["spec"]["secretTargetRef"][0].pop("parameter")
     with pytest.raises(jsonschema.ValidationError):
@@ -118,7 +125,9 @@ def test_secrets_are_referenced_never_inlined(config: Settings) -> None:
                     assert ref["name"] == secret["metadata"]["name"] and ref["key"] in keys
                 else:
                     assert not any(word in entry["name"] for word in ("KEY", "PASSWORD")), entry["name"]
-    assert not any(s.get_secret_value() for s in [config.clickhouse.password, config.kafka.sasl_password] if s)
+    assert not any(
+        s.get_secret_value() for s in [config.clickhouse.password, config.kafka.sasl_password] if s
+    )
 
 
 def test_vllm_gets_one_gpu_and_the_slm_pool_points_at_its_service(config: Settings) -> None:

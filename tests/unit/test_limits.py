@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from modelyard._exceptions import Stopping
-from modelyard.settings import ProviderSettings
-from workers.limits import ProviderGate, estimated_tokens
+from modelyard.core._exceptions import Stopping
+from modelyard.core.settings import ProviderSettings
+from workers.pools.limits import ProviderGate, estimated_tokens
 
 
 def test_unlimited_gate_never_waits() -> None:

@@ -1,8 +1,8 @@
 import pytest
 
-from modelyard._exceptions import BrokerError
-from modelyard.broker import LocalKafkaBroker
-from modelyard.settings import load_settings
+from modelyard.core._exceptions import BrokerError
+from modelyard.core.settings import load_settings
+from modelyard.local.broker import LocalKafkaBroker
 
 
 def security(**kafka: object) -> tuple[str, str]:
@@ -11,7 +11,9 @@ def security(**kafka: object) -> tuple[str, str]:
 
 def test_the_local_broker_mirrors_the_clients_security_settings() -> None:
     assert security() == ("PLAINTEXT", "")
-    protocol, lines = security(security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN", sasl_username="u", sasl_password="p")
+    protocol, lines = security(
+        security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN", sasl_username="u", sasl_password="p"
+    )
     assert protocol == "SASL_PLAINTEXT" and 'user_u="p"' in lines
     with pytest.raises(BrokerError, match="not SSL"):
         security(security_protocol="SSL")

@@ -4,13 +4,13 @@ import logging
 
 import pytest
 
-from modelyard.logs import JsonFormatter, RedactingFormatter, current_job_id, secret_values
-from modelyard.observability import POOL_JOBS, Health, start_health_server
-from modelyard.settings import MetricsSettings, load_settings
+from modelyard.core.logs import JsonFormatter, RedactingFormatter, current_job_id, secret_values
+from modelyard.core.observability import POOL_JOBS, Health, start_health_server
+from modelyard.core.settings import MetricsSettings, load_settings
 from schemas import TaskType, Usage, WorkItem
 from tests.conftest import free_port, get
-from workers.backends.base import Completion
-from workers.metered import MeteredBackend
+from workers.pools.backends.base import Completion
+from workers.pools.metered import MeteredBackend
 
 
 def record(message: str, *args: object, **extra: object) -> logging.LogRecord:
@@ -27,7 +27,12 @@ def test_json_lines_carry_the_job_id_from_the_task_or_the_record() -> None:
         line = json.loads(formatter.format(record("calling %s", "model", attempt=2)))
     finally:
         current_job_id.reset(token)
-    assert (line["job_id"], line["message"], line["process"], line["attempt"]) == ("j-7", "calling model", "pool-slm", 2)
+    assert (line["job_id"], line["message"], line["process"], line["attempt"]) == (
+        "j-7",
+        "calling model",
+        "pool-slm",
+        2,
+    )
     assert json.loads(formatter.format(record("x", job_id="j-8")))["job_id"] == "j-8"
 
 
@@ -37,7 +42,9 @@ def test_configured_secrets_are_masked_in_every_line(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("MODELYARD_CLICKHOUSE__PASSWORD", "ch-SEKRIT")
     secrets = secret_values(load_settings())
     assert set(secrets) == {"sk-openai-SEKRIT", "kafka-SEKRIT", "ch-SEKRIT"}
-    line = RedactingFormatter(JsonFormatter("router"), secrets).format(record("auth with %s", "sk-openai-SEKRIT"))
+    line = RedactingFormatter(JsonFormatter("router"), secrets).format(
+        record("auth with %s", "sk-openai-SEKRIT")
+    )
     assert "SEKRIT" not in line and "***" in line
 
 
@@ -89,7 +96,7 @@ def test_probes_and_metrics_endpoint() -> None:
 def test_a_taken_metrics_port_is_one_clear_error() -> None:
     import socket
 
-    from modelyard._exceptions import ConfigError
+    from modelyard.core._exceptions import ConfigError
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

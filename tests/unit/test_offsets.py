@@ -1,6 +1,6 @@
 from aiokafka import TopicPartition
 
-from workers.offsets import OffsetTracker
+from modelyard.core.offsets import OffsetTracker
 
 TP = TopicPartition("t", 0)
 

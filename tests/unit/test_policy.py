@@ -12,8 +12,8 @@ import orjson
 import pytest
 import yaml
 
-from modelyard._exceptions import ConfigError
-from modelyard.settings import load_settings
+from modelyard.core._exceptions import ConfigError
+from modelyard.core.settings import load_settings
 from schemas import Assignment, DeadLetter, TaskType, WorkItem
 from streams.policy import RoutingPolicy, Source
 from streams.rules import ItemFeatures, PolicyFile, RuleMemo, first_matching_rule
@@ -60,9 +60,25 @@ LABELS = {"labels": ["a", "b"]}
         ({"params": LABELS}, "slm", "small-classification"),
         ({"task": "classification", "params": LABELS, "priority": 9}, "frontier", "urgent"),
         ({"task": "classification", "params": LABELS, "input": "x" * 2004}, "frontier", "default"),
-        ({"task": "classification", "params": {"labels": [str(i) for i in range(11)]}}, "frontier", "default"),
-        ({"task": "classification", "params": LABELS, "deadline": (NOW + timedelta(seconds=30)).isoformat()}, "frontier", "tight-deadline"),
-        ({"task": "classification", "params": LABELS, "deadline": (NOW + timedelta(hours=3)).isoformat()}, "slm", "small-classification"),
+        (
+            {"task": "classification", "params": {"labels": [str(i) for i in range(11)]}},
+            "frontier",
+            "default",
+        ),
+        (
+            {
+                "task": "classification",
+                "params": LABELS,
+                "deadline": (NOW + timedelta(seconds=30)).isoformat(),
+            },
+            "frontier",
+            "tight-deadline",
+        ),
+        (
+            {"task": "classification", "params": LABELS, "deadline": (NOW + timedelta(hours=3)).isoformat()},
+            "slm",
+            "small-classification",
+        ),
         ({"params": {"json_schema": {"type": "object"}}}, "slm", "extraction"),
         ({"task": "summarisation"}, "frontier", "default"),
         ({"task": "summarisation", "tenant": "globex"}, "slm", "globex-all-slm"),
@@ -86,7 +102,11 @@ def test_policy_table(policy: RoutingPolicy, fields: dict, pool: str, rule: str)
         ({"input": "Please summarise this thread for me"}, TaskType.SUMMARISATION, "summarise"),
         ({"input": "Write a haiku about queues"}, TaskType.GENERATION, "write"),
         ({"input": "Extract the invoice number"}, TaskType.EXTRACTION, "extract"),
-        ({"input": [{"role": "user", "content": "Classify the sentiment of: great!"}]}, TaskType.CLASSIFICATION, "classify"),
+        (
+            {"input": [{"role": "user", "content": "Classify the sentiment of: great!"}]},
+            TaskType.CLASSIFICATION,
+            "classify",
+        ),
         ({"input": "hello"}, TaskType.OTHER, "no hint"),
     ],
 )
@@ -112,12 +132,17 @@ def test_policy_reloads_on_change_and_keeps_old_when_invalid(policy: RoutingPoli
     ("text", "match"),
     [
         ("default_pool: nowhere\n", "unknown pools"),
-        ("default_pool: slm\nrules: [{name: a, when: {min_priority: 12}, pool: slm}]\n", "rules.0.when.min_priority"),
+        (
+            "default_pool: slm\nrules: [{name: a, when: {min_priority: 12}, pool: slm}]\n",
+            "rules.0.when.min_priority",
+        ),
         ("default_pool: slm\nrules: [{name: a, pool: slm}, {name: a, pool: slm}]\n", "duplicate rule names"),
         ("default_pool: slm\nrules: [{name: a, when: {colour: red}, pool: slm}]\n", "colour"),
     ],
 )
-def test_invalid_policy_file_is_a_config_error_naming_the_field(tmp_path: Path, text: str, match: str) -> None:
+def test_invalid_policy_file_is_a_config_error_naming_the_field(
+    tmp_path: Path, text: str, match: str
+) -> None:
     path = tmp_path / "p.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError, match=match):
@@ -137,11 +162,17 @@ def test_unknown_task_type_bound_for_the_slm_is_novel() -> None:
 
 def test_items_unlike_past_traffic_are_diverted_to_frontier() -> None:
     policy = RoutingPolicy(load_settings())
-    tickets = ["my card was charged twice this month", "refund the duplicate invoice please", "payment declined but money gone"]
+    tickets = [
+        "my card was charged twice this month",
+        "refund the duplicate invoice please",
+        "payment declined but money gone",
+    ]
     for n in range(60):
         assert policy.decide(item(params=LABELS, input=f"{tickets[n % 3]} order {n}")).pool == "slm"
     familiar = policy.decide(item(params=LABELS, input="my card was charged twice again"))
-    novel = policy.decide(item(params=LABELS, input="Quantum chromodynamics lattice gauge simulation at finite temperature"))
+    novel = policy.decide(
+        item(params=LABELS, input="Quantum chromodynamics lattice gauge simulation at finite temperature")
+    )
     assert familiar.pool == "slm" and familiar.novelty_score is not None and familiar.novelty_score < 0.75
     assert novel.pool == "frontier" and novel.rule == "novelty" and novel.novelty_score >= 0.75
 
@@ -153,14 +184,23 @@ def test_novelty_state_round_trips(tmp_path: Path) -> None:
     policy.save_novelty(tmp_path / "n.npz")
     fresh = RoutingPolicy(load_settings())
     assert fresh.novelty.load(tmp_path / "n.npz")
-    assert fresh.decide(item(params=LABELS, input="charged twice for order 7"), learn=False).novelty_score is not None
+    assert (
+        fresh.decide(item(params=LABELS, input="charged twice for order 7"), learn=False).novelty_score
+        is not None
+    )
 
 
 def test_valid_record_goes_to_its_pool_topic_keyed_by_job_id() -> None:
-    out = RoutingPolicy(load_settings()).route(orjson.dumps({"job_id": "j9", "tenant": "t", "input": "x", "task": "generation"}), SOURCE)
+    out = RoutingPolicy(load_settings()).route(
+        orjson.dumps({"job_id": "j9", "tenant": "t", "input": "x", "task": "generation"}), SOURCE
+    )
     assert (out.topic, out.key) == ("modelyard.pool.frontier", b"j9")
     assignment = Assignment.model_validate_json(out.value)
-    assert (assignment.item.job_id, assignment.rule, assignment.task_reason) == ("j9", "task-generation", "hint")
+    assert (assignment.item.job_id, assignment.rule, assignment.task_reason) == (
+        "j9",
+        "task-generation",
+        "hint",
+    )
 
 
 BATTERY = [
@@ -170,49 +210,94 @@ BATTERY = [
     (b"[1]", "invalid_json", None),
     (b"\xff\xfe", "invalid_json", None),
     (b'{"job_id": "j"}', "validation", "tenant"),
-    (b'{"job_id":"j","tenant":"t","input":"x","schema_version":9}', "unsupported_schema_version", "schema_version"),
+    (
+        b'{"job_id":"j","tenant":"t","input":"x","schema_version":9}',
+        "unsupported_schema_version",
+        "schema_version",
+    ),
     (b'{"job_id":"j","tenant":"t","input":"x","priority":"high"}', "validation", "priority"),
     (b'{"job_id":"j","tenant":"t","input":"x","extra":1}', "validation", "extra"),
     (b" " * 1_000_001, "oversized", None),
+    (
+        b'{"job_id":"deep","tenant":"t","input":"x","params":{"json_schema":'
+        + b'{"a":' * 5000
+        + b"1"
+        + b"}" * 5000
+        + b"}}",
+        "too_deep",
+        "params.json_schema",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("raw", "reason", "field"), BATTERY)
-def test_malformed_records_go_to_dead_letter_with_reason_and_source(raw: bytes | None, reason: str, field: str | None) -> None:
+def test_malformed_records_go_to_dead_letter_with_reason_and_source(
+    raw: bytes | None, reason: str, field: str | None
+) -> None:
     out = RoutingPolicy(load_settings()).route(raw, SOURCE)
     letter = DeadLetter.model_validate_json(out.value)
     assert out.topic == "modelyard.deadletter"
     assert (letter.reason, letter.field) == (reason, field)
     assert len(out.value) < 1_000_000 and letter.original_bytes == len(raw or b"")
     assert letter.original_truncated == (len(raw or b"") > 512 * 1024)
-    assert (letter.stage, letter.source_topic, letter.source_partition, letter.source_offset) == ("router", "modelyard.jobs", 0, 7)
+    assert (letter.stage, letter.source_topic, letter.source_partition, letter.source_offset) == (
+        "router",
+        "modelyard.jobs",
+        0,
+        7,
+    )
 
 
 def test_unknown_tenant_and_duplicates_are_dead_lettered_but_replays_are_not() -> None:
     policy = RoutingPolicy(load_settings(router={"known_tenants": ["acme"]}))
     good = orjson.dumps({"job_id": "d1", "tenant": "acme", "input": "x"})
     assert policy.route(good, Source("jobs", 0, 1)).topic.startswith("modelyard.pool.")
-    assert policy.route(good, Source("jobs", 0, 1)).topic.startswith("modelyard.pool.")  # replay of the same offset
+    assert policy.route(good, Source("jobs", 0, 1)).topic.startswith(
+        "modelyard.pool."
+    )  # replay of the same offset
     duplicate = DeadLetter.model_validate_json(policy.route(good, Source("jobs", 0, 2)).value)
     assert (duplicate.reason, duplicate.field) == ("duplicate_job_id", "job_id")
-    stranger = DeadLetter.model_validate_json(policy.route(orjson.dumps({"job_id": "d2", "tenant": "evil", "input": "x"}), SOURCE).value)
+    stranger = DeadLetter.model_validate_json(
+        policy.route(orjson.dumps({"job_id": "d2", "tenant": "evil", "input": "x"}), SOURCE).value
+    )
     assert (stranger.reason, stranger.field) == ("unknown_tenant", "tenant")
+    assert (duplicate.job_id, stranger.job_id) == ("d1", "d2")  # valid job ids travel with the letter
 
 
 def test_shadow_sampling_copies_a_share_of_slm_items_to_the_frontier() -> None:
     policy = RoutingPolicy(load_settings(router={"shadow_share": 0.25}))
-    outs = [policy.route(orjson.dumps({"job_id": f"s{n}", "tenant": "acme", "input": "x", "params": LABELS}), Source("jobs", 0, n)) for n in range(400)]
+    outs = [
+        policy.route(
+            orjson.dumps({"job_id": f"s{n}", "tenant": "acme", "input": "x", "params": LABELS}),
+            Source("jobs", 0, n),
+        )
+        for n in range(400)
+    ]
     shadows = [o.shadow for o in outs if o.shadow is not None]
     assert 60 < len(shadows) < 140 and all(o.topic == "modelyard.pool.slm" for o in outs)
     first = Assignment.model_validate_json(shadows[0].value)
-    assert (shadows[0].topic, first.pool, first.rule, first.item.tenant) == ("modelyard.pool.frontier", "frontier", "shadow", "shadow")
-    assert first.item.job_id == "shadow:" + first.item.metadata["shadow_of"] and first.item.metadata["tenant"] == "acme"
-    frontier = policy.route(orjson.dumps({"job_id": "g1", "tenant": "acme", "input": "x", "task": "generation"}), Source("jobs", 0, 999))
+    assert (shadows[0].topic, first.pool, first.rule, first.item.tenant) == (
+        "modelyard.pool.frontier",
+        "frontier",
+        "shadow",
+        "shadow",
+    )
+    assert (
+        first.item.job_id == "shadow:" + first.item.metadata["shadow_of"]
+        and first.item.metadata["tenant"] == "acme"
+    )
+    frontier = policy.route(
+        orjson.dumps({"job_id": "g1", "tenant": "acme", "input": "x", "task": "generation"}),
+        Source("jobs", 0, 999),
+    )
     assert frontier.shadow is None
 
 
-MEMO_POLICY = POLICY.replace("  - {name: tight-deadline, when: {deadline_within_s: 60}, pool: frontier}\n", "").replace(
-    "  - {name: extraction,", "  - {name: mid-size, when: {min_input_tokens: 100, max_input_tokens: 200, min_labels: 3}, pool: slm}\n  - {name: extraction,"
+MEMO_POLICY = POLICY.replace(
+    "  - {name: tight-deadline, when: {deadline_within_s: 60}, pool: frontier}\n", ""
+).replace(
+    "  - {name: extraction,",
+    "  - {name: mid-size, when: {min_input_tokens: 100, max_input_tokens: 200, min_labels: 3}, pool: slm}\n  - {name: extraction,",
 )
 
 
@@ -221,8 +306,14 @@ def test_rule_memo_picks_the_same_rule_as_trying_every_rule() -> None:
     memo, rng = RuleMemo(policy), random.Random(3)
     assert memo.enabled and memo.token_cuts == [100, 201, 501] and memo.label_cuts == [3, 11]
     for _ in range(5000):
-        f = ItemFeatures(rng.choice(list(TaskType)), rng.choice(["acme", "globex", "initech"]), rng.randint(0, 700),
-                         rng.randint(0, 9), rng.randint(0, 14), rng.choice([None, NOW]))
+        f = ItemFeatures(
+            rng.choice(list(TaskType)),
+            rng.choice(["acme", "globex", "initech"]),
+            rng.randint(0, 700),
+            rng.randint(0, 9),
+            rng.randint(0, 14),
+            rng.choice([None, NOW]),
+        )
         assert memo.first_match(f, NOW) is first_matching_rule(policy, f, NOW)
     assert len(memo._rules) < 5000  # classes, not items
 

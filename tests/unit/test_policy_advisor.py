@@ -8,8 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from modelyard.policy_advisor import CascadePair, PoolQuality, calibrate_cascade, choose_pools, policy_yaml
-from modelyard.settings import load_settings
+from modelyard.core.settings import load_settings
+from modelyard.ops.policy_advisor import (
+    CascadePair,
+    PoolQuality,
+    calibrate_cascade,
+    choose_pools,
+    policy_yaml,
+)
 from streams.rules import load_policy_file
 
 STATS = [
@@ -25,7 +31,11 @@ STATS = [
 
 def test_cheapest_pool_meeting_the_target_per_task() -> None:
     chosen = choose_pools(STATS, target=0.95)
-    assert {t: r.quality.pool for t, r in chosen.items()} == {"classification": "slm", "extraction": "mid", "generation": "frontier"}
+    assert {t: r.quality.pool for t, r in chosen.items()} == {
+        "classification": "slm",
+        "extraction": "mid",
+        "generation": "frontier",
+    }
     assert chosen["classification"].meets_target and not chosen["generation"].meets_target
 
 
@@ -34,7 +44,10 @@ def test_written_policy_is_valid_for_the_router(tmp_path: Path) -> None:
     path = tmp_path / "policy.yaml"
     path.write_text(policy_yaml(chosen, "frontier", {}))
     policy = load_policy_file(path, set(load_settings().pools))
-    assert [(r.name, r.pool) for r in policy.rules] == [("recommended-classification", "slm"), ("recommended-generation", "frontier")]
+    assert [(r.name, r.pool) for r in policy.rules] == [
+        ("recommended-classification", "slm"),
+        ("recommended-generation", "frontier"),
+    ]
 
 
 def synthetic_pairs(n: int = 2000, seed: int = 3) -> list[CascadePair]:
@@ -44,7 +57,11 @@ def synthetic_pairs(n: int = 2000, seed: int = 3) -> list[CascadePair]:
     for i in range(n):
         confidence = rng.random()
         slm_ok = rng.random() < (0.98 if confidence >= 0.8 else 0.5)
-        pairs.append(CascadePair(f"case-{i}", confidence, slm_ok, rng.random() < 0.97, Decimal("0.00001"), Decimal("0.002")))
+        pairs.append(
+            CascadePair(
+                f"case-{i}", confidence, slm_ok, rng.random() < 0.97, Decimal("0.00001"), Decimal("0.002")
+            )
+        )
     return pairs
 
 
@@ -54,7 +71,9 @@ def test_cascade_threshold_is_calibrated_and_holds_on_held_out_data() -> None:
     assert 0.3 <= cascade.threshold <= 0.85
     assert cascade.calibration_quality >= 0.95
     assert cascade.quality >= 0.94  # held-out: close to the target
-    assert cascade.cost < cascade.frontier_cost * Decimal("0.8")  # cheaper than sending everything to the frontier
+    assert cascade.cost < cascade.frontier_cost * Decimal(
+        "0.8"
+    )  # cheaper than sending everything to the frontier
     assert 0.1 < cascade.escalated < 0.8
 
 

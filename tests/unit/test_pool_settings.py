@@ -6,15 +6,20 @@ from datetime import UTC, datetime
 
 import pytest
 
-from modelyard._exceptions import ConfigError
-from modelyard.settings import CascadeSettings, load_settings
+from modelyard.core._exceptions import ConfigError
+from modelyard.core.settings import CascadeSettings, load_settings
 from schemas import Result, ResultStatus, TaskType
-from workers.cascade import needs_escalation
+from workers.pools.cascade import needs_escalation
 
 
 def test_fallbacks_accept_shorthand_and_objects_and_check_providers() -> None:
-    settings = load_settings(pools={"frontier": {"fallbacks": ["openai:gpt-5-mini", {"provider": "vllm", "model": "org/m:1"}]}})
-    assert [(f.provider, f.model) for f in settings.pools["frontier"].fallbacks] == [("openai", "gpt-5-mini"), ("vllm", "org/m:1")]
+    settings = load_settings(
+        pools={"frontier": {"fallbacks": ["openai:gpt-5-mini", {"provider": "vllm", "model": "org/m:1"}]}}
+    )
+    assert [(f.provider, f.model) for f in settings.pools["frontier"].fallbacks] == [
+        ("openai", "gpt-5-mini"),
+        ("vllm", "org/m:1"),
+    ]
     with pytest.raises(ConfigError, match="fallbacks"):
         load_settings(pools={"frontier": {"fallbacks": ["nosuch:model"]}})
 
@@ -28,20 +33,37 @@ def test_fallbacks_and_rate_limits_from_environment(monkeypatch: pytest.MonkeyPa
 
 
 def test_cascade_must_name_another_pool_one_level_deep() -> None:
-    ok = load_settings(pools={"slm": {"cascade": {"to_pool": "frontier", "min_confidence": {"classification": 0.6}}}})
+    ok = load_settings(
+        pools={"slm": {"cascade": {"to_pool": "frontier", "min_confidence": {"classification": 0.6}}}}
+    )
     assert ok.pools["slm"].cascade.min_confidence == {TaskType.CLASSIFICATION: 0.6}
     with pytest.raises(ConfigError, match="cascade"):
         load_settings(pools={"slm": {"cascade": {"to_pool": "slm"}}})
     with pytest.raises(ConfigError, match="min_confidence"):
-        load_settings(pools={"slm": {"cascade": {"to_pool": "frontier", "min_confidence": {"classification": 1.5}}}})
+        load_settings(
+            pools={"slm": {"cascade": {"to_pool": "frontier", "min_confidence": {"classification": 1.5}}}}
+        )
     with pytest.raises(ConfigError, match="cascade"):
-        load_settings(pools={"slm": {"cascade": {"to_pool": "frontier"}}, "frontier": {"cascade": {"to_pool": "slm"}}})
+        load_settings(
+            pools={"slm": {"cascade": {"to_pool": "frontier"}}, "frontier": {"cascade": {"to_pool": "slm"}}}
+        )
 
 
-def result(confidence: float | None, status: ResultStatus = ResultStatus.OK, task: TaskType = TaskType.CLASSIFICATION) -> Result:
+def result(
+    confidence: float | None, status: ResultStatus = ResultStatus.OK, task: TaskType = TaskType.CLASSIFICATION
+) -> Result:
     return Result(
-        job_id="j", attempt=1, tenant="t", task_type=task, pool="slm", provider="vllm", model="m", status=status,
-        confidence=confidence, latency_ms=1, completed_at=datetime.now(UTC),
+        job_id="j",
+        attempt=1,
+        tenant="t",
+        task_type=task,
+        pool="slm",
+        provider="vllm",
+        model="m",
+        status=status,
+        confidence=confidence,
+        latency_ms=1,
+        completed_at=datetime.now(UTC),
     )
 
 
@@ -60,5 +82,7 @@ def test_only_ok_and_error_are_final() -> None:
 
 
 def test_cascade_from_environment_json(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MODELYARD_POOLS__SLM__CASCADE", '{"to_pool": "frontier", "min_confidence": {"classification": 0.7}}')
+    monkeypatch.setenv(
+        "MODELYARD_POOLS__SLM__CASCADE", '{"to_pool": "frontier", "min_confidence": {"classification": 0.7}}'
+    )
     assert load_settings().pools["slm"].cascade.min_confidence[TaskType.CLASSIFICATION] == 0.7

@@ -1,17 +1,27 @@
 """The request each backend builds: structured outputs per wire dialect (no network)."""
 
-from modelyard.settings import load_settings
+from modelyard.core.settings import load_settings
 from schemas import TaskType, WorkItem
-from workers.backends.anthropic_messages import AnthropicBackend
-from workers.backends.openai_chat import OpenAIChatBackend
+from workers.pools.backends.anthropic_messages import AnthropicBackend
+from workers.pools.backends.openai_chat import OpenAIChatBackend
 
-ITEM = WorkItem(job_id="j", tenant="t", input="charged twice", task="classification", params={"labels": ["billing", "bug"]})
-EXTRACT = WorkItem(job_id="k", tenant="t", input="Order 7", task="extraction", params={"json_schema": {"type": "object"}})
+ITEM = WorkItem(
+    job_id="j",
+    tenant="t",
+    input="charged twice",
+    task="classification",
+    params={"labels": ["billing", "bug"]},
+)
+EXTRACT = WorkItem(
+    job_id="k", tenant="t", input="Order 7", task="extraction", params={"json_schema": {"type": "object"}}
+)
 
 
 def backend(cls, provider: str):
     settings = load_settings()
-    return cls(provider, settings.providers[provider], settings.pools["slm"], base_url="http://127.0.0.1:1/v1")
+    return cls(
+        provider, settings.providers[provider], settings.pools["slm"], base_url="http://127.0.0.1:1/v1"
+    )
 
 
 def test_vllm_classification_uses_structured_outputs_choice() -> None:
@@ -23,7 +33,10 @@ def test_vllm_classification_uses_structured_outputs_choice() -> None:
 
 def test_openai_classification_uses_json_schema_enum() -> None:
     request = backend(OpenAIChatBackend, "openai").request(ITEM, TaskType.CLASSIFICATION)
-    assert request["response_format"]["json_schema"]["schema"]["properties"]["label"]["enum"] == ["billing", "bug"]
+    assert request["response_format"]["json_schema"]["schema"]["properties"]["label"]["enum"] == [
+        "billing",
+        "bug",
+    ]
     assert "extra_body" not in request
 
 

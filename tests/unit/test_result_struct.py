@@ -17,43 +17,119 @@ from schemas.decoding import StructFirst, decode
 from schemas.result import MAX_ATTEMPT, MAX_TOKENS, Result, ResultStruct
 
 BASE: dict[str, Any] = {
-    "job_id": "job-1", "attempt": 1, "tenant": "acme", "task_type": "classification", "pool": "slm",
-    "provider": "vllm", "model": "HuggingFaceTB/SmolLM2-135M-Instruct", "status": "ok", "output": "billing",
-    "confidence": 0.9, "usage": {"input_tokens": 120, "cached_input_tokens": 3, "output_tokens": 2},
-    "latency_ms": 42.5, "completed_at": "2026-11-24T23:53:04.123456Z",
+    "job_id": "job-1",
+    "attempt": 1,
+    "tenant": "acme",
+    "task_type": "classification",
+    "pool": "slm",
+    "provider": "vllm",
+    "model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "status": "ok",
+    "output": "billing",
+    "confidence": 0.9,
+    "usage": {"input_tokens": 120, "cached_input_tokens": 3, "output_tokens": 2},
+    "latency_ms": 42.5,
+    "completed_at": "2026-11-24T23:53:04.123456Z",
 }
 FIELD_VALUES: dict[str, list[Any]] = {
     "schema_version": [1, 2, 0, "1", 1.0, True, None],
     "job_id": ["", "it's", 'say "hi"\\', "line\nbreak", "ünï\u2028", "\u0000", 7, None, ["a"]],
     "attempt": [1, 2, MAX_ATTEMPT, MAX_ATTEMPT + 1, 0, -1, 1.0, 1.5, "1", True, None, 2**64],
     "tenant": ["t", "", 1, None],
-    "task_type": ["classification", "extraction", "summarisation", "generation", "other", "Other", "x", 1, None],
-    "pool": ["frontier", 0], "provider": ["anthropic", None], "model": ["claude-sonnet-5", "student@classification-v3", False],
+    "task_type": [
+        "classification",
+        "extraction",
+        "summarisation",
+        "generation",
+        "other",
+        "Other",
+        "x",
+        1,
+        None,
+    ],
+    "pool": ["frontier", 0],
+    "provider": ["anthropic", None],
+    "model": ["claude-sonnet-5", "student@classification-v3", False],
     "status": ["ok", "error", "failed_over", "escalated", "OK", "done", None],
     "output": [None, "", "a" * 10_000, 5],
     "confidence": [None, 0, 0.0, -0.0, 1, 1.0, 1.0000001, -0.1, 2, "0.5", True, 1e-320],
     "error": [None, "", "e" * 2000, "e" * 2001, "ü" * 2000, "😀" * 2000, "😀" * 2001, 3],
     "usage": [{}, None, [], "x", {"input_tokens": 5, "unknown": 1}],
-    "latency_ms": [0, 0.0, -0.0, 12, 1e308, 1e400, 10**400, -1, -1e-9, "3", True, None, 0.1 + 0.2, 1.7976931348623157e308],
+    "latency_ms": [
+        0,
+        0.0,
+        -0.0,
+        12,
+        1e308,
+        1e400,
+        10**400,
+        -1,
+        -1e-9,
+        "3",
+        True,
+        None,
+        0.1 + 0.2,
+        1.7976931348623157e308,
+    ],
     "batch": [True, False, 1, 0, "true", None],
     "completed_at": [
-        "2026-11-24T23:53:04Z", "2026-11-24T23:53:04.1Z", "2026-11-24T23:53:04.000001+02:00", "2026-11-24T23:53:04-00:00",
-        "2026-11-24T23:53:04+23:59", "2026-11-24T23:53:04+24:00", "2026-11-24T23:53:04+12:60", "2026-11-24T23:53:04+0100",
-        "2026-11-24T23:53:04.1234567Z", "2026-11-24T23:53:04.9999999Z", "2026-11-24T23:53:04", "2026-11-24t23:53:04z",
-        "2026-11-24 23:53:04Z", "2026-11-24T23:53Z", "2026-12-31T23:59:60Z", "2026-11-24T24:00:00Z", "2025-02-29T00:00:00Z",
-        "2024-02-29T00:00:00Z", "0001-01-01T00:00:00Z", "0000-01-01T00:00:00Z", "9999-12-31T23:59:59.999999-01:00",
-        "20261124T235304Z", "2026-W48-2T00:00:00Z", "2026-11-24T23:53:04Z\n", "2026-11-24X23:53:04Z",
-        "２０２６-11-24T23:53:04Z", "2026-11-24", "2026-11-24T23:53:04+01", "2026-11-24T23:53:04+01:00:00", "2026-11-24T23:53:04,1Z",
-        "2026-11-24T23:53:04.Z", "2026-11-24T23:53:04-23:59", "2026-11-24T23:53:04 +01:00", "+2026-11-24T23:53:04Z",
-        "2026-11-24T23:53:04.123456789012Z", "2026-11-24T23:53:04.1234567+01:00", "2026-11-24T23:53:04.5-01:30",
-        1764028384, 1764028384.5, None,
+        "2026-11-24T23:53:04Z",
+        "2026-11-24T23:53:04.1Z",
+        "2026-11-24T23:53:04.000001+02:00",
+        "2026-11-24T23:53:04-00:00",
+        "2026-11-24T23:53:04+23:59",
+        "2026-11-24T23:53:04+24:00",
+        "2026-11-24T23:53:04+12:60",
+        "2026-11-24T23:53:04+0100",
+        "2026-11-24T23:53:04.1234567Z",
+        "2026-11-24T23:53:04.9999999Z",
+        "2026-11-24T23:53:04",
+        "2026-11-24t23:53:04z",
+        "2026-11-24 23:53:04Z",
+        "2026-11-24T23:53Z",
+        "2026-12-31T23:59:60Z",
+        "2026-11-24T24:00:00Z",
+        "2025-02-29T00:00:00Z",
+        "2024-02-29T00:00:00Z",
+        "0001-01-01T00:00:00Z",
+        "0000-01-01T00:00:00Z",
+        "9999-12-31T23:59:59.999999-01:00",
+        "20261124T235304Z",
+        "2026-W48-2T00:00:00Z",
+        "2026-11-24T23:53:04Z\n",
+        "2026-11-24X23:53:04Z",
+        "２０２６-11-24T23:53:04Z",
+        "2026-11-24",
+        "2026-11-24T23:53:04+01",
+        "2026-11-24T23:53:04+01:00:00",
+        "2026-11-24T23:53:04,1Z",
+        "2026-11-24T23:53:04.Z",
+        "2026-11-24T23:53:04-23:59",
+        "2026-11-24T23:53:04 +01:00",
+        "+2026-11-24T23:53:04Z",
+        "2026-11-24T23:53:04.123456789012Z",
+        "2026-11-24T23:53:04.1234567+01:00",
+        "2026-11-24T23:53:04.5-01:30",
+        1764028384,
+        1764028384.5,
+        None,
     ],
 }
 USAGE_VALUES = [0, 1, MAX_TOKENS, MAX_TOKENS + 1, -1, 1.0, "1", True, None]
 RAW: list[bytes] = [
-    b"", b"{not json", b"[]", b"null", b'"x"', b"{}", b'{"job_id": "x"}', b'{"job_id":"y","tenant":"t","input":"z","priority":11}',
-    json.dumps(BASE).encode() + b"x", b"  " + json.dumps(BASE).encode() + b"\n", json.dumps(BASE).encode().replace(b"job-1", b"\\ud800"),
-    json.dumps(BASE).encode().replace(b"job-1", b"job\xff"), json.dumps(BASE).encode().replace(b"job-1", b"a\x01b"),
+    b"",
+    b"{not json",
+    b"[]",
+    b"null",
+    b'"x"',
+    b"{}",
+    b'{"job_id": "x"}',
+    b'{"job_id":"y","tenant":"t","input":"z","priority":11}',
+    json.dumps(BASE).encode() + b"x",
+    b"  " + json.dumps(BASE).encode() + b"\n",
+    json.dumps(BASE).encode().replace(b"job-1", b"\\ud800"),
+    json.dumps(BASE).encode().replace(b"job-1", b"job\xff"),
+    json.dumps(BASE).encode().replace(b"job-1", b"a\x01b"),
     json.dumps(BASE).encode().replace(b'"job_id": "job-1"', b'"job_id": "a", "job_id": "b"'),
     json.dumps(BASE).encode().replace(b'"attempt": 1', b'"attempt": 1, "attempt": 0'),
     json.dumps(BASE).encode().replace(b'"latency_ms": 42.5', b'"latency_ms": NaN'),
@@ -67,9 +143,20 @@ def corpus() -> list[bytes]:
     for name, values in FIELD_VALUES.items():
         records += [{**BASE, name: value} for value in values]
         records.append({k: v for k, v in BASE.items() if k != name})
-    for kind in ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens"):
+    for kind in (
+        "input_tokens",
+        "cached_input_tokens",
+        "cache_write_tokens",
+        "cache_write_1h_tokens",
+        "output_tokens",
+        "reasoning_tokens",
+    ):
         records += [{**BASE, "usage": {kind: value}} for value in USAGE_VALUES]
-    return [json.dumps(r, ensure_ascii=False).encode() for r in records] + [json.dumps(r).encode() for r in records[:40]] + RAW
+    return (
+        [json.dumps(r, ensure_ascii=False).encode() for r in records]
+        + [json.dumps(r).encode() for r in records[:40]]
+        + RAW
+    )
 
 
 def fast(raw: bytes) -> ResultStruct | None:
@@ -110,7 +197,10 @@ def test_fast_path_accepts_only_what_pydantic_accepts_with_equal_values(raw: byt
 def test_fast_path_takes_what_producers_write() -> None:
     """Results as the pools serialize them (pydantic's JSON) decode on the fast path, not the slow one."""
     model = Result.model_validate(BASE)
-    for record in (model, model.model_copy(update={"batch": True, "error": "boom", "output": None, "confidence": None})):
+    for record in (
+        model,
+        model.model_copy(update={"batch": True, "error": "boom", "output": None, "confidence": None}),
+    ):
         decoded = StructFirst(ResultStruct, Result)(record.model_dump_json().encode())
         assert isinstance(decoded, ResultStruct)
         same_values(decoded, record)
@@ -119,4 +209,6 @@ def test_fast_path_takes_what_producers_write() -> None:
 def test_corpus_covers_both_sides() -> None:
     verdicts = [(fast(raw) is not None, authority(raw) is not None) for raw in corpus()]
     assert verdicts.count((True, True)) > 50 and verdicts.count((False, False)) > 50
-    assert verdicts.count((False, True)) > 10  # lax inputs pydantic coerces: they take the slow path, still accepted
+    assert (
+        verdicts.count((False, True)) > 10
+    )  # lax inputs pydantic coerces: they take the slow path, still accepted

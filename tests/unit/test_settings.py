@@ -1,9 +1,10 @@
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from modelyard._exceptions import ConfigError
-from modelyard.settings import load_settings
+from modelyard.core._exceptions import ConfigError
+from modelyard.core.settings import load_settings
 
 
 def test_env_overrides_one_field_and_keeps_other_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -20,12 +21,16 @@ def test_yaml_file_then_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     monkeypatch.setenv("MODELYARD_CONFIG", str(config))
     monkeypatch.setenv("MODELYARD_KAFKA__PARTITIONS", "2")
     settings = load_settings()
-    assert (settings.kafka.topic_prefix, settings.kafka.partitions, settings.sink.batch_size) == ("fromyaml", 2, 10)
+    assert (settings.kafka.topic_prefix, settings.kafka.partitions, settings.sink.batch_size) == (
+        "fromyaml",
+        2,
+        10,
+    )
 
 
 def test_settings_are_frozen() -> None:
     settings = load_settings()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         settings.app_id = "x"  # type: ignore[misc]
 
 
@@ -34,7 +39,9 @@ def test_standard_api_key_variables_select_hosted_mode(monkeypatch: pytest.Monke
     settings = load_settings()
     assert settings.providers["anthropic"].mode == "hosted"
     assert settings.providers["vllm"].mode == "simulator"
-    assert "sk-ant-secret-value" not in repr(settings) and "sk-ant-secret-value" not in str(settings.model_dump())
+    assert "sk-ant-secret-value" not in repr(settings) and "sk-ant-secret-value" not in str(
+        settings.model_dump()
+    )
 
 
 def test_invalid_setting_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,7 +51,7 @@ def test_invalid_setting_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_kafka_cluster_ids_never_start_with_a_dash() -> None:
-    from modelyard.broker import _cluster_id
+    from modelyard.local.broker import _cluster_id
 
     ids = [_cluster_id() for _ in range(5000)]
     assert not any(i.startswith("-") for i in ids) and {len(i) for i in ids} == {22}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 from pydantic import SecretStr
 
-from modelyard.settings import load_settings
-from modelyard.signatures import SIGNATURE_HEADER, TenantKeys, sign, signature_header
+from modelyard.core.settings import load_settings
+from modelyard.core.signatures import SIGNATURE_HEADER, TenantKeys, sign, signature_header
 from schemas import Assignment, DeadLetter
 from streams.policy import RoutingPolicy, Source
 
@@ -14,7 +14,9 @@ KEYS = {"acme": SecretStr("acme-secret-key"), "globex": SecretStr("globex-secret
 
 
 def job(tenant: str = "acme") -> bytes:
-    return orjson.dumps({"job_id": f"j-{tenant}", "tenant": tenant, "input": "charged twice", "task": "generation"})
+    return orjson.dumps(
+        {"job_id": f"j-{tenant}", "tenant": tenant, "input": "charged twice", "task": "generation"}
+    )
 
 
 def routed(value: bytes, signature: bytes | None) -> tuple[str, bytes]:
@@ -58,17 +60,28 @@ def test_dead_letters_keep_the_signature_and_replay_never_signs_for_the_tenant()
     import base64
     from datetime import UTC, datetime
 
-    from modelyard.dead_letters import StoredLetter, recheck
+    from modelyard.ops.dead_letters import StoredLetter, recheck
 
     settings = load_settings(router={"tenant_keys": KEYS, "known_tenants": ["acme"]})
     policy = RoutingPolicy(load_settings(router={"tenant_keys": KEYS, "known_tenants": ["acme"]}))
-    signed_value = orjson.dumps({"job_id": "j-x", "tenant": "acme", "input": "x", "task": "generation", "priority": 42})
-    letter = DeadLetter.model_validate_json(policy.route(signed_value, Source("jobs", 0, 1, sign(KEYS["acme"], signed_value))).value)
+    signed_value = orjson.dumps(
+        {"job_id": "j-x", "tenant": "acme", "input": "x", "task": "generation", "priority": 42}
+    )
+    letter = DeadLetter.model_validate_json(
+        policy.route(signed_value, Source("jobs", 0, 1, sign(KEYS["acme"], signed_value))).value
+    )
     assert letter.reason == "validation" and letter.signature == sign(KEYS["acme"], signed_value).decode()
 
     def stored(value: bytes, signature: str | None) -> StoredLetter:
-        dead = DeadLetter(stage="router", reason="validation", error="e", original_b64=base64.b64encode(value).decode(),
-                          original_bytes=len(value), signature=signature, at=datetime.now(UTC))
+        dead = DeadLetter(
+            stage="router",
+            reason="validation",
+            error="e",
+            original_b64=base64.b64encode(value).decode(),
+            original_bytes=len(value),
+            signature=signature,
+            at=datetime.now(UTC),
+        )
         return StoredLetter(0, 0, 0, dead)
 
     fixed = job()

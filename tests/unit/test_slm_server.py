@@ -6,16 +6,20 @@ from pathlib import Path
 
 import pytest
 
-from modelyard._exceptions import ProcessError
-from modelyard.settings import load_settings
-from modelyard.slm_server import CpuSlmServer
+from modelyard.core._exceptions import ProcessError
+from modelyard.core.settings import load_settings
+from modelyard.local.slm_server import CpuSlmServer
 
 
 def server(tmp_path: Path, **slm: object) -> CpuSlmServer:
-    return CpuSlmServer(load_settings(state_dir=tmp_path / "state", slm_server={"models_dir": tmp_path / "models", **slm}))
+    return CpuSlmServer(
+        load_settings(state_dir=tmp_path / "state", slm_server={"models_dir": tmp_path / "models", **slm})
+    )
 
 
-def test_command_serves_the_prepared_model_under_the_pool_model_name_without_compiling(tmp_path: Path) -> None:
+def test_command_serves_the_prepared_model_under_the_pool_model_name_without_compiling(
+    tmp_path: Path,
+) -> None:
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     (venv / "bin" / "python").touch()
@@ -24,14 +28,21 @@ def test_command_serves_the_prepared_model_under_the_pool_model_name_without_com
     options = dict(zip(command[3::2], command[4::2], strict=False))
     assert options["--model"] == str((tmp_path / "models" / "SmolLM2-135M-Instruct").resolve())
     assert options["--served-model-name"] == load_settings().pools["slm"].model
-    assert (options["--host"], options["--port"], options["--kv-cache-memory-bytes"]) == ("127.0.0.1", "18001", str(2**29))
+    assert (options["--host"], options["--port"], options["--kv-cache-memory-bytes"]) == (
+        "127.0.0.1",
+        "18001",
+        str(2**29),
+    )
     assert "--enforce-eager" in command
 
 
 def test_missing_environment_says_how_to_build_it(tmp_path: Path) -> None:
     with pytest.raises(ProcessError) as raised:
         server(tmp_path, venv=tmp_path / "absent").prepare()
-    assert "vLLM CPU environment is missing" in raised.value.one_line() and "make slm-cpu" in raised.value.one_line()
+    assert (
+        "vLLM CPU environment is missing" in raised.value.one_line()
+        and "make slm-cpu" in raised.value.one_line()
+    )
 
 
 def test_start_without_a_prepared_model_says_to_prepare(tmp_path: Path) -> None:

@@ -18,7 +18,9 @@ def test_minimal_item_gets_defaults() -> None:
 
 
 def test_chat_input_flattens_to_text() -> None:
-    item = decode(WorkItem, encode(input=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]))
+    item = decode(
+        WorkItem, encode(input=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}])
+    )
     assert isinstance(item, WorkItem)
     assert item.input_text() == "be brief\nhi"
 
@@ -64,10 +66,18 @@ def test_dead_letter_keeps_original_bytes_and_source() -> None:
 
     failure = decode(WorkItem, b"{oops")
     assert isinstance(failure, DecodeFailure)
-    letter = failure.dead_letter(b"{oops", "router", source_topic="jobs", source_partition=2, source_offset=41)
+    letter = failure.dead_letter(
+        b"{oops", "router", source_topic="jobs", source_partition=2, source_offset=41
+    )
     assert base64.b64decode(letter.original_b64) == b"{oops"
     assert (letter.source_partition, letter.source_offset, letter.reason) == (2, 41, "invalid_json")
 
 
 def test_task_type_values_are_the_documented_ones() -> None:
-    assert [t.value for t in TaskType] == ["classification", "extraction", "summarisation", "generation", "other"]
+    assert [t.value for t in TaskType] == [
+        "classification",
+        "extraction",
+        "summarisation",
+        "generation",
+        "other",
+    ]
