@@ -357,7 +357,9 @@ def cmd_policy(settings: Settings, args: argparse.Namespace, console: Console) -
     finally:
         store.close()
     cascades = {t: c for t, p in pairs.items() if (c := advisor.calibrate_cascade(p, args.target_quality))}
-    args.out.write_text(advisor.policy_yaml(chosen, args.frontier_pool, cascades))
+    args.out.write_text(
+        advisor.policy_yaml(chosen, args.frontier_pool, cascades, args.slm_pool, args.frontier_pool)
+    )
     out = Console()
     for task, rec in chosen.items():
         q = rec.quality

@@ -41,6 +41,7 @@ import numpy as np
 import orjson
 
 from modelyard.core._exceptions import InvalidInput
+from modelyard.ops.selective_serving import coverage_at, serving_threshold
 from schemas import TaskType, Usage
 from workers.pools.backends.distilled import estimated_tokens
 from workers.pools.encoder import DEFAULT_ENCODER_DIR
@@ -242,25 +243,6 @@ class _Experiment:
         hard = unlabelled[np.argsort(self.margins(model, unlabelled))[: step - randoms]]
         shadow = rng.choice(np.setdiff1d(unlabelled, hard), randoms, replace=False)
         return np.concatenate([bought, hard, shadow]), np.concatenate([audited, shadow])
-
-
-def serving_threshold(confidence: np.ndarray, correct: np.ndarray, target: float) -> float:
-    """The lowest confidence whose served set (that confidence and above) is at `target` accuracy on held-out
-    answers, by both the measured answers and the calibrated confidences; 1.01 (serve nothing) if none is."""
-    order = np.argsort(-confidence)
-    ranks = np.arange(1, len(order) + 1)
-    measured = np.cumsum(correct[order]) / ranks
-    expected = np.cumsum(confidence[order]) / ranks
-    ok = np.where((measured >= target) & (expected >= target))[0]
-    return float(confidence[order][ok.max()]) if len(ok) else 1.01
-
-
-def coverage_at(confidence: np.ndarray, correct: np.ndarray, target: float) -> float:
-    """The largest share of items, most confident first, whose accuracy is at least `target`."""
-    order = np.argsort(-confidence)
-    accuracy = np.cumsum(correct[order]) / np.arange(1, len(order) + 1)
-    ok = np.where(accuracy >= target)[0]
-    return (ok.max() + 1) / len(order) if len(ok) else 0.0
 
 
 def _r(value: float) -> float:

@@ -20,7 +20,7 @@ from modelyard.core.settings import Settings
 from schemas import Assignment, Result, ResultStatus
 from schemas.decoding import DecodeFailure, decode
 from workers.pools.batching import Batcher
-from workers.pools.cascade import escalate, needs_escalation
+from workers.pools.cascade import PolicyCascade, escalate, needs_escalation
 from workers.pools.dispatch import Dispatcher
 
 log = logging.getLogger("modelyard.pool")
@@ -52,7 +52,9 @@ class PoolWorker:
         self.dispatcher = dispatcher
         self.batcher = batcher
         self.waiting_for_batch: set[asyncio.Task[None]] = set()
-        self.cascade = settings.pools[pool].cascade
+        self.cascades = PolicyCascade(
+            settings.router.policy_file, pool, settings.pools[pool].cascade, settings.router.reload_interval_s
+        )
         self.concurrency = settings.pools[pool].concurrency
         self.offsets = OffsetTracker()
         self.tasks: set[asyncio.Task[None]] = set()
@@ -154,8 +156,10 @@ class PoolWorker:
             return [(self.settings.kafka.dead_letter_topic, record.key, letter.model_dump_json().encode())]
         results = await self._attempts(tp, assignment)
         key, out = assignment.item.job_id.encode(), []
-        if needs_escalation(self.cascade, results[-1]):
-            results[-1], forwarded = escalate(self.cascade, assignment, results[-1])
+        cascade = self.cascades.current()
+        if needs_escalation(cascade, results[-1]):
+            assert cascade is not None
+            results[-1], forwarded = escalate(cascade, assignment, results[-1])
             out.append(
                 (self.settings.kafka.pool_topic(forwarded.pool), key, forwarded.model_dump_json().encode())
             )
