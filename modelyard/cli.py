@@ -137,6 +137,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--distill", action="store_true", help="the distillation loop: frontier first, distill, student after"
     )
+    p.add_argument(
+        "--dataset",
+        type=Path,
+        default=None,
+        help="with --distill: a labelled JSONL ({text, label}, e.g. modelyard/data/labelled/banking77.jsonl); "
+        "the frontier answers its ground truth and accuracy against it is shown",
+    )
     _dlq_parser(command("dlq", None, "list, show or replay dead letters"))
     add_live_commands(command)  # up, down, status, top, results
     return parser
@@ -473,10 +480,13 @@ def cmd_report(settings: Settings, args: argparse.Namespace, console: Console) -
 def cmd_demo(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from modelyard.local.demo import Demo
 
+    if args.dataset is not None and (not args.distill or not args.dataset.is_file()):
+        why = "is only read with --distill" if not args.distill else "is not a file"
+        raise InvalidInput(f"--dataset {args.dataset} {why}", field="dataset")
     if args.distill:
         from modelyard.local.distill_demo import DistillDemo
 
-        return DistillDemo(settings, Console(width=max(Console().width, 150))).run()
+        return DistillDemo(settings, Console(width=max(Console().width, 150)), args.dataset).run()
     Demo(settings, Console(width=max(Console().width, 150)), limit=args.limit).run()
     return 0
 

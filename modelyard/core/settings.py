@@ -310,6 +310,11 @@ class SimulatorSettings(Section):
     small_model_accuracy: float = Field(
         default=0.7, ge=0, le=1, description="Share of items a small model labels as the teacher."
     )
+    gold_labels: Path | None = Field(
+        default=None,
+        description="A labelled JSONL ({text, label}): frontier models answer an input found there with its "
+        "label, a teacher that answers the ground truth (`modelyard demo --distill --dataset`).",
+    )
 
     @property
     def url(self) -> str:
@@ -403,7 +408,9 @@ class DistillSettings(Section):
         description="Student kind: hashed n-grams, sentence embeddings (needs `make encoder`), or auto: both "
         "are trained and the one serving the larger held-out share at the target is registered.",
     )
-    encoder_dir: Path = Field(default=ENCODER_DIR, description="The ONNX sentence encoder embedding students use.")
+    encoder_dir: Path = Field(
+        default=ENCODER_DIR, description="The ONNX sentence encoder embedding students use."
+    )
     min_served_share: float = Field(
         default=0.5,
         gt=0,
