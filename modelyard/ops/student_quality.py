@@ -5,13 +5,16 @@ cascade (student first, unsure items to the frontier) costs and scores end to en
 does in production, two ways:
 
 - `random`: every label on a random item (the frontier answering a random slice of the traffic);
-- `active`: after a random first round, each round labels the items the current student is least sure of
-  (smallest margin between its two best labels: the items the cascade escalates, whose frontier answers
-  `modelyard distill` learns from), plus a random fifth (the shadow share), which alone calibrates.
+- `active`: after a random first round, each round (a quarter more labels) labels the items the current
+  student is least sure of (smallest margin between its two best labels: the items the cascade escalates,
+  whose frontier answers `modelyard distill` learns from).
 
-At each label count the student is trained on the bought labels except a calibration slice (random labels
-chosen by a hash of the text: the same held-out rule as `modelyard distill`), its temperature and cascade
-threshold are fitted on that slice, and it is scored on the test rows, which no step ever trains or tunes on:
+A fifth of every label count is spent on random items reserved up front (the shadow share of live traffic):
+they calibrate and are never trained on or picked by active learning (random items drawn from what active
+learning left over would be the easy ones, and a threshold fitted on them serves too much).
+
+At each label count the student is trained on the other four fifths, its temperature and cascade threshold
+are fitted on the calibration fifth, and it is scored on the test rows, which no step ever trains or tunes on:
 
 - `accuracy`: the student alone, every item;
 - `coverage_at_target`: the largest share of test items, most confident first, answered at `target`
@@ -50,7 +53,6 @@ from workers.pools.student import StudentModel, features_for, label_text, softma
 from workers.sink.pricing import PriceCatalog
 
 LABEL_COUNTS = (100, 300, 1000, 3000)
-AUDIT_SHARE = 0.2  # of each active round's labels, on random items
 ROUND_GROWTH, MIN_ROUND = 0.25, 50  # an active round buys a quarter more labels (at least 50), then retrains
 CALIBRATION_SHARE = 0.2  # of the random labels, held out for temperature and threshold
 FRONTIER_MODEL = "claude-sonnet-5"
@@ -172,18 +174,12 @@ class _Experiment:
         )
         return StudentModel.train_on(self.features, self.matrix[idx], list(targets))
 
-    def calibration_rows(self, bought: np.ndarray, audited: np.ndarray) -> np.ndarray:
-        """Random labels held out by a hash of the text: a fifth of all labels bought, at most half the random ones."""
-        share = min(0.5, CALIBRATION_SHARE * len(bought) / max(len(audited), 1))
-        return audited[self.hashes[audited] < share]
-
     def margins(self, model: StudentModel, rows: np.ndarray) -> np.ndarray:
         top = np.sort(softmax(model.scores_from(self.matrix[rows])), axis=1)
         return top[:, -1] - (top[:, -2] if top.shape[1] > 1 else 0)
 
-    def point(self, bought: np.ndarray, audited: np.ndarray, strategy: str) -> CurvePoint:
-        calibration = self.calibration_rows(bought, audited)
-        model = self.fit(np.setdiff1d(bought, calibration))
+    def point(self, bought: np.ndarray, calibration: np.ndarray, strategy: str) -> CurvePoint:
+        model = self.fit(bought)
         model = model.calibrated_on(self.matrix[calibration], list(self.labels[calibration]))
         threshold = serving_threshold(*self._confident(model, calibration), self.target)
         confidence, correct = self._confident(model, self.test)
@@ -192,7 +188,7 @@ class _Experiment:
         final_correct = np.where(served, correct, teacher_right)
         cost = self.student_cost.sum() + self.frontier_cost[~served].sum()
         return CurvePoint(
-            len(bought),
+            len(bought) + len(calibration),
             strategy,
             self.kind,
             _r(correct.mean()),
@@ -219,30 +215,34 @@ class _Experiment:
         return draws < self.teacher_accuracy
 
     def curve(self, seed: int, label_counts: Sequence[int], active: bool) -> list[CurvePoint]:
+        """A fifth of each label count calibrates: random items reserved up front from the whole train side
+        (the shadow share of live traffic), never trained on and never picked by active learning."""
         rng = np.random.default_rng(seed)
         order = rng.permutation(self.train)
-        bought = order[: min(label_counts[0], len(order))]
-        audited, points = bought.copy(), []
+        reserve = order[: round(CALIBRATION_SHARE * min(max(label_counts), len(order)))]
+        pool = np.setdiff1d(self.train, reserve)
+        bought = rng.permutation(pool)[: max(1, round((1 - CALIBRATION_SHARE) * label_counts[0]))]
+        points = []
         for count in label_counts:
             count = min(count, len(self.train))
-            while len(bought) < count:
-                step = min(count - len(bought), max(MIN_ROUND, int(len(bought) * ROUND_GROWTH)))
-                bought, audited = self._buy(rng, bought, audited, step, active)
-            points.append(self.point(bought, audited, "active" if active else "random"))
+            calibration = reserve[: round(CALIBRATION_SHARE * count)]
+            while len(bought) < count - len(calibration):
+                step = min(
+                    count - len(calibration) - len(bought), max(MIN_ROUND, int(len(bought) * ROUND_GROWTH))
+                )
+                bought = self._buy(rng, pool, bought, step, active)
+            points.append(self.point(bought, calibration, "active" if active else "random"))
         return points
 
     def _buy(
-        self, rng: np.random.Generator, bought: np.ndarray, audited: np.ndarray, step: int, active: bool
-    ) -> tuple[np.ndarray, np.ndarray]:
-        unlabelled = np.setdiff1d(self.train, bought)
+        self, rng: np.random.Generator, pool: np.ndarray, bought: np.ndarray, step: int, active: bool
+    ) -> np.ndarray:
+        """Random items, or the current student's least sure ones (smallest margin: what the cascade escalates)."""
+        unlabelled = np.setdiff1d(pool, bought)
         if not active:
-            new = rng.choice(unlabelled, step, replace=False)
-            return np.concatenate([bought, new]), np.concatenate([audited, new])
-        model = self.fit(np.setdiff1d(bought, self.calibration_rows(bought, audited)))
-        randoms = round(step * AUDIT_SHARE)
-        hard = unlabelled[np.argsort(self.margins(model, unlabelled))[: step - randoms]]
-        shadow = rng.choice(np.setdiff1d(unlabelled, hard), randoms, replace=False)
-        return np.concatenate([bought, hard, shadow]), np.concatenate([audited, shadow])
+            return np.concatenate([bought, rng.choice(unlabelled, step, replace=False)])
+        hard = unlabelled[np.argsort(self.margins(self.fit(bought), unlabelled))[:step]]
+        return np.concatenate([bought, hard])
 
 
 def _r(value: float) -> float:
