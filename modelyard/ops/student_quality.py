@@ -312,6 +312,12 @@ def _rows_table(result: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
+def print_table(result: dict[str, object]) -> None:
+    """The learning-curve table (benchmarks/routing_quality.py prints a labelled dataset's result with it)."""
+    print(f"seed {result['seed']}, target {result['target']}, served student: {result['student']}")
+    print(_rows_table(result))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data", type=Path, help="labelled JSONL: {text, label} a line")
@@ -332,7 +338,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for seed in range(args.seeds)
     ]
     for result in results:
-        print(orjson.dumps(result).decode() if args.json else f"seed {result['seed']}\n{_rows_table(result)}")
+        if args.json:
+            print(orjson.dumps(result).decode())
+        else:
+            print_table(result)
     return 0
 
 
