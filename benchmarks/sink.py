@@ -30,7 +30,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from modelyard.app import freeze_startup_heap
+from modelyard.app import build_sink, freeze_startup_heap
 from modelyard.core.settings import Settings, load_settings
 from modelyard.core.topics import ensure_topics, group_lag, sink_topics
 from modelyard.local.broker import LocalKafkaBroker
@@ -38,7 +38,7 @@ from schemas import Result
 from workers.sink.clickhouse import UNIQUE_KEYS, ClickHouseStore
 from workers.sink.ledger_tables import LedgerTables
 from workers.sink.pricing import PriceCatalog
-from workers.sink.sink import Batch, ClickHouseSink, count_written
+from workers.sink.sink import Batch, count_written
 
 console = Console(stderr=True)
 MODELS = [
@@ -139,11 +139,11 @@ def stages(
         tables = LedgerTables(work.results, costs)
         _ = tables.results, tables.cost_ledger
         lap("build Arrow tables")
-        new_results, new_costs = store.unstored(tables)
+        plan = store.plan_ledger(tables)
         lap("stored-key check")
-        store.insert_arrow("results", tables.results, new_results, UNIQUE_KEYS)
+        store.insert_arrow("results", tables.results, plan.results, UNIQUE_KEYS)
         lap("insert results")
-        store.insert_arrow("cost_ledger", tables.cost_ledger, new_costs, UNIQUE_KEYS)
+        store.insert_arrow("cost_ledger", tables.flag_repeats(plan.repeat), plan.costs, UNIQUE_KEYS)
         lap("insert cost_ledger")
         count_written(tables, len(work.decisions))
         lap("metrics")
@@ -175,7 +175,7 @@ async def kafka_fetch(settings: Settings, rows: int, batch: int) -> float:
 async def through_sink(
     settings: Settings, store: ClickHouseStore, rows: list[Result], catalog: PriceCatalog
 ) -> tuple[float, float]:
-    await ensure_topics(settings)
+    await ensure_topics(settings.kafka, settings.pools)
     producer = AIOKafkaProducer(**settings.kafka.client_options(), linger_ms=20, max_batch_size=512 * 1024)
     await producer.start()
     futures = [
@@ -184,7 +184,7 @@ async def through_sink(
     ]
     await asyncio.gather(*futures)
     await producer.stop()
-    sink, stop = ClickHouseSink(settings, store, catalog), asyncio.Event()
+    sink, stop = build_sink(settings, store, catalog), asyncio.Event()
     task = asyncio.create_task(sink.run(stop))
     started = None
     while sink.written < len(rows):
@@ -194,13 +194,18 @@ async def through_sink(
     elapsed = time.perf_counter() - (started or time.perf_counter())
     stop.set()
     await task
-    assert await group_lag(settings, "sink", sink_topics(settings)) == 0
+    assert (
+        await group_lag(
+            settings.kafka, settings.group_id("sink"), sink_topics(settings.kafka, settings.pools)
+        )
+        == 0
+    )
     return len(rows) / elapsed, await kafka_fetch(settings, len(rows), settings.sink.batch_size)
 
 
 async def main(args: argparse.Namespace) -> None:
     base = load_settings()
-    broker = LocalKafkaBroker(base)
+    broker = LocalKafkaBroker(base.local_broker, base.kafka)
     started_broker = broker.start()
     run = uuid.uuid4().hex[:6]
     with tempfile.TemporaryDirectory() as data:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import re
 import sys
@@ -48,6 +49,8 @@ from schemas import WorkItem
 from schemas.decoding import decode
 
 console = Console(stderr=True)
+# The submitting producer retries through broker kills on its own; its per-request warnings would drown the tables.
+logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 RSS = re.compile(rb"^process_resident_memory_bytes (\S+)$", re.M)
 
 
@@ -210,7 +213,7 @@ class Chaos:
 async def drain_by_lag(settings: Settings, seconds: float) -> None:
     """Wait until the router, every pool and the sink have committed everything (process counters restart
     with their processes under chaos, so the sink's own count cannot tell)."""
-    groups = [("router", [settings.kafka.jobs_topic]), ("sink", sink_topics(settings))]
+    groups = [("router", [settings.kafka.jobs_topic]), ("sink", sink_topics(settings.kafka, settings.pools))]
     groups += [(f"pool.{p}", [settings.kafka.pool_topic(p)]) for p in settings.pools]
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -222,7 +225,7 @@ async def drain_by_lag(settings: Settings, seconds: float) -> None:
 
 async def _lag_or_none(settings: Settings, group: str, topics: list[str]) -> int | None:
     try:
-        return await group_lag(settings, group, topics)
+        return await group_lag(settings.kafka, settings.group_id(group), topics)
     except Exception:  # a broker restarting: ask again next round
         return None
 
@@ -240,19 +243,20 @@ def ledger_totals(settings: Settings) -> dict[str, float]:
         )[0]
         raw_rows = query("SELECT count() FROM results")[0][0]
         ledger = query(
-            "SELECT count(), uniqExact(job_id, attempt), sum(total_cost_usd) FROM cost_ledger FINAL"
+            "SELECT count(), uniqExact(job_id, attempt, call_id), countIf(repeat_call = 0), "
+            "sum(total_cost_usd) FROM cost_ledger FINAL"
         )
         usd_raw = query("SELECT sum(total_cost_usd) FROM cost_ledger")[0][0]
     finally:
         store.close()
-    rows, keys, usd = ledger[0]
+    rows, calls, kept, usd = ledger[0]
     return {
         "jobs with a result": results[2],
         "final results": results[3],
         "result rows (FINAL / raw)": f"{results[0]} / {raw_rows}",
-        "cost rows / attempts": f"{rows} / {keys}",
+        "cost rows / calls / repeat calls": f"{rows} / {calls} / {rows - kept}",
         "USD FINAL / raw": f"{float(usd):.6f} / {float(usd_raw):.6f}",
-        "_ok": results[2] == results[3] and results[0] == results[1] == rows == keys,
+        "_ok": results[2] == results[3] and results[0] == results[1] == kept and rows == calls,
         "_jobs": results[2],
     }
 
@@ -337,10 +341,8 @@ def main() -> int:
         None
         if args.external_kafka
         else LocalKafkaBroker(
-            load_settings(
-                kafka={"bootstrap_servers": f"127.0.0.1:{_free_port(2 * args.brokers)}"},
-                local_broker={"data_dir": work / "kafka", "brokers": args.brokers},
-            )
+            base.local_broker.model_copy(update={"data_dir": work / "kafka", "brokers": args.brokers}),
+            base.kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{_free_port(2 * args.brokers)}"}),
         )
     )
     bootstrap = base.kafka.bootstrap_servers if broker is None else broker.bootstrap_servers
@@ -362,7 +364,7 @@ def main() -> int:
     kinds = {"sink": ["sink"], "router": ["router"], **{f"pool-{p}": ["pool", p] for p in settings.pools}}
     ports = {name: _free_port() for name in kinds}
     try:
-        asyncio.run(ensure_topics(settings))
+        asyncio.run(ensure_topics(settings.kafka, settings.pools))
         with ProcessSupervisor(work / "logs", env=env) as supervisor:
             supervisor.start("simulator", "simulator")
             wait_for_port("127.0.0.1", settings.simulator.port, 30, supervisor)

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from modelyard.cli_costs import add_costs_command
 from modelyard.cli_live import add_live_commands
+from modelyard.cli_routing import add_routing_command
 from modelyard.core._exceptions import InvalidInput, ModelyardError
 from modelyard.core.settings import Settings, load_settings
 
@@ -74,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("query")
     p.add_argument("--format", choices=["table", "json"], default="table")
     add_costs_command(command)
+    add_routing_command(command)
     p = command(
         "deferred", cmd_deferred, "release items parked by a budget's 'defer' action back to the jobs topic"
     )
@@ -209,7 +211,8 @@ def cmd_submit(settings: Settings, args: argparse.Namespace, console: Console) -
         raise ModelyardError(
             f"no such file: {args.file}", hint="pass a JSONL file with one work item per line"
         )
-    summary = asyncio.run(JobSubmitter(settings, console).submit_file(args.file))
+    submitter = JobSubmitter(settings.kafka, settings.pools, settings.router.tenant_keys, console)
+    summary = asyncio.run(submitter.submit_file(args.file))
     print_summary(summary, console)
     return 0 if summary.ok else 1
 
@@ -217,7 +220,8 @@ def cmd_submit(settings: Settings, args: argparse.Namespace, console: Console) -
 def cmd_slm(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from modelyard.local.slm_server import CpuSlmServer
 
-    server, url = CpuSlmServer(settings), settings.slm_server.url
+    server = CpuSlmServer(settings.slm_server, settings.state_dir, settings.logs_dir)
+    url = settings.slm_server.url
     if args.action in ("prepare", "serve"):
         with console.status(
             f"converting {settings.slm_server.weights_package}'s GGUF to safetensors (~30 s)..."
@@ -253,11 +257,10 @@ def cmd_slm(settings: Settings, args: argparse.Namespace, console: Console) -> i
 def cmd_broker(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from modelyard.local.broker import LocalKafkaBroker
 
+    config = settings.local_broker
     if args.brokers:
-        settings = settings.model_copy(
-            update={"local_broker": settings.local_broker.model_copy(update={"brokers": args.brokers})}
-        )
-    broker = LocalKafkaBroker(settings)
+        config = config.model_copy(update={"brokers": args.brokers})
+    broker = LocalKafkaBroker(config, settings.kafka)
     where = broker.bootstrap_servers
     if args.action == "start":
         with console.status(f"starting Kafka on {where}..."):
@@ -284,7 +287,7 @@ def cmd_broker(settings: Settings, args: argparse.Namespace, console: Console) -
 def cmd_topics(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from modelyard.core.topics import ensure_topics
 
-    for name, partitions in asyncio.run(ensure_topics(settings)).items():
+    for name, partitions in asyncio.run(ensure_topics(settings.kafka, settings.pools)).items():
         console.print(f"{name}: {partitions} partitions")
     return 0
 
@@ -321,7 +324,9 @@ def cmd_sql(settings: Settings, args: argparse.Namespace, console: Console) -> i
 def cmd_deferred(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from modelyard.ops.deferred import release_deferred
 
-    moved = asyncio.run(release_deferred(settings))
+    moved = asyncio.run(
+        release_deferred(settings.kafka, settings.pools, settings.group_id("deferred-release"))
+    )
     console.print(
         f"released {moved} deferred items to {settings.kafka.jobs_topic} (the router checks budgets again)"
     )
@@ -339,7 +344,8 @@ def cmd_eval(settings: Settings, args: argparse.Namespace, console: Console) -> 
     run = args.run or "eval-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     pools = [p.strip() for p in args.pools.split(",") if p.strip()]
     catalog = PriceCatalog.load(settings.costs.prices_dir, settings.costs.reference_model)
-    scores = asyncio.run(EvalRunner(settings, catalog, console).run(cases, pools, run, args.timeout))
+    runner = EvalRunner(settings.kafka, settings.pools, catalog, console)
+    scores = asyncio.run(runner.run(cases, pools, run, args.timeout))
     names, rows = summarise(scores)
     Console(width=max(Console().width, 150)).print(
         cost_table(names, rows, f"eval run {run}: {len(cases)} cases x {len(pools)} pools")
@@ -383,18 +389,20 @@ def cmd_policy(settings: Settings, args: argparse.Namespace, console: Console) -
 
 
 def cmd_route(settings: Settings, args: argparse.Namespace, console: Console) -> int:
+    from modelyard.app import build_decider
     from schemas import WorkItem
-    from schemas.decoding import DecodeFailure, decode
+    from schemas.decoding import decode
+    from schemas.rejection import Rejection
+    from streams.cache_policy import cache_policy_of, directive
     from streams.novelty_explain import explain_novelty
-    from streams.policy import RoutingPolicy
 
     raw = sys.stdin.buffer.read() if str(args.item) == "-" else _read_bytes(args.item)
     item = decode(WorkItem, raw)
-    if isinstance(item, DecodeFailure):
+    if isinstance(item, Rejection):
         raise InvalidInput(f"invalid work item ({item.reason}): {item.error}", field=item.field)
-    policy = RoutingPolicy(settings)
-    learned = policy.novelty.load(settings.novelty_state_file)
-    decision = policy.decide(item, learn=False)
+    decider = build_decider(settings)
+    learned = decider.novelty.load(settings.novelty_state_file)
+    decision = decider.decide(item, learn=False)
     out = Console()
     out.print(f"task type: [bold]{decision.task_type.value}[/bold] ({decision.task_reason})")
     out.print(
@@ -407,11 +415,22 @@ def cmd_route(settings: Settings, args: argparse.Namespace, console: Console) ->
             f"  {mark} {check.scope} rule {check.rule} -> {check.pool}"
             + (f": {check.failure}" if check.failure else "")
         )
-    novelty = policy.source.current().novelty
-    why = explain_novelty(decision, novelty, policy.novelty, settings.novelty_state_file, learned)
+    found = decider.learned_model(decider.source.current())
+    if found is not None:
+        router, model = found
+        for line in router.explain(model, decision.task_type.value, decision.pool, item):
+            out.print(line, highlight=False, markup=False)
+    novelty = decider.source.current().novelty
+    why = explain_novelty(decision, novelty, decider.novelty, settings.novelty_state_file, learned)
     out.print(f"novelty: {why}", highlight=False, markup=False)
     out.print(
         f"pool: [bold]{decision.pool}[/bold] via {decision.rule}: {decision.reason} -> topic {settings.kafka.pool_topic(decision.pool)}"
+    )
+    cache = directive(cache_policy_of(decider.source.current(), item.tenant), decision.task_type)
+    out.print(
+        "result cache: off for this tenant and task"
+        if cache is None
+        else f"result cache: on, answers up to {cache['ttl_s']:g}s old, scope {cache['scope']}"
     )
     return 0
 
@@ -428,6 +447,7 @@ def _read_bytes(path: Path) -> bytes:
 def cmd_distill(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from modelyard.ops.distill import Distiller, write_proposal
     from schemas import TaskType
+    from workers.pools.model_registry import ModelRegistry
     from workers.sink.analyst_store import open_analyst_store
 
     task, config = TaskType(args.task), settings.distill
@@ -437,7 +457,9 @@ def cmd_distill(settings: Settings, args: argparse.Namespace, console: Console) 
     store = open_analyst_store(settings.clickhouse, write=True)
     try:
         with console.status(f"training the {task.value} student on answers of {config.teacher_pools}..."):
-            outcome = Distiller(settings, store).run(task, target, holdout)
+            outcome = Distiller(config, ModelRegistry(settings.models_dir, config.encoder_dir), store).run(
+                task, target, holdout
+            )
     finally:
         store.close()
     from modelyard.ops.distill import outcome_table
@@ -508,7 +530,7 @@ def cmd_dlq_list(settings: Settings, args: argparse.Namespace, console: Console)
 
     from modelyard.ops.dead_letters import read_letters
 
-    letters = asyncio.run(read_letters(settings, _letter_filter(args), args.limit or None))
+    letters = asyncio.run(read_letters(settings.kafka, _letter_filter(args), args.limit or None))
     if args.format == "json":
         sys.stdout.write(json.dumps([stored.summary() for stored in letters]) + "\n")
         return 0
@@ -540,7 +562,7 @@ def cmd_dlq_show(settings: Settings, args: argparse.Namespace, console: Console)
     from modelyard.ops.dead_letters import LetterFilter, decoded_original, find_letter, read_letters
 
     stored = find_letter(
-        asyncio.run(read_letters(settings, LetterFilter(offsets=frozenset({args.offset})))),
+        asyncio.run(read_letters(settings.kafka, LetterFilter(offsets=frozenset({args.offset})))),
         args.offset,
         args.partition,
     )
@@ -557,22 +579,24 @@ def cmd_dlq_show(settings: Settings, args: argparse.Namespace, console: Console)
 
 
 def cmd_dlq_replay(settings: Settings, args: argparse.Namespace, console: Console) -> int:
+    from modelyard.app import build_admission
     from modelyard.ops.dead_letters import read_letters, replay
 
     selection = _letter_filter(args)
     if not selection.selects_something and not args.all:
         raise InvalidInput("replay needs a filter (--reason, --stage, --since, --until, --offset) or --all")
-    letters = asyncio.run(read_letters(settings, selection))
-    report = asyncio.run(replay(settings, letters, dry_run=args.dry_run))
+    letters = asyncio.run(read_letters(settings.kafka, selection))
+    admission = build_admission(settings, replay=True)
+    report = asyncio.run(replay(settings.kafka, admission, letters, dry_run=args.dry_run))
     verb = "would replay" if report.dry_run else "replayed"
     for stored, job_id in report.replayed:
         console.print(
             f"{verb} {stored.where} -> {settings.kafka.jobs_topic} (job_id {job_id})", highlight=False
         )
-    for stored, failure in report.still_invalid:
-        where = f" ({failure.field})" if failure.field else ""
+    for stored, rejection in report.still_invalid:
+        where = f" ({rejection.field})" if rejection.field else ""
         console.print(
-            f"[yellow]still invalid[/yellow] {stored.where}: {failure.reason}{where}: {failure.error}",
+            f"[yellow]still invalid[/yellow] {stored.where}: {rejection.reason}{where}: {rejection.error}",
             highlight=False,
         )
     console.print(

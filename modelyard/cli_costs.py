@@ -130,10 +130,11 @@ def _ledger_action(settings: Settings, args: argparse.Namespace, catalog, consol
 def _price(catalog, path: Path, console: Console) -> int:
     from modelyard.ops.price_check import price_check, render
     from schemas import Result
-    from schemas.decoding import DecodeFailure, decode
+    from schemas.decoding import decode
+    from schemas.rejection import Rejection
 
     result = decode(Result, _read(path))
-    if isinstance(result, DecodeFailure):
+    if isinstance(result, Rejection):
         where = f" (field {result.field})" if result.field else ""
         raise InvalidInput(f"{path} is not a Result: {result.error}{where}", field=result.field or "files")
     check = price_check(catalog, result)

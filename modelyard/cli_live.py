@@ -157,7 +157,7 @@ def cmd_results(settings: Settings, args: argparse.Namespace, console: Console) 
     started = time.monotonic()
     printed = asyncio.run(
         tail_results(
-            settings,
+            settings.kafka,
             Console(),
             follow=args.follow,
             job=args.job,

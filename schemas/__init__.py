@@ -3,6 +3,7 @@ Imports nothing else of modelyard."""
 
 from schemas.assignment import Assignment
 from schemas.dead_letter import DeadLetter
+from schemas.rejection import Rejection
 from schemas.result import AnyResult, Result, ResultStatus, ResultStruct, Usage
 from schemas.work_item import ChatMessage, TaskParams, TaskType, WorkItem
 
@@ -19,6 +20,7 @@ __all__ = [
     "Assignment",
     "ChatMessage",
     "DeadLetter",
+    "Rejection",
     "Result",
     "ResultStatus",
     "ResultStruct",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from schemas.cache import CacheDirective
 from schemas.work_item import TaskType, WorkItem
 
 
@@ -26,4 +28,14 @@ class Assignment(BaseModel):
     )
     input_tokens_est: int = Field(default=0, ge=0)
     attempt: int = Field(default=1, ge=1)
+    reserved_usd: Decimal = Field(
+        default=Decimal(0),
+        ge=0,
+        description="Estimated cost of this pool's call, reserved against the tenant's budget when it was "
+        "routed (0: no budget guards it); the sink settles it by the real cost once the result is priced.",
+    )
     routed_at: AwareDatetime
+    cache: CacheDirective | None = Field(
+        default=None,
+        description="Set when the routing policy opts this tenant and task into the result cache.",
+    )

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+MAX_MESSAGE_BYTES = 1_000_000  # larger messages are refused unread (reason oversized)
 MAX_ORIGINAL_BYTES = 512 * 1024  # keeps a dead letter under Kafka's default 1 MiB message size
 
 

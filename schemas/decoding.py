@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import base64
 import re
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Generic, TypeVar
 
 import msgspec
 from pydantic import BaseModel, ValidationError
 
-from schemas.dead_letter import MAX_ORIGINAL_BYTES, DeadLetter
+from schemas.dead_letter import MAX_MESSAGE_BYTES
+from schemas.rejection import Rejection
 
-MAX_MESSAGE_BYTES = 1_000_000
 MAX_JSON_DEPTH = 128  # objects/arrays inside each other; checked before any parser recurses (msgspec and
 # Python's recursion hit RecursionError in the thousands; pydantic's parser refuses past ~200)
-_JOB_ID = re.compile(rb'"job_id"\s*:\s*"([A-Za-z0-9][A-Za-z0-9._:/@-]{0,127})"')
 _STRUCTURE = re.compile(rb'"(?:[^"\\]|\\.)*"(?:\s*:)?|[\[\]{}]')  # keys end with ':', strings do not
 # The one time shape the msgspec fast paths read (plain RFC 3339), with datetime.fromisoformat: msgspec's own
 # datetime rounds a fraction past microseconds where pydantic truncates, and fromisoformat alone reads shapes
@@ -28,53 +25,22 @@ Model = TypeVar("Model", bound=BaseModel)
 Fast = TypeVar("Fast", bound=msgspec.Struct)
 
 
-@dataclass(frozen=True)
-class DecodeFailure:
-    reason: str
-    field: str | None
-    error: str
-
-    def dead_letter(self, raw: bytes, stage: str, **source: object) -> DeadLetter:
-        """The dead letter of `raw`, with its job id whenever the bytes carry a readable one."""
-        return DeadLetter(
-            stage=stage,
-            job_id=readable_job_id(raw),
-            reason=self.reason,
-            field=self.field,
-            error=self.error,
-            original_b64=base64.b64encode(raw[:MAX_ORIGINAL_BYTES]).decode(),
-            original_bytes=len(raw),
-            original_truncated=len(raw) > MAX_ORIGINAL_BYTES,
-            at=datetime.now(UTC),
-            **source,
-        )
-
-
-def decode(model: type[Model], raw: bytes | None) -> Model | DecodeFailure:
+def decode(model: type[Model], raw: bytes | None) -> Model | Rejection:
     """Parse and validate in one pass (pydantic-core's JSON parser)."""
     if not raw:
-        return DecodeFailure("empty", None, "message has no value")
+        return Rejection("empty", None, "message has no value")
     if len(raw) > MAX_MESSAGE_BYTES:
-        return DecodeFailure(
-            "oversized", None, f"message is {len(raw)} bytes; the limit is {MAX_MESSAGE_BYTES}"
-        )
+        return Rejection("oversized", None, f"message is {len(raw)} bytes; the limit is {MAX_MESSAGE_BYTES}")
     too_deep = nesting_failure(raw)
     if too_deep is not None:
         return too_deep
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
-        return _json_failure(exc) or describe(exc)
+        return _json_rejection(exc) or describe(exc)
 
 
-def readable_job_id(raw: bytes) -> str | None:
-    """The record's job id when one can be read without trusting the rest of it (the first `"job_id"`
-    member, an identifier of at most 128 characters, possibly inside an Assignment's item); else None."""
-    found = _JOB_ID.search(raw[:MAX_MESSAGE_BYTES])
-    return found.group(1).decode() if found else None
-
-
-def nesting_failure(raw: bytes) -> DecodeFailure | None:
+def nesting_failure(raw: bytes) -> Rejection | None:
     """A rejection when objects and arrays nest past MAX_JSON_DEPTH, naming the field where they do; found
     without recursing (two byte counts rule out almost every message before any scan)."""
     if raw.count(b"{") + raw.count(b"[") <= MAX_JSON_DEPTH:
@@ -91,7 +57,7 @@ def nesting_failure(raw: bytes) -> DecodeFailure | None:
             if len(path) > MAX_JSON_DEPTH:
                 field = ".".join(name for name in path[1:3] if name) or None
                 why = f"nests deeper than {MAX_JSON_DEPTH} levels of objects and arrays (the limit)"
-                return DecodeFailure("too_deep", field, f"{field or 'message'} {why}")
+                return Rejection("too_deep", field, f"{field or 'message'} {why}")
         elif path:
             path.pop()
             key = ""
@@ -106,7 +72,7 @@ class StructFirst(Generic[Fast, Model]):
         self._fast = msgspec.json.Decoder(struct).decode
         self.model = model
 
-    def __call__(self, raw: bytes | None) -> Fast | Model | DecodeFailure:
+    def __call__(self, raw: bytes | None) -> Fast | Model | Rejection:
         if raw and len(raw) <= MAX_MESSAGE_BYTES and nesting_failure(raw) is None:
             try:
                 return self._fast(raw)
@@ -122,23 +88,23 @@ def plain_aware_datetime(text: str, field: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-def _json_failure(exc: ValidationError) -> DecodeFailure | None:
+def _json_rejection(exc: ValidationError) -> Rejection | None:
     first = exc.errors(include_url=False)[0]
     if first["type"] == "json_invalid":
-        return DecodeFailure("invalid_json", None, f"not valid JSON: {first['msg']}")
+        return Rejection("invalid_json", None, f"not valid JSON: {first['msg']}")
     if first["type"] == "model_type":
-        return DecodeFailure("invalid_json", None, "expected a JSON object")
+        return Rejection("invalid_json", None, "expected a JSON object")
     return None
 
 
-def validate(model: type[Model], data: dict[str, object]) -> Model | DecodeFailure:
+def validate(model: type[Model], data: dict[str, object]) -> Model | Rejection:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         return describe(exc)
 
 
-def describe(exc: ValidationError) -> DecodeFailure:
+def describe(exc: ValidationError) -> Rejection:
     """The most specific error, its field as a dotted path (union branch names left out).
 
     Model-level validators start their message with the field they blame ("params.labels is ...")."""
@@ -150,7 +116,7 @@ def describe(exc: ValidationError) -> DecodeFailure:
     reason = "unsupported_schema_version" if field == "schema_version" else "validation"
     more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
     text = message if not parts else f"{field}: {message}"
-    return DecodeFailure(reason, field, f"{text}{more}")
+    return Rejection(reason, field, f"{text}{more}")
 
 
 def _is_union_tag(part: object) -> bool:

@@ -7,6 +7,7 @@ to `Result` for the verdict and the field-naming error (tests/unit/test_result_s
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -30,14 +31,22 @@ class ResultStatus(StrEnum):
     ESCALATED = (
         "escalated"  # answered, but below the confidence threshold; the job went on to a stronger pool
     )
+    EXPIRED = "expired"  # its deadline passed before its call: never called, never billed
 
     @property
     def is_final(self) -> bool:
-        return self in (ResultStatus.OK, ResultStatus.ERROR)
+        return self in (ResultStatus.OK, ResultStatus.ERROR, ResultStatus.EXPIRED)
 
 
 MAX_TOKENS = 2**32 - 1  # UInt32 token columns
 MAX_ATTEMPT = 2**16 - 1  # UInt16 attempt column
+MAX_CALL_ID = 64
+NO_CALL = ""  # the call id of a Result no provider call produced (every circuit open, a budget refusal)
+
+
+def new_call_id() -> str:
+    """A fresh id for one provider call, made when the call is sent: 128 random bits as 32 hex digits."""
+    return os.urandom(16).hex()
 
 
 class Usage(BaseModel):
@@ -63,6 +72,20 @@ class Usage(BaseModel):
     )
 
 
+class CacheOrigin(BaseModel):
+    """On a cached Result: the attempt that really called the model. Its tokens are what the hit saved."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    job_id: str
+    attempt: int = Field(ge=1, le=MAX_ATTEMPT)
+    provider: str
+    model: str
+    usage: Usage = Usage()
+    batch: bool = False
+    completed_at: AwareDatetime
+
+
 class Result(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -81,7 +104,17 @@ class Result(BaseModel):
     usage: Usage = Usage()
     latency_ms: float = Field(ge=0.0)
     batch: bool = Field(default=False, description="Served through a provider's discounted batch API.")
+    call_id: str = Field(
+        default=NO_CALL,
+        max_length=MAX_CALL_ID,
+        description="The provider call this result reports, made when the call was sent: a replayed Result "
+        "message repeats it, a second real call for the same job and attempt has its own. Empty: no call.",
+    )
     completed_at: AwareDatetime
+    cached: bool = Field(default=False, description="Answered from the result cache: no model call.")
+    cached_from: CacheOrigin | None = Field(
+        default=None, description="For a cached answer: the attempt that called the model."
+    )
 
 
 Tokens = Annotated[int, Meta(ge=0, le=MAX_TOKENS)]
@@ -94,6 +127,23 @@ class UsageStruct(Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     cache_write_1h_tokens: Tokens = 0
     output_tokens: Tokens = 0
     reasoning_tokens: Tokens = 0
+
+
+class CacheOriginStruct(Struct, frozen=True, forbid_unknown_fields=True, gc=False):
+    """`CacheOrigin`, strict like ResultStruct."""
+
+    job_id: str
+    attempt: Annotated[int, Meta(ge=1, le=MAX_ATTEMPT)]
+    provider: str
+    model: str
+    completed_at: str  # plain RFC 3339 text, an aware datetime once decoded (__post_init__)
+    usage: UsageStruct = UsageStruct()
+    batch: bool = False
+
+    def __post_init__(self) -> None:
+        force_setattr(
+            self, "completed_at", plain_aware_datetime(self.completed_at, "cached_from.completed_at")
+        )
 
 
 class ResultStruct(Struct, frozen=True, forbid_unknown_fields=True, gc=False):
@@ -115,6 +165,9 @@ class ResultStruct(Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     error: Annotated[str, Meta(max_length=2000)] | None = None
     usage: UsageStruct = UsageStruct()
     batch: bool = False
+    call_id: Annotated[str, Meta(max_length=MAX_CALL_ID)] = NO_CALL
+    cached: bool = False
+    cached_from: CacheOriginStruct | None = None
 
     def __post_init__(self) -> None:
         """msgspec calls this while decoding; a ValueError here refuses the record (pydantic then decides)."""

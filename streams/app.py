@@ -2,28 +2,31 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import faust
 
-from modelyard.core.settings import Settings
+from modelyard.core.settings import KafkaSettings
 
 
-def create_app(settings: Settings) -> faust.App:
-    brokers = ";".join(f"kafka://{server.strip()}" for server in settings.kafka.bootstrap_servers.split(","))
-    session_s = settings.kafka.session_timeout_ms / 1000
-    settings.state_dir.mkdir(parents=True, exist_ok=True)  # Faust creates its datadir inside, without parents
+def create_app(group_id: str, kafka: KafkaSettings, state_dir: Path) -> faust.App:
+    """The app's id is the router's consumer group id."""
+    brokers = ";".join(f"kafka://{server.strip()}" for server in kafka.bootstrap_servers.split(","))
+    session_s = kafka.session_timeout_ms / 1000
+    state_dir.mkdir(parents=True, exist_ok=True)  # Faust creates its datadir inside, without parents
     return faust.App(
-        f"{settings.app_id}.router",
+        group_id,
         broker=brokers,
-        broker_credentials=_credentials(settings),
+        broker_credentials=_credentials(kafka),
         key_serializer="raw",
         value_serializer="raw",
         store="memory://",
-        datadir=str(settings.state_dir / "faust"),  # Faust's own files stay in the state dir, not the cwd
+        datadir=str(state_dir / "faust"),  # Faust's own files stay in the state dir, not the cwd
         web_enabled=False,
         autodiscover=False,
         topic_disable_leader=True,
         topic_allow_declare=False,
-        topic_partitions=settings.kafka.partitions,
+        topic_partitions=kafka.partitions,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         broker_session_timeout=session_s,
@@ -32,8 +35,7 @@ def create_app(settings: Settings) -> faust.App:
     )
 
 
-def _credentials(settings: Settings) -> faust.SASLCredentials | None:
-    kafka = settings.kafka
+def _credentials(kafka: KafkaSettings) -> faust.SASLCredentials | None:
     if not kafka.sasl_mechanism:
         return None
     password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""

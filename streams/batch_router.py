@@ -3,14 +3,17 @@
 Faust's stream delivers records one event at a time through its conductor, channels and acking (about
 100 us of Python per record here, a ceiling near 6-8k records/s on one core whatever the agent does). This
 engine runs as a task inside the same Faust app (so the process keeps Faust's worker, timers and signal
-handling) and moves records in whole fetches:
+handling) and is a stage of the consume-commit runtime (modelyard/core/runtime.py), which moves records in
+whole fetches:
 
     getmany -> route the batch -> append the outputs to one record batch per (topic, partition) -> send those
             -> (while the next batch is routed) wait for all deliveries -> commit the batch's offsets
 
 An offset is committed only once every output of every record before it is durable in Kafka
 (at-least-once; a replay re-routes the same records to the same topics and downstream dedups on
-job_id/attempt). A record that cannot be produced stops the process before the commit.
+job_id/attempt). A record that cannot be produced stops the process before the commit. Each batch's outputs
+include its routed-jobs records (streams/routed_jobs.py), and the topic is read back whenever partitions are
+assigned, before their records are routed.
 """
 
 from __future__ import annotations
@@ -23,15 +26,18 @@ import os
 import time
 from typing import Protocol
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka import AIOKafkaProducer, TopicPartition
 from threadpoolctl import threadpool_limits
 
+from modelyard.core.kafka import consumer_for, make_producer
 from modelyard.core.observability import ROUTE_BATCH_SECONDS
-from modelyard.core.settings import Settings
+from modelyard.core.runtime import ConsumeCommit, Fetched, Receipt, Room
+from modelyard.core.settings import KafkaSettings
 from modelyard.core.signatures import signature_header
+from modelyard.core.spend_feed import SpendFeed
 from streams.partitioning import partitions_for
 from streams.policy import Outgoing, RoutingPolicy, Source
+from streams.routed_jobs import RoutedJobsFeed
 
 log = logging.getLogger("modelyard.router")
 
@@ -43,45 +49,83 @@ class RecordPosition(Protocol):
 
 
 class BatchRouter:
-    SETTLING_MAX = 2  # batches routed but not yet committed; the next waits for the oldest beyond this
+    SETTLING_MAX = 2  # batches routed but not yet delivered; the next waits for the oldest beyond this
 
-    def __init__(self, settings: Settings, policy: RoutingPolicy, group_id: str) -> None:
-        self.settings = settings
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        policy: RoutingPolicy,
+        group_id: str,
+        batch_max: int,
+        spend: SpendFeed | None = None,
+    ) -> None:
+        self.kafka = kafka
         self.policy = policy
         self.group_id = group_id
-        self.max_records = settings.router.batch_max
-        self.assigned = False
+        self.max_records = batch_max
+        self.spend = spend  # read to its end with the routed jobs, so budgets start from the sink's figures
+        routed = policy.admission.routed
+        self.routed_jobs = RoutedJobsFeed(kafka, routed) if routed is not None else None
+        self.routed_jobs_read = asyncio.Event()  # cleared at each rebalance until the topic is read back
         self._round_robin = 0
-        self._settling: collections.deque[asyncio.Task[None]] = (
-            collections.deque()
-        )  # oldest first, for the cap
-        self._last: asyncio.Task[None] | None = None  # what the next batch's commit waits for (order)
+        self._settling: collections.deque[asyncio.Task[bool]] = collections.deque()  # oldest first
+        self._whole_fetch = Room(batch_max)
+        self.runtime: ConsumeCommit | None = None
+
+    @property
+    def assigned(self) -> bool:
+        """Started and consuming (readiness)."""
+        return self.runtime is not None and self.runtime.consuming
 
     async def run(self) -> None:
+        """Route until this task is cancelled (the Faust app stopping), then deliver and commit what was routed."""
         # numpy's BLAS threads would spin on every core for the novelty matmuls (a batch is small): one thread
         threadpool_limits(1, user_api="blas")
-        consumer, producer = self._consumer(), self._producer()
-        consumer.subscribe([self.settings.kafka.jobs_topic], listener=_SettleBeforeRevoke(self))
-        await producer.start()
-        await consumer.start()
-        self.assigned = True
+        self.producer = make_producer(self.kafka, max_batch_size=512 * 1024)
+        consumer = consumer_for(
+            self.kafka,
+            self.group_id,
+            self.max_records,
+            fetch_max_bytes=64 * 1024 * 1024,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+        )
+        self.runtime = ConsumeCommit(
+            self,
+            consumer,
+            self.producer,
+            [self.kafka.jobs_topic],
+            on_assigned=self.read_back,
+            on_revoke=self.unread,
+        )
         try:
-            while True:
-                fetched = await consumer.getmany(timeout_ms=200, max_records=self.max_records)
-                if fetched:
-                    await self._settle(consumer, fetched, await self.route(producer, fetched))
+            await self.runtime.run(asyncio.Event())
         finally:
-            self.assigned = False
-            try:
-                await self.settled()  # what was routed gets committed, even when this task is being cancelled
-            finally:
-                await consumer.stop()
-                await producer.stop()
+            if self.routed_jobs is not None:
+                await self.routed_jobs.stop()
 
-    async def route(
-        self, producer: AIOKafkaProducer, fetched: dict[TopicPartition, list]
-    ) -> list[asyncio.Future]:
-        """Route a fetch and send its outputs; the deliveries are awaited by _settle, not here."""
+    async def room(self) -> Room:
+        """A whole fetch, once at most SETTLING_MAX routed batches wait for their deliveries."""
+        while self._settling and self._settling[0].done():
+            self._settling.popleft()
+        if len(self._settling) > self.SETTLING_MAX:
+            await asyncio.shield(self._settling[0])
+        return self._whole_fetch
+
+    async def take(self, fetched: Fetched) -> list[Receipt]:
+        """Route a fetch and send its outputs; the runtime commits it once every delivery is acknowledged, while
+        the next batch is routed (the broker's acks overlap our routing)."""
+        if not fetched:
+            return []
+        await self.routed_jobs_read.wait()
+        first = next(iter(fetched.values()))[0]
+        delivered = asyncio.create_task(_delivered(await self.route(self.producer, fetched), first))
+        self._settling.append(delivered)
+        return [
+            Receipt(tp, batch[0].offset, batch[-1].offset + 1, delivered) for tp, batch in fetched.items()
+        ]
+
+    async def route(self, producer: AIOKafkaProducer, fetched: Fetched) -> list[asyncio.Future]:
+        """Route a fetch and send its outputs; the deliveries are awaited by the batch's settling task, not here."""
         started = time.perf_counter()
         signed = self.policy.tenant_keys is not None
         records = [
@@ -94,47 +138,29 @@ class BatchRouter:
             outputs.append(outgoing)
             if outgoing.shadow is not None:
                 outputs.append(outgoing.shadow)
+        outputs += self.policy.routed_records()
         deliveries = await self.produce(producer, outputs)
         ROUTE_BATCH_SECONDS.observe(time.perf_counter() - started)
         return deliveries
 
-    async def _settle(
-        self,
-        consumer: AIOKafkaConsumer,
-        fetched: dict[TopicPartition, list],
-        deliveries: list[asyncio.Future],
-    ) -> None:
-        """Commit the batch once its outputs are delivered, after the batches before it, while the next batch
-        is routed (the broker's acks overlap our routing)."""
-        self._last = asyncio.create_task(self._deliver_then_commit(consumer, fetched, deliveries, self._last))
-        self._settling.append(self._last)
-        while self._settling and self._settling[0].done():
-            await self._settling.popleft()
-        if len(self._settling) > self.SETTLING_MAX:
-            await asyncio.shield(self._settling[0])
+    async def read_back(self, assigned: set[TopicPartition]) -> None:
+        """Before the assigned partitions are routed: every job id routed before (by any router) and the
+        sink's spend figures are read back."""
+        if self.routed_jobs is not None:
+            await self.routed_jobs.catch_up()
+        if self.spend is not None:
+            await self.spend.catch_up()
+        self.routed_jobs_read.set()
 
-    async def _deliver_then_commit(
-        self,
-        consumer: AIOKafkaConsumer,
-        fetched: dict[TopicPartition, list],
-        deliveries: list[asyncio.Future],
-        previous: asyncio.Task[None] | None,
-    ) -> None:
-        if previous is not None:
-            await asyncio.shield(previous)  # commits stay in fetch order
-        try:
-            await asyncio.gather(*deliveries)
-        except Exception as exc:
-            first = next(iter(fetched.values()))[0]
-            crash_without_commit(exc, first)
-        await self._commit(consumer, fetched)
+    async def unread(self, revoked: set[TopicPartition]) -> None:
+        """A rebalance holds routing until the routed jobs are read back again."""
+        self.routed_jobs_read.clear()
 
-    async def settled(self) -> None:
-        """Every routed batch delivered and committed (before a rebalance takes partitions, and at stop). Each
-        commit waits for the one before it, so the last one settles them all; shielded so a cancelled caller
-        does not cancel the commits."""
-        if self._last is not None:
-            await asyncio.shield(self._last)
+    async def drain(self, partitions: set[TopicPartition] | None) -> None:
+        """Every routed batch delivered (before a rebalance takes partitions, and at stop); shielded so a
+        cancelled caller does not cancel the deliveries."""
+        if self._settling:
+            await asyncio.shield(asyncio.gather(*self._settling))
 
     async def produce(self, producer: AIOKafkaProducer, outputs: list[Outgoing]) -> list[asyncio.Future]:
         """Outputs appended to one record batch per (topic, partition), partitioned as Kafka's default
@@ -156,53 +182,6 @@ class BatchRouter:
         chosen = [next(hashed) if key is not None else next(spread) % count for key in keys]
         self._round_robin = next(spread)
         return chosen
-
-    async def _commit(self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list]) -> None:
-        offsets = {tp: batch[-1].offset + 1 for tp, batch in fetched.items()}
-        try:
-            await consumer.commit(offsets)
-        except (
-            CommitFailedError,
-            IllegalStateError,
-        ) as exc:  # partitions moved: their new owner replays them
-            log.warning("offsets not committed after a rebalance, the new owner re-routes them: %s", exc)
-
-    def _consumer(self) -> AIOKafkaConsumer:
-        kafka = self.settings.kafka
-        return AIOKafkaConsumer(
-            group_id=self.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            max_poll_records=self.max_records,
-            fetch_max_bytes=64 * 1024 * 1024,
-            max_partition_fetch_bytes=8 * 1024 * 1024,
-            session_timeout_ms=kafka.session_timeout_ms,
-            heartbeat_interval_ms=max(500, kafka.session_timeout_ms // 5),
-            **kafka.client_options(),
-        )
-
-    def _producer(self) -> AIOKafkaProducer:
-        return AIOKafkaProducer(
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=5,
-            max_batch_size=512 * 1024,
-            **self.settings.kafka.client_options(),
-        )
-
-
-class _SettleBeforeRevoke(ConsumerRebalanceListener):
-    """Partitions leave this process only after their routed batches are committed (no needless replays)."""
-
-    def __init__(self, router: BatchRouter) -> None:
-        self.router = router
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        await self.router.settled()
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        return None
 
 
 async def send_records(
@@ -234,6 +213,15 @@ def _by_topic(outputs: list[Outgoing]) -> dict[str, list[Outgoing]]:
     for outgoing in outputs:
         groups.setdefault(outgoing.topic, []).append(outgoing)
     return groups
+
+
+async def _delivered(deliveries: list[asyncio.Future], first: RecordPosition) -> bool:
+    """True once Kafka acknowledged every output of a routed batch; a refused one ends the process."""
+    try:
+        await asyncio.gather(*deliveries)
+    except Exception as exc:
+        crash_without_commit(exc, first)
+    return True
 
 
 def crash_without_commit(exc: BaseException, message: RecordPosition) -> None:

@@ -12,6 +12,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from schemas.rejection import Rejection
+
 
 class RecentJobIds:
     def __init__(
@@ -34,6 +36,12 @@ class RecentJobIds:
         if len(self._seen) > self.max_entries:
             self._seen.popitem(last=False)
         return False
+
+    def duplicate(self, job_id: str, partition: int, offset: int, now: float) -> Rejection | None:
+        """Why the job_id is refused when it is a duplicate (Admission's check)."""
+        if self.is_duplicate(job_id, partition, offset, now):
+            return Rejection("duplicate_job_id", "job_id", f"job_id {job_id!r} was already submitted")
+        return None
 
     def forget(self, job_id: str) -> None:
         """Let this job_id come back later at another offset (a deferred item released again)."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from streams.decision import Decision
 from streams.novelty import NoveltyDetector
-from streams.policy import Decision
 from streams.rules import NoveltyPolicy
 
 

@@ -7,6 +7,7 @@ tenant's default pool replaces the global default. Validated by pydantic; pools 
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -15,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from modelyard.core._exceptions import ConfigError
-from modelyard.core.settings import CascadeSettings
+from modelyard.core.settings import CachePolicy, CascadeSettings
 from schemas import TaskType
 
 
@@ -105,6 +106,9 @@ class Rule(Strict):
 class TenantPolicy(Strict):
     rules: list[Rule] = Field(default_factory=list)
     default_pool: str | None = None
+    cache: CachePolicy | None = Field(
+        default=None, description="Replaces the global `cache` for this tenant."
+    )
 
 
 class NoveltyPolicy(Strict):
@@ -119,6 +123,15 @@ class NoveltyPolicy(Strict):
     min_samples: int = Field(default=50, ge=1, description="Items a task's centroid needs before it scores.")
 
 
+class LearnedPolicy(Strict):
+    """The learned per-item router (streams/learned_routing.py): after the rules, an item of a task the model
+    knows, whose rule-chosen pool is one of the model's pools, goes to the cheapest pool predicted to answer it
+    about as well as the best one. Off unless the policy file has this section."""
+
+    models_dir: Path = Field(description="The routing model registry `modelyard routing fit` writes to.")
+    reload_interval_s: float = Field(default=30.0, gt=0, description="How often a new version is looked for.")
+
+
 class PolicyFile(Strict):
     version: int = 1
     default_pool: str
@@ -130,6 +143,10 @@ class PolicyFile(Strict):
         description="Per pool: answers below these confidences go on to `to_pool`. Pools read this section "
         "of the file they are given as `router.policy_file` (over their own `cascade` setting); "
         "`modelyard policy recommend` and `modelyard distill` write the thresholds they calibrate here.",
+    )
+    learned: LearnedPolicy | None = None
+    cache: CachePolicy = Field(
+        default_factory=CachePolicy, description="Result-cache opt-in (none by default)."
     )
 
     @model_validator(mode="after")
@@ -227,12 +244,30 @@ def load_policy_file(path: Path, known_pools: set[str]) -> PolicyFile:
     return policy.check_pools(known_pools, str(path))
 
 
-def policy_from_routes(routes: dict[TaskType, str], default_pool: str, known_pools: set[str]) -> PolicyFile:
-    """The simple task -> pool table of the settings, as a policy with one rule per task."""
+def configured_policy(
+    known_pools: set[str],
+    routes: Mapping[TaskType, str],
+    default_pool: str,
+    path: Path | None,
+    cache: CachePolicy | None = None,
+) -> PolicyFile:
+    """The policy in force: the policy file when one is set, else the routes table (and `router.cache`)."""
+    if path is None:
+        return policy_from_routes(routes, default_pool, known_pools, cache)
+    return load_policy_file(path, known_pools)
+
+
+def policy_from_routes(
+    routes: Mapping[TaskType, str],
+    default_pool: str,
+    known_pools: set[str],
+    cache: CachePolicy | None = None,
+) -> PolicyFile:
+    """The simple task -> pool table of the settings, as a policy with one rule per task (and `router.cache`)."""
     rules = [
         Rule(name=f"task-{task.value}", when=Condition(task=[task]), pool=pool)
         for task, pool in routes.items()
     ]
     novelty_pool = default_pool if default_pool in known_pools else next(iter(known_pools))
     novelty = NoveltyPolicy(pool=novelty_pool, applies_to=[p for p in ("slm",) if p in known_pools])
-    return PolicyFile(default_pool=default_pool, rules=rules, novelty=novelty)
+    return PolicyFile(default_pool=default_pool, rules=rules, novelty=novelty, cache=cache or CachePolicy())

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import faust
 
-from modelyard.core.settings import Settings
+from modelyard.core.settings import KafkaSettings
 
 
 @dataclass(frozen=True)
@@ -15,9 +16,8 @@ class RouterTopics:
     outputs: dict[str, faust.TopicT]
 
     @classmethod
-    def declare(cls, app: faust.App, settings: Settings) -> RouterTopics:
-        kafka = settings.kafka
-        names = [kafka.pool_topic(pool) for pool in settings.pools] + [
+    def declare(cls, app: faust.App, kafka: KafkaSettings, pools: Iterable[str]) -> RouterTopics:
+        names = [kafka.pool_topic(pool) for pool in pools] + [
             kafka.dead_letter_topic,
             kafka.deferred_topic,
         ]

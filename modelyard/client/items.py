@@ -8,7 +8,8 @@ from typing import Any
 
 from modelyard.core._exceptions import InvalidInput
 from schemas import ChatMessage, TaskType, WorkItem
-from schemas.decoding import DecodeFailure, validate
+from schemas.decoding import validate
+from schemas.rejection import Rejection
 
 
 def work_item(
@@ -54,7 +55,7 @@ def as_work_item(item: WorkItem | Mapping[str, Any]) -> WorkItem:
     if isinstance(item, WorkItem):
         return item
     checked = validate(WorkItem, dict(item))
-    if isinstance(checked, DecodeFailure):
+    if isinstance(checked, Rejection):
         raise InvalidInput(f"invalid work item: {checked.error}", field=checked.field, reason=checked.reason)
     return checked
 

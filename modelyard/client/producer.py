@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 from pydantic import SecretStr
 
 from modelyard.client.deliveries import DeliveryTracker, Listener
@@ -17,10 +16,12 @@ from modelyard.client.items import as_work_item, encode
 from modelyard.client.outcomes import Delivery, Outcome, SubmitReport
 from modelyard.client.results import ResultReader
 from modelyard.core._exceptions import BrokerError
+from modelyard.core.kafka import kafka_errors, make_producer, started
 from modelyard.core.settings import KafkaSettings, Settings
 from modelyard.core.signatures import TenantKeys
 from schemas import DeadLetter, WorkItem
 
+SENDING = kafka_errors("send a record")  # one door instance for every send (no allocation per record)
 YIELD_EVERY = 500  # records queued between turns of the event loop (the batches go out meanwhile)
 CLOCK_SKEW = timedelta(seconds=60)  # results are looked for from this long before the client started
 
@@ -55,18 +56,9 @@ class AsyncClient:
         return cls(settings.kafka, tenant_keys=settings.router.tenant_keys, **options)
 
     async def start(self) -> None:
-        self._producer = AIOKafkaProducer(
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=5,
-            max_batch_size=256 * 1024,
-            **self.kafka.client_options(),
-        )
-        try:
-            await self._producer.start()
-        except (KafkaError, OSError) as exc:
-            self._producer = None
-            raise BrokerError(f"cannot reach Kafka at {self.kafka.bootstrap_servers}: {exc!r}") from exc
+        producer = make_producer(self.kafka)
+        await started(producer, self.kafka)
+        self._producer = producer
         self._deliveries = DeliveryTracker(self.max_in_flight)
         self._deliveries.start()
 
@@ -157,11 +149,12 @@ class AsyncClient:
             )
         await self._deliveries.room()
         try:
-            acked = await self._producer.send(
-                topic, value, key=job_id.encode() if job_id else None, headers=headers
-            )
-        except (KafkaError, OSError) as exc:  # refused before it was batched (e.g. too large)
-            return self._deliveries.failed(job_id, topic, repr(exc), on_delivery)
+            with SENDING:
+                acked = await self._producer.send(
+                    topic, value, key=job_id.encode() if job_id else None, headers=headers
+                )
+        except BrokerError as exc:  # refused before it was batched (e.g. too large)
+            return self._deliveries.failed(job_id, topic, repr(exc.__cause__ or exc), on_delivery)
         self._sent += 1
         if (
             not self._sent % YIELD_EVERY

@@ -10,11 +10,10 @@ from datetime import datetime
 from typing import Literal
 
 import orjson
-from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import KafkaError
 
 from modelyard.client.outcomes import Outcome, Rejected
 from modelyard.core._exceptions import BrokerError
+from modelyard.core.kafka import kafka_errors, make_reader
 from modelyard.core.settings import KafkaSettings
 from modelyard.core.topics import assigned_partitions
 from schemas import DeadLetter, Result
@@ -97,17 +96,16 @@ class Following:
     def __init__(self, kafka: KafkaSettings, topics: list[str], start: Start) -> None:
         self.kafka, self.topics, self.start = kafka, topics, start
         # subscribed without a group: it is assigned every partition of the topics
-        self.consumer = AIOKafkaConsumer(*topics, **kafka.client_options(), enable_auto_commit=False)
+        self.consumer = make_reader(kafka, *topics, offset_reset="latest")
 
     async def __aenter__(self) -> Following:
         try:
-            await self.consumer.start()
-            await self._position()
-        except (KafkaError, OSError) as exc:
+            with kafka_errors(f"read {self.topics} on {self.kafka.bootstrap_servers}"):
+                await self.consumer.start()
+                await self._position()
+        except BrokerError:
             await self.consumer.stop()
-            raise BrokerError(
-                f"cannot read {self.topics} on {self.kafka.bootstrap_servers}: {exc!r}"
-            ) from exc
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -1,15 +1,27 @@
-"""The modelyard exception tree. Foreign errors are translated at the boundary with `raise ... from exc`.
+"""The modelyard exception tree: every error modelyard raises on purpose, at the bottom of the import graph.
 
 ModelyardError
 ├── ConfigError              bad or missing configuration
 ├── InvalidInput             a work item or file line failed validation (carries the field)
-├── BrokerError              Kafka unreachable, broker failed to start
-├── ProviderError            a model call failed after the SDK's own retries
-│   └── RateLimited          the provider asked us to wait (carries retry_after)
+├── BrokerError              Kafka unreachable, a broker that failed to start, a request Kafka refused
+├── ProviderError            a model call failed after the client's own retries (carries retryable)
+│   └── RateLimited          the provider asked us to wait (carries retry_after, in seconds)
 ├── StorageError             ClickHouse unreachable or rejected a write
 │   └── Backpressure         the sink is holding back (carries retry_after)
 ├── ProcessError             a child process failed to start or stop
 └── Stopping                 the process is stopping: work not yet sent to a provider is left for a replay
+
+Foreign errors become ours in one place per foreign system (a door), with `raise ... from exc`:
+
+    Kafka: aiokafka's KafkaError, OSError     -> BrokerError      modelyard/core/kafka.py  kafka_errors()
+    model providers: the openai / anthropic   -> ProviderError,   workers/pools/backends/provider_errors.py
+      SDKs' APIError; the lean vLLM client's     RateLimited        sdk_errors(), provider_error(); the
+      HTTP status (its transport errors are                         retry decisions and the one Retry-After
+      read in workers/pools/backends/vllm_http.py)                  parser are there too
+    ClickHouse: clickhouse-connect, chdb      -> StorageError     workers/sink/clickhouse.py  ClickHouseStore
+
+No other module catches those systems' exception types: tests/unit/test_doors.py fails when one does. (Wire input
+is no foreign system: schemas/decoding.py turns a pydantic verdict into a value that names the field.)
 """
 
 from __future__ import annotations

@@ -10,8 +10,6 @@ from datetime import UTC, datetime
 import orjson
 from pydantic import BaseModel, SecretStr
 
-from modelyard.core.settings import Settings
-
 # The job a task is working on: set where a job is picked up (per asyncio task), read by the JSON formatter.
 current_job_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("modelyard_job_id", default=None)
 MASK = "***"
@@ -23,8 +21,8 @@ _STANDARD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) 
 }
 
 
-def secret_values(settings: Settings) -> list[str]:
-    """Every SecretStr value in the settings tree (provider keys, SASL and ClickHouse passwords)."""
+def secret_values(settings: BaseModel) -> list[str]:
+    """Every SecretStr value in a settings tree (provider keys, SASL and ClickHouse passwords)."""
     found: list[str] = []
 
     def walk(value: object) -> None:
@@ -102,17 +100,18 @@ class TransientCoordinatorErrors(logging.Filter):
 COORDINATOR_LOGGER = "aiokafka.consumer.group_coordinator"
 
 
-def configure_logging(settings: Settings, process: str) -> None:
-    """Root handler on stderr in the configured format; replaces handlers a library installed before us."""
-    if settings.log_format == "json":
+def configure_logging(process: str, level: str, log_format: str, secrets: list[str]) -> None:
+    """Root handler on stderr in `log_format` (text or json), masking `secrets`; replaces handlers a library
+    installed before us."""
+    if log_format == "json":
         inner: logging.Formatter = JsonFormatter(process)
     else:
         inner = logging.Formatter(f"%(asctime)s %(levelname)s {process} %(name)s: %(message)s")
     handler = logging.StreamHandler()
-    handler.setFormatter(RedactingFormatter(inner, secret_values(settings)))
+    handler.setFormatter(RedactingFormatter(inner, secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(settings.log_level.upper())
+    root.setLevel(level.upper())
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     coordinator = logging.getLogger(COORDINATOR_LOGGER)

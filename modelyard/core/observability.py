@@ -50,10 +50,41 @@ POOL_CALL_SECONDS = Histogram(
     ["pool", "provider"],
     buckets=CALL_BUCKETS,
 )
+POOL_EXPIRED = Counter(
+    "modelyard_pool_expired_total", "Items ended as expired: their deadline passed before the call.", ["pool"]
+)
+POOL_WAITING = Gauge("modelyard_pool_waiting", "Items read ahead and waiting for a slot.", ["pool"])
+POOL_SKIPPED = Gauge(
+    "modelyard_pool_skipped",
+    "Offsets read past and kept for a re-read (a tenant's backlog over its cap).",
+    ["pool"],
+)
+RESULT_CACHE_LOOKUPS = Counter(
+    "modelyard_result_cache_lookups_total",
+    "Result-cache lookups of opted-in items, by outcome (hit, miss); hit rate = hit / (hit + miss).",
+    ["pool", "outcome"],
+)
+RESULT_CACHE_ENTRIES = Gauge(
+    "modelyard_result_cache_entries", "Entries this process holds of the result cache."
+)
+RESULT_CACHE_BYTES = Gauge("modelyard_result_cache_bytes", "Bytes this process holds of the result cache.")
 # router
 ROUTED = Counter("modelyard_router_routed_total", "Work items routed to a pool.", ["pool"])
 ROUTE_BATCH_SECONDS = Histogram(
     "modelyard_router_batch_seconds", "Time to route one batch of records.", buckets=FAST_BUCKETS
+)
+# budgets (router, pools) and the calls the ledger bills more than once per attempt (sink)
+BUDGET_REFUSALS = Counter(
+    "modelyard_budget_refusals_total",
+    "Calls to budgeted pools or targets not made: the tenant's spend and reservations reached its budget. "
+    "stage: router (routed items), cascade (escalations), fallback (a pool's fallback target).",
+    ["stage", "action"],
+)
+REPEAT_CALLS = Counter(
+    "modelyard_sink_repeat_calls_total",
+    "Provider calls billed for a job attempt that already had its result (a pool's redelivery after a crash, "
+    "a reused job id): each is its own cost_ledger row, repeat_call = 1.",
+    ["pool"],
 )
 
 

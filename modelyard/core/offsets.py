@@ -1,4 +1,7 @@
-"""OffsetTracker: with many records in flight at once, commit only below the oldest unfinished one."""
+"""OffsetTracker: with many records or batches in flight at once, commit only below the oldest unfinished one.
+
+A span of offsets (one record, or a whole fetched batch of a partition) starts when its records are handed
+to a stage and finishes when what the stage made of them is durable; it is known by its first offset."""
 
 from __future__ import annotations
 
@@ -11,12 +14,21 @@ class OffsetTracker:
         self._next: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
 
-    def started(self, tp: TopicPartition, offset: int) -> None:
-        self._pending.setdefault(tp, set()).add(offset)
-        self._next[tp] = max(self._next.get(tp, 0), offset + 1)
+    def started(self, tp: TopicPartition, offset: int, end: int | None = None) -> None:
+        """The span [offset, end) is in flight (one record when `end` is None)."""
+        pending = self._pending.get(tp)
+        if pending is None:
+            pending = self._pending[tp] = set()
+        pending.add(offset)
+        end = offset + 1 if end is None else end
+        if end > self._next.get(tp, 0):
+            self._next[tp] = end
 
     def finished(self, tp: TopicPartition, offset: int) -> None:
-        self._pending[tp].discard(offset)
+        """The span that starts at `offset` is durable (a partition forgotten since is ignored)."""
+        pending = self._pending.get(tp)
+        if pending is not None:
+            pending.discard(offset)
 
     def committable(self) -> dict[TopicPartition, int]:
         """Per partition, the offset to commit now (only those that moved since the last call)."""
@@ -40,4 +52,5 @@ class OffsetTracker:
 
     @property
     def in_flight(self) -> int:
+        """Spans started and not yet finished."""
         return sum(len(p) for p in self._pending.values())

@@ -44,6 +44,17 @@ class KafkaSettings(Section):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    cache_retention_s: float = Field(
+        default=7 * 86_400.0,
+        gt=0,
+        description="The result-cache topic's retention: no cached answer older than this is ever used.",
+    )
+    routed_jobs_retention_days: float = Field(
+        default=7.0,
+        gt=0,
+        description="How long the routed-jobs topic keeps the job ids routers sent to pools: a job id is refused "
+        "as reused for that long (every router holds them in memory too, ~140 bytes an id).",
+    )
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}.{name}"
@@ -72,8 +83,18 @@ class KafkaSettings(Section):
     def spend_topic(self) -> str:
         return self.topic("spend")
 
+    @property
+    def routed_jobs_topic(self) -> str:
+        """The router's durable record of the job ids it sent to pools (see streams/routed_jobs.py)."""
+        return self.topic("jobs.routed")
+
     def pool_topic(self, pool: str) -> str:
         return self.topic(f"pool.{pool}")
+
+    @property
+    def cache_topic(self) -> str:
+        """The result cache (compacted, keyed by request digest), shared by every pool replica."""
+        return self.topic("cache")
 
     def client_options(self) -> dict[str, Any]:
         """Security options shared by every aiokafka client."""
@@ -121,9 +142,10 @@ class ClickHouseSettings(Section):
 
 
 class ProviderSettings(Section):
-    api: Literal["vllm", "openai", "anthropic", "distilled"] = Field(
+    api: Literal["vllm", "openai", "anthropic", "distilled", "replay"] = Field(
         description="Wire protocol: vllm is OpenAI's plus vLLM's structured_outputs; openai; anthropic; "
-        "distilled: the registered student model, served in the pool's own process (no HTTP)."
+        "distilled: the registered student model, served in the pool's own process (no HTTP); "
+        "replay: recorded answers of real models (docs/recordings.md), no call at all."
     )
     base_url: str | None = None
     api_key: SecretStr | None = None
@@ -150,12 +172,32 @@ class ProviderSettings(Section):
     breaker_cooldown_s: float = Field(
         default=30.0, gt=0, description="How long an open circuit waits before one probe."
     )
+    recording: Path | None = Field(
+        default=None, description="api replay only: the JSONL recording answered from (docs/recordings.md)."
+    )
+    recording_key: str = Field(
+        default="recording_id",
+        min_length=1,
+        description="api replay only: the metadata key naming a line's id.",
+    )
+    teacher_accuracy: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="api replay only: how often a labelled teacher (a line with only an expected answer) is right.",
+    )
+
+    @model_validator(mode="after")
+    def _replay_has_a_recording(self) -> ProviderSettings:
+        if self.api == "replay" and self.recording is None:
+            raise ValueError("recording: a replay provider needs a recording file")
+        return self
 
     @property
     def mode(self) -> Literal["endpoint", "hosted", "simulator", "local"]:
         """endpoint: an explicit base_url (vLLM, a proxy); hosted: the real API with a key; local: a distilled
-        student in the pool's process; else the simulator."""
-        if self.api == "distilled":
+        student or a recording in the pool's process; else the simulator."""
+        if self.api in ("distilled", "replay"):
             return "local"
         if self.base_url:
             return "endpoint"
@@ -229,6 +271,33 @@ class PoolSettings(Section):
         description="How long a job waits for a probe when every circuit of its chain is open.",
     )
     batch: BatchSettings = BatchSettings()
+    commit_interval_s: float = Field(
+        default=0.5, gt=0, description="How often finished assignments' offsets are committed."
+    )
+
+
+class CachePolicy(Section):
+    """Which tenants' and tasks' items may be answered from the result cache (opt-in: nothing by default).
+
+    In the routing policy file as `cache:` (every tenant) and `tenants.<name>.cache:` (replaces it for that
+    tenant); without a policy file, `router.cache`."""
+
+    tasks: list[TaskType] = Field(
+        default_factory=list, description="Task types whose identical requests are answered from the cache."
+    )
+    ttl_s: float = Field(default=86_400.0, gt=0, description="Cached answers older than this are not used.")
+    shareable: list[TaskType] = Field(
+        default_factory=list,
+        description="Of those, tasks whose answers are shared with every other tenant that shares them too; "
+        "otherwise a tenant only ever receives its own tenant's cached answers.",
+    )
+
+    @model_validator(mode="after")
+    def _shareable_are_cached(self) -> CachePolicy:
+        stray = [t.value for t in self.shareable if t not in self.tasks]
+        if stray:
+            raise ValueError(f"shareable: {stray} not in tasks (only cached tasks can be shared)")
+        return self
 
 
 class RouterSettings(Section):
@@ -248,6 +317,9 @@ class RouterSettings(Section):
     )
     dedup_window_s: float = Field(default=600.0, ge=0)
     dedup_max_entries: int = Field(default=1_000_000, ge=0)
+    job_ids_max_entries: int = Field(
+        default=5_000_000, ge=1, description="Most routed job ids a router holds (the oldest go first)."
+    )
     novelty_dims: int = Field(default=1024, ge=16)
     shadow_share: float = Field(
         default=0.0, ge=0, le=1, description="Share of SLM-bound items also sent to shadow_pool."
@@ -257,6 +329,9 @@ class RouterSettings(Section):
     engine: Literal["batch", "agent"] = Field(
         default="batch",
         description="batch: whole fetches routed by a task of the Faust app (fast); agent: a Faust agent per event.",
+    )
+    cache: CachePolicy = Field(
+        default_factory=CachePolicy, description="Result-cache opt-in when no policy file is set."
     )
     batch_max: int = Field(
         default=5000,
@@ -291,6 +366,57 @@ class CostSettings(Section):
         default_factory=lambda: ["frontier"], description="Pools whose spend budgets guard."
     )
     downgrade_pool: str = Field(default="slm", description="Where 'downgrade' sends over-budget items.")
+
+
+class ResultCacheSettings(Section):
+    """Each pool process's copy of the shared result cache (the compacted cache topic), bounded."""
+
+    max_entries: int = Field(default=200_000, ge=1, description="Least recently used entries go first.")
+    max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024, description="Answers' bytes held, at most.")
+    max_output_chars: int = Field(
+        default=32_768, ge=1, description="Longer answers are not cached (they would crowd out the rest)."
+    )
+    restore_timeout_s: float = Field(
+        default=60.0, gt=0, description="How long a starting pool reads the cache topic before taking work."
+    )
+
+
+class SchedulingSettings(Section):
+    """How a pool orders the work it has read: priority first (9 before 0), then deadlines about to pass,
+    then tenants by weighted fair share of recent use. See workers/pools/scheduling.py."""
+
+    tenant_weights: dict[str, float] = Field(
+        default_factory=dict, description="A tenant's share relative to others (default_weight if absent)."
+    )
+    default_weight: float = Field(default=1.0, gt=0)
+    half_life_s: float = Field(
+        default=10.0, gt=0, description="Past use counts half after this long (the fair-share memory)."
+    )
+    urgent_within_s: float = Field(
+        default=30.0, ge=0, description="Items whose deadline is this close go first (nearest first)."
+    )
+    light_share: float = Field(
+        default=0.9,
+        gt=0,
+        le=1,
+        description="Share of the starts light tenants take while heavy ones (whose backlog overflows the "
+        "read-ahead) wait too; 1: light tenants always first.",
+    )
+    read_ahead: int = Field(
+        default=8192, ge=1, description="Items a pool holds read but not started, across all tenants."
+    )
+    flow_cap: int = Field(
+        default=1024,
+        ge=1,
+        description="Of those, at most this many per tenant and priority; the rest of a "
+        "tenant's backlog is skipped (its offsets kept) and read again when its queue runs low.",
+    )
+    scan_limit: int = Field(
+        default=100_000,
+        ge=1,
+        description="How far past its oldest unfinished offset a partition is read "
+        "looking for other tenants' work (8 bytes per skipped item).",
+    )
 
 
 class SimulatorSettings(Section):
@@ -501,6 +627,8 @@ class Settings(BaseSettings):
     shadow_alert: ShadowAlertSettings = ShadowAlertSettings()
     slm_server: SlmServerSettings = SlmServerSettings()
     stack: StackSettings = StackSettings()
+    result_cache: ResultCacheSettings = ResultCacheSettings()
+    scheduling: SchedulingSettings = SchedulingSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -582,6 +710,10 @@ class Settings(BaseSettings):
 
     def pool_provider(self, pool: str) -> ProviderSettings:
         return self.providers[self.pools[pool].provider]
+
+    def group_id(self, role: str) -> str:
+        """A consumer group's id, app_id-prefixed: two deployments on one cluster never share a group."""
+        return f"{self.app_id}.{role}"
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 from pydantic import SecretStr
 
-from schemas.decoding import DecodeFailure
+from schemas.rejection import Rejection
 
 SIGNATURE_HEADER = "modelyard-signature"
 VERSION = b"v1="
@@ -37,19 +37,17 @@ class TenantKeys:
     def __init__(self, keys: dict[str, SecretStr]) -> None:
         self.keys = keys
 
-    def verify(self, tenant: str, value: bytes, signature: bytes | None) -> DecodeFailure | None:
+    def verify(self, tenant: str, value: bytes, signature: bytes | None) -> Rejection | None:
         """None when `signature` is tenant's signature of `value`; else why not (never echoing a secret)."""
         key = self.keys.get(tenant)
         if key is None:
-            return DecodeFailure(
-                "unauthenticated", "tenant", f"tenant {tenant!r} has no signing key configured"
-            )
+            return Rejection("unauthenticated", "tenant", f"tenant {tenant!r} has no signing key configured")
         if signature is None:
-            return DecodeFailure(
+            return Rejection(
                 "unauthenticated", "tenant", f"job has no {SIGNATURE_HEADER} header (tenant {tenant!r})"
             )
         if not hmac.compare_digest(signature, sign(key, value)):
-            return DecodeFailure(
+            return Rejection(
                 "unauthenticated", "tenant", f"{SIGNATURE_HEADER} does not match tenant {tenant!r}'s key"
             )
         return None

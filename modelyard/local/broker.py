@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from modelyard.core._exceptions import BrokerError
-from modelyard.core.settings import Settings
+from modelyard.core.settings import KafkaSettings, LocalBrokerSettings
 
 SERVER_PROPERTIES = """\
 process.roles=broker,controller
@@ -77,10 +77,10 @@ def port_is_open(host: str, port: int, timeout: float = 0.5) -> bool:
 class LocalKafkaBroker:
     """Formats, starts and stops the local KRaft node(s); each node is broker and controller."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings.local_broker
-        self.kafka = settings.kafka
-        self.host, self.port = parse_host_port(settings.kafka.bootstrap_servers)
+    def __init__(self, config: LocalBrokerSettings, kafka: KafkaSettings) -> None:
+        self.settings = config
+        self.kafka = kafka
+        self.host, self.port = parse_host_port(kafka.bootstrap_servers)
         self.data_dir = self.settings.data_dir.resolve()
         self.lib_dir = self.settings.home / "target" / "lib"
         self.nodes = list(range(1, self._node_count() + 1))

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from modelyard.core._exceptions import ProcessError
+from modelyard.core.kafka import make_reader, started
 from modelyard.core.progress import progress_bar
 from modelyard.core.settings import Settings
 from modelyard.core.topics import assigned_partitions, ensure_topics, group_lag, sink_topics
@@ -24,21 +25,36 @@ from modelyard.local.broker import LocalKafkaBroker
 from modelyard.local.processes import ProcessSupervisor, wait_for_port
 from modelyard.local.stack import StackState
 from modelyard.ops.submit import JobSubmitter, print_summary
-from schemas import ResultStatus
+from schemas import ResultStatus, TaskType
 
 STALL_TIMEOUT_S = 180.0
 FINAL_STATUSES = {status.value for status in ResultStatus if status.is_final}
 
 COST_BY_POOL = """
-SELECT r.pool, r.provider, r.model, count() AS results, countIf(r.status = 'ok') AS ok,
+SELECT r.pool, r.provider, r.model, count() AS results, countIf(r.status = 'ok') AS ok, countIf(r.cached = 1) AS cached,
        sum(c.input_tokens) AS input_tokens, sum(c.cached_input_tokens) AS cached_tokens,
        sum(c.output_tokens) AS output_tokens, sum(c.total_cost_usd) AS cost_usd, sum(c.job_savings_usd) AS savings_usd,
        quantile(0.5)(r.latency_ms) AS p50_ms, uniqExact(r.job_id) AS jobs
 FROM results AS r FINAL
-INNER JOIN v_attempt_savings AS c ON r.job_id = c.job_id AND r.attempt = c.attempt
+INNER JOIN v_attempt_savings AS c ON r.job_id = c.job_id AND r.attempt = c.attempt AND r.call_id = c.call_id
 WHERE startsWith(r.job_id, {prefix:String})
 GROUP BY r.pool, r.provider, r.model ORDER BY r.pool
 """
+CACHE_BY_TASK = """
+SELECT task_type AS task, tenant, uniqExact(job_id) AS jobs, countIf(cached = 1) AS cached,
+       round(100 * cached / jobs, 1) AS hit_rate_pct, sum(total_cost_usd) AS cost_usd, sum(cache_saved_usd) AS cache_saved_usd
+FROM cost_ledger FINAL
+WHERE startsWith(job_id, {prefix:String})
+GROUP BY task, tenant ORDER BY task, tenant
+"""
+
+
+def demo_env(settings: Settings) -> dict[str, str]:
+    """The demo opts every task into the result cache (each tenant its own answers) unless a routing policy
+    file or `router.cache` already says what to cache."""
+    if settings.router.policy_file is not None or settings.router.cache.tasks:
+        return {}
+    return {"MODELYARD_ROUTER__CACHE__TASKS": orjson.dumps([t.value for t in TaskType]).decode()}
 
 
 def sample_lines(run: str, limit: int | None = None) -> list[tuple[int, bytes]]:
@@ -67,8 +83,8 @@ class Demo:
         self.console = console
         self.limit = limit
         self.run_id = "demo-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-        self.supervisor = ProcessSupervisor(settings.logs_dir)
-        self.broker = LocalKafkaBroker(settings)
+        self.supervisor = ProcessSupervisor(settings.logs_dir, env=demo_env(settings))
+        self.broker = LocalKafkaBroker(settings.local_broker, settings.kafka)
 
     def run(self) -> None:
         stack = StackState.load(self.settings)
@@ -93,20 +109,22 @@ class Demo:
                     self.broker.stop()
 
     async def _pipeline(self) -> None:
-        await ensure_topics(self.settings)
+        await ensure_topics(self.settings.kafka, self.settings.pools)
         self._start_processes()
         watcher = await self._watch_results()
         try:
             lines = sample_lines(self.run_id, self.limit)
-            summary = await JobSubmitter(self.settings, self.console).submit_lines(
-                lines, len(lines), "bundled sample"
-            )
+            summary = await self._submitter().submit_lines(lines, len(lines), "bundled sample")
             print_summary(summary, self.console, limit=10)
             await self._await_results(watcher, summary.submitted)
         finally:
             await watcher.stop()
         await self._await_sink()
         self.supervisor.stop("sink")
+
+    def _submitter(self) -> JobSubmitter:
+        settings = self.settings
+        return JobSubmitter(settings.kafka, settings.pools, settings.router.tenant_keys, self.console)
 
     def _start_processes(self) -> None:
         modes = {self.settings.pools[p].provider for p in self.settings.pools}
@@ -133,13 +151,9 @@ class Demo:
 
     async def _watch_results(self) -> AIOKafkaConsumer:
         """A group-less consumer positioned at the end of the results topic before anything is submitted."""
-        consumer = AIOKafkaConsumer(
-            self.settings.kafka.results_topic,
-            **self.settings.kafka.client_options(),
-            enable_auto_commit=False,
-            auto_offset_reset="latest",
-        )
-        await consumer.start()
+        kafka = self.settings.kafka
+        consumer = make_reader(kafka, kafka.results_topic, offset_reset="latest")
+        await started(consumer, kafka)
         for tp in await assigned_partitions(consumer):
             await consumer.position(tp)
         return consumer
@@ -167,8 +181,9 @@ class Demo:
 
     async def _await_sink(self) -> None:
         with self.console.status("waiting for the sink to write every result to ClickHouse..."):
-            deadline = time.monotonic() + STALL_TIMEOUT_S
-            while await group_lag(self.settings, "sink", sink_topics(self.settings)) > 0:
+            deadline, kafka = time.monotonic() + STALL_TIMEOUT_S, self.settings.kafka
+            group, topics = self.settings.group_id("sink"), sink_topics(kafka, self.settings.pools)
+            while await group_lag(kafka, group, topics) > 0:
                 self.supervisor.check_alive()
                 if time.monotonic() > deadline:
                     raise ProcessError("the sink did not catch up with the results topic")
@@ -180,11 +195,28 @@ class Demo:
         store = ClickHouseStore(self.settings.clickhouse)
         try:
             names, rows = store.query_with_names(COST_BY_POOL, {"prefix": self.run_id})
+            cache_names, cache_rows = store.query_with_names(CACHE_BY_TASK, {"prefix": self.run_id})
         finally:
             store.close()
         self.console.print(
             cost_table(names, rows, f"run {self.run_id}: results and costs read back from ClickHouse")
         )
+        self.console.print(cost_table(cache_names, cache_rows, "the result cache, per task and tenant"))
+        self.console.print(cache_summary(cache_names, cache_rows))
+
+
+def cache_summary(names: list[str], rows: list[tuple[object, ...]]) -> str:
+    """One sentence: how many jobs the cache answered and what that saved, against what was spent."""
+    column = {name: [row[i] for row in rows] for i, name in enumerate(names)}
+    jobs, cached = sum(column.get("jobs", [])), sum(column.get("cached", []))
+    saved, spent = sum(column.get("cache_saved_usd", [])), sum(column.get("cost_usd", []))
+    if not jobs:
+        return "the result cache answered nothing (no job reached the ledger)"
+    share = f" ({saved / (saved + spent):.0%} of what the run would have cost)" if saved + spent else ""
+    return (
+        f"the result cache answered {cached} of {jobs} jobs ({cached / jobs:.0%}) without a model call, billed "
+        f"at zero: ${saved:,.6f} saved against the models that first answered them{share}"
+    )
 
 
 def cost_table(names: list[str], rows: list[tuple[object, ...]], title: str) -> Table:
@@ -197,11 +229,13 @@ def cost_table(names: list[str], rows: list[tuple[object, ...]], title: str) -> 
 
 
 def _totals(names: list[str], rows: list[tuple[object, ...]]) -> list[object]:
-    """Sums of the additive columns; blanks for labels and latencies."""
+    """Sums of the additive columns; blanks for labels, latencies and rates."""
     totals: list[object] = []
     for i, name in enumerate(names):
         values = [r[i] for r in rows if r[i] is not None]
-        additive = bool(values) and isinstance(values[0], Number) and not name.endswith("_ms")
+        additive = (
+            bool(values) and isinstance(values[0], Number) and not name.endswith(("_ms", "_rate", "_pct"))
+        )
         totals.append(reduce(operator.add, values) if additive else "")
     totals[0] = "total"
     return totals

@@ -39,9 +39,10 @@ from modelyard.local.demo import STALL_TIMEOUT_S, Demo
 from modelyard.local.processes import ProcessSupervisor
 from modelyard.ops.distill import Distiller, outcome_table, policy_text, write_proposal
 from modelyard.ops.student_quality import read_rows
-from modelyard.ops.submit import JobSubmitter, print_summary
+from modelyard.ops.submit import print_summary
 from schemas import TaskType
 from streams.rules import policy_from_routes
+from workers.pools.model_registry import ModelRegistry
 from workers.sink.clickhouse import ClickHouseStore
 
 BEFORE_LINES = 2000
@@ -98,11 +99,11 @@ class PhaseNumbers:
         return f"{self.truth_correct / self.truth_measured:.3f}" if self.truth_measured else "-"
 
 
-def demo_overrides(settings: Settings, dataset: Path | None = None) -> dict[str, dict[str, object]]:
+def demo_overrides(state_dir: Path, dataset: Path | None = None) -> dict[str, dict[str, object]]:
     """What the demo changes: its own policy file, shadows for every SLM item, the student in the SLM pool,
     and with a dataset, a simulated frontier that answers its ground truth."""
     overrides: dict[str, dict[str, object]] = {
-        "router": {"policy_file": str(settings.state_dir / "distill-demo-policy.yaml"), "shadow_share": 1.0},
+        "router": {"policy_file": str(state_dir / "distill-demo-policy.yaml"), "shadow_share": 1.0},
         "pools": {"slm": {"provider": "distilled", "model": "student", "cascade": CASCADE}},
         "distill": {"reload_interval_s": 1.0},
     }
@@ -153,7 +154,7 @@ def labelled_lines(path: Path, run: str) -> tuple[list[tuple[int, bytes]], dict[
 
 class DistillDemo(Demo):
     def __init__(self, settings: Settings, console: Console, dataset: Path | None = None) -> None:
-        overrides = demo_overrides(settings, dataset)
+        overrides = demo_overrides(settings.state_dir, dataset)
         self.dataset = dataset
         super().__init__(load_settings(**overrides), console)
         self.policy_file = settings.state_dir / "distill-demo-policy.yaml"
@@ -182,7 +183,7 @@ class DistillDemo(Demo):
         )
 
     async def _loop(self) -> int:
-        await ensure_topics(self.settings)
+        await ensure_topics(self.settings.kafka, self.settings.pools)
         self._start_processes()
         if self.dataset is not None:
             lines, self.truth = labelled_lines(self.dataset, self.run_id)
@@ -208,7 +209,7 @@ class DistillDemo(Demo):
     async def _phase(self, lines: list[tuple[int, bytes]], label: str) -> None:
         watcher = await self._watch_results()
         try:
-            summary = await JobSubmitter(self.settings, self.console).submit_lines(lines, len(lines), label)
+            summary = await self._submitter().submit_lines(lines, len(lines), label)
             print_summary(summary, self.console, limit=5)
             await self._await_results(watcher, summary.submitted)
         finally:
@@ -218,9 +219,11 @@ class DistillDemo(Demo):
 
     async def _await_pools(self) -> None:
         """Shadow copies and escalations may still be in flight after every job has its final result."""
-        deadline = time.monotonic() + STALL_TIMEOUT_S
+        deadline, kafka = time.monotonic() + STALL_TIMEOUT_S, self.settings.kafka
         for pool in self.settings.pools:
-            while await group_lag(self.settings, f"pool.{pool}", [self.settings.kafka.pool_topic(pool)]) > 0:
+            while (
+                await group_lag(kafka, self.settings.group_id(f"pool.{pool}"), [kafka.pool_topic(pool)]) > 0
+            ):
                 self.supervisor.check_alive()
                 if time.monotonic() > deadline:
                     raise ProcessError(f"pool {pool} did not finish its topic")
@@ -229,9 +232,11 @@ class DistillDemo(Demo):
     def _distill(self) -> bool:
         store = ClickHouseStore(self.settings.clickhouse)
         try:
-            outcome = Distiller(self.settings, store).run(
-                TaskType.CLASSIFICATION, self.settings.distill.target, self.settings.distill.holdout
-            )
+            outcome = Distiller(
+                self.settings.distill,
+                ModelRegistry(self.settings.models_dir, self.settings.distill.encoder_dir),
+                store,
+            ).run(TaskType.CLASSIFICATION, self.settings.distill.target, self.settings.distill.holdout)
         finally:
             store.close()
         self.console.print(outcome_table(outcome))

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from modelyard.core._exceptions import ProcessError
-from modelyard.core.settings import PROJECT_ROOT, Settings
+from modelyard.core.settings import PROJECT_ROOT, SlmServerSettings
 
 CONVERTER = PROJECT_ROOT / "infra" / "slm-cpu" / "convert_gguf.py"
 SERVER_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
@@ -28,11 +28,11 @@ SERVER_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK":
 class CpuSlmServer:
     """Prepares the model directory and starts, checks and stops one vLLM server process."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings.slm_server
-        self.model_dir = settings.slm_server.model_dir.resolve()
-        self.log_file = settings.logs_dir.resolve() / "slm-server.log"
-        self.pid_file = settings.state_dir.resolve() / "slm-server.pid"
+    def __init__(self, config: SlmServerSettings, state_dir: Path, logs_dir: Path) -> None:
+        self.settings = config
+        self.model_dir = config.model_dir.resolve()
+        self.log_file = logs_dir.resolve() / "slm-server.log"
+        self.pid_file = state_dir.resolve() / "slm-server.pid"
 
     @property
     def python(self) -> Path:

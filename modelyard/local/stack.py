@@ -138,7 +138,7 @@ def pid_alive(pid: int | None) -> bool:
 class LocalStack:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.broker = LocalKafkaBroker(settings)
+        self.broker = LocalKafkaBroker(settings.local_broker, settings.kafka)
 
     def taken_ports(self) -> list[str]:
         """Ports the stack needs that something else listens on, said plainly."""
@@ -179,7 +179,7 @@ class LocalStack:
                 "MODELYARD_SIMULATOR__PORT, MODELYARD_CLICKHOUSE__QUERY_PORT",
             )
         started = owner is None and self.broker.start()
-        asyncio.run(ensure_topics(self.settings))
+        asyncio.run(ensure_topics(self.settings.kafka, self.settings.pools))
         return self._start_supervisor(started)
 
     def _start_supervisor(self, broker_started: bool) -> StackState:

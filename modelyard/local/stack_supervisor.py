@@ -15,7 +15,7 @@ import sys
 import time
 from collections import deque
 
-from modelyard.core.logs import configure_logging
+from modelyard.core.logs import configure_logging, secret_values
 from modelyard.core.settings import Settings, load_settings
 from modelyard.local.processes import ProcessSupervisor, wait_for_port
 from modelyard.local.stack import StackProcess, StackState, plan, stop_stages
@@ -125,7 +125,7 @@ def _serves_queries(settings: Settings) -> bool:
 
 def main(argv: list[str]) -> int:
     settings = load_settings()
-    configure_logging(settings, "stack")
+    configure_logging("stack", settings.log_level, settings.log_format, secret_values(settings))
     StackSupervisor(settings, broker_started="--broker-started" in argv).run()
     return 0
 

@@ -32,7 +32,9 @@ MEASURES = (
     "count() AS attempts, uniqExact(job_id) AS jobs, "
     "sum(input_tokens + cached_input_tokens + cache_write_tokens) AS input_tokens, "
     "sum(output_tokens) AS output_tokens, sum(total_cost_usd) AS cost_usd, "
-    "sum(job_reference_usd) AS reference_usd, sum(job_savings_usd) AS savings_usd, countIf(priced = 0) AS unpriced"
+    "sum(job_reference_usd) AS reference_usd, sum(job_savings_usd) AS savings_usd, countIf(priced = 0) AS unpriced, "
+    "countIf(cached = 1) AS cached_attempts, round(cached_attempts / attempts, 4) AS cache_hit_rate, "
+    "sum(cache_saved_usd) AS cache_saved_usd"
 )
 SINCE = re.compile(r"^(\d+)([mhdw])$")
 UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -229,4 +231,7 @@ MEASURE_NAMES = {
     "reference_usd",
     "savings_usd",
     "unpriced",
+    "cached_attempts",
+    "cache_hit_rate",
+    "cache_saved_usd",
 }

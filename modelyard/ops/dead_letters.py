@@ -2,7 +2,7 @@
 
 The dead-letter topic is read with a group-less consumer (nothing is committed, reading changes nothing), from
 the first offset at or after `--since` up to the end offsets seen at start. Replay re-validates each letter's
-original bytes exactly as a producer's would be, sends the valid ones to the jobs topic keyed by job_id (with a
+original bytes with the router's admission (the letter's own signature, never re-signed), sends the valid ones to the jobs topic keyed by job_id (with a
 header naming the letter they came from), and leaves the still-invalid ones where they are.
 """
 
@@ -15,16 +15,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
-from modelyard.core._exceptions import BrokerError, InvalidInput
-from modelyard.core.settings import Settings
-from modelyard.core.signatures import SIGNATURE_HEADER, TenantKeys
+from modelyard.core._exceptions import InvalidInput
+from modelyard.core.kafka import make_reader, started
+from modelyard.core.settings import KafkaSettings
+from modelyard.core.signatures import SIGNATURE_HEADER
 from modelyard.core.topics import assigned_partitions
-from schemas import DeadLetter, WorkItem
-from schemas.decoding import DecodeFailure, decode
+from schemas import DeadLetter
+from schemas.rejection import Rejection
+from streams.admission import Admission, Item, Source
 
 REPLAY_HEADER = "modelyard-replay-of"
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
@@ -133,14 +134,12 @@ def decoded_original(stored: StoredLetter) -> str:
 
 
 async def read_letters(
-    settings: Settings, selection: LetterFilter = LetterFilter(), limit: int | None = None
+    kafka: KafkaSettings, selection: LetterFilter = LetterFilter(), limit: int | None = None
 ) -> list[StoredLetter]:
     """Matching letters, oldest first per partition; reads up to the end offsets seen when it starts."""
-    topic = settings.kafka.dead_letter_topic
-    consumer = AIOKafkaConsumer(
-        topic, group_id=None, enable_auto_commit=False, **settings.kafka.client_options()
-    )
-    await _start(consumer, settings)
+    topic = kafka.dead_letter_topic
+    consumer = make_reader(kafka, topic, offset_reset="latest")
+    await started(consumer, kafka)
     try:
         if topic not in await consumer.topics():
             return []
@@ -196,59 +195,55 @@ def find_letter(letters: Iterable[StoredLetter], offset: int, partition: int) ->
 class ReplayReport:
     dry_run: bool
     replayed: list[tuple[StoredLetter, str]] = field(default_factory=list)
-    still_invalid: list[tuple[StoredLetter, DecodeFailure]] = field(default_factory=list)
+    still_invalid: list[tuple[StoredLetter, Rejection]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.still_invalid
 
 
-def recheck(stored: StoredLetter, settings: Settings) -> WorkItem | DecodeFailure:
-    """Validate a letter's original again, as the router would (schema, then the tenant list when configured)."""
+def recheck(stored: StoredLetter, admission: Admission) -> Item | Rejection:
+    """Admit a letter's original again, as the router would (schema, tenant list, the signature it came with)."""
     letter = stored.letter
     if letter is None:
-        return DecodeFailure("not_a_dead_letter", None, stored.problem or "record is not a dead letter")
+        return Rejection("not_a_dead_letter", None, stored.problem or "record is not a dead letter")
     if letter.original_truncated:
-        return DecodeFailure(
+        return Rejection(
             "truncated",
             None,
             f"only the first {len(stored.original)} of {letter.original_bytes} bytes were kept",
         )
-    item = decode(WorkItem, stored.original)
-    known = settings.router.known_tenants
-    if isinstance(item, WorkItem) and known is not None and item.tenant not in known:
-        return DecodeFailure("unknown_tenant", "tenant", f"tenant {item.tenant!r} is not configured")
-    keys = settings.router.tenant_keys
-    if (
-        isinstance(item, WorkItem) and keys is not None
-    ):  # the original's own signature must hold: never re-signed
-        signature = letter.signature.encode() if letter.signature else None
-        return TenantKeys(keys).verify(item.tenant, stored.original, signature) or item
-    return item
+    signature = letter.signature.encode() if letter.signature else None  # its own: never re-signed
+    where = Source(
+        letter.source_topic or "", letter.source_partition or 0, letter.source_offset or 0, signature
+    )
+    return admission.admit(stored.original, where)
 
 
-async def replay(settings: Settings, letters: list[StoredLetter], dry_run: bool = False) -> ReplayReport:
+async def replay(
+    kafka: KafkaSettings, admission: Admission, letters: list[StoredLetter], dry_run: bool = False
+) -> ReplayReport:
     """Re-submit the letters whose originals are now valid work items; report the rest and leave them alone."""
     from modelyard.core.kafka import make_producer
 
     report = ReplayReport(dry_run)
-    valid: list[tuple[StoredLetter, WorkItem]] = []
+    valid: list[tuple[StoredLetter, Item]] = []
     for stored in letters:
-        checked = recheck(stored, settings)
-        if isinstance(checked, DecodeFailure):
+        checked = recheck(stored, admission)
+        if isinstance(checked, Rejection):
             report.still_invalid.append((stored, checked))
         else:
             valid.append((stored, checked))
     if dry_run or not valid:
         report.replayed = [(stored, item.job_id) for stored, item in valid]
         return report
-    producer = make_producer(settings)
-    await _start(producer, settings)
+    producer = make_producer(kafka)
+    await started(producer, kafka)
     try:
         for stored, item in valid:
             header = (
                 REPLAY_HEADER,
-                f"{settings.kafka.dead_letter_topic}/{stored.partition}/{stored.offset}".encode(),
+                f"{kafka.dead_letter_topic}/{stored.partition}/{stored.offset}".encode(),
             )
             signed = (
                 [(SIGNATURE_HEADER, stored.letter.signature.encode())]
@@ -256,7 +251,7 @@ async def replay(settings: Settings, letters: list[StoredLetter], dry_run: bool 
                 else []
             )
             await producer.send_and_wait(
-                settings.kafka.jobs_topic,
+                kafka.jobs_topic,
                 value=stored.original,
                 key=item.job_id.encode(),
                 headers=[header, *signed],
@@ -265,12 +260,3 @@ async def replay(settings: Settings, letters: list[StoredLetter], dry_run: bool 
     finally:
         await producer.stop()
     return report
-
-
-async def _start(client: AIOKafkaConsumer | AIOKafkaProducer, settings: Settings) -> None:
-    """Start a Kafka client; an unreachable broker is one BrokerError line (and no unclosed-client noise)."""
-    try:
-        await client.start()
-    except (KafkaError, OSError) as exc:
-        await client.stop()
-        raise BrokerError(f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc!r}") from exc

@@ -21,10 +21,10 @@ import numpy as np
 import yaml
 
 from modelyard.core._exceptions import InvalidInput
-from modelyard.core.settings import CascadeSettings, Settings
+from modelyard.core.settings import CascadeSettings, DistillSettings, PoolSettings, Settings
 from modelyard.ops.selective_serving import serving_threshold
 from schemas import TaskType
-from streams.rules import Condition, PolicyFile, Rule, load_policy_file, policy_from_routes
+from streams.rules import Condition, PolicyFile, Rule, configured_policy
 from workers.pools.model_registry import ModelRegistry, Registration
 from workers.pools.student import StudentModel
 from workers.sink.clickhouse import REGISTRY_COLUMNS, ClickHouseStore
@@ -133,24 +133,24 @@ def majority_agreement(train: list[Example], heldout: list[Example]) -> float:
 
 
 class Distiller:
-    def __init__(self, settings: Settings, store: ClickHouseStore) -> None:
-        self.settings = settings
+    def __init__(self, config: DistillSettings, registry: ModelRegistry, store: ClickHouseStore) -> None:
+        self.config = config
         self.store = store
-        self.registry = ModelRegistry(settings.models_dir, settings.distill.encoder_dir)
+        self.registry = registry
 
     def run(self, task: TaskType, target: float, holdout: float) -> DistillOutcome:
-        examples = load_examples(self.store, task.value, self.settings.distill.teacher_pools)
+        examples = load_examples(self.store, task.value, self.config.teacher_pools)
         train, heldout = split(examples, holdout)
-        minimum = self.settings.distill.min_examples
+        minimum = self.config.min_examples
         if len(train) < minimum or not heldout or len({e.label for e in train}) < 2:
             why = (
                 f"only {len(train)} training and {len(heldout)} held-out examples with 2+ labels "
-                f"(need {minimum}+ to train); send more {task.value} work to {self.settings.distill.teacher_pools}"
+                f"(need {minimum}+ to train); send more {task.value} work to {self.config.teacher_pools}"
             )
             return DistillOutcome(
                 task.value, len(examples), len(train), len(heldout), 0.0, 0.0, target, None, why
             )
-        config = self.settings.distill
+        config = self.config
         candidates = {
             kind: train_candidate(kind, train, heldout, target, config.encoder_dir)
             for kind in student_kinds(config.student, config.encoder_dir)
@@ -198,13 +198,6 @@ class Distiller:
         return registration
 
 
-def current_policy(settings: Settings) -> PolicyFile:
-    pools = set(settings.pools)
-    if settings.router.policy_file:
-        return load_policy_file(settings.router.policy_file, pools)
-    return policy_from_routes(settings.routes, settings.default_pool, pools)
-
-
 def propose_policy(
     current: PolicyFile, task: TaskType, pool: str, cascade: CascadeSettings | None = None
 ) -> PolicyFile:
@@ -247,12 +240,16 @@ def policy_diff(current: PolicyFile, proposed: PolicyFile, where: str) -> str:
 
 
 def cascade_note(
-    settings: Settings, task: TaskType, pool: str, cascade: CascadeSettings | None, outcome: DistillOutcome
+    pool: str,
+    config: PoolSettings,
+    provider_api: str,
+    task: TaskType,
+    applied: tuple[CascadeSettings | None, DistillOutcome],
 ) -> str:
     """What the proposal applies: the calibrated cascade threshold, and whether the pool serves the student."""
-    config = settings.pools[pool]
+    cascade, outcome = applied
     notes = []
-    if settings.providers[config.provider].api != "distilled":
+    if provider_api != "distilled":
         notes.append(
             f"pool {pool} calls {config.provider}, not the student: set MODELYARD_POOLS__{pool.upper()}__PROVIDER=distilled"
         )
@@ -269,21 +266,28 @@ def cascade_note(
 def write_proposal(
     settings: Settings, task: TaskType, pool: str, out: Path, outcome: DistillOutcome
 ) -> tuple[str, PolicyFile]:
+    """Writes the policy in force (file or routes) plus a rule sending `task` to `pool`; returns the diff.
+    Takes the whole settings: the policy in force, the pools and their providers all count."""
     if pool not in settings.pools:
         raise InvalidInput(
             f"--pool: unknown pool {pool!r}; configured: {sorted(settings.pools)}", field="pool"
         )
-    current = current_policy(settings)
+    router = settings.router
+    current = configured_policy(
+        set(settings.pools), settings.routes, settings.default_pool, router.policy_file
+    )
+    config = settings.pools[pool]
     cascade = calibrated_cascade(settings, current, task, pool, outcome.threshold)
     proposed = propose_policy(current, task, pool, cascade)
+    api = settings.providers[config.provider].api
     header = (
         f"# Proposed by `modelyard distill --task {task.value}`: student {outcome.registration.version if outcome.registration else '-'} "
         f"agrees with the frontier on {outcome.agreement:.3f} of {outcome.heldout} held-out items (target {outcome.target}).\n"
-        f"# {cascade_note(settings, task, pool, cascade, outcome)}\n"
+        f"# {cascade_note(pool, config, api, task, (cascade, outcome))}\n"
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(header + policy_text(proposed))
-    where = str(settings.router.policy_file) if settings.router.policy_file else "routes settings"
+    where = str(router.policy_file) if router.policy_file else "routes settings"
     return policy_diff(current, proposed, where), proposed
 
 

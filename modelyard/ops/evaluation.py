@@ -11,6 +11,7 @@ import asyncio
 import re
 import time
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,13 +21,14 @@ from aiokafka import AIOKafkaConsumer
 from rich.console import Console
 
 from modelyard.core._exceptions import InvalidInput, ProcessError
-from modelyard.core.kafka import make_producer
+from modelyard.core.kafka import make_producer, make_reader, started
 from modelyard.core.progress import progress_bar
-from modelyard.core.settings import Settings
+from modelyard.core.settings import KafkaSettings
 from modelyard.core.topics import assigned_partitions, ensure_topics
 from schemas import Assignment, Result, TaskType, WorkItem
-from schemas.decoding import DecodeFailure, validate
+from schemas.decoding import validate
 from schemas.evaluation import EvalCase, EvalScore
+from schemas.rejection import Rejection
 from streams.tagging import tag_task
 from workers.sink.pricing import PriceCatalog
 
@@ -75,7 +77,7 @@ def load_cases(path: Path) -> list[EvalCase]:
             case = validate(EvalCase, orjson.loads(line))
         except orjson.JSONDecodeError as exc:
             raise InvalidInput(f"{path}:{number}: not valid JSON ({exc})") from exc
-        if isinstance(case, DecodeFailure):
+        if isinstance(case, Rejection):
             raise InvalidInput(f"{path}:{number}: {case.error}", field=case.field)
         cases.append(case)
     return cases
@@ -113,20 +115,25 @@ def plan(cases: list[EvalCase], pools: list[str], run: str) -> dict[str, Planned
 
 
 class EvalRunner:
-    def __init__(self, settings: Settings, catalog: PriceCatalog, console: Console) -> None:
-        self.settings = settings
+    def __init__(
+        self, kafka: KafkaSettings, pools: Collection[str], catalog: PriceCatalog, console: Console
+    ) -> None:
+        """pools: the configured ones (those evaluated must be among them)."""
+        self.kafka = kafka
+        self.configured_pools = pools
         self.catalog = catalog
         self.console = console
 
     async def run(
         self, cases: list[EvalCase], pools: list[str], run: str, timeout: float = 600
     ) -> list[EvalScore]:
-        unknown = sorted(set(pools) - set(self.settings.pools))
+        unknown = sorted(set(pools) - set(self.configured_pools))
         if unknown:
             raise InvalidInput(
-                f"--pools: unknown pools {unknown}; configured: {sorted(self.settings.pools)}", field="pools"
+                f"--pools: unknown pools {unknown}; configured: {sorted(self.configured_pools)}",
+                field="pools",
             )
-        await ensure_topics(self.settings)
+        await ensure_topics(self.kafka, self.configured_pools)
         planned = plan(cases, pools, run)
         watcher = await self._watch()
         try:
@@ -139,23 +146,19 @@ class EvalRunner:
         return scores
 
     async def _watch(self) -> AIOKafkaConsumer:
-        consumer = AIOKafkaConsumer(
-            self.settings.kafka.results_topic,
-            auto_offset_reset="latest",
-            **self.settings.kafka.client_options(),
-        )
-        await consumer.start()
+        consumer = make_reader(self.kafka, self.kafka.results_topic, offset_reset="latest")
+        await started(consumer, self.kafka)
         for tp in await assigned_partitions(consumer):
             await consumer.position(tp)
         return consumer
 
     async def _submit(self, planned: dict[str, Planned]) -> None:
-        producer = make_producer(self.settings)
+        producer = make_producer(self.kafka)
         await producer.start()
         try:
             sends = [
                 await producer.send(
-                    self.settings.kafka.pool_topic(p.pool),
+                    self.kafka.pool_topic(p.pool),
                     p.assignment.model_dump_json().encode(),
                     key=job_id.encode(),
                 )
@@ -205,10 +208,10 @@ class EvalRunner:
         )
 
     async def _publish(self, scores: list[EvalScore]) -> None:
-        producer = make_producer(self.settings)
+        producer = make_producer(self.kafka)
         await producer.start()
         try:
-            topic = self.settings.kafka.evals_topic
+            topic = self.kafka.evals_topic
             await asyncio.gather(
                 *[
                     await producer.send(topic, s.model_dump_json().encode(), key=s.job_id.encode())

@@ -9,12 +9,11 @@ import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
+from aiokafka import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelyard.core._exceptions import BrokerError
+from modelyard.core.kafka import kafka_errors, make_admin, make_reader
 from modelyard.core.settings import Settings
 from modelyard.core.topics import assigned_partitions, sink_topics
 
@@ -120,7 +119,7 @@ def consumer_groups(settings: Settings) -> dict[str, list[str]]:
     kafka, app = settings.kafka, settings.app_id
     groups = {f"{app}.router": [kafka.jobs_topic]}
     groups |= {f"{app}.pool.{pool}": [kafka.pool_topic(pool)] for pool in settings.pools}
-    groups[f"{app}.sink"] = sink_topics(settings)
+    groups[f"{app}.sink"] = sink_topics(kafka, settings.pools)
     return groups
 
 
@@ -131,23 +130,21 @@ class LagReader:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.groups = consumer_groups(settings)
-        options = settings.kafka.client_options()
         topics = list(dict.fromkeys(t for ts in self.groups.values() for t in ts))
-        self.admin = AIOKafkaAdminClient(**options, request_timeout_ms=5_000)
+        self.admin = make_admin(settings.kafka, request_timeout_ms=5_000)
         # subscribed without a group: assigned every partition, which it only asks the end offsets of
-        self.consumer = AIOKafkaConsumer(*topics, **options, enable_auto_commit=False)
+        self.consumer = make_reader(settings.kafka, *topics, offset_reset="latest")
         self.partitions: set[TopicPartition] = set()
 
     async def __aenter__(self) -> LagReader:
         try:
-            await self.admin.start()
-            await self.consumer.start()
-            self.partitions = await assigned_partitions(self.consumer)
-        except (KafkaError, OSError, BrokerError) as exc:
+            with kafka_errors(f"reach {self.settings.kafka.bootstrap_servers}"):
+                await self.admin.start()
+                await self.consumer.start()
+                self.partitions = await assigned_partitions(self.consumer)
+        except BrokerError:
             await self.close()
-            raise BrokerError(
-                f"cannot reach Kafka at {self.settings.kafka.bootstrap_servers}: {exc!r}"
-            ) from exc
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -159,12 +156,14 @@ class LagReader:
 
     async def lags(self) -> dict[str, int | None]:
         """Group -> records not yet committed (None when Kafka could not say this time)."""
-        ends = await self.consumer.end_offsets(list(self.partitions))
+        with kafka_errors("read end offsets"):
+            ends = await self.consumer.end_offsets(list(self.partitions))
         out: dict[str, int | None] = {}
         for group, topics in self.groups.items():
             try:
-                committed = await self.admin.list_consumer_group_offsets(group)
-            except (TimeoutError, KafkaError):
+                with kafka_errors(f"read {group}'s offsets"):
+                    committed = await self.admin.list_consumer_group_offsets(group)
+            except (TimeoutError, BrokerError):
                 out[group] = None
                 continue
             mine = self._partitions(topics)

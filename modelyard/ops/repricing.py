@@ -1,8 +1,9 @@
 """`modelyard costs reprice`: every attempt since a time priced under a catalog, beside the billed figures;
 and attempts stored unpriced (no catalog entry matched their model) priced for real once one does.
 
-A priced ledger row is the bill as computed when the result arrived: repricing only writes `cost_repricings`
-beside it (what-if under new prices). An unpriced row has no bill yet (`priced = 0`, every amount zero): once
+Every cost row is repriced from its own token counts, one per provider call (a call a pool made again after a
+crash, `repeat_call = 1`, has no result row of its own but was billed). A priced ledger row is the bill as
+computed when the result arrived: repricing only writes `cost_repricings` beside it (what-if under new prices). An unpriced row has no bill yet (`priced = 0`, every amount zero): once
 the catalog prices its model, its cost row is rewritten with the amounts and `repriced = 1` (the table keeps
 the newest row per key; the daily rollup adds only the money, the attempt was counted when it arrived).
 """
@@ -22,19 +23,22 @@ from workers.sink.ledger_tables import LedgerTables
 from workers.sink.pricing import PriceCatalog
 
 SOURCE = """
-SELECT r.job_id AS job_id, r.attempt AS attempt, r.tenant AS tenant, r.task_type AS task_type, r.pool AS pool,
-       r.provider AS provider, r.model AS model, r.status AS status, r.input_tokens AS input_tokens,
-       r.cached_input_tokens AS cached_input_tokens, r.cache_write_tokens AS cache_write_tokens,
-       r.cache_write_1h_tokens AS cache_write_1h_tokens, r.output_tokens AS output_tokens,
-       r.reasoning_tokens AS reasoning_tokens, r.batch AS batch, r.latency_ms AS latency_ms,
-       r.completed_at AS completed_at, c.total_cost_usd AS original_cost_usd,
+SELECT c.job_id AS job_id, c.attempt AS attempt, c.call_id AS call_id, c.repeat_call AS repeat_call,
+       c.tenant AS tenant, c.task_type AS task_type, c.pool AS pool, c.provider AS provider, c.model AS model,
+       if(r.status = '', 'ok', r.status) AS status, c.input_tokens AS input_tokens,
+       c.cached_input_tokens AS cached_input_tokens, c.cache_write_tokens AS cache_write_tokens,
+       c.cache_write_1h_tokens AS cache_write_1h_tokens, c.output_tokens AS output_tokens,
+       c.reasoning_tokens AS reasoning_tokens, c.batch AS batch, r.latency_ms AS latency_ms,
+       c.completed_at AS completed_at, c.total_cost_usd AS original_cost_usd,
        c.catalog_version AS original_catalog_version, c.priced AS priced
-FROM results AS r FINAL INNER JOIN cost_ledger AS c FINAL ON r.job_id = c.job_id AND r.attempt = c.attempt
-WHERE r.completed_at >= {since:DateTime64(3)}
-"""
+FROM cost_ledger AS c FINAL
+LEFT JOIN results AS r FINAL ON c.job_id = r.job_id AND c.attempt = r.attempt AND c.call_id = r.call_id
+WHERE c.completed_at >= {since:DateTime64(3)}
+"""  # status and latency only complete the Result; a repeat call has no result row and prices the same
 COLUMNS = (
     "job_id",
     "attempt",
+    "call_id",
     "catalog_version",
     "tenant",
     "task_type",
@@ -83,7 +87,9 @@ def reprice(store: ClickHouseStore, catalog: PriceCatalog, since: datetime) -> R
         for i, (record, cost) in enumerate(zip(records, costs, strict=True))
         if not record["priced"] and cost.priced
     ]
-    fixed_usd = _price_unpriced(store, catalog, [results[i] for i in fixed])
+    fixed_usd = _price_unpriced(
+        store, catalog, [results[i] for i in fixed], [records[i]["repeat_call"] for i in fixed]
+    )
     return Repriced(
         attempts=len(records),
         billed_usd=sum((r["original_cost_usd"] for r in records), Decimal(0)),
@@ -94,12 +100,15 @@ def reprice(store: ClickHouseStore, catalog: PriceCatalog, since: datetime) -> R
     )
 
 
-def _price_unpriced(store: ClickHouseStore, catalog: PriceCatalog, results: list[Result]) -> Decimal:
-    """Rewrite the cost rows of attempts stored unpriced, now that the catalog prices them."""
+def _price_unpriced(
+    store: ClickHouseStore, catalog: PriceCatalog, results: list[Result], repeats: list[int]
+) -> Decimal:
+    """Rewrite the cost rows of calls stored unpriced, now that the catalog prices them (same key: same call
+    id, same repeat flag)."""
     if not results:
         return Decimal(0)
     tables = LedgerTables(results, catalog.price(results))
-    rows = tables.cost_ledger.append_column("repriced", pa.array([1] * len(results), pa.uint8()))
+    rows = tables.flag_repeats(repeats).append_column("repriced", pa.array([1] * len(results), pa.uint8()))
     store.insert_arrow("cost_ledger", rows, settings=UNIQUE_KEYS)
     return Decimal(sum(tables.costs.total)).scaleb(-12)
 
@@ -118,6 +127,7 @@ def _result(record: dict[str, Any]) -> Result:
         latency_ms=record["latency_ms"],
         completed_at=record["completed_at"].replace(tzinfo=UTC),
         batch=bool(record["batch"]),
+        call_id=record["call_id"],
     )
 
 
@@ -125,6 +135,7 @@ def _repricing_row(record: dict[str, Any], result: Result, cost: Any) -> tuple[o
     return (
         result.job_id,
         result.attempt,
+        result.call_id,
         cost.catalog_version,
         result.tenant,
         result.task_type.value,

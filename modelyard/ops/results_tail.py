@@ -12,7 +12,7 @@ from collections.abc import Callable
 from rich.console import Console
 
 from modelyard.client.results import ResultReader, Start
-from modelyard.core.settings import Settings
+from modelyard.core.settings import KafkaSettings
 from schemas import Result
 
 
@@ -26,7 +26,7 @@ def start_for(follow: bool, job: str | None, from_beginning: bool) -> Start:
 
 
 async def tail_results(
-    settings: Settings,
+    kafka: KafkaSettings,
     console: Console,
     *,
     follow: bool,
@@ -37,7 +37,7 @@ async def tail_results(
     limit: int | None = None,
 ) -> int:
     """Print matching results; returns how many were printed (stops after `limit` when given)."""
-    reader = ResultReader(settings.kafka, start_for(follow, job, from_beginning))
+    reader = ResultReader(kafka, start_for(follow, job, from_beginning))
     printed = 0
     async for result in reader.tail(matcher(job, tenant), follow):
         if as_json:

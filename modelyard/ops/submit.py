@@ -1,4 +1,5 @@
-"""`modelyard submit`: validate a JSONL file line by line and produce the valid jobs to Kafka.
+"""`modelyard submit`: admit a JSONL file line by line (streams.admission: decoded once, a job_id repeating
+an earlier line is a duplicate) and produce the valid jobs to Kafka.
 
 Invalid lines are reported by line number and field and sent to the dead-letter topic with the reason;
 none is silently skipped. Blank lines are not jobs and are counted in the summary."""
@@ -6,25 +7,28 @@ none is silently skipped. Blank lines are not jobs and are counted in the summar
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
 from modelyard.client import AsyncClient, Delivery
 from modelyard.core.progress import progress_bar
-from modelyard.core.settings import Settings
+from modelyard.core.settings import KafkaSettings
 from modelyard.core.topics import ensure_topics
 from schemas import WorkItem
-from schemas.decoding import DecodeFailure, decode
+from schemas.decoding import decode
+from schemas.rejection import Rejection
+from streams.admission import Admission, Item, Source
 
 
 @dataclass(frozen=True)
 class InvalidLine:
     line: int
-    failure: DecodeFailure
+    rejection: Rejection
 
 
 @dataclass
@@ -50,30 +54,53 @@ def read_lines(path: Path) -> Iterator[tuple[int, bytes]]:
             yield number, line.strip()
 
 
-def check_lines(lines: Iterable[tuple[int, bytes]]) -> Iterator[tuple[int, bytes, WorkItem | DecodeFailure]]:
-    """Decode each line once; a job_id seen earlier in the same file is a duplicate."""
-    seen: set[str] = set()
+class JobIdsInFile:
+    """Admission's dedup for one file: a job_id that an earlier valid line used makes a line a duplicate."""
+
+    def __init__(self) -> None:
+        self.first_line: dict[str, int] = {}
+
+    def evict(self) -> float:
+        return 0.0
+
+    def duplicate(self, job_id: str, partition: int, line: int, now: float) -> Rejection | None:
+        if self.first_line.setdefault(job_id, line) == line:
+            return None
+        return Rejection("duplicate_job_id", "job_id", f"job_id {job_id!r} repeats an earlier line")
+
+    def forget(self, job_id: str) -> None:
+        self.first_line.pop(job_id, None)
+
+
+def check_lines(lines: Iterable[tuple[int, bytes]]) -> Iterator[tuple[int, bytes, Item | Rejection]]:
+    """Admit each line once (the pydantic model: what is sent is re-encoded from it); blank lines are not jobs."""
+    admission = Admission(seen=JobIdsInFile(), decoder=_decode_work_item)
     for number, raw in lines:
         if not raw:
-            yield number, raw, DecodeFailure("blank", None, "blank line")
-            continue
-        item = decode(WorkItem, raw)
-        if isinstance(item, WorkItem):
-            if item.job_id in seen:
-                item = DecodeFailure(
-                    "duplicate_job_id", "job_id", f"job_id {item.job_id!r} repeats an earlier line"
-                )
-            else:
-                seen.add(item.job_id)
-        yield number, raw, item
+            yield number, raw, Rejection("blank", None, "blank line")
+        else:
+            yield number, raw, admission.admit(raw, Source("", 0, number))  # the line number is the position
+
+
+def _decode_work_item(raw: bytes | None) -> WorkItem | Rejection:
+    return decode(WorkItem, raw)
 
 
 class JobSubmitter:
     """Produces a file's valid lines through the producer SDK (signed with the tenant keys this configuration
     holds, batched, every delivery checked) and dead-letters the invalid ones."""
 
-    def __init__(self, settings: Settings, console: Console | None = None) -> None:
-        self.settings = settings
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        pools: Collection[str],
+        tenant_keys: dict[str, SecretStr] | None = None,
+        console: Console | None = None,
+    ) -> None:
+        """pools: every topic is created first; tenant_keys: each job whose tenant's key we hold is signed."""
+        self.kafka = kafka
+        self.pools = pools
+        self.tenant_keys = tenant_keys
         self.console = console or Console(stderr=True)
 
     async def submit_file(self, path: Path) -> SubmitSummary:
@@ -84,8 +111,8 @@ class JobSubmitter:
         self, lines: Iterable[tuple[int, bytes]], total: int, source: str
     ) -> SubmitSummary:
         summary, started = SubmitSummary(), time.perf_counter()
-        await ensure_topics(self.settings)
-        async with AsyncClient.from_settings(self.settings) as client:
+        await ensure_topics(self.kafka, self.pools)
+        async with AsyncClient(self.kafka, tenant_keys=self.tenant_keys) as client:
             with progress_bar(self.console) as progress:
                 task = progress.add_task(f"submitting {source}", total=total)
                 for number, raw, item in check_lines(lines):
@@ -119,7 +146,7 @@ def print_summary(summary: SubmitSummary, console: Console, limit: int = 50) -> 
         return
     table = Table("line", "reason", "field", "error", title="invalid lines")
     for bad in summary.invalid[:limit]:
-        table.add_row(str(bad.line), bad.failure.reason, bad.failure.field or "-", bad.failure.error)
+        table.add_row(str(bad.line), bad.rejection.reason, bad.rejection.field or "-", bad.rejection.error)
     console.print(table)
     if len(summary.invalid) > limit:
         console.print(f"... and {len(summary.invalid) - limit} more")

@@ -23,7 +23,7 @@ from rich.table import Table
 
 from modelyard.client.results import Following
 from modelyard.core._exceptions import ModelyardError
-from modelyard.core.settings import Settings
+from modelyard.core.settings import ClickHouseSettings, Settings
 from modelyard.ops.pipeline_metrics import LagReader, Scrape, bucket_delta, quantile, rate, scrape
 from schemas import DeadLetter
 from schemas.decoding import decode
@@ -145,16 +145,16 @@ class TopSource:
         if self.spend[0] and now - self.spend[0] < SPEND_EVERY_S:
             return
         try:
-            rows = await asyncio.to_thread(read_spend, self.settings)
+            rows = await asyncio.to_thread(read_spend, self.settings.clickhouse)
             self.spend = (now, rows, None)
         except ModelyardError as exc:
             self.spend = (now, [], exc.one_line())
 
 
-def read_spend(settings: Settings) -> list[tuple[str, int, float, float]]:
+def read_spend(clickhouse: ClickHouseSettings) -> list[tuple[str, int, float, float]]:
     from workers.sink.analyst_store import open_analyst_store
 
-    store = open_analyst_store(settings.clickhouse)
+    store = open_analyst_store(clickhouse)
     try:
         return [(str(p), int(n), float(c), float(s)) for p, n, c, s in store.query(SPEND_SQL)]
     finally:
@@ -165,8 +165,8 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1000
 
 
-def render(frame: Frame, settings: Settings) -> Group:
-    app = settings.app_id
+def render(frame: Frame, app: str) -> Group:
+    """app: the app_id, which names the consumer groups."""
     pools = Table("pool", "in flight", "items/s", "p50 ms", "p95 ms", "errors", "lag", title="pools")
     for row in frame.pools:
         pools.add_row(
@@ -217,10 +217,10 @@ async def run_top(settings: Settings, endpoints: dict[str, str], console: Consol
         await source.frame()  # the first sample: rates need two
         await asyncio.sleep(1.0)
         if once:
-            console.print(render(await source.frame(), settings))
+            console.print(render(await source.frame(), settings.app_id))
             return
-        with Live(render(await source.frame(), settings), console=console, auto_refresh=False) as live:
+        with Live(render(await source.frame(), settings.app_id), console=console, auto_refresh=False) as live:
             while True:
                 started = time.monotonic()
-                live.update(render(await source.frame(), settings), refresh=True)
+                live.update(render(await source.frame(), settings.app_id), refresh=True)
                 await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started)))

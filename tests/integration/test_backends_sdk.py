@@ -3,72 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import orjson
 import pytest
-from aiohttp import web
 
 from modelyard.core._exceptions import ProviderError, RateLimited
-from modelyard.core.settings import Settings, load_settings
-from modelyard.local.simulator import ProviderSimulator
-from schemas import TaskType, WorkItem
-from tests.conftest import free_port
-from workers.pools.backends.anthropic_messages import AnthropicBackend
-from workers.pools.backends.openai_chat import OpenAIChatBackend
+from schemas import TaskType
+from tests.helpers import (
+    CLASSIFY,
+    EXTRACT,
+    anthropic_backend,
+    openai_backend,
+    simulator_with_settings,
+)
 
 pytestmark = pytest.mark.integration
 
-CLASSIFY = WorkItem(
-    job_id="c",
-    tenant="t",
-    task="classification",
-    input="charged twice",
-    params={"labels": ["billing", "bug", "other"]},
-)
-EXTRACT = WorkItem(
-    job_id="e",
-    tenant="t",
-    task="extraction",
-    input="Order 12 by Ada",
-    params={
-        "json_schema": {
-            "type": "object",
-            "properties": {"order_id": {"type": "integer"}, "customer": {"type": "string"}},
-        }
-    },
-)
 LONG_SYSTEM = "Follow the house style guide. " * 60
-
-
-@asynccontextmanager
-async def simulator(**faults: float) -> AsyncIterator[tuple[ProviderSimulator, Settings]]:
-    settings = load_settings(simulator={"port": free_port(), "latency_ms": 1, "jitter_ms": 0, **faults})
-    sim = ProviderSimulator(settings.simulator)
-    runner = web.AppRunner(sim.app())
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", settings.simulator.port).start()
-    try:
-        yield sim, settings
-    finally:
-        await runner.cleanup()
-
-
-def openai_backend(settings: Settings, provider: str = "vllm", **overrides: object) -> OpenAIChatBackend:
-    config = settings.providers[provider].model_copy(update=overrides)
-    return OpenAIChatBackend(provider, config, settings.pools["slm"], base_url=f"{settings.simulator.url}/v1")
-
-
-def anthropic_backend(settings: Settings, **overrides: object) -> AnthropicBackend:
-    config = settings.providers["anthropic"].model_copy(update=overrides)
-    return AnthropicBackend("anthropic", config, settings.pools["frontier"], base_url=settings.simulator.url)
 
 
 @pytest.mark.parametrize("provider", ["vllm", "openai"])
 def test_openai_sdk_classifies_within_label_set_with_usage_and_confidence(provider: str) -> None:
     async def scenario() -> None:
-        async with simulator() as (_, settings):
+        async with simulator_with_settings() as (_, settings):
             done = await openai_backend(settings, provider).complete(CLASSIFY, TaskType.CLASSIFICATION)
             assert done.output in {"billing", "bug", "other"}
             assert done.usage.input_tokens > 0 and done.usage.output_tokens > 0
@@ -79,7 +36,7 @@ def test_openai_sdk_classifies_within_label_set_with_usage_and_confidence(provid
 
 def test_anthropic_sdk_answers_through_forced_tool_use() -> None:
     async def scenario() -> None:
-        async with simulator() as (_, settings):
+        async with simulator_with_settings() as (_, settings):
             backend = anthropic_backend(settings)
             label = await backend.complete(CLASSIFY, TaskType.CLASSIFICATION)
             assert label.output in {"billing", "bug", "other"}
@@ -95,7 +52,7 @@ def test_cached_prompt_tokens_are_split_out_for_both_wire_formats() -> None:
     )
 
     async def scenario() -> None:
-        async with simulator() as (_, settings):
+        async with simulator_with_settings() as (_, settings):
             for backend in (openai_backend(settings), anthropic_backend(settings)):
                 first = await backend.complete(item, TaskType.CLASSIFICATION)
                 second = await backend.complete(item, TaskType.CLASSIFICATION)
@@ -110,7 +67,7 @@ def test_cached_prompt_tokens_are_split_out_for_both_wire_formats() -> None:
 
 def test_sdk_retries_429_honouring_retry_after_then_succeeds() -> None:
     async def scenario() -> None:
-        async with simulator(rate_429=0.5, retry_after_s=0.05) as (sim, settings):
+        async with simulator_with_settings(rate_429=0.5, retry_after_s=0.05) as (sim, settings):
             backend = openai_backend(settings, max_retries=8)
             results = await asyncio.gather(
                 *(backend.complete(CLASSIFY, TaskType.CLASSIFICATION) for _ in range(20))
@@ -123,7 +80,7 @@ def test_sdk_retries_429_honouring_retry_after_then_succeeds() -> None:
 
 def test_persistent_429_surfaces_as_rate_limited_with_retry_after() -> None:
     async def scenario() -> None:
-        async with simulator(rate_429=1.0, retry_after_s=0.01) as (sim, settings):
+        async with simulator_with_settings(rate_429=1.0, retry_after_s=0.01) as (sim, settings):
             for backend in (
                 openai_backend(settings, max_retries=1),
                 anthropic_backend(settings, max_retries=1),
@@ -138,7 +95,7 @@ def test_persistent_429_surfaces_as_rate_limited_with_retry_after() -> None:
 
 def test_outage_is_a_retryable_provider_error_after_sdk_retries() -> None:
     async def scenario() -> None:
-        async with simulator() as (sim, settings):
+        async with simulator_with_settings() as (sim, settings):
             sim.faults.update({"outage_s": 30})
             with pytest.raises(ProviderError) as caught:
                 await anthropic_backend(settings, max_retries=1).complete(CLASSIFY, TaskType.CLASSIFICATION)
@@ -150,7 +107,7 @@ def test_outage_is_a_retryable_provider_error_after_sdk_retries() -> None:
 
 def test_timeout_is_translated() -> None:
     async def scenario() -> None:
-        async with simulator(latency_ms=500) as (_, settings):
+        async with simulator_with_settings(latency_ms=500) as (_, settings):
             with pytest.raises(ProviderError, match="timed out"):
                 await openai_backend(settings, timeout_s=0.1, max_retries=0).complete(
                     CLASSIFY, TaskType.CLASSIFICATION

@@ -10,13 +10,7 @@ import pytest
 
 from modelyard.core._exceptions import ProviderError
 from schemas import TaskType, WorkItem
-from tests.integration.test_backends_sdk import (
-    CLASSIFY,
-    EXTRACT,
-    anthropic_backend,
-    openai_backend,
-    simulator,
-)
+from tests.helpers import CLASSIFY, EXTRACT, anthropic_backend, openai_backend, simulator_with_settings
 from workers.pools.backends.anthropic_batch import AnthropicBatchBackend
 from workers.pools.backends.base import BatchBackend, BatchRequest, Completion
 from workers.pools.backends.openai_batch import OpenAIBatchBackend
@@ -52,7 +46,7 @@ def test_batch_round_trip_gives_the_interactive_answer_per_custom_id_and_a_per_r
     provider: str,
 ) -> None:
     async def scenario() -> None:
-        async with simulator(batch_delay_s=0.5) as (sim, settings):
+        async with simulator_with_settings(batch_delay_s=0.5) as (sim, settings):
             sim.faults.update({"batch_error_marker": "[batch-fail]"})
             backend = batch_backends(settings)[provider]
             batch_id = await backend.submit(REQUESTS)
@@ -87,7 +81,7 @@ def backend_for_calls(settings, provider: str):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
 def test_a_cancelled_batch_reports_every_request_as_retryable(provider: str) -> None:
     async def scenario() -> None:
-        async with simulator(batch_delay_s=60) as (_, settings):
+        async with simulator_with_settings(batch_delay_s=60) as (_, settings):
             backend = batch_backends(settings)[provider]
             batch_id = await backend.submit(REQUESTS[:2])
             await backend.cancel(batch_id)
@@ -104,7 +98,7 @@ def test_a_cancelled_batch_reports_every_request_as_retryable(provider: str) -> 
 
 def test_anthropic_custom_ids_are_checked_like_the_real_api() -> None:
     async def scenario() -> None:
-        async with simulator() as (_, settings):
+        async with simulator_with_settings() as (_, settings):
             backend = AnthropicBatchBackend(anthropic_backend(settings, max_retries=0))
             with pytest.raises(ProviderError, match="HTTP 400: custom_id 'job.1/a'") as caught:
                 await backend.submit([("job.1/a", CLASSIFY, TaskType.CLASSIFICATION)])

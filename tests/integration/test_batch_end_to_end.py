@@ -16,8 +16,7 @@ from modelyard.core.settings import Settings, load_settings
 from modelyard.core.topics import ensure_topics
 from modelyard.local.processes import ProcessSupervisor, wait_for_port
 from schemas import Usage
-from tests.integration.test_end_to_end import read_topic, rows, wait_for_sink
-from tests.integration.test_router import produce
+from tests.helpers import produce, read_topic, rows, wait_for_sink
 from workers.sink.pricing import PriceCatalog
 
 pytestmark = pytest.mark.integration
@@ -56,7 +55,7 @@ def test_deferrable_jobs_are_batched_once_at_half_price_and_the_rest_stay_intera
     settings = load_settings()
     deferrable = [f"d-{n}" for n in range(20)] + ["far-deadline"]
     urgent = [f"u-{n}" for n in range(10)]
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings.kafka, settings.pools))
     with ProcessSupervisor(tmp_path / "logs", env=env) as supervisor:
         supervisor.start("simulator", "simulator")
         wait_for_port("127.0.0.1", settings.simulator.port, 30, supervisor)

@@ -14,7 +14,7 @@ from aiokafka import TopicPartition
 
 from modelyard.core.settings import Settings, load_settings
 from schemas import Assignment, ResultStatus, TaskType, WorkItem
-from tests.integration.test_pools import Pipeline, simulator
+from tests.helpers import Pipeline, running_simulator
 
 pytestmark = pytest.mark.integration
 FAST_BATCHES = {
@@ -61,7 +61,7 @@ def test_deferrable_items_share_one_batch_and_the_others_stay_interactive(
 
     async def scenario() -> None:
         async with (
-            simulator(settings, batch_error_marker="[batch-fail]") as sim,
+            running_simulator(settings, batch_error_marker="[batch-fail]") as sim,
             Pipeline(settings, ["frontier"]) as pipeline,
         ):
             deferrable = [job(f"d-{n}") for n in range(10)] + [job("far", deadline_in=timedelta(hours=48))]
@@ -101,7 +101,7 @@ def test_an_outstanding_batch_holds_back_its_partition_commit_until_its_results_
 
     async def scenario() -> None:
         async with (
-            simulator(settings, batch_delay_s=3.0) as sim,
+            running_simulator(settings, batch_delay_s=3.0) as sim,
             Pipeline(settings, ["frontier"]) as pipeline,
         ):
             worker, tp = (
@@ -136,7 +136,7 @@ def test_stopping_with_a_batch_outstanding_cancels_it_and_the_restart_resubmits_
     jobs = [job(f"r-{n}") for n in range(4)]
 
     async def scenario() -> None:
-        async with simulator(settings, batch_delay_s=60) as sim:
+        async with running_simulator(settings, batch_delay_s=60) as sim:
             async with Pipeline(settings, ["frontier"]) as pipeline:
                 await pipeline.submit(jobs)
                 deadline = time.monotonic() + 20

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from modelyard.core.settings import load_settings
+from modelyard.ops.repricing import reprice
 from schemas import Result
+from schemas.migrations import load_migrations
 from workers.sink.clickhouse import ClickHouseStore, _redacted
 from workers.sink.pricing import PriceCatalog
 
@@ -25,8 +27,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseStore]
     store.close()
 
 
-def result(job_id: str, attempt: int = 1, output: str = "ok") -> Result:
+def result(job_id: str, attempt: int = 1, output: str = "ok", call_id: str = "") -> Result:
     return Result(
+        call_id=call_id,
         job_id=job_id,
         attempt=attempt,
         tenant="acme",
@@ -45,7 +48,8 @@ def result(job_id: str, attempt: int = 1, output: str = "ok") -> Result:
 def test_migrations_apply_once(store: ClickHouseStore) -> None:
     first = store.migrate()
     assert store.migrate() == []
-    assert first in ([1, 2, 3, 4, 5, 6, 7], [])
+    assert first in ([m.version for m in load_migrations()], [])
+    assert [m.version for m in load_migrations()] == list(range(1, 10))  # unique, in order, none skipped
     tables = {row[0] for row in store.query("SHOW TABLES")}
     assert {"results", "cost_ledger", "routing_decisions", "schema_migrations"} <= tables
 
@@ -124,7 +128,9 @@ def test_stored_key_check_sizes_its_query_in_bytes(store: ClickHouseStore) -> No
     assert store.unseen("results", [(r.job_id, 1) for r in wide] + [("\u00e9", 1)]) == {("\u00e9", 1)}
 
 
-def test_a_key_twice_in_one_batch_is_stored_once_the_last_copy(store: ClickHouseStore) -> None:
+def test_a_key_twice_in_one_batch_is_stored_once_the_first_copy(store: ClickHouseStore) -> None:
+    """The same call twice in a batch (a replayed message): one result, one cost row. Which copy: the first, as
+    across batches (with call ids, the first call of an attempt is its result; workers/sink/call_rows.py)."""
     store.migrate()
     batch = [result("twice-1", output="first"), result("twice-2"), result("twice-1", output="second")]
     store.write_batch(batch, PriceCatalog.load().price(batch))
@@ -132,7 +138,40 @@ def test_a_key_twice_in_one_batch_is_stored_once_the_last_copy(store: ClickHouse
     assert store.query(
         "SELECT job_id, output FROM results WHERE startsWith(job_id, 'twice-') ORDER BY job_id"
     ) == [
-        ("twice-1", "second"),
+        ("twice-1", "first"),
         ("twice-2", "ok"),
     ]
     assert store.query("SELECT count() FROM cost_ledger WHERE startsWith(job_id, 'twice-')") == [(2,)]
+
+
+def test_a_second_real_call_is_billed_and_flagged_a_replayed_one_is_not(store: ClickHouseStore) -> None:
+    store.migrate()
+    catalog = PriceCatalog.load()
+    first = [result("call-1", output="first", call_id="c1")]
+    store.write_batch(first, catalog.price(first))
+    again = [result("call-1", output="first", call_id="c1"), result("call-1", output="again", call_id="c2")]
+    store.write_batch(again, catalog.price(again))  # the replayed message, then a second real call
+    store.write_batch(again, catalog.price(again))  # and that batch replayed whole
+    assert store.query(
+        "SELECT call_id, repeat_call, total_cost_usd > 0 FROM cost_ledger WHERE job_id = 'call-1' ORDER BY call_id"
+    ) == [("c1", 0, True), ("c2", 1, True)]
+    assert store.query("SELECT call_id, output FROM results WHERE job_id = 'call-1'") == [("c1", "first")]
+    assert store.query("SELECT calls, jobs FROM v_repeat_calls WHERE tenant = 'acme'") == [(1, 1)]
+
+
+def test_a_repeat_call_counts_its_cost_once_books_the_reference_once_and_is_repriced(
+    store: ClickHouseStore,
+) -> None:
+    store.migrate()
+    catalog = PriceCatalog.load()
+    calls = [result("again-1", call_id="k1"), result("again-1", output="again", call_id="k2")]
+    store.write_batch(calls, catalog.price(calls))
+    one = catalog.cost(calls[0])
+    ((cost, reference),) = store.query(
+        "SELECT cost_usd, reference_cost_usd FROM v_job_savings WHERE job_id = 'again-1'"
+    )
+    assert (cost, reference) == (2 * one.total_usd, one.reference_usd)  # both calls billed, one reference
+    reprice(store, catalog, datetime(2000, 1, 1, tzinfo=UTC))
+    assert store.query(
+        "SELECT call_id, total_cost_usd FROM cost_repricings FINAL WHERE job_id = 'again-1' ORDER BY call_id"
+    ) == [("k1", one.total_usd), ("k2", one.total_usd)]

@@ -78,7 +78,8 @@ def test_exports_and_chart(store: ClickHouseStore, tmp_path: Path) -> None:
     table = CostReport(store).by(parse_dimensions("day,pool"), parse_since("60d"))
     assert (
         table.to_csv().splitlines()[0]
-        == "day,pool,attempts,jobs,input_tokens,output_tokens,cost_usd,reference_usd,savings_usd,unpriced"
+        == "day,pool,attempts,jobs,input_tokens,output_tokens,cost_usd,reference_usd,savings_usd,unpriced,"
+        "cached_attempts,cache_hit_rate,cache_saved_usd"
     )
     assert "E-" not in table.to_csv()
     assert {row["pool"] for row in json.loads(table.to_json())} == {"slm", "frontier"}

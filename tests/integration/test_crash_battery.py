@@ -1,7 +1,8 @@
 """Crash battery: each process kind killed mid-stream, the broker restarted, a provider outage, a second
 SLM pool process taking over from a killed one. After recovery: submitted = results + dead letters, one
-result row and one cost row per attempt, no duplicate rows. The table is printed (pytest -s) and written
-to .modelyard/crash-battery.md."""
+result row per attempt and one final result per job, one cost row per provider call: one unflagged per result,
+and a flagged one (repeat_call) for each call a killed pool made again after its restart. The table is printed
+(pytest -s) and written to .modelyard/crash-battery.md."""
 
 from __future__ import annotations
 
@@ -21,8 +22,7 @@ from modelyard.local.demo import sample_lines
 from modelyard.local.processes import ProcessSupervisor, wait_for_port
 from schemas import DeadLetter, WorkItem
 from schemas.decoding import decode
-from tests.integration.test_end_to_end import rows, wait_for_sink
-from tests.integration.test_router import produce
+from tests.helpers import produce, rows, wait_for_sink
 
 pytestmark = pytest.mark.integration
 JOBS = 400
@@ -34,8 +34,8 @@ TABLE: list[tuple[object, ...]] = []
 def battery_table() -> None:
     yield
     lines = [
-        "| scenario | submitted | jobs with a result | of which error results | dead letters | duplicate rows | cost rows |",
-        "|---|---|---|---|---|---|---|",
+        "| scenario | submitted | jobs with a result | of which error results | dead letters | duplicate rows | cost rows | of which repeat calls |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     lines += [f"| {' | '.join(map(str, row))} |" for row in TABLE]
     Path(".modelyard").mkdir(exist_ok=True)
@@ -129,7 +129,7 @@ def test_crash_battery(
         "MODELYARD_POOLS__SLM__CONCURRENCY": "8",
         "MODELYARD_POOLS__FRONTIER__CONCURRENCY": "8",
     }
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings.kafka, settings.pools))
     with ProcessSupervisor(tmp_path / "logs", env=env) as supervisor:
         supervisor.start("simulator", "simulator")
         wait_for_port("127.0.0.1", settings.simulator.port, 30, supervisor)
@@ -153,9 +153,14 @@ def test_crash_battery(
             supervisor.stop(name)
     counts = rows(
         env,
-        "SELECT count() AS n, uniqExact(job_id, attempt) AS keys, uniqExact(job_id) AS jobs, countIf(status = 'error') AS errors FROM results",
+        "SELECT count() AS n, uniqExact(job_id, attempt) AS keys, uniqExact(job_id) AS jobs, "
+        "countIf(status = 'error') AS errors, countIf(status IN ('ok', 'error')) AS finals FROM results",
     )[0]
-    costs = rows(env, "SELECT count() AS n, uniqExact(job_id, attempt) AS keys FROM cost_ledger")[0]
+    costs = rows(
+        env,
+        "SELECT count() AS n, uniqExact(job_id, attempt, call_id) AS calls, "
+        "countIf(repeat_call = 0) AS kept, countIf(repeat_call = 1) AS repeats FROM cost_ledger",
+    )[0]
     TABLE.append(
         (
             scenario,
@@ -165,9 +170,9 @@ def test_crash_battery(
             dead,
             int(counts["n"]) - int(counts["keys"]),
             costs["n"],
+            costs["repeats"],
         )
     )
     assert int(counts["jobs"]) + dead == JOBS + len(MALFORMED)
-    assert int(counts["n"]) == int(counts["keys"]) and int(costs["n"]) == int(costs["keys"]) == int(
-        counts["keys"]
-    )
+    assert int(counts["n"]) == int(counts["keys"]) and int(counts["finals"]) == int(counts["jobs"])
+    assert int(costs["n"]) == int(costs["calls"]) and int(costs["kept"]) == int(counts["keys"])

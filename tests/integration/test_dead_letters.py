@@ -12,8 +12,9 @@ from modelyard.cli import main
 from modelyard.core.settings import Settings
 from modelyard.core.topics import ensure_topics
 from schemas import WorkItem
-from schemas.decoding import DecodeFailure, decode
-from tests.integration.test_end_to_end import read_topic
+from schemas.decoding import decode
+from schemas.rejection import Rejection
+from tests.helpers import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -21,13 +22,13 @@ FIXED = b'{"job_id": "fixed-1", "tenant": "acme", "input": "charged twice", "par
 BROKEN = b'{"job_id": "broken-1", "tenant": "acme"}'
 
 
-async def dead_letter(settings: Settings, letters: list[tuple[bytes, str, DecodeFailure | None]]) -> None:
+async def dead_letter(settings: Settings, letters: list[tuple[bytes, str, Rejection | None]]) -> None:
     producer = AIOKafkaProducer(**settings.kafka.client_options())
     await producer.start()
     try:
-        for raw, stage, failure in letters:
-            failure = failure or decode(WorkItem, raw)
-            letter = failure.dead_letter(
+        for raw, stage, rejection in letters:
+            rejection = rejection or decode(WorkItem, raw)
+            letter = rejection.dead_letter(
                 raw, stage, source_topic=settings.kafka.jobs_topic, source_partition=0, source_offset=7
             )
             await producer.send_and_wait(settings.kafka.dead_letter_topic, letter.model_dump_json().encode())
@@ -38,13 +39,13 @@ async def dead_letter(settings: Settings, letters: list[tuple[bytes, str, Decode
 
 def test_list_show_and_replay(pipeline_settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     settings = pipeline_settings
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings.kafka, settings.pools))
     asyncio.run(
         dead_letter(
             settings,
             [
                 (b"not json", "submit", None),
-                (FIXED, "router", DecodeFailure("router_error", None, "RuntimeError: a defect, since fixed")),
+                (FIXED, "router", Rejection("router_error", None, "RuntimeError: a defect, since fixed")),
                 (BROKEN, "router", None),
             ],
         )

@@ -19,6 +19,7 @@ from modelyard.ops.distill import Distiller, load_examples, split, write_proposa
 from modelyard.ops.report import HtmlReport
 from schemas import Assignment, Result, TaskType, WorkItem
 from schemas.evaluation import EvalScore
+from workers.pools.model_registry import ModelRegistry
 from workers.sink.clickhouse import ClickHouseStore
 from workers.sink.pricing import PriceCatalog
 from workers.sink.shadow_watch import ShadowAgreementWatch
@@ -92,7 +93,9 @@ def test_distillation_raises_agreement_on_the_heldout_slice(
     store: ClickHouseStore, settings: Settings
 ) -> None:
     store_answers(store, [answered(item, "frontier", "claude-sonnet-5") for item in items(0, 40)])
-    too_few = Distiller(settings, store).run(TaskType.CLASSIFICATION, 0.95, 0.2)
+    too_few = Distiller(settings.distill, ModelRegistry(settings.models_dir), store).run(
+        TaskType.CLASSIFICATION, 0.95, 0.2
+    )
     assert not too_few.registered and "need 50+" in too_few.reason
 
     store_answers(store, [answered(item, "frontier", "claude-sonnet-5") for item in items(40, 2000)])
@@ -106,7 +109,9 @@ def test_distillation_raises_agreement_on_the_heldout_slice(
         SIMULATED.answer(e.text, list(e.labels), SMALL)[0] == e.label for e in heldout
     ) / len(heldout)
 
-    outcome = Distiller(settings, store).run(TaskType.CLASSIFICATION, 0.95, 0.2)
+    outcome = Distiller(settings.distill, ModelRegistry(settings.models_dir), store).run(
+        TaskType.CLASSIFICATION, 0.95, 0.2
+    )
     assert outcome.heldout == len(heldout) > 300 and outcome.train + outcome.heldout == 2000
     assert (
         outcome.agreement >= 0.95 > small_agreement + 0.15
@@ -117,7 +122,9 @@ def test_distillation_raises_agreement_on_the_heldout_slice(
     registered = store.query("SELECT task, version, trained_on, heldout_agreement FROM model_registry FINAL")
     assert registered == [("classification", "v1", outcome.train, pytest.approx(outcome.agreement))]
 
-    strict = Distiller(settings, store).run(TaskType.CLASSIFICATION, 0.9999, 0.2)
+    strict = Distiller(settings.distill, ModelRegistry(settings.models_dir), store).run(
+        TaskType.CLASSIFICATION, 0.9999, 0.2
+    )
     assert not strict.registered and "< target 0.9999" in strict.reason
 
     diff, proposed = write_proposal(

@@ -13,7 +13,7 @@ import pytest
 from modelyard.core.settings import Settings, load_settings
 from modelyard.local.simulated_labels import teacher_label
 from schemas import Assignment, ResultStatus, TaskType, WorkItem
-from tests.integration.test_pools import Pipeline, assert_one_final_each, simulator
+from tests.helpers import Pipeline, assert_one_final_each, running_simulator
 from workers.pools.model_registry import ModelRegistry
 from workers.pools.student import StudentModel
 from workers.sink.pricing import PriceCatalog
@@ -58,7 +58,7 @@ def test_the_student_answers_in_the_slm_pool_and_cascades_when_unsure(
     fresh = items(2500, 2700)
 
     async def scenario() -> None:
-        async with simulator(settings), Pipeline(settings, ["slm", "frontier"]) as pipeline:
+        async with running_simulator(settings), Pipeline(settings, ["slm", "frontier"]) as pipeline:
             by_job = await pipeline.run([assignment(i) for i in fresh])
         assert_one_final_each(by_job, lambda r: r.status is ResultStatus.OK)
         firsts = [attempts[0] for attempts in by_job.values()]
@@ -131,7 +131,7 @@ def test_the_embedding_student_serves_banking77_and_escalates_exactly_the_unsure
     truth = {f"bank-{i}": r["label"] for i, r in enumerate(fresh_rows)}
 
     async def scenario() -> None:
-        async with simulator(settings), Pipeline(settings, ["slm", "frontier"]) as pipeline:
+        async with running_simulator(settings), Pipeline(settings, ["slm", "frontier"]) as pipeline:
             by_job = await pipeline.run([assignment(i) for i in fresh])
         assert_one_final_each(by_job, lambda r: r.status is ResultStatus.OK)
         firsts = [attempts[0] for attempts in by_job.values()]

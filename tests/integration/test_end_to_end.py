@@ -4,23 +4,19 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaProducer
 
 from modelyard.core.settings import Settings
-from modelyard.core.topics import ensure_topics, group_lag, sink_topics
+from modelyard.core.topics import ensure_topics
 from modelyard.local.demo import sample_lines
 from modelyard.local.processes import ProcessSupervisor, wait_for_port
 from schemas import DeadLetter, WorkItem
 from schemas.decoding import decode
+from tests.helpers import modelyard, read_topic, rows, wait_for_sink
 
 pytestmark = pytest.mark.integration
 
@@ -30,12 +26,6 @@ MALFORMED = [
     b'{"job_id": "bad-priority", "tenant": "acme", "input": "x", "priority": 99}',
     b"not json at all",
 ]
-
-
-def modelyard(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "modelyard", *args], env=env, capture_output=True, text=True, timeout=120
-    )
 
 
 def write_jobs(path: Path, run: str) -> list[str]:
@@ -49,22 +39,6 @@ def write_jobs(path: Path, run: str) -> list[str]:
     return [job["job_id"] for job in valid]
 
 
-async def read_topic(settings: Settings, topic: str, until: int, timeout: float) -> list[bytes]:
-    consumer = AIOKafkaConsumer(
-        topic, **settings.kafka.client_options(), auto_offset_reset="earliest", enable_auto_commit=False
-    )
-    await consumer.start()
-    values: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while len(values) < until and time.monotonic() < deadline:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                values += [r.value for r in records]
-    finally:
-        await consumer.stop()
-    return values
-
-
 async def produce_raw(settings: Settings, value: bytes) -> None:
     producer = AIOKafkaProducer(**settings.kafka.client_options())
     await producer.start()
@@ -74,36 +48,12 @@ async def produce_raw(settings: Settings, value: bytes) -> None:
         await producer.stop()
 
 
-async def wait_for_sink(settings: Settings, supervisor: ProcessSupervisor, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while await _sink_lag(settings) != 0:
-        supervisor.check_alive()
-        assert time.monotonic() < deadline, "sink did not catch up"
-        await asyncio.sleep(0.3)
-
-
-async def _sink_lag(settings: Settings) -> int | None:
-    """The sink's lag; None while Kafka cannot say yet (on a fresh broker the group's coordinator may still be loading)."""
-    try:
-        return await group_lag(settings, "sink", sink_topics(settings))
-    except KafkaError as exc:
-        if not exc.retriable:
-            raise
-        return None
-
-
-def rows(env: dict[str, str], sql: str) -> list[dict[str, object]]:
-    done = modelyard(env, "sql", sql, "--format", "json")
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
-
-
 def test_every_job_gets_exactly_one_result_and_one_cost_row(
     pipeline_env: dict[str, str], pipeline_settings: Settings, tmp_path: Path, run_id: str
 ) -> None:
     settings, jobs_file = pipeline_settings, tmp_path / "jobs.jsonl"
     job_ids = write_jobs(jobs_file, run_id)
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings.kafka, settings.pools))
     with ProcessSupervisor(tmp_path / "logs", env=pipeline_env) as supervisor:
         supervisor.start("simulator", "simulator")
         wait_for_port("127.0.0.1", settings.simulator.port, 30, supervisor)

@@ -12,7 +12,7 @@ from modelyard.core.settings import Settings, load_settings
 from modelyard.core.topics import ensure_topics
 from modelyard.local.processes import ProcessSupervisor, wait_for_port
 from streams.rules import load_policy_file
-from tests.integration.test_end_to_end import modelyard, rows, wait_for_sink
+from tests.helpers import modelyard, rows, wait_for_sink
 
 pytestmark = pytest.mark.integration
 BUNDLED = Path(__file__).resolve().parents[2] / "modelyard/data/eval_cases.jsonl"
@@ -25,7 +25,7 @@ def test_eval_scores_pools_and_recommends_a_policy(
     cases = BUNDLED.read_text().splitlines()[:40]
     dataset.write_text("\n".join(cases) + "\n")
     expected = {orjson.loads(c)["item"]["job_id"]: orjson.loads(c)["expected"] for c in cases}
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings.kafka, settings.pools))
     with ProcessSupervisor(tmp_path / "logs", env=pipeline_env) as supervisor:
         supervisor.start("simulator", "simulator")
         wait_for_port("127.0.0.1", settings.simulator.port, 30, supervisor)

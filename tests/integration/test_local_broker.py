@@ -10,21 +10,20 @@ import pytest
 
 from modelyard.core.settings import load_settings
 from modelyard.local.broker import LocalKafkaBroker
-from tests.conftest import broker_port
+from tests.helpers import broker_port
 
 pytestmark = pytest.mark.integration
 
 
 def test_concurrent_starts_on_one_port_leave_one_running_broker(tmp_path: Path) -> None:
     port = broker_port()
-    brokers = [
-        LocalKafkaBroker(
-            load_settings(
-                kafka={"bootstrap_servers": f"127.0.0.1:{port}"}, local_broker={"data_dir": tmp_path / name}
-            )
+    both = [
+        load_settings(
+            kafka={"bootstrap_servers": f"127.0.0.1:{port}"}, local_broker={"data_dir": tmp_path / name}
         )
         for name in ("a", "b")
     ]
+    brokers = [LocalKafkaBroker(settings.local_broker, settings.kafka) for settings in both]
     try:
         with ThreadPoolExecutor(2) as pool:
             started = list(pool.map(lambda broker: broker.start(), brokers))

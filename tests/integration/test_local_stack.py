@@ -25,7 +25,7 @@ import pytest
 from modelyard.client import AsyncClient, Client, Rejected, work_item
 from modelyard.core.settings import Settings, load_settings
 from modelyard.local.stack import StackState, pid_alive
-from tests.conftest import free_port, get
+from tests.helpers import free_port, get
 
 pytestmark = pytest.mark.integration
 KEY = "k-acme-stack-test"

@@ -14,8 +14,7 @@ from modelyard.core.settings import Settings
 from modelyard.core.topics import ensure_topics
 from modelyard.local.processes import ProcessSupervisor, wait_for_port
 from schemas import Result
-from tests.integration.test_end_to_end import rows, wait_for_sink
-from tests.integration.test_pools import assignment
+from tests.helpers import assignment, rows, wait_for_sink
 
 pytestmark = pytest.mark.integration
 JOBS = 600
@@ -65,7 +64,7 @@ def test_sigterm_mid_batch_then_restart_leaves_exactly_one_result_per_job(
 ) -> None:
     env = pipeline_env | {"MODELYARD_SIMULATOR__LATENCY_MS": "250", "MODELYARD_SIMULATOR__JITTER_MS": "100"}
     settings, job_ids = pipeline_settings, [f"term-{n}" for n in range(JOBS)]
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings.kafka, settings.pools))
     asyncio.run(produce_assignments(settings, job_ids))
 
     async def scenario(supervisor: ProcessSupervisor) -> list[Result]:

@@ -5,133 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from datetime import UTC, datetime
-from typing import Any
 
 import pytest
-from aiohttp import web
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from modelyard.app import build_batcher, build_dispatcher
 from modelyard.core.settings import Settings, load_settings
-from modelyard.core.topics import ensure_topics
-from modelyard.local.simulator import ProviderSimulator
-from schemas import Assignment, Result, ResultStatus, TaskType, WorkItem
+from schemas import ResultStatus
+from tests.helpers import Pipeline, assert_one_final_each, assignment, running_simulator
 from workers.pools.breaker import BreakerState
-from workers.pools.pool import PoolWorker
 
 pytestmark = pytest.mark.integration
-LABELS = ["billing", "bug", "other"]
-
-
-def assignment(job_id: str, pool: str, text: str = "I was charged twice") -> Assignment:
-    item = WorkItem(
-        job_id=job_id,
-        tenant="acme",
-        task="classification",
-        input=f"{text} ({job_id})",
-        params={"labels": LABELS},
-    )
-    return Assignment(
-        item=item,
-        task_type=TaskType.CLASSIFICATION,
-        task_reason="hint",
-        pool=pool,
-        rule="test",
-        reason="test",
-        routed_at=datetime.now(UTC),
-    )
-
-
-@asynccontextmanager
-async def simulator(settings: Settings, **faults: Any) -> AsyncIterator[ProviderSimulator]:
-    sim = ProviderSimulator(settings.simulator)
-    sim.faults.update(faults)
-    runner = web.AppRunner(sim.app())
-    await runner.setup()
-    await web.TCPSite(runner, settings.simulator.host, settings.simulator.port).start()
-    try:
-        yield sim
-    finally:
-        await runner.cleanup()
-
-
-class Pipeline:
-    """Pool workers running in this event loop, a producer for their topics and a reader of the results."""
-
-    def __init__(self, settings: Settings, pools: list[str]) -> None:
-        self.settings = settings
-        self.workers = {
-            pool: PoolWorker(settings, pool, build_dispatcher(settings, pool), build_batcher(settings, pool))
-            for pool in pools
-        }
-        self.results: list[Result] = []
-        self.stop = asyncio.Event()
-
-    async def __aenter__(self) -> Pipeline:
-        await ensure_topics(self.settings)
-        options = self.settings.kafka.client_options()
-        self.producer = AIOKafkaProducer(**options)
-        self.reader = AIOKafkaConsumer(
-            self.settings.kafka.results_topic, **options, auto_offset_reset="earliest"
-        )
-        await self.producer.start()
-        await self.reader.start()
-        self.tasks = [asyncio.create_task(w.run(self.stop)) for w in self.workers.values()]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.stop.set()
-        await asyncio.gather(*self.tasks)
-        await self.reader.stop()
-        await self.producer.stop()
-
-    async def submit(self, assignments: list[Assignment]) -> None:
-        for a in assignments:
-            await self.producer.send_and_wait(
-                self.settings.kafka.pool_topic(a.pool),
-                a.model_dump_json().encode(),
-                key=a.item.job_id.encode(),
-            )
-
-    async def finals(self, job_ids: set[str], timeout: float = 60) -> dict[str, list[Result]]:
-        """Wait until every job has its final result; returns each job's attempts in order."""
-        deadline = time.monotonic() + timeout
-        while not job_ids <= {r.job_id for r in self.results if r.status.is_final}:
-            assert time.monotonic() < deadline, (
-                f"missing finals for {sorted(job_ids - {r.job_id for r in self.results})[:5]}"
-            )
-            assert not any(t.done() for t in self.tasks), [t.exception() for t in self.tasks if t.done()]
-            for records in (await self.reader.getmany(timeout_ms=200)).values():
-                self.results += [Result.model_validate_json(r.value) for r in records]
-        by_job: dict[str, list[Result]] = defaultdict(list)
-        for r in sorted(self.results, key=lambda r: r.attempt):
-            if r.job_id in job_ids:
-                by_job[r.job_id].append(r)
-        return by_job
-
-    async def run(self, assignments: list[Assignment], timeout: float = 60) -> dict[str, list[Result]]:
-        await self.submit(assignments)
-        return await self.finals({a.item.job_id for a in assignments}, timeout)
-
-
-def assert_one_final_each(
-    by_job: dict[str, list[Result]], check: Callable[[Result], bool] = lambda r: True
-) -> None:
-    for job_id, attempts in by_job.items():
-        assert [r.attempt for r in attempts] == list(range(1, len(attempts) + 1)), job_id
-        assert [r.status.is_final for r in attempts] == [False] * (len(attempts) - 1) + [True], job_id
-        assert check(attempts[-1]), attempts[-1]
 
 
 def test_429_storm_slows_the_pool_but_fails_nothing(pipeline_settings: Settings) -> None:
     settings = load_settings(providers={"vllm": {"max_retries": 1}}, simulator={"retry_after_s": 0.1})
 
     async def scenario() -> None:
-        async with simulator(settings) as sim, Pipeline(settings, ["slm"]) as pipeline:
+        async with running_simulator(settings) as sim, Pipeline(settings, ["slm"]) as pipeline:
             await pipeline.run([assignment(f"warm-{n}", "slm") for n in range(5)])  # the pool is up
             sim.faults.update({"storm_429_s": 1.5})
             started = time.monotonic()
@@ -155,7 +44,7 @@ def test_outage_fails_over_and_the_breaker_opens_then_closes(pipeline_settings: 
 
     async def scenario() -> None:
         async with (
-            simulator(settings, fault_model="claude-sonnet-5") as sim,
+            running_simulator(settings, fault_model="claude-sonnet-5") as sim,
             Pipeline(settings, ["frontier"]) as pipeline,
         ):
             primary = pipeline.workers["frontier"].dispatcher.targets[0]
@@ -191,18 +80,19 @@ def test_an_outage_from_the_first_second_with_no_fallback_fails_no_job(pipeline_
     )
 
     async def scenario() -> None:
-        async with simulator(settings) as sim, Pipeline(settings, ["frontier"]) as pipeline:
+        async with running_simulator(settings) as sim, Pipeline(settings, ["frontier"]) as pipeline:
             await pipeline.run([assignment("warm", "frontier")])  # the pool is consuming, circuits closed
-            sim.faults.update({"outage_s": 3})
+            sim.faults.update({"outage_s": 5})
             sim.stats.clear()
             by_job = await pipeline.run([assignment(f"o-{n}", "frontier") for n in range(40)], timeout=60)
             by_job.pop("warm", None)
             assert_one_final_each(by_job, lambda r: r.status is ResultStatus.OK)
             failed = [r for attempts in by_job.values() for r in attempts[:-1]]
             assert failed and all(r.status is ResultStatus.FAILED_OVER and "503" in r.error for r in failed)
-            # one OK Result per answered call; each failed Result is a call whose (retried) requests got 503s
+            # one OK Result per answered call; each failed Result is a call whose requests all got 503s (a call
+            # whose SDK retry landed after the outage got a 503 and then its 200, with no failed Result)
             assert sim.stats["anthropic.200"] == 40
-            assert len(failed) <= sim.stats["anthropic.503"] <= 2 * len(failed)
+            assert sim.stats["anthropic.503"] >= len(failed)
 
     asyncio.run(scenario())
 
@@ -217,7 +107,10 @@ def test_all_circuits_open_ends_the_job_with_an_error_and_no_call(pipeline_setti
     )
 
     async def scenario() -> None:
-        async with simulator(settings, outage_s=60) as sim, Pipeline(settings, ["frontier"]) as pipeline:
+        async with (
+            running_simulator(settings, outage_s=60) as sim,
+            Pipeline(settings, ["frontier"]) as pipeline,
+        ):
             by_job = await pipeline.run([assignment(f"down-{n}", "frontier") for n in range(3)])
             assert_one_final_each(by_job, lambda r: r.status is ResultStatus.ERROR)
             tried = [a for a in by_job.values() if len(a) == 2]  # the first job opened both circuits
@@ -240,7 +133,7 @@ def test_cascade_escalates_exactly_the_low_confidence_items(pipeline_settings: S
 
     async def scenario() -> None:
         async with (
-            simulator(settings, low_confidence_marker="[unsure]") as sim,
+            running_simulator(settings, low_confidence_marker="[unsure]") as sim,
             Pipeline(settings, ["slm", "frontier"]) as pipeline,
         ):
             jobs = [
@@ -270,7 +163,7 @@ def test_requests_per_minute_are_shared_by_every_call_in_flight(pipeline_setting
     settings = load_settings(providers={"vllm": {"rpm": 120}})  # a 10 s bucket: 20 at once, then 2 a second
 
     async def scenario() -> None:
-        async with simulator(settings) as sim, Pipeline(settings, ["slm"]) as pipeline:
+        async with running_simulator(settings) as sim, Pipeline(settings, ["slm"]) as pipeline:
             by_job = await pipeline.run([assignment(f"rpm-{n}", "slm") for n in range(24)])
             assert_one_final_each(by_job, lambda r: r.status is ResultStatus.OK)
             done = sorted(a[0].completed_at for a in by_job.values())
@@ -288,7 +181,7 @@ def test_stopping_during_a_429_storm_leaves_waiting_jobs_for_the_replay(pipeline
     jobs = [assignment(f"held-{n}", "slm") for n in range(10)]
 
     async def scenario() -> None:
-        async with simulator(settings, storm_429_s=60) as sim:
+        async with running_simulator(settings, storm_429_s=60) as sim:
             async with Pipeline(settings, ["slm"]) as first:
                 await first.submit(jobs)
                 gate = first.workers["slm"].dispatcher.targets[0].gate

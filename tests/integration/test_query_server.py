@@ -79,7 +79,7 @@ def test_an_analyst_sees_rows_while_the_sink_writes(
     pipeline_env: dict[str, str], pipeline_settings: Settings, tmp_path, run_id: str
 ) -> None:
     settings = pipeline_settings
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings.kafka, settings.pools))
     port = settings.clickhouse.query_port
     with ProcessSupervisor(tmp_path / "logs", env=pipeline_env) as supervisor:
         supervisor.start("sink", "sink")
@@ -93,6 +93,9 @@ def test_an_analyst_sees_rows_while_the_sink_writes(
         assert seconds < 10
         asyncio.run(produce(settings, [result(run_id, n) for n in range(50, 80)]))
         count_when(client, count, {"run": run_id}, 80)
+        # the sink writes a batch's results, then its ledger rows: wait for both tables
+        ledger = "SELECT count() FROM cost_ledger FINAL WHERE startsWith(job_id, {run:String})"
+        count_when(client, ledger, {"run": run_id}, 80)
 
         # typed columns come back as clickhouse-connect reads them from a server: LowCardinality, Decimal, DateTime64
         rows = client.query(

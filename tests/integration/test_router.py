@@ -9,13 +9,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
 from modelyard.core.settings import Settings
 from modelyard.core.topics import ensure_topics
 from modelyard.local.processes import ProcessSupervisor
 from schemas import Assignment, DeadLetter
-from tests.unit.test_policy import BATTERY
+from tests.helpers import BATTERY, produce
 
 pytestmark = pytest.mark.integration
 
@@ -29,18 +29,6 @@ def valid(n: int, prefix: str = "ok") -> bytes:
             "params": {"labels": ["a", "b"]},
         }
     )
-
-
-async def produce(settings: Settings, values: list[bytes | None]) -> None:
-    producer = AIOKafkaProducer(**settings.kafka.client_options(), max_request_size=4 * 1024 * 1024)
-    await producer.start()
-    try:
-        futures = [
-            await producer.send(settings.kafka.jobs_topic, value=v, key=b"k", partition=0) for v in values
-        ]
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
 
 
 async def collect(
@@ -76,7 +64,7 @@ def test_malformed_records_are_dead_lettered_while_valid_ones_around_them_route(
     pipeline_env: dict[str, str], pipeline_settings: Settings, tmp_path: Path
 ) -> None:
     settings = pipeline_settings
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings.kafka, settings.pools))
     values: list[bytes | None] = []
     for n, (raw, _, _) in enumerate(BATTERY):
         values += [valid(2 * n), raw, valid(2 * n + 1)]
@@ -100,7 +88,7 @@ def test_router_killed_mid_stream_loses_nothing(
     pipeline_env: dict[str, str], pipeline_settings: Settings, tmp_path: Path, engine: str
 ) -> None:
     settings, total = pipeline_settings, 20_000
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings.kafka, settings.pools))
     asyncio.run(produce(settings, [valid(n, "kill") for n in range(total)]))
     with ProcessSupervisor(
         tmp_path / "logs", env={**pipeline_env, "MODELYARD_ROUTER__ENGINE": engine}
@@ -127,9 +115,13 @@ def test_with_tenant_keys_only_signed_jobs_route(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     settings = load_settings()
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings.kafka, settings.pools))
     lines = [(n, valid(n, "signed")) for n in range(5)]
-    summary = asyncio.run(JobSubmitter(settings).submit_lines(lines, len(lines), source="test"))
+    summary = asyncio.run(
+        JobSubmitter(settings.kafka, settings.pools, settings.router.tenant_keys).submit_lines(
+            lines, len(lines), source="test"
+        )
+    )
     asyncio.run(produce(settings, [valid(n, "unsigned") for n in range(3)]))
     assert summary.submitted == 5
     with ProcessSupervisor(tmp_path / "logs", env=env) as supervisor:

@@ -23,8 +23,7 @@ from modelyard.local.demo import sample_lines
 from modelyard.local.processes import ProcessSupervisor, wait_for_port
 from schemas import WorkItem
 from schemas.decoding import decode
-from tests.conftest import broker_port, free_port, get
-from tests.integration.test_end_to_end import modelyard, read_topic, rows, wait_for_sink
+from tests.helpers import broker_port, free_port, get, modelyard, read_topic, rows, wait_for_sink
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +51,8 @@ def sasl_kafka(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]
     port = broker_port()
     for name, value in {**SASL, "MODELYARD_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{port}"}.items():
         monkeypatch.setenv(name, value)
-    broker = LocalKafkaBroker(load_settings(local_broker={"data_dir": tmp_path / "kafka"}))
+    settings = load_settings(local_broker={"data_dir": tmp_path / "kafka"})
+    broker = LocalKafkaBroker(settings.local_broker, settings.kafka)
     broker.start()
     try:
         yield f"127.0.0.1:{port}"
@@ -93,7 +93,7 @@ def leaks(text: str | bytes) -> list[str]:
 async def every_record(settings: Settings) -> list[bytes]:
     """Keys, values and headers of every record on every modelyard topic."""
     consumer = AIOKafkaConsumer(
-        *topic_plan(settings),
+        *topic_plan(settings.kafka, settings.pools),
         **settings.kafka.client_options(),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -145,7 +145,7 @@ def test_no_secret_reaches_logs_topics_tables_or_metrics(
     )  # SASL is enforced
     jobs = [raw for _, raw in sample_lines(run_id) if isinstance(decode(WorkItem, raw), WorkItem)][:JOBS]
     (tmp_path / "jobs.jsonl").write_bytes(b"\n".join(jobs) + b"\n")
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings.kafka, settings.pools))
     kinds = {"sink": ["sink"], "router": ["router"], **{f"pool-{p}": ["pool", p] for p in settings.pools}}
     ports = {name: free_port() for name in kinds}
 

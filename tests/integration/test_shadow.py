@@ -12,8 +12,7 @@ import pytest
 from modelyard.core.settings import Settings
 from modelyard.core.topics import ensure_topics
 from modelyard.local.processes import ProcessSupervisor, wait_for_port
-from tests.integration.test_end_to_end import read_topic, rows, wait_for_sink
-from tests.integration.test_router import produce
+from tests.helpers import produce, read_topic, rows, wait_for_sink
 
 pytestmark = pytest.mark.integration
 JOBS = 120
@@ -24,7 +23,7 @@ def test_shadow_answers_and_agreement_view(
 ) -> None:
     env = {**pipeline_env, "MODELYARD_ROUTER__SHADOW_SHARE": "0.25"}
     settings = pipeline_settings
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings.kafka, settings.pools))
     items = [
         orjson.dumps(
             {

@@ -12,7 +12,7 @@ from modelyard.core._exceptions import ProviderError
 from modelyard.core.settings import load_settings
 from modelyard.local.simulator import ProviderSimulator
 from schemas import TaskType, WorkItem
-from tests.integration.test_backends_sdk import CLASSIFY, openai_backend, simulator
+from tests.helpers import CLASSIFY, openai_backend, simulator_with_settings
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +29,7 @@ def test_lognormal_latency_has_the_median_asked_for_and_a_tail() -> None:
 
 def test_hanging_requests_time_out_and_faults_can_target_one_model() -> None:
     async def scenario() -> None:
-        async with simulator() as (sim, settings):
+        async with simulator_with_settings() as (sim, settings):
             sim.faults.update({"timeout_rate": 1.0, "hang_s": 1, "fault_model": "other-model"})
             backend = openai_backend(settings, timeout_s=0.3, max_retries=0)
             assert (
@@ -48,7 +48,7 @@ def test_low_confidence_marker_forces_a_low_first_token_probability() -> None:
     marked = CLASSIFY.model_copy(update={"input": "[unsure] charged twice"})
 
     async def scenario() -> None:
-        async with simulator() as (sim, settings):
+        async with simulator_with_settings() as (sim, settings):
             sim.faults.update({"low_confidence_marker": "[unsure]"})
             backend = openai_backend(settings)
             assert (await backend.complete(marked, TaskType.CLASSIFICATION)).confidence == pytest.approx(0.05)
@@ -70,7 +70,7 @@ def test_an_invalid_json_schema_is_a_400_like_the_real_apis_not_a_crash() -> Non
     )
 
     async def scenario() -> None:
-        async with simulator() as (sim, settings):
+        async with simulator_with_settings() as (sim, settings):
             backend = openai_backend(settings, max_retries=2)
             with pytest.raises(ProviderError, match="properties.order.type") as caught:
                 await backend.complete(bad, TaskType.EXTRACTION)

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from modelyard.app import build_sink
 from modelyard.core.settings import Settings
 from modelyard.core.topics import ensure_topics, group_lag, sink_topics
 from schemas import Result
 from workers.sink.clickhouse import ClickHouseStore
 from workers.sink.pricing import PriceCatalog
-from workers.sink.sink import ClickHouseSink
 
 pytestmark = pytest.mark.integration
 ROWS = 3000
@@ -59,8 +59,8 @@ def test_clickhouse_outage_then_recovery_writes_every_row_exactly_once(
     duplicates = values[:200]  # a pool that crashed after producing re-sends these
 
     async def scenario() -> None:
-        await ensure_topics(settings)
-        sink, stop = ClickHouseSink(settings, store, PriceCatalog.load()), asyncio.Event()
+        await ensure_topics(settings.kafka, settings.pools)
+        sink, stop = build_sink(settings, store, PriceCatalog.load()), asyncio.Event()
         running = asyncio.create_task(sink.run(stop))
         await produce(settings, values[:1000])
         while sink.written < 1000:
@@ -69,10 +69,20 @@ def test_clickhouse_outage_then_recovery_writes_every_row_exactly_once(
         await produce(settings, values[1000:] + duplicates)
         await asyncio.sleep(2.0)
         assert sink.written == 1000, "nothing may be committed while ClickHouse refuses the batch"
-        assert await group_lag(settings, "sink", sink_topics(settings)) > 0
+        assert (
+            await group_lag(
+                settings.kafka, settings.group_id("sink"), sink_topics(settings.kafka, settings.pools)
+            )
+            > 0
+        )
         store.command("RENAME TABLE cost_ledger_away TO cost_ledger")
         deadline = time.monotonic() + 60
-        while await group_lag(settings, "sink", sink_topics(settings)) > 0:
+        while (
+            await group_lag(
+                settings.kafka, settings.group_id("sink"), sink_topics(settings.kafka, settings.pools)
+            )
+            > 0
+        ):
             assert time.monotonic() < deadline, "the sink did not recover"
             await asyncio.sleep(0.2)
         stop.set()

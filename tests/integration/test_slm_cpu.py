@@ -24,8 +24,7 @@ from modelyard.local.processes import ProcessSupervisor
 from modelyard.local.slm_server import CpuSlmServer
 from schemas import TaskType, WorkItem
 from schemas.decoding import decode
-from tests.conftest import free_port
-from tests.integration.test_end_to_end import modelyard, read_topic, rows, wait_for_sink
+from tests.helpers import free_port, modelyard, read_topic, rows, wait_for_sink
 
 pytestmark = [pytest.mark.integration, pytest.mark.vllm_cpu]
 
@@ -35,7 +34,7 @@ ALL_TO_SLM = "version: 1\ndefault_pool: slm\nnovelty: {enabled: false}\n"
 @pytest.fixture(scope="module")
 def slm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlmServerSettings]:
     settings = load_settings(state_dir=tmp_path_factory.mktemp("slm-state"), slm_server={"port": free_port()})
-    server = CpuSlmServer(settings)
+    server = CpuSlmServer(settings.slm_server, settings.state_dir, settings.logs_dir)
     server.prepare()  # idempotent: converts into .modelyard/models once per checkout
     assert server.start(), f"something already serves on {settings.slm_server.url}"
     try:
@@ -103,7 +102,7 @@ def test_jobs_from_kafka_reach_chdb_through_the_real_vllm_pool(
     jobs_file.write_bytes(
         b"\n".join(item.model_dump_json(exclude_none=True).encode() for item in items) + b"\n"
     )
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings.kafka, settings.pools))
     with ProcessSupervisor(tmp_path / "logs", env=env) as supervisor:
         for name, *args in [("sink", "sink"), ("router", "router"), ("pool-slm", "pool", "slm")]:
             supervisor.start(name, *args)

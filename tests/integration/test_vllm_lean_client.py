@@ -11,8 +11,9 @@ import pytest
 from modelyard.core._exceptions import ProviderError, RateLimited
 from modelyard.core.settings import Settings
 from schemas import TaskType
-from tests.integration.test_backends_sdk import CLASSIFY, EXTRACT, openai_backend, simulator
-from workers.pools.backends.vllm_http import VllmHttpBackend, backoff_s, retry_after_s, should_retry
+from tests.helpers import CLASSIFY, EXTRACT, openai_backend, simulator_with_settings
+from workers.pools.backends.provider_errors import backoff_s, retry_after_s, should_retry
+from workers.pools.backends.vllm_http import VllmHttpBackend
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +25,7 @@ def lean(settings: Settings, **overrides: object) -> VllmHttpBackend:
 
 def test_lean_client_sends_and_reads_exactly_what_the_sdk_does() -> None:
     async def scenario() -> None:
-        async with simulator() as (_, settings):
+        async with simulator_with_settings() as (_, settings):
             fast, sdk = lean(settings), openai_backend(settings)
             for item, task in ((CLASSIFY, TaskType.CLASSIFICATION), (EXTRACT, TaskType.EXTRACTION)):
                 assert fast.body(item, task) == sdk.body(item, task)
@@ -42,7 +43,7 @@ def test_lean_client_sends_and_reads_exactly_what_the_sdk_does() -> None:
 
 def test_429s_are_retried_after_retry_after_then_succeed() -> None:
     async def scenario() -> None:
-        async with simulator(rate_429=0.5, retry_after_s=0.05) as (sim, settings):
+        async with simulator_with_settings(rate_429=0.5, retry_after_s=0.05) as (sim, settings):
             backend = lean(settings, max_retries=8)
             results = await asyncio.gather(
                 *(backend.complete(CLASSIFY, TaskType.CLASSIFICATION) for _ in range(20))
@@ -56,7 +57,7 @@ def test_429s_are_retried_after_retry_after_then_succeed() -> None:
 
 def test_persistent_429_is_rate_limited_with_the_servers_retry_after() -> None:
     async def scenario() -> None:
-        async with simulator(rate_429=1.0, retry_after_s=0.01) as (sim, settings):
+        async with simulator_with_settings(rate_429=1.0, retry_after_s=0.01) as (sim, settings):
             backend = lean(settings, max_retries=1)
             with pytest.raises(RateLimited) as caught:
                 await backend.complete(CLASSIFY, TaskType.CLASSIFICATION)
@@ -68,7 +69,7 @@ def test_persistent_429_is_rate_limited_with_the_servers_retry_after() -> None:
 
 def test_an_outage_is_retried_then_a_retryable_error() -> None:
     async def scenario() -> None:
-        async with simulator() as (sim, settings):
+        async with simulator_with_settings() as (sim, settings):
             sim.faults.update({"outage_s": 30})
             backend = lean(settings, max_retries=2)
             with pytest.raises(ProviderError) as caught:
@@ -81,7 +82,7 @@ def test_an_outage_is_retried_then_a_retryable_error() -> None:
 
 def test_a_timeout_is_a_retryable_error() -> None:
     async def scenario() -> None:
-        async with simulator(latency_ms=500) as (_, settings):
+        async with simulator_with_settings(latency_ms=500) as (_, settings):
             backend = lean(settings, timeout_s=0.1, max_retries=0)
             started = time.monotonic()
             with pytest.raises(ProviderError, match="timed out") as caught:

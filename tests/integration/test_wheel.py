@@ -28,7 +28,7 @@ import pytest
 from modelyard.core.settings import Settings
 from modelyard.core.topics import ensure_topics
 from schemas.migrations import load_migrations
-from tests.conftest import free_port, get
+from tests.helpers import free_port, get
 from workers.sink.pricing import PriceCatalog
 
 pytestmark = pytest.mark.integration
@@ -143,7 +143,7 @@ def test_the_sink_starts_from_the_wheel(
     installed: tuple[Path, Path, Path], pipeline_env: dict[str, str], pipeline_settings: Settings
 ) -> None:
     _, python, workdir = installed
-    asyncio.run(ensure_topics(pipeline_settings))
+    asyncio.run(ensure_topics(pipeline_settings.kafka, pipeline_settings.pools))
     port = free_port()
     log = (workdir / "sink.log").open("wb")
     sink = subprocess.Popen(

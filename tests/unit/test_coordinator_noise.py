@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 from aiokafka.errors import GroupAuthorizationFailedError, GroupCoordinatorNotAvailableError
 
-from modelyard.core.logs import COORDINATOR_LOGGER, configure_logging
+from modelyard.app import configure_logging  # settings -> the core logging setup, as every process does
+from modelyard.core.logs import COORDINATOR_LOGGER
 from modelyard.core.settings import load_settings
 
 coordinator = logging.getLogger(COORDINATOR_LOGGER)

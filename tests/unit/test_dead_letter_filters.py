@@ -2,11 +2,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from modelyard.app import build_admission
 from modelyard.core._exceptions import InvalidInput
 from modelyard.core.settings import load_settings
 from modelyard.ops.dead_letters import LetterFilter, StoredLetter, decoded_original, recheck
 from schemas import WorkItem
-from schemas.decoding import DecodeFailure, decode
+from schemas.decoding import decode
+from schemas.rejection import Rejection
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -14,9 +16,9 @@ NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 def stored(
     raw: bytes, stage: str = "router", offset: int = 0, at: datetime = NOW, **source: object
 ) -> StoredLetter:
-    failure = decode(WorkItem, raw)
-    failure = failure if isinstance(failure, DecodeFailure) else DecodeFailure("router_error", None, "boom")
-    letter = failure.dead_letter(raw, stage, **source).model_copy(update={"at": at})
+    rejection = decode(WorkItem, raw)
+    rejection = rejection if isinstance(rejection, Rejection) else Rejection("router_error", None, "boom")
+    letter = rejection.dead_letter(raw, stage, **source).model_copy(update={"at": at})
     return StoredLetter.from_record(0, offset, 0, letter.model_dump_json().encode())
 
 
@@ -47,13 +49,16 @@ def test_a_record_that_is_no_dead_letter_is_listed_but_never_replayed() -> None:
     assert LetterFilter().matches(foreign) and not LetterFilter(reasons=frozenset({"validation"})).matches(
         foreign
     )
-    assert isinstance(recheck(foreign, load_settings()), DecodeFailure)
+    assert isinstance(recheck(foreign, build_admission(load_settings(), replay=True)), Rejection)
 
 
 def test_recheck_accepts_a_now_valid_original_and_decodes_it_for_show() -> None:
     raw = b'{"job_id": "j-1", "tenant": "acme", "input": "hello"}'
     letter = stored(raw)
-    assert isinstance(recheck(letter, load_settings()), WorkItem)
+    assert isinstance(recheck(letter, build_admission(load_settings(), replay=True)), WorkItem)
     assert '"job_id": "j-1"' in decoded_original(letter)
-    assert isinstance(recheck(letter, load_settings(router={"known_tenants": ["other"]})), DecodeFailure)
+    assert isinstance(
+        recheck(letter, build_admission(load_settings(router={"known_tenants": ["other"]}), replay=True)),
+        Rejection,
+    )
     assert decoded_original(stored(b"\xff\xfe bytes")) == "\\xff\\xfe bytes"

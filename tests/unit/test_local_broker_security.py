@@ -6,7 +6,8 @@ from modelyard.local.broker import LocalKafkaBroker
 
 
 def security(**kafka: object) -> tuple[str, str]:
-    return LocalKafkaBroker(load_settings(kafka=kafka))._client_security()
+    settings = load_settings(kafka=kafka)
+    return LocalKafkaBroker(settings.local_broker, settings.kafka)._client_security()
 
 
 def test_the_local_broker_mirrors_the_clients_security_settings() -> None:

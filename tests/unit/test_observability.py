@@ -8,7 +8,7 @@ from modelyard.core.logs import JsonFormatter, RedactingFormatter, current_job_i
 from modelyard.core.observability import POOL_JOBS, Health, start_health_server
 from modelyard.core.settings import MetricsSettings, load_settings
 from schemas import TaskType, Usage, WorkItem
-from tests.conftest import free_port, get
+from tests.helpers import free_port, get
 from workers.pools.backends.base import Completion
 from workers.pools.metered import MeteredBackend
 

@@ -12,12 +12,14 @@ import orjson
 import pytest
 import yaml
 
+from modelyard.app import build_routing_policy
 from modelyard.core._exceptions import ConfigError
 from modelyard.core.settings import load_settings
 from schemas import Assignment, DeadLetter, TaskType, WorkItem
 from streams.policy import RoutingPolicy, Source
 from streams.rules import ItemFeatures, PolicyFile, RuleMemo, first_matching_rule
 from streams.tagging import tag_task
+from tests.helpers import BATTERY
 
 SOURCE = Source("modelyard.jobs", 0, 7)
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -47,7 +49,7 @@ def item(**fields: object) -> WorkItem:
 def policy(tmp_path: Path) -> RoutingPolicy:
     path = tmp_path / "policy.yaml"
     path.write_text(POLICY)
-    return RoutingPolicy(load_settings(router={"policy_file": path, "reload_interval_s": 0.01}))
+    return build_routing_policy(load_settings(router={"policy_file": path, "reload_interval_s": 0.01}))
 
 
 LABELS = {"labels": ["a", "b"]}
@@ -146,22 +148,22 @@ def test_invalid_policy_file_is_a_config_error_naming_the_field(
     path = tmp_path / "p.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError, match=match):
-        RoutingPolicy(load_settings(router={"policy_file": path}))
+        build_routing_policy(load_settings(router={"policy_file": path}))
 
 
 def test_simple_routes_table_is_the_default_policy() -> None:
-    policy = RoutingPolicy(load_settings(routes={"classification": "frontier"}))
+    policy = build_routing_policy(load_settings(routes={"classification": "frontier"}))
     assert policy.decide(item(params=LABELS)).pool == "frontier"
 
 
 def test_unknown_task_type_bound_for_the_slm_is_novel() -> None:
-    policy = RoutingPolicy(load_settings(routes={"other": "slm"}))
+    policy = build_routing_policy(load_settings(routes={"other": "slm"}))
     decision = policy.decide(item(input="hello"))
     assert (decision.pool, decision.rule, decision.novelty_score) == ("frontier", "novelty", 1.0)
 
 
 def test_items_unlike_past_traffic_are_diverted_to_frontier() -> None:
-    policy = RoutingPolicy(load_settings())
+    policy = build_routing_policy(load_settings())
     tickets = [
         "my card was charged twice this month",
         "refund the duplicate invoice please",
@@ -178,11 +180,11 @@ def test_items_unlike_past_traffic_are_diverted_to_frontier() -> None:
 
 
 def test_novelty_state_round_trips(tmp_path: Path) -> None:
-    policy = RoutingPolicy(load_settings())
+    policy = build_routing_policy(load_settings())
     for n in range(60):
         policy.decide(item(params=LABELS, input=f"charged twice for order {n}"))
     policy.save_novelty(tmp_path / "n.npz")
-    fresh = RoutingPolicy(load_settings())
+    fresh = build_routing_policy(load_settings())
     assert fresh.novelty.load(tmp_path / "n.npz")
     assert (
         fresh.decide(item(params=LABELS, input="charged twice for order 7"), learn=False).novelty_score
@@ -191,7 +193,7 @@ def test_novelty_state_round_trips(tmp_path: Path) -> None:
 
 
 def test_valid_record_goes_to_its_pool_topic_keyed_by_job_id() -> None:
-    out = RoutingPolicy(load_settings()).route(
+    out = build_routing_policy(load_settings()).route(
         orjson.dumps({"job_id": "j9", "tenant": "t", "input": "x", "task": "generation"}), SOURCE
     )
     assert (out.topic, out.key) == ("modelyard.pool.frontier", b"j9")
@@ -203,38 +205,11 @@ def test_valid_record_goes_to_its_pool_topic_keyed_by_job_id() -> None:
     )
 
 
-BATTERY = [
-    (b"nope", "invalid_json", None),
-    (None, "empty", None),
-    (b"", "empty", None),
-    (b"[1]", "invalid_json", None),
-    (b"\xff\xfe", "invalid_json", None),
-    (b'{"job_id": "j"}', "validation", "tenant"),
-    (
-        b'{"job_id":"j","tenant":"t","input":"x","schema_version":9}',
-        "unsupported_schema_version",
-        "schema_version",
-    ),
-    (b'{"job_id":"j","tenant":"t","input":"x","priority":"high"}', "validation", "priority"),
-    (b'{"job_id":"j","tenant":"t","input":"x","extra":1}', "validation", "extra"),
-    (b" " * 1_000_001, "oversized", None),
-    (
-        b'{"job_id":"deep","tenant":"t","input":"x","params":{"json_schema":'
-        + b'{"a":' * 5000
-        + b"1"
-        + b"}" * 5000
-        + b"}}",
-        "too_deep",
-        "params.json_schema",
-    ),
-]
-
-
 @pytest.mark.parametrize(("raw", "reason", "field"), BATTERY)
 def test_malformed_records_go_to_dead_letter_with_reason_and_source(
     raw: bytes | None, reason: str, field: str | None
 ) -> None:
-    out = RoutingPolicy(load_settings()).route(raw, SOURCE)
+    out = build_routing_policy(load_settings()).route(raw, SOURCE)
     letter = DeadLetter.model_validate_json(out.value)
     assert out.topic == "modelyard.deadletter"
     assert (letter.reason, letter.field) == (reason, field)
@@ -249,7 +224,7 @@ def test_malformed_records_go_to_dead_letter_with_reason_and_source(
 
 
 def test_unknown_tenant_and_duplicates_are_dead_lettered_but_replays_are_not() -> None:
-    policy = RoutingPolicy(load_settings(router={"known_tenants": ["acme"]}))
+    policy = build_routing_policy(load_settings(router={"known_tenants": ["acme"]}))
     good = orjson.dumps({"job_id": "d1", "tenant": "acme", "input": "x"})
     assert policy.route(good, Source("jobs", 0, 1)).topic.startswith("modelyard.pool.")
     assert policy.route(good, Source("jobs", 0, 1)).topic.startswith(
@@ -265,7 +240,7 @@ def test_unknown_tenant_and_duplicates_are_dead_lettered_but_replays_are_not() -
 
 
 def test_shadow_sampling_copies_a_share_of_slm_items_to_the_frontier() -> None:
-    policy = RoutingPolicy(load_settings(router={"shadow_share": 0.25}))
+    policy = build_routing_policy(load_settings(router={"shadow_share": 0.25}))
     outs = [
         policy.route(
             orjson.dumps({"job_id": f"s{n}", "tenant": "acme", "input": "x", "params": LABELS}),

@@ -105,3 +105,15 @@ def test_the_calibrated_threshold_is_in_the_policy_the_pool_applies(tmp_path: Pa
     path.write_text("cascades: [not, a, mapping")  # broken: the cascade already applied stays
     os.utime(path, (path.stat().st_atime, path.stat().st_mtime + 10))
     assert applied.current() == configured
+
+
+def test_a_cascade_section_to_an_unconfigured_pool_is_refused(tmp_path: Path) -> None:
+    """The router refuses such a file; a pool reading it keeps the cascade it applies instead of producing to
+    a topic no pool consumes."""
+    path = tmp_path / "policy.yaml"
+    path.write_text("cascades:\n  slm:\n    to_pool: nowhere\n    min_confidence: {classification: 0.9}\n")
+    configured = CascadeSettings(to_pool="frontier", min_confidence={TaskType.CLASSIFICATION: 0.6})
+    pools = set(load_settings().pools)
+    assert PolicyCascade(path, "slm", configured, 0.0, known_pools=pools).current() == configured
+    unchecked = PolicyCascade(path, "slm", configured, 0.0).current()
+    assert unchecked is not None and unchecked.to_pool == "nowhere"

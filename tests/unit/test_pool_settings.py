@@ -77,8 +77,9 @@ def test_escalates_only_ok_answers_below_their_task_threshold() -> None:
     assert not needs_escalation(None, result(0.1))
 
 
-def test_only_ok_and_error_are_final() -> None:
-    assert {s for s in ResultStatus if s.is_final} == {ResultStatus.OK, ResultStatus.ERROR}
+def test_only_ok_error_and_expired_are_final() -> None:
+    finals = {s for s in ResultStatus if s.is_final}
+    assert finals == {ResultStatus.OK, ResultStatus.ERROR, ResultStatus.EXPIRED}
 
 
 def test_cascade_from_environment_json(monkeypatch: pytest.MonkeyPatch) -> None:

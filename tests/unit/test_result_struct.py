@@ -2,7 +2,7 @@
 
 A corpus of valid and invalid result records (every field's edges, odd JSON, odd times) goes through both
 parsers: fast accepts => pydantic accepts with equal field values. Whatever the fast path refuses gets
-pydantic's verdict unchanged (the same DecodeFailure, so the same dead letter)."""
+pydantic's verdict unchanged (the same Rejection, so the same dead letter)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from schemas.decoding import StructFirst, decode
-from schemas.result import MAX_ATTEMPT, MAX_TOKENS, Result, ResultStruct
+from schemas.result import MAX_ATTEMPT, MAX_CALL_ID, MAX_TOKENS, Result, ResultStruct, new_call_id
 
 BASE: dict[str, Any] = {
     "job_id": "job-1",
@@ -30,6 +30,13 @@ BASE: dict[str, Any] = {
     "usage": {"input_tokens": 120, "cached_input_tokens": 3, "output_tokens": 2},
     "latency_ms": 42.5,
     "completed_at": "2026-11-24T23:53:04.123456Z",
+}
+ORIGIN: dict[str, Any] = {
+    "job_id": "job-0",
+    "attempt": 1,
+    "provider": "anthropic",
+    "model": "claude-sonnet-5",
+    "completed_at": "2026-11-24T23:50:00Z",
 }
 FIELD_VALUES: dict[str, list[Any]] = {
     "schema_version": [1, 2, 0, "1", 1.0, True, None],
@@ -72,6 +79,33 @@ FIELD_VALUES: dict[str, list[Any]] = {
         1.7976931348623157e308,
     ],
     "batch": [True, False, 1, 0, "true", None],
+    "cached": [True, False, 1, 0, "true", None],
+    "cached_from": [
+        None,
+        ORIGIN,
+        {**ORIGIN, "usage": {"input_tokens": 4, "output_tokens": 2}, "batch": True},
+        {**ORIGIN, "completed_at": "2026-11-24T23:53:04.1234567Z"},
+        {**ORIGIN, "completed_at": "2026-11-24T23:53:04"},
+        {**ORIGIN, "attempt": 0},
+        {**ORIGIN, "attempt": "1"},
+        {**ORIGIN, "extra": 1},
+        {k: v for k, v in ORIGIN.items() if k != "model"},
+        {**ORIGIN, "usage": {"input_tokens": -1}},
+        [],
+        "x",
+    ],
+    "call_id": [
+        "",
+        "0" * 32,
+        "c" * MAX_CALL_ID,
+        "c" * (MAX_CALL_ID + 1),
+        "ü" * MAX_CALL_ID,
+        "😀" * MAX_CALL_ID,
+        "😀" * (MAX_CALL_ID + 1),
+        5,
+        None,
+        ["x"],
+    ],
     "completed_at": [
         "2026-11-24T23:53:04Z",
         "2026-11-24T23:53:04.1Z",
@@ -178,6 +212,9 @@ def same_values(struct: ResultStruct, model: Result) -> None:
         got, want = getattr(struct, name), getattr(model, name)
         if name == "usage":
             assert msgspec.structs.asdict(got) == want.model_dump()
+        elif name == "cached_from" and want is not None:
+            fields = msgspec.structs.asdict(got)
+            assert {**fields, "usage": msgspec.structs.asdict(fields["usage"])} == want.model_dump()
         elif name == "completed_at":
             assert (got, got.utcoffset()) == (want, want.utcoffset())
         else:
@@ -200,6 +237,7 @@ def test_fast_path_takes_what_producers_write() -> None:
     for record in (
         model,
         model.model_copy(update={"batch": True, "error": "boom", "output": None, "confidence": None}),
+        model.model_copy(update={"call_id": new_call_id()}),
     ):
         decoded = StructFirst(ResultStruct, Result)(record.model_dump_json().encode())
         assert isinstance(decoded, ResultStruct)

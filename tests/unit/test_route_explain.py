@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from modelyard.app import build_decider
 from modelyard.core.settings import load_settings
 from schemas import WorkItem
 from streams.novelty import NoveltyDetector
 from streams.novelty_explain import explain_novelty
-from streams.policy import RoutingPolicy
 
 TICKET = {
     "job_id": "x",
@@ -58,11 +58,11 @@ def test_no_saved_centroids_says_where_they_would_be(tmp_path: Path) -> None:
 def why(state_dir: Path, item: dict, **overrides: object) -> str:
     """The same sentence, in process (what the command prints after "novelty: ")."""
     settings = load_settings(state_dir=state_dir, **overrides)
-    policy = RoutingPolicy(settings)
-    loaded = policy.novelty.load(settings.novelty_state_file)
-    decision = policy.decide(WorkItem.model_validate(item), learn=False)
+    decider = build_decider(settings)  # what `modelyard route` asks
+    loaded = decider.novelty.load(settings.novelty_state_file)
+    decision = decider.decide(WorkItem.model_validate(item), learn=False)
     return explain_novelty(
-        decision, policy.source.current().novelty, policy.novelty, settings.novelty_state_file, loaded
+        decision, decider.source.current().novelty, decider.novelty, settings.novelty_state_file, loaded
     )
 
 

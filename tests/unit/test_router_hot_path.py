@@ -10,13 +10,14 @@ import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 
+from modelyard.app import build_routing_policy
 from modelyard.core.settings import load_settings
 from schemas import TaskType
 from streams.novelty import WORD, NoveltyDetector
 from streams.partitioning import murmur2_many, partitions_for
-from streams.policy import RoutingPolicy, Source
+from streams.policy import Source
 from streams.rules import Condition, ItemFeatures
-from tests.unit.test_policy import BATTERY
+from tests.helpers import BATTERY
 
 
 def test_murmur2_many_equals_kafkas_murmur2_for_every_length() -> None:
@@ -92,15 +93,15 @@ def test_route_many_equals_route_one_at_a_time() -> None:
         ]
     records = [(v, Source("jobs", 0, offset)) for offset, v in enumerate(values)]
     settings = load_settings()
-    together = RoutingPolicy(settings).route_many(records)
-    single = RoutingPolicy(load_settings())
+    together = build_routing_policy(settings).route_many(records)
+    single = build_routing_policy(load_settings())
     alone = [single.route(raw, source) for raw, source in records]
     assert [(o.topic, o.key) for o in together] == [(o.topic, o.key) for o in alone]
     assert sum(o.topic == settings.kafka.dead_letter_topic for o in together) == len(BATTERY)
 
 
 def test_a_failing_batch_is_routed_again_one_record_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    policy = RoutingPolicy(load_settings())
+    policy = build_routing_policy(load_settings())
     records = [
         (
             orjson.dumps({"job_id": f"j{n}", "tenant": "t", "input": "x", "task": "generation"}),

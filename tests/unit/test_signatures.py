@@ -5,10 +5,11 @@ from __future__ import annotations
 import orjson
 from pydantic import SecretStr
 
+from modelyard.app import build_admission, build_routing_policy
 from modelyard.core.settings import load_settings
 from modelyard.core.signatures import SIGNATURE_HEADER, TenantKeys, sign, signature_header
 from schemas import Assignment, DeadLetter
-from streams.policy import RoutingPolicy, Source
+from streams.policy import Source
 
 KEYS = {"acme": SecretStr("acme-secret-key"), "globex": SecretStr("globex-secret-key")}
 
@@ -20,7 +21,7 @@ def job(tenant: str = "acme") -> bytes:
 
 
 def routed(value: bytes, signature: bytes | None) -> tuple[str, bytes]:
-    policy = RoutingPolicy(load_settings(router={"tenant_keys": KEYS}))
+    policy = build_routing_policy(load_settings(router={"tenant_keys": KEYS}))
     out = policy.route(value, Source("jobs", 0, 1, signature))
     return out.topic, out.value
 
@@ -63,7 +64,7 @@ def test_dead_letters_keep_the_signature_and_replay_never_signs_for_the_tenant()
     from modelyard.ops.dead_letters import StoredLetter, recheck
 
     settings = load_settings(router={"tenant_keys": KEYS, "known_tenants": ["acme"]})
-    policy = RoutingPolicy(load_settings(router={"tenant_keys": KEYS, "known_tenants": ["acme"]}))
+    policy = build_routing_policy(load_settings(router={"tenant_keys": KEYS, "known_tenants": ["acme"]}))
     signed_value = orjson.dumps(
         {"job_id": "j-x", "tenant": "acme", "input": "x", "task": "generation", "priority": 42}
     )
@@ -84,7 +85,7 @@ def test_dead_letters_keep_the_signature_and_replay_never_signs_for_the_tenant()
         )
         return StoredLetter(0, 0, 0, dead)
 
-    fixed = job()
-    assert recheck(stored(fixed, sign(KEYS["acme"], fixed).decode()), settings).job_id == "j-acme"
-    assert recheck(stored(fixed, None), settings).reason == "unauthenticated"
-    assert recheck(stored(fixed, sign(KEYS["globex"], fixed).decode()), settings).reason == "unauthenticated"
+    fixed, admission = job(), build_admission(settings, replay=True)
+    assert recheck(stored(fixed, sign(KEYS["acme"], fixed).decode()), admission).job_id == "j-acme"
+    assert recheck(stored(fixed, None), admission).reason == "unauthenticated"
+    assert recheck(stored(fixed, sign(KEYS["globex"], fixed).decode()), admission).reason == "unauthenticated"

@@ -12,9 +12,10 @@ from modelyard.local.slm_server import CpuSlmServer
 
 
 def server(tmp_path: Path, **slm: object) -> CpuSlmServer:
-    return CpuSlmServer(
-        load_settings(state_dir=tmp_path / "state", slm_server={"models_dir": tmp_path / "models", **slm})
+    settings = load_settings(
+        state_dir=tmp_path / "state", slm_server={"models_dir": tmp_path / "models", **slm}
     )
+    return CpuSlmServer(settings.slm_server, settings.state_dir, settings.logs_dir)
 
 
 def test_command_serves_the_prepared_model_under_the_pool_model_name_without_compiling(

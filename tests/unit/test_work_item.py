@@ -2,7 +2,8 @@ import orjson
 import pytest
 
 from schemas import TaskType, WorkItem
-from schemas.decoding import MAX_MESSAGE_BYTES, DecodeFailure, decode
+from schemas.decoding import MAX_MESSAGE_BYTES, decode
+from schemas.rejection import Rejection
 
 VALID = {"job_id": "j-1", "tenant": "acme", "input": "hello"}
 
@@ -49,24 +50,24 @@ def test_chat_input_flattens_to_text() -> None:
     ],
 )
 def test_bad_input_names_reason_and_field(raw: bytes, reason: str, field: str | None) -> None:
-    failure = decode(WorkItem, raw)
-    assert isinstance(failure, DecodeFailure)
-    assert (failure.reason, failure.field) == (reason, field)
+    rejection = decode(WorkItem, raw)
+    assert isinstance(rejection, Rejection)
+    assert (rejection.reason, rejection.field) == (reason, field)
     if field:
-        assert field in failure.error
+        assert field in rejection.error
 
 
 def test_oversized_message_is_refused_before_parsing() -> None:
-    failure = decode(WorkItem, b" " * (MAX_MESSAGE_BYTES + 1))
-    assert isinstance(failure, DecodeFailure) and failure.reason == "oversized"
+    rejection = decode(WorkItem, b" " * (MAX_MESSAGE_BYTES + 1))
+    assert isinstance(rejection, Rejection) and rejection.reason == "oversized"
 
 
 def test_dead_letter_keeps_original_bytes_and_source() -> None:
     import base64
 
-    failure = decode(WorkItem, b"{oops")
-    assert isinstance(failure, DecodeFailure)
-    letter = failure.dead_letter(
+    rejection = decode(WorkItem, b"{oops")
+    assert isinstance(rejection, Rejection)
+    letter = rejection.dead_letter(
         b"{oops", "router", source_topic="jobs", source_partition=2, source_offset=41
     )
     assert base64.b64decode(letter.original_b64) == b"{oops"

@@ -7,7 +7,8 @@ import orjson
 
 from modelyard.local.demo import sample_lines
 from schemas import WorkItem
-from schemas.decoding import DecodeFailure, decode
+from schemas.decoding import decode
+from schemas.rejection import Rejection
 from schemas.work_item_struct import DECODE_WORK_ITEM, WorkItemStruct
 
 STRUCT_ONLY = msgspec.json.Decoder(WorkItemStruct)
@@ -150,6 +151,6 @@ def test_ordinary_traffic_takes_the_fast_path() -> None:
 
 def test_lax_input_falls_back_to_the_model_and_errors_name_the_field() -> None:
     assert isinstance(DECODE_WORK_ITEM(orjson.dumps({**VALID, "priority": "5"})), WorkItem)
-    failure = DECODE_WORK_ITEM(orjson.dumps({**VALID, "task": "classification"}))
-    assert isinstance(failure, DecodeFailure) and failure.field == "params.labels"
+    rejection = DECODE_WORK_ITEM(orjson.dumps({**VALID, "task": "classification"}))
+    assert isinstance(rejection, Rejection) and rejection.field == "params.labels"
     assert DECODE_WORK_ITEM(b" " * 1_000_001) == decode(WorkItem, b" " * 1_000_001)

@@ -33,6 +33,7 @@ from modelyard.core._exceptions import ProviderError, Stopping
 from modelyard.core.observability import POOL_JOBS
 from modelyard.core.settings import BatchSettings
 from schemas import Assignment, Result, ResultStatus, TaskType, WorkItem
+from schemas.result import NO_CALL, new_call_id
 from workers.pools.backends.base import BatchBackend, BatchRequest, Completion
 
 log = logging.getLogger("modelyard.pool")
@@ -123,6 +124,7 @@ class Batcher:
         requests: list[BatchRequest] = [
             (f"item-{n}", w.assignment.item, w.assignment.task_type) for n, w in enumerate(items)
         ]
+        call_ids = [new_call_id() for _ in requests]  # one per request, made as the batch is sent
         try:
             batch_id = await self.backend.submit(requests)
         except ProviderError as exc:
@@ -142,8 +144,8 @@ class Batcher:
             outcomes = await self._collect(batch_id, {cid: task for cid, _, task in requests})
         finally:
             self.outstanding.pop(batch_id, None)
-        for (custom_id, _, _), w in zip(requests, items, strict=True):
-            _answer(w, [self._result(w, outcomes.get(custom_id), batch_id)])
+        for (custom_id, _, _), w, call_id in zip(requests, items, call_ids, strict=True):
+            _answer(w, [self._result(w, outcomes.get(custom_id), batch_id, call_id)])
 
     async def _collect(
         self, batch_id: str, task_types: dict[str, TaskType]
@@ -168,9 +170,16 @@ class Batcher:
                     interval,
                 )
 
-    def _result(self, waiting: Waiting, outcome: Completion | Exception | None, batch_id: str) -> Result:
+    def _result(
+        self,
+        waiting: Waiting,
+        outcome: Completion | Exception | None,
+        batch_id: str,
+        call_id: str = NO_CALL,
+    ) -> Result:
         a = waiting.assignment
         base = {
+            "call_id": call_id,
             "job_id": a.item.job_id,
             "attempt": a.attempt,
             "tenant": a.item.tenant,

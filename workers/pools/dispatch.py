@@ -16,8 +16,15 @@ Stopping: once `stop_waiting()` is called (the pool is stopping), a call that wo
 Stopping instead; the job is dropped unanswered and replays after the restart. Calls already sent finish.
 
 Attempts and results: every call that went out yields its own Result, numbered from the assignment's
-attempt upwards (1, 2, ...): the sink bills each exactly once (tables keyed by job_id, attempt). Attempts
-the job moved on from have status `failed_over`; the last one is final (`ok` or `error`).
+attempt upwards (1, 2, ...) and carrying the call id made when the call was sent: the sink bills each call
+exactly once (the ledger is keyed by job_id, attempt and call id, so a replayed Result adds nothing and a
+second real call for the same attempt, after a crash, is billed as its own row). Attempts the job moved on
+from have status `failed_over`; the last one is final (`ok` or `error`).
+
+Budgets: a fallback target that spends from a budgeted pool's budget (`Target.budgeted`: a target of a pool
+in `costs.budget_pools`, called from a pool outside it) is admitted by the pool's budget view first, which
+reserves the call's estimated cost; a tenant over budget gets no such call (the job goes on, or ends with an
+error that says why).
 """
 
 from __future__ import annotations
@@ -30,9 +37,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from modelyard.core._exceptions import ProviderError, RateLimited, Stopping
+from modelyard.core.budgets import BudgetGuard, Overrun
+from modelyard.core.observability import BUDGET_REFUSALS
 from schemas import Assignment, Result, ResultStatus
+from schemas.result import NO_CALL, new_call_id
 from workers.pools.backends.base import Completion, ModelBackend
 from workers.pools.breaker import BreakerState, CircuitBreaker
+from workers.pools.deadlines import deadline_passed, expired_result
 from workers.pools.limits import ProviderGate, estimated_tokens
 
 log = logging.getLogger("modelyard.pool")
@@ -49,6 +60,7 @@ class Target:
     gate: ProviderGate
     max_output_tokens: int
     rate_limit_retries: int
+    budgeted: bool = False  # a fallback that spends from a budgeted pool's budget: admitted first
 
     @property
     def label(self) -> str:
@@ -61,6 +73,10 @@ class CallOutcome:
     try_next: bool
 
 
+class _DeadlinePassed(Exception):
+    """The item's deadline passed while it waited at its provider's gate: it is not sent."""
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -68,6 +84,7 @@ class Dispatcher:
         targets: list[Target],
         stopping: asyncio.Event | None = None,
         wait_for_circuit_s: float = 0.0,
+        budget: BudgetGuard | None = None,
     ) -> None:
         if not targets:
             raise ValueError("a pool needs at least one target")
@@ -75,6 +92,7 @@ class Dispatcher:
         self.targets = targets
         self.stopping = stopping or asyncio.Event()
         self.wait_for_circuit_s = wait_for_circuit_s
+        self.budget = budget
 
     def stop_waiting(self) -> None:
         """From now on, calls that would wait (rate limits, a 429 pause) raise Stopping instead."""
@@ -90,7 +108,7 @@ class Dispatcher:
         deadline = time.monotonic() + self.wait_for_circuit_s
         results: list[Result] = []
         while True:
-            called, skipped, unanswered = await self._down_the_chain(
+            called, skipped, refused, unanswered = await self._down_the_chain(
                 assignment, assignment.attempt + len(results)
             )
             results += called
@@ -98,8 +116,8 @@ class Dispatcher:
                 break
             await self._wait_for_probe(deadline)
         if not results:
-            return [self._no_target(assignment, skipped)]
-        return _with_statuses(results, skipped)
+            return [self._no_target(assignment, skipped, refused)]
+        return _with_statuses(results, skipped, refused)
 
     async def _wait_for_probe(self, deadline: float) -> None:
         soonest = min(t.breaker.seconds_until_probe() for t in self.targets)
@@ -112,24 +130,59 @@ class Dispatcher:
 
     async def _down_the_chain(
         self, assignment: Assignment, first_attempt: int
-    ) -> tuple[list[Result], list[str], bool]:
-        """The calls made, the targets skipped (open circuit), and whether the job is still unanswered
-        for a reason that may pass (nothing called, or the last call failed retryably)."""
+    ) -> tuple[list[Result], list[str], list[str], bool]:
+        """The calls made, the targets skipped (open circuit), those a budget refused (and why), and whether
+        the job is still unanswered for a reason that may pass (nothing called, or the last call failed
+        retryably)."""
         results: list[Result] = []
         skipped: list[str] = []
+        refused: list[str] = []
         for target in self.targets:
+            if deadline_passed(
+                assignment.item
+            ):  # expired before this call: end it, call nothing, bill nothing
+                results.append(self._expired(target, assignment, first_attempt + len(results)))
+                return results, skipped, refused, False
             if not target.breaker.allow():
                 skipped.append(target.label)
                 continue
-            outcome = await self._call(target, assignment, first_attempt + len(results))
+            attempt = first_attempt + len(results)
+            refusal = self._over_budget(target, assignment, attempt)
+            if refusal is not None:
+                target.breaker.release()
+                refused.append(f"{target.label} not called: {refusal}")
+                continue
+            outcome = await self._reserved_call(target, assignment, attempt)
             results.append(outcome.result)
             if not outcome.try_next:
-                return results, skipped, False
-        return results, skipped, True
+                return results, skipped, refused, False
+        return results, skipped, refused, True
+
+    def _over_budget(self, target: Target, assignment: Assignment, attempt: int) -> str | None:
+        """Why a budgeted fallback may not be called for this tenant now; None once it is admitted (its
+        estimated cost reserved under (job_id, attempt))."""
+        item, budget = assignment.item, self.budget
+        if not target.budgeted or budget is None or not budget.guards(item.tenant):
+            return None
+        tokens = (-(-len(item.input_text()) // 4), item.params.max_output_tokens or target.max_output_tokens)
+        admitted = budget.admit(item.tenant, (item.job_id, attempt), target.model, tokens, datetime.now(UTC))
+        if not isinstance(admitted, Overrun):
+            return None
+        BUDGET_REFUSALS.labels("fallback", admitted.action).inc()
+        return admitted.why
+
+    async def _reserved_call(self, target: Target, assignment: Assignment, attempt: int) -> CallOutcome:
+        """A call whose reservation is dropped again when it is never sent (the pool is stopping)."""
+        try:
+            return await self._call(target, assignment, attempt)
+        except Stopping:
+            if self.budget is not None:
+                self.budget.release(assignment.item.tenant, (assignment.item.job_id, attempt))
+            raise
 
     async def _call(self, target: Target, assignment: Assignment, attempt: int) -> CallOutcome:
         item, started = assignment.item, time.perf_counter()
-        base = _base(assignment, attempt, self.pool, target)
+        base = _base(assignment, attempt, self.pool, target, new_call_id())
         tokens = estimated_tokens(
             len(item.input_text()), item.params.max_output_tokens or target.max_output_tokens
         )
@@ -137,6 +190,9 @@ class Dispatcher:
             done = await self._complete(target, assignment, tokens)
         except Stopping:
             raise
+        except _DeadlinePassed:
+            target.breaker.release()
+            return CallOutcome(self._expired(target, assignment, attempt), try_next=False)
         except ProviderError as exc:
             _judge(target, success=not exc.retryable, why=str(exc))
             return CallOutcome(_failed(base, str(exc), started), try_next=exc.retryable)
@@ -151,6 +207,8 @@ class Dispatcher:
         retries = 0
         while True:
             await target.gate.enter(tokens)
+            if deadline_passed(assignment.item):
+                raise _DeadlinePassed
             try:
                 return await target.backend.complete(assignment.item, assignment.task_type)
             except RateLimited as exc:
@@ -159,13 +217,16 @@ class Dispatcher:
                 target.gate.pause(exc.retry_after, retries)
                 retries += 1
 
-    def _no_target(self, assignment: Assignment, skipped: list[str]) -> Result:
-        """Every circuit is open: the job ends here with an error, no call made, nothing billed."""
+    def _expired(self, target: Target, assignment: Assignment, attempt: int) -> Result:
+        return expired_result(assignment, attempt, self.pool, target.provider, target.model)
+
+    def _no_target(self, assignment: Assignment, skipped: list[str], refused: list[str]) -> Result:
+        """Every circuit is open (or the rest refused by a budget): the job ends here with an error, no call
+        made, nothing billed."""
         first = self.targets[0]
-        base = _base(assignment, assignment.attempt, self.pool, first)
-        return _failed(
-            base, f"no provider available: circuit open for {', '.join(skipped)}", time.perf_counter()
-        )
+        base = _base(assignment, assignment.attempt, self.pool, first, NO_CALL)
+        reasons = ([f"circuit open for {', '.join(skipped)}"] if skipped else []) + refused
+        return _failed(base, f"no provider available: {'; '.join(reasons)}", time.perf_counter())
 
     async def close(self) -> None:
         for backend in {id(t.backend): t.backend for t in self.targets}.values():
@@ -188,18 +249,18 @@ def _judge(target: Target, *, success: bool, why: str) -> None:
         log.info("circuit for %s closed: the provider answers again", target.label)
 
 
-def _with_statuses(results: list[Result], skipped: list[str]) -> list[Result]:
-    """Earlier failures become failed_over; a final error names the circuits it could not try."""
+def _with_statuses(results: list[Result], skipped: list[str], refused: list[str]) -> list[Result]:
+    """Earlier failures become failed_over; a final error names the circuits it could not try and the
+    fallbacks a budget refused."""
     out = [r.model_copy(update={"status": ResultStatus.FAILED_OVER}) for r in results[:-1]]
     last = results[-1]
-    if last.status is ResultStatus.ERROR and skipped:
-        last = last.model_copy(
-            update={"error": f"{last.error}; circuit open for {', '.join(skipped)}"[:2000]}
-        )
+    reasons = ([f"circuit open for {', '.join(skipped)}"] if skipped else []) + refused
+    if last.status is ResultStatus.ERROR and reasons:
+        last = last.model_copy(update={"error": "; ".join([last.error or "", *reasons])[:2000]})
     return [*out, last]
 
 
-def _base(assignment: Assignment, attempt: int, pool: str, target: Target) -> dict[str, Any]:
+def _base(assignment: Assignment, attempt: int, pool: str, target: Target, call_id: str) -> dict[str, Any]:
     item = assignment.item
     return {
         "job_id": item.job_id,
@@ -209,6 +270,7 @@ def _base(assignment: Assignment, attempt: int, pool: str, target: Target) -> di
         "pool": pool,
         "provider": target.provider,
         "model": target.model,
+        "call_id": call_id,
     }
 
 

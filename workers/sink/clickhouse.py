@@ -22,12 +22,14 @@ from schemas import AnyResult, Assignment, TaskType
 from schemas.evaluation import EvalScore
 from schemas.migrations import load_migrations
 from schemas.spend import SpendRecord
+from workers.sink.call_rows import RowPlan, StoredCalls, plan_rows
 from workers.sink.ledger_tables import LedgerTables
 from workers.sink.pricing import PricedColumns
 
-# Inserts whose rows are unique by (job_id, attempt) already (unstored() keeps one row per key): ReplacingMergeTree
+# Inserts whose rows are unique by their table's key already (plan_rows keeps one row per key): ReplacingMergeTree
 # need not run a replacing merge over each inserted block (measured ~0.8 µs/row for results + cost_ledger).
 UNIQUE_KEYS = {"optimize_on_insert": 0}
+FINAL_STATUSES = frozenset({"ok", "error"})  # a result with one of these ends its job
 QUERY_HINT = "check the SQL against the tables listed in the README (modelyard sql 'SHOW TABLES')"
 
 
@@ -52,15 +54,16 @@ class ClickHouseStore:
             raise StorageError(f"cannot open ClickHouse at {_redacted(self.dsn)}: {str(exc)[:300]}") from exc
 
     def migrate(self) -> list[int]:
-        """Apply bundled migrations not yet recorded; returns the versions applied now."""
+        """Apply bundled migrations not yet recorded; returns the versions applied now. A migration is known
+        by its version and name, so two branches' files that took the same number both apply."""
         self.command(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
             "applied_at DateTime DEFAULT now()) ENGINE = MergeTree ORDER BY version"
         )
-        done = {row[0] for row in self.query("SELECT version FROM schema_migrations")}
+        done = {(row[0], row[1]) for row in self.query("SELECT version, name FROM schema_migrations")}
         applied = []
         for migration in load_migrations():
-            if migration.version in done:
+            if (migration.version, migration.name) in done:
                 continue
             for statement in migration.statements:
                 self.command(statement)
@@ -80,27 +83,44 @@ class ClickHouseStore:
         self.write_ledger(LedgerTables(results, costs))
         self.write_decisions(decisions, capture_tasks)
 
-    def write_ledger(self, tables: LedgerTables) -> None:
-        """Insert results and their cost rows, one Arrow table each, skipping (job_id, attempt) keys already stored.
+    def write_ledger(self, tables: LedgerTables) -> RowPlan:
+        """Insert results and their cost rows, one Arrow table each: a result per (job_id, attempt) and none
+        after a job's final one, a cost row per provider call (job_id, attempt, call_id), a call whose result
+        is not the one kept flagged `repeat_call` (workers/sink/call_rows.py).
 
-        The skip keeps replays out of the raw tables (and so out of the daily rollup view); the tables'
-        ReplacingMergeTree engine is the backstop when two sinks race during a rebalance."""
-        new_results, new_costs = self.unstored(tables)
-        self.insert_arrow("results", tables.results, new_results, UNIQUE_KEYS)
-        self.insert_arrow("cost_ledger", tables.cost_ledger, new_costs, UNIQUE_KEYS)
+        Replayed Results reach neither raw table (nor the daily rollup view); the tables' ReplacingMergeTree
+        engine is the backstop when two sinks race during a rebalance."""
+        plan = self.plan_ledger(tables)
+        self.insert_arrow("results", tables.results, plan.results, UNIQUE_KEYS)
+        self.insert_arrow("cost_ledger", tables.flag_repeats(plan.repeat), plan.costs, UNIQUE_KEYS)
+        return plan
 
-    def unstored(self, tables: LedgerTables) -> tuple[list[int] | None, list[int] | None]:
-        """Positions of the rows whose result, and whose cost row, is not stored yet (None: every row).
+    def plan_ledger(self, tables: LedgerTables) -> RowPlan:
+        """Which rows each table takes, given what is stored (the stored-key check)."""
+        finals = [r.status in FINAL_STATUSES for r in tables.rows]
+        keys = list(zip(tables.job_ids, tables.attempts, tables.call_ids, strict=True))
+        return plan_rows(keys, finals, self.stored_calls(tables.job_ids))
 
-        A key twice in the batch: its last row. A cost row is written only after its result row, so when no
-        result of the batch was stored before, no cost row can be either; otherwise (a replay, a retry after a
-        partial write) the ledger is checked too."""
-        by_key = dict(
-            zip(zip(tables.job_ids, tables.attempts, strict=False), range(len(tables)), strict=False)
-        )
-        in_results = self.stored("results", tables.job_ids) & by_key.keys()
-        in_ledger = self.stored("cost_ledger", tables.job_ids) & by_key.keys() if in_results else set()
-        return _positions(by_key, in_results, len(tables)), _positions(by_key, in_ledger, len(tables))
+    def stored_calls(self, job_ids: Collection[str]) -> StoredCalls:
+        """What results and cost_ledger hold for these jobs. A cost row exists only for a job with a stored
+        result (results are inserted first), so the ledger is asked only about those jobs."""
+        results, final_jobs = {}, set()
+        for job_id, attempt, call_id, final in self.rows_for_jobs(
+            "job_id, attempt, call_id, status IN ('ok', 'error')", "results", job_ids
+        ):
+            results[job_id, int(attempt)] = call_id
+            if final:
+                final_jobs.add(job_id)
+        if not results:
+            return StoredCalls()
+        stored_jobs = {job_id for job_id, _ in results}
+        calls = {
+            (job_id, int(attempt), call_id)
+            for job_id, attempt, call_id in self.rows_for_jobs(
+                "job_id, attempt, call_id", "cost_ledger", stored_jobs
+            )
+        }
+        return StoredCalls(results, final_jobs, calls)
 
     def write_decisions(
         self, decisions: Sequence[Assignment], capture_tasks: Collection[TaskType] = ()
@@ -149,18 +169,25 @@ class ClickHouseStore:
 
     def stored(self, table: str, job_ids: Collection[str]) -> set[tuple[str, int]]:
         """The (job_id, attempt) keys `table` holds for these job ids."""
+        return {
+            (job_id, int(attempt))
+            for job_id, attempt in self.rows_for_jobs("job_id, attempt", table, job_ids)
+        }
+
+    def rows_for_jobs(
+        self, columns: str, table: str, job_ids: Collection[str], where: str = ""
+    ) -> list[tuple[Any, ...]]:
+        """`columns` of the rows of `table` (a FROM clause) whose job_id is one of these, and `where`."""
         if not job_ids:
-            return set()
+            return []
         # The job ids go in as one TSV string that the server parses (format(TSV)) into the IN set, which still
         # uses the primary key: quicker to parse than a JSON array or thousands of literals, and escaped in C
         # (str.replace) where a query parameter is escaped character by character in Python.
         ids = string_literal(tsv_lines(set(job_ids)))
-        sql = f"SELECT job_id, attempt FROM {table} WHERE job_id IN (SELECT job_id FROM format(TSV, 'job_id String', {ids}))"
+        sql = f"SELECT {columns} FROM {table} WHERE job_id IN (SELECT job_id FROM format(TSV, 'job_id String', {ids}))"
+        sql += f" AND ({where})" if where else ""
         size = len(sql.encode()) + 1024  # the server counts bytes; job ids may be any text
-        return {
-            (job_id, int(attempt))
-            for job_id, attempt in self.query(sql, settings={"max_query_size": max(size, 262_144)})
-        }
+        return self.query(sql, settings={"max_query_size": max(size, 262_144)})
 
     def spend(self, tenants: list[str], now: datetime) -> list[SpendRecord]:
         """Spend today and this month per tenant, from the daily rollup (replays never reach it)."""
@@ -267,16 +294,8 @@ DECISION_COLUMNS = (
     "input_tokens_est",
     "priority",
     "routed_at",
+    "reserved_usd",
 )
-
-
-def _positions(
-    by_key: dict[tuple[str, int], int], stored: set[tuple[str, int]], rows: int
-) -> list[int] | None:
-    """The row positions of the keys not stored, in order; None for every row."""
-    if not stored and len(by_key) == rows:
-        return None
-    return [row for key, row in by_key.items() if key not in stored]
 
 
 def _decision_row(a: Assignment) -> tuple[Any, ...]:
@@ -293,6 +312,7 @@ def _decision_row(a: Assignment) -> tuple[Any, ...]:
         a.input_tokens_est,
         a.item.priority,
         a.routed_at,
+        a.reserved_usd,
     )
 
 

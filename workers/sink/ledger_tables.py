@@ -3,7 +3,8 @@
 Columns are built once per batch from attribute lists, shared by both tables, never as per-row tuples.
 ClickHouse casts each Arrow column to the table's type (string to LowCardinality(String), and so on).
 Amounts go in as Decimal128(24, 12) made from whole ledger units, so they are exact; times are floored to
-the millisecond, as clickhouse-connect's own DateTime64(3) conversion does.
+the millisecond, as clickhouse-connect's own DateTime64(3) conversion does. Both tables carry each result's
+call id; `repeat_call` is set once the store knows which calls already have their result (`flag_repeats`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ RESULT_COLUMNS = (
     "latency_ms",
     "batch",
     "completed_at",
+    "cached",
+    "call_id",
 )
 COST_COLUMNS = (
     "job_id",
@@ -73,6 +76,11 @@ COST_COLUMNS = (
     "reference_cost_usd",
     "savings_usd",
     "completed_at",
+    "cached",
+    "cached_from",
+    "cache_saved_usd",
+    "call_id",
+    "repeat_call",
 )
 TOKEN_KINDS = (
     "input_tokens",
@@ -85,13 +93,18 @@ TOKEN_KINDS = (
 
 
 class LedgerTables:
-    def __init__(self, results: Sequence[AnyResult], costs: PricedColumns) -> None:
+    def __init__(
+        self, results: Sequence[AnyResult], costs: PricedColumns, cache_saved: list[int] | None = None
+    ) -> None:
+        """`cache_saved`: per row, the ledger units a cache hit saved (workers/sink/cache_savings.py); None: none."""
         if len(results) != len(costs):
             raise ValueError(f"{len(results)} results but {len(costs)} costs")
         self.rows = results
         self.costs = costs
-        self.job_ids = [r.job_id for r in results]  # with `attempts`, the key both tables dedup on
+        self.cache_saved = cache_saved
+        self.job_ids = [r.job_id for r in results]  # with `attempts`, the key results dedup on
         self.attempts = [r.attempt for r in results]
+        self.call_ids = [r.call_id for r in results]  # with both, the key the ledger dedups on
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -128,8 +141,21 @@ class LedgerTables:
             "reference_model": pa.array(c.reference_model, pa.string()),
             "reference_cost_usd": total if c.reference is c.total else amounts(c.reference),
             "savings_usd": amounts(c.savings),
+            "cached_from": pa.array(
+                [r.cached_from.job_id if r.cached_from else "" for r in self.rows], pa.string()
+            ),
+            "cache_saved_usd": amounts(self.cache_saved or [0] * len(self.rows)),
+            "repeat_call": pa.array([0] * len(self), pa.uint8()),
         }
         return _table(COST_COLUMNS, self._shared | own)
+
+    def flag_repeats(self, repeat: list[int]) -> pa.Table:
+        """The cost rows with `repeat_call` set per row (1: a call whose result is not the one kept)."""
+        ledger = self.cost_ledger
+        if not any(repeat):
+            return ledger
+        at = ledger.column_names.index("repeat_call")
+        return ledger.set_column(at, "repeat_call", pa.array(repeat, pa.uint8()))
 
     @cached_property
     def _shared(self) -> dict[str, pa.Array]:
@@ -146,6 +172,8 @@ class LedgerTables:
             "model": pa.array([r.model for r in rows], pa.string()),
             "batch": pa.array([r.batch for r in rows], pa.bool_()).cast(pa.uint8()),
             "completed_at": milliseconds([r.completed_at for r in rows]),
+            "cached": pa.array([r.cached for r in rows], pa.bool_()).cast(pa.uint8()),
+            "call_id": pa.array(self.call_ids, pa.string()),
         }
         return columns | {
             kind: pa.array(list(map(attrgetter(kind), usages)), pa.uint32()) for kind in TOKEN_KINDS

@@ -9,12 +9,9 @@ import anthropic
 
 from modelyard.core._exceptions import ProviderError
 from schemas import TaskType
-from workers.pools.backends.anthropic_messages import (
-    AnthropicBackend,
-    completion_from_message,
-    translate_anthropic_error,
-)
+from workers.pools.backends.anthropic_messages import AnthropicBackend, completion_from_message
 from workers.pools.backends.base import BatchRequest, BatchStatus, Completion
+from workers.pools.backends.provider_errors import sdk_errors
 
 RETRYABLE_ERRORS = {"api_error", "overloaded_error", "rate_limit_error", "timeout_error"}
 
@@ -29,28 +26,22 @@ class AnthropicBatchBackend:
         body = [
             {"custom_id": cid, "params": self.messages.request(item, task)} for cid, item, task in requests
         ]
-        try:
+        with sdk_errors(anthropic, self.provider):
             return (await self.batches.create(requests=body)).id  # type: ignore[arg-type]
-        except anthropic.APIError as exc:
-            raise translate_anthropic_error(exc, self.provider) from exc
 
     async def status(self, batch_id: str) -> BatchStatus:
-        try:
+        with sdk_errors(anthropic, self.provider):
             batch = await self.batches.retrieve(batch_id)
-        except anthropic.APIError as exc:
-            raise translate_anthropic_error(exc, self.provider) from exc
         return BatchStatus(batch_id, batch.processing_status, batch.processing_status == "ended")
 
     async def results(
         self, batch_id: str, task_types: dict[str, TaskType]
     ) -> dict[str, Completion | Exception]:
-        try:
+        with sdk_errors(anthropic, self.provider):
             return {
                 entry.custom_id: self._outcome(entry.result)
                 async for entry in await self.batches.results(batch_id)
             }
-        except anthropic.APIError as exc:
-            raise translate_anthropic_error(exc, self.provider) from exc
 
     def _outcome(self, result: Any) -> Completion | Exception:
         if result.type == "succeeded":
@@ -67,10 +58,8 @@ class AnthropicBatchBackend:
         )
 
     async def cancel(self, batch_id: str) -> None:
-        try:
+        with sdk_errors(anthropic, self.provider):
             await self.batches.cancel(batch_id)
-        except anthropic.APIError as exc:
-            raise translate_anthropic_error(exc, self.provider) from exc
 
     async def close(self) -> None:
         await self.messages.close()

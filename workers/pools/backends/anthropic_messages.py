@@ -9,12 +9,12 @@ import orjson
 from anthropic import AsyncAnthropic
 from anthropic.types import Message
 
-from modelyard.core._exceptions import ProviderError, RateLimited
 from modelyard.core.settings import PoolSettings, ProviderSettings
 from schemas import TaskType, Usage, WorkItem
-from workers.pools.backends.base import Completion, retryable_status, status_error_message
+from workers.pools.backends.base import Completion
 from workers.pools.backends.http import sdk_client
 from workers.pools.backends.openai_chat import label_schema
+from workers.pools.backends.provider_errors import sdk_errors
 from workers.pools.prompts import conversation, system_prompt
 
 ANSWER_TOOL = "answer"
@@ -31,12 +31,10 @@ class AnthropicBackend:
         self.client = sdk_client(AsyncAnthropic, anthropic, settings, pool, base_url)
 
     async def complete(self, item: WorkItem, task_type: TaskType) -> Completion:
-        try:
+        with sdk_errors(anthropic, self.provider):
             response = await self.client.post(
                 "/v1/messages", body=self.request(item, task_type), cast_to=Message
             )
-        except anthropic.APIError as exc:
-            raise translate_anthropic_error(exc, self.provider) from exc
         return completion_from_message(response)
 
     def request(self, item: WorkItem, task_type: TaskType) -> dict[str, Any]:
@@ -104,24 +102,3 @@ def _field(value: Any, name: str) -> Any:
     if value is None:
         return None
     return value.get(name) if isinstance(value, dict) else getattr(value, name, None)
-
-
-def translate_anthropic_error(exc: anthropic.APIError, provider: str) -> ProviderError:
-    if isinstance(exc, anthropic.RateLimitError):
-        value = exc.response.headers.get("retry-after")
-        retry_after = float(value) if value and value.replace(".", "", 1).isdigit() else None
-        return RateLimited(
-            f"{provider}: rate limited after retries", provider=provider, retry_after=retry_after
-        )
-    if isinstance(exc, anthropic.APIStatusError):
-        retryable = retryable_status(exc.status_code)
-        return ProviderError(
-            f"{provider}: HTTP {exc.status_code}: {status_error_message(exc)}",
-            provider=provider,
-            retryable=retryable,
-        )
-    if isinstance(exc, anthropic.APITimeoutError):
-        return ProviderError(f"{provider}: request timed out", provider=provider, retryable=True)
-    return ProviderError(
-        f"{provider}: {type(exc).__name__}: {exc.message}", provider=provider, retryable=True
-    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from schemas import TaskType, Usage, WorkItem
 
@@ -24,19 +24,6 @@ class ModelBackend(Protocol):
         ...
 
     async def close(self) -> None: ...
-
-
-def retryable_status(status: int) -> bool:
-    """Whether another try may succeed after this HTTP status (the SDKs' rule): timeouts, conflicts, rate
-    limits and server errors; any other 4xx is the request's own fault."""
-    return status >= 500 or status in (408, 409, 429)
-
-
-def status_error_message(exc: Any) -> str:
-    """The provider's own error message from an SDK status error (OpenAI and Anthropic share the shape)."""
-    body = exc.body if isinstance(exc.body, dict) else {}
-    error = body.get("error", body)
-    return str(error.get("message", exc.message) if isinstance(error, dict) else exc.message)[:300]
 
 
 BatchRequest = tuple[str, WorkItem, TaskType]  # custom_id, item, task type

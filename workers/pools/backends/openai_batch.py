@@ -11,8 +11,9 @@ import orjson
 
 from modelyard.core._exceptions import ProviderError
 from schemas import TaskType
-from workers.pools.backends.base import BatchRequest, BatchStatus, Completion, retryable_status
-from workers.pools.backends.openai_chat import OpenAIChatBackend, translate_openai_error
+from workers.pools.backends.base import BatchRequest, BatchStatus, Completion
+from workers.pools.backends.openai_chat import OpenAIChatBackend
+from workers.pools.backends.provider_errors import retryable_status, sdk_errors
 
 ENDPOINT = "/v1/chat/completions"
 ENDED = {"completed", "failed", "expired", "cancelled"}
@@ -31,7 +32,7 @@ class OpenAIBatchBackend:
             )
             for cid, item, task in requests
         ]
-        try:
+        with sdk_errors(openai, self.provider):
             upload = await self.chat.client.files.create(
                 file=("modelyard-batch.jsonl", b"\n".join(lines) + b"\n", "application/jsonl"),
                 purpose="batch",
@@ -42,8 +43,6 @@ class OpenAIBatchBackend:
                 completion_window="24h",
                 metadata={"modelyard_pool": self.pool},
             )
-        except openai.APIError as exc:
-            raise translate_openai_error(exc, self.provider) from exc
         return batch.id
 
     async def status(self, batch_id: str) -> BatchStatus:
@@ -90,22 +89,16 @@ class OpenAIBatchBackend:
         )
 
     async def cancel(self, batch_id: str) -> None:
-        try:
+        with sdk_errors(openai, self.provider):
             await self.chat.client.batches.cancel(batch_id)
-        except openai.APIError as exc:
-            raise translate_openai_error(exc, self.provider) from exc
 
     async def _retrieve(self, batch_id: str) -> Any:
-        try:
+        with sdk_errors(openai, self.provider):
             return await self.chat.client.batches.retrieve(batch_id)
-        except openai.APIError as exc:
-            raise translate_openai_error(exc, self.provider) from exc
 
     async def _content(self, file_id: str) -> bytes:
-        try:
+        with sdk_errors(openai, self.provider):
             return (await self.chat.client.files.content(file_id)).content
-        except openai.APIError as exc:
-            raise translate_openai_error(exc, self.provider) from exc
 
     async def close(self) -> None:
         await self.chat.close()

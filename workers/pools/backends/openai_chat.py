@@ -9,11 +9,11 @@ import openai
 import orjson
 from openai import AsyncOpenAI
 
-from modelyard.core._exceptions import ProviderError, RateLimited
 from modelyard.core.settings import PoolSettings, ProviderSettings
 from schemas import TaskType, Usage, WorkItem
-from workers.pools.backends.base import Completion, retryable_status, status_error_message
+from workers.pools.backends.base import Completion
 from workers.pools.backends.http import sdk_client
+from workers.pools.backends.provider_errors import sdk_errors
 from workers.pools.prompts import conversation, system_prompt
 
 
@@ -90,12 +90,10 @@ class OpenAIChatBackend(ChatCompletionsDialect):
         self.client = sdk_client(AsyncOpenAI, openai, settings, pool, base_url)
 
     async def complete(self, item: WorkItem, task_type: TaskType) -> Completion:
-        try:
+        with sdk_errors(openai, self.provider):
             response = await self.client.post(
                 "/chat/completions", body=self.body(item, task_type), cast_to=object
             )
-        except openai.APIError as exc:
-            raise translate_openai_error(exc, self.provider) from exc
         return self.completion(response, task_type)
 
     async def close(self) -> None:
@@ -142,30 +140,3 @@ def confidence_from_logprobs(logprobs: dict[str, Any] | None) -> float | None:
     if not content:
         return None
     return min(1.0, math.exp(content[0]["logprob"]))
-
-
-def translate_openai_error(exc: openai.APIError, provider: str) -> ProviderError:
-    if isinstance(exc, openai.RateLimitError):
-        return RateLimited(
-            f"{provider}: rate limited after retries", provider=provider, retry_after=_retry_after(exc)
-        )
-    if isinstance(exc, openai.APIStatusError):
-        retryable = retryable_status(exc.status_code)
-        return ProviderError(
-            f"{provider}: HTTP {exc.status_code}: {status_error_message(exc)}",
-            provider=provider,
-            retryable=retryable,
-        )
-    if isinstance(exc, openai.APITimeoutError):
-        return ProviderError(f"{provider}: request timed out", provider=provider, retryable=True)
-    return ProviderError(
-        f"{provider}: {type(exc).__name__}: {exc.message}", provider=provider, retryable=True
-    )
-
-
-def _retry_after(exc: openai.APIStatusError) -> float | None:
-    value = exc.response.headers.get("retry-after")
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None

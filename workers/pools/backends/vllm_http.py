@@ -3,75 +3,34 @@
 Through the openai SDK a call costs ~0.7 ms of CPU (request options, httpx-style response wrapping,
 retry bookkeeping); this client sends the same JSON body and reads the same answer for ~0.16 ms
 (benchmarks/pools.py), so one SLM pool process keeps about four times the calls in flight per core. OpenAI and
-Anthropic stay on their official SDKs. Retries follow the SDKs' rules, as small pure functions: 408, 409, 429
-and 5xx, timeouts and dropped connections are retried up to `max_retries` times, after the server's
-Retry-After when it sends one, else an exponential backoff with jitter.
+Anthropic stay on their official SDKs. Retries follow the SDKs' rules, as the small pure functions the SDK paths
+share (provider_errors.py): 408, 409, 429 and 5xx, timeouts and dropped connections are retried up to
+`max_retries` times, after the server's Retry-After when it sends one, else an exponential backoff with jitter;
+what is left once they are spent becomes the same errors the SDK paths raise.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 
 import aiohttp
 import orjson
 
-from modelyard.core._exceptions import ProviderError, RateLimited
 from modelyard.core.settings import PoolSettings, ProviderSettings
 from schemas import TaskType, WorkItem
-from workers.pools.backends.base import Completion, retryable_status
+from workers.pools.backends.base import Completion
 from workers.pools.backends.openai_chat import ChatCompletionsDialect
+from workers.pools.backends.provider_errors import (
+    backoff_s,
+    body_message,
+    parse_retry_after,
+    provider_error,
+    should_retry,
+)
 
 log = logging.getLogger("modelyard.vllm")
-INITIAL_BACKOFF_S = 0.5
-MAX_BACKOFF_S = 8.0
-MAX_RETRY_AFTER_S = 60.0
-
-
-def should_retry(status: int | None) -> bool:
-    """None: a timeout or a dropped connection."""
-    return status is None or retryable_status(status)
-
-
-def retry_after_s(value: str | None) -> float | None:
-    """Seconds the server asked us to wait (Retry-After in seconds), when sane."""
-    try:
-        seconds = float(value) if value is not None else None
-    except ValueError:
-        return None
-    return seconds if seconds is not None and 0 < seconds <= MAX_RETRY_AFTER_S else None
-
-
-def backoff_s(retry: int, retry_after: float | None, rand: random.Random = random.Random()) -> float:
-    """Wait before retry number `retry` (0-based): the server's Retry-After, else 0.5 s doubling, capped, jittered."""
-    if retry_after is not None:
-        return retry_after
-    return min(INITIAL_BACKOFF_S * 2**retry, MAX_BACKOFF_S) * (1 - 0.25 * rand.random())
-
-
-def final_error(provider: str, status: int | None, body: bytes, retry_after: float | None) -> ProviderError:
-    """What the pool sees once retries are spent (the same kinds translate_openai_error gives)."""
-    if status == 429:
-        return RateLimited(
-            f"{provider}: rate limited after retries", provider=provider, retry_after=retry_after
-        )
-    if status is None:
-        return ProviderError(
-            f"{provider}: request timed out or the connection dropped", provider=provider, retryable=True
-        )
-    return ProviderError(
-        f"{provider}: HTTP {status}: {_message(body)}", provider=provider, retryable=should_retry(status)
-    )
-
-
-def _message(body: bytes) -> str:
-    try:
-        error = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body[:300].decode(errors="replace")
-    error = error.get("error", error) if isinstance(error, dict) else error
-    return str(error.get("message", error) if isinstance(error, dict) else error)[:300]
+NO_ANSWER = "request timed out or the connection dropped"
 
 
 class VllmHttpBackend(ChatCompletionsDialect):
@@ -96,7 +55,8 @@ class VllmHttpBackend(ChatCompletionsDialect):
             if status == 200:
                 return self.completion(orjson.loads(answer), task_type)
             if retry == self.max_retries or not should_retry(status):
-                raise final_error(self.provider, status, answer, retry_after)
+                message = body_message(answer) if status is not None else NO_ANSWER
+                raise provider_error(self.provider, status, message, retry_after)
             wait = backoff_s(retry, retry_after)
             log.info(
                 "%s: %s, retry %d of %d in %.2f s",
@@ -113,11 +73,10 @@ class VllmHttpBackend(ChatCompletionsDialect):
         """(status, body, Retry-After) of one attempt; status None for a timeout or a dropped connection."""
         try:
             async with self.session().post(self.url, data=body, headers=self.headers) as response:
-                return (
-                    response.status,
-                    await response.read(),
-                    retry_after_s(response.headers.get("Retry-After")),
-                )
+                answer = await response.read()
+                if response.status == 200:
+                    return 200, answer, None
+                return response.status, answer, parse_retry_after(response.headers)
         except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             return None, str(exc).encode(), None
 
