@@ -9,7 +9,7 @@ import logging
 import signal
 from typing import TYPE_CHECKING, Protocol
 
-from modelyard.core.settings import Settings
+from modelyard.core.settings import CascadeSettings, Settings
 from modelyard.core.topics import ensure_topics
 
 if TYPE_CHECKING:
@@ -74,7 +74,10 @@ def build_backend(
         from workers.pools.model_registry import ModelRegistry
 
         return DistilledBackend(
-            provider, target, ModelRegistry(settings.models_dir), settings.distill.reload_interval_s
+            provider,
+            target,
+            ModelRegistry(settings.models_dir, settings.distill.encoder_dir),
+            settings.distill.reload_interval_s,
         )
     if config.api == "replay":
         from workers.pools.backends.replay import ReplayBackend
@@ -100,13 +103,14 @@ def budgeted_fallbacks(settings: Settings, pool: str) -> set[tuple[str, str]]:
     return fallbacks & budgeted_targets(settings.pools, frozenset(costs.budget_pools))
 
 
-def build_budget_guard(settings: Settings, pool: str):  # -> BudgetGuard | None
-    """The pool's own budget view, when it can start calls that spend from a budgeted pool (a cascade to one,
-    a fallback to one of its targets); None otherwise (no spend topic to follow)."""
+def build_budget_guard(settings: Settings, pool: str, cascade: CascadeSettings | None = None):
+    """The pool's own budget view (BudgetGuard), when it can start calls that spend from a budgeted pool (a
+    cascade to one, a fallback to one of its targets); None otherwise (no spend topic to follow). cascade: the
+    one the pool applies at start (the routing-policy file's over its own; its own when not given)."""
     from modelyard.core.budgets import BudgetGuard
     from modelyard.core.rate_card import RateCard
 
-    costs, cascade = settings.costs, settings.pools[pool].cascade
+    costs, cascade = settings.costs, cascade or settings.pools[pool].cascade
     escalates = cascade is not None and cascade.to_pool in costs.budget_pools
     if not costs.budgets or not (escalates or budgeted_fallbacks(settings, pool)):
         return None
@@ -239,12 +243,17 @@ def build_router(settings: Settings) -> faust.App:
 
 
 def build_pool_worker(settings: Settings, pool: str) -> PoolWorker:
+    from workers.pools.cascade import PolicyCascade
     from workers.pools.pool import PoolWorker
 
-    budget, cascade = build_budget_guard(settings, pool), settings.pools[pool].cascade
+    config, router = settings.pools[pool], settings.router
+    cascades = PolicyCascade(
+        router.policy_file, pool, config.cascade, router.reload_interval_s, known_pools=settings.pools
+    )
+    budget = build_budget_guard(settings, pool, cascades.current())
     return PoolWorker(
         pool,
-        settings.pools[pool],
+        config,
         settings.kafka,
         settings.group_id(f"pool.{pool}"),
         build_dispatcher(settings, pool, budget),
@@ -252,7 +261,8 @@ def build_pool_worker(settings: Settings, pool: str) -> PoolWorker:
         settings.scheduling,
         build_result_cache(settings, pool),
         budget,
-        settings.pools[cascade.to_pool] if cascade is not None else None,
+        cascades,
+        settings.pools,
     )
 
 

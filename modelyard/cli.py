@@ -139,6 +139,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--distill", action="store_true", help="the distillation loop: frontier first, distill, student after"
     )
+    p.add_argument(
+        "--dataset",
+        type=Path,
+        default=None,
+        help="with --distill: a labelled JSONL ({text, label}, e.g. modelyard/data/labelled/banking77.jsonl); "
+        "the frontier answers its ground truth and accuracy against it is shown",
+    )
     _dlq_parser(command("dlq", None, "list, show or replay dead letters"))
     add_live_commands(command)  # up, down, status, top, results
     return parser
@@ -363,7 +370,9 @@ def cmd_policy(settings: Settings, args: argparse.Namespace, console: Console) -
     finally:
         store.close()
     cascades = {t: c for t, p in pairs.items() if (c := advisor.calibrate_cascade(p, args.target_quality))}
-    args.out.write_text(advisor.policy_yaml(chosen, args.frontier_pool, cascades))
+    args.out.write_text(
+        advisor.policy_yaml(chosen, args.frontier_pool, cascades, args.slm_pool, args.frontier_pool)
+    )
     out = Console()
     for task, rec in chosen.items():
         q = rec.quality
@@ -448,7 +457,9 @@ def cmd_distill(settings: Settings, args: argparse.Namespace, console: Console) 
     store = open_analyst_store(settings.clickhouse, write=True)
     try:
         with console.status(f"training the {task.value} student on answers of {config.teacher_pools}..."):
-            outcome = Distiller(config, ModelRegistry(settings.models_dir), store).run(task, target, holdout)
+            outcome = Distiller(config, ModelRegistry(settings.models_dir, config.encoder_dir), store).run(
+                task, target, holdout
+            )
     finally:
         store.close()
     from modelyard.ops.distill import outcome_table
@@ -491,10 +502,13 @@ def cmd_report(settings: Settings, args: argparse.Namespace, console: Console) -
 def cmd_demo(settings: Settings, args: argparse.Namespace, console: Console) -> int:
     from modelyard.local.demo import Demo
 
+    if args.dataset is not None and (not args.distill or not args.dataset.is_file()):
+        why = "is only read with --distill" if not args.distill else "is not a file"
+        raise InvalidInput(f"--dataset {args.dataset} {why}", field="dataset")
     if args.distill:
         from modelyard.local.distill_demo import DistillDemo
 
-        return DistillDemo(settings, Console(width=max(Console().width, 150))).run()
+        return DistillDemo(settings, Console(width=max(Console().width, 150)), args.dataset).run()
     Demo(settings, Console(width=max(Console().width, 150)), limit=args.limit).run()
     return 0
 

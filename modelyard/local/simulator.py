@@ -35,11 +35,13 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from modelyard.core._exceptions import ConfigError
 from modelyard.core.settings import SimulatorSettings
 from modelyard.local.simulated_labels import SimulatedClassifier
 from modelyard.local.simulator_batches import BatchSimulator
@@ -110,7 +112,8 @@ class ProviderSimulator:
             s.latency_ms, s.jitter_ms, s.rate_429, s.rate_5xx, s.retry_after_s, batch_delay_s=s.batch_delay_s
         )
         self.random = random.Random(s.seed)
-        self.classifier = SimulatedClassifier(frozenset(s.small_models), s.small_model_accuracy)
+        gold = read_gold_labels(s.gold_labels) if s.gold_labels else {}
+        self.classifier = SimulatedClassifier(frozenset(s.small_models), s.small_model_accuracy, gold)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=16 * 1024 * 1024)
@@ -357,6 +360,21 @@ def _content_text(content: Any) -> str:
 def _user_text(messages: list[dict[str, Any]]) -> str:
     """What the model is asked about: the non-system messages (instructions are the same for every item)."""
     return "\n".join(_content_text(m.get("content")) for m in messages if m.get("role") != "system")
+
+
+def read_gold_labels(path: Path) -> dict[str, str]:
+    """text -> label of a labelled JSONL; a line without string text and label is an error naming it."""
+    gold = {}
+    for number, line in enumerate(path.read_bytes().splitlines(), start=1):
+        try:
+            row = orjson.loads(line) if line.strip() else {}
+        except orjson.JSONDecodeError as exc:
+            raise ConfigError(f"simulator.gold_labels {path}:{number}: not JSON: {exc}") from exc
+        if row and not (isinstance(row.get("text"), str) and isinstance(row.get("label"), str)):
+            raise ConfigError(f"simulator.gold_labels {path}:{number}: needs string fields text and label")
+        if row:
+            gold[row["text"]] = row["label"]
+    return gold
 
 
 def _label_enum(schema: dict[str, Any] | None) -> list[str] | None:

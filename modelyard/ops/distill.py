@@ -17,10 +17,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from modelyard.core._exceptions import InvalidInput
-from modelyard.core.settings import DistillSettings, PoolSettings, Settings
+from modelyard.core.settings import CascadeSettings, DistillSettings, PoolSettings, Settings
+from modelyard.ops.selective_serving import serving_threshold
 from schemas import TaskType
 from streams.rules import Condition, PolicyFile, Rule, configured_policy
 from workers.pools.model_registry import ModelRegistry, Registration
@@ -54,10 +56,49 @@ class DistillOutcome:
     target: float
     registration: Registration | None
     reason: str
+    kind: str = "ngram"
+    threshold: float | None = None  # the calibrated cascade threshold at the target (None: not computed)
+    served_share: float = 0.0  # held-out share at or above it
+    served_agreement: float = 0.0
 
     @property
     def registered(self) -> bool:
         return self.registration is not None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One kind of student trained on the training slice, calibrated and judged on the held-out slice."""
+
+    model: StudentModel
+    agreement: float
+    threshold: float
+    served_share: float
+    served_agreement: float
+
+
+def train_candidate(
+    kind: str, train: list[Example], heldout: list[Example], target: float, encoder_dir: Path
+) -> Candidate:
+    """Temperature and cascade threshold are fitted on the held-out answers (one parameter each)."""
+    model = StudentModel.train([e.text for e in train], [e.label for e in train], kind, encoder_dir)
+    model = model.calibrated([e.text for e in heldout], [e.label for e in heldout])
+    predictions = model.predict([e.text for e in heldout], [e.labels for e in heldout])
+    confidence = np.array([p.confidence if p else 0.0 for p in predictions])
+    correct = np.array(
+        [p is not None and p.label == e.label for p, e in zip(predictions, heldout, strict=True)]
+    )
+    threshold = serving_threshold(confidence, correct, target)
+    served = confidence >= threshold
+    served_agreement = float(correct[served].mean()) if served.any() else 0.0
+    return Candidate(model, float(correct.mean()), threshold, float(served.mean()), served_agreement)
+
+
+def student_kinds(choice: str, encoder_dir: Path) -> list[str]:
+    """`auto`: the n-gram student, and the embedding student too where the encoder is exported."""
+    if choice != "auto":
+        return [choice]
+    return ["ngram", "embedding"] if (encoder_dir / "encoder.json").exists() else ["ngram"]
 
 
 def load_examples(store: ClickHouseStore, task: str, teacher_pools: list[str]) -> list[Example]:
@@ -109,27 +150,38 @@ class Distiller:
             return DistillOutcome(
                 task.value, len(examples), len(train), len(heldout), 0.0, 0.0, target, None, why
             )
-        model = StudentModel.train([e.text for e in train], [e.label for e in train])
-        agreement, floor = evaluate(model, heldout), majority_agreement(train, heldout)
-        if agreement < target:
+        config = self.config
+        candidates = {
+            kind: train_candidate(kind, train, heldout, target, config.encoder_dir)
+            for kind in student_kinds(config.student, config.encoder_dir)
+        }
+        kind = max(candidates, key=lambda k: (candidates[k].served_share, candidates[k].agreement))
+        best, floor = candidates[kind], majority_agreement(train, heldout)
+        facts = (task.value, len(examples), len(train), len(heldout), best.agreement, floor, target)
+        serving = (kind, best.threshold, best.served_share, best.served_agreement)
+        if best.agreement < target and best.served_share < config.min_served_share:
             why = (
-                f"held-out agreement {agreement:.3f} < target {target}: not registered; collect more frontier "
-                f"answers for {task.value} (now {len(examples)}) and run distill again"
+                f"held-out agreement {best.agreement:.3f} < target {target} and the calibrated cascade would serve "
+                f"{best.served_share:.0%} of items at it (< {config.min_served_share:.0%}): not registered; collect "
+                f"more frontier answers for {task.value} (now {len(examples)}) and run distill again"
             )
-            return DistillOutcome(
-                task.value, len(examples), len(train), len(heldout), agreement, floor, target, None, why
-            )
-        registration = self.register(model, task.value, len(train), len(heldout), agreement, target)
-        why = f"held-out agreement {agreement:.3f} >= target {target}: registered {registration.version}"
-        return DistillOutcome(
-            task.value, len(examples), len(train), len(heldout), agreement, floor, target, registration, why
+            return DistillOutcome(*facts, None, why, *serving)
+        registration = self.register(best, task.value, len(train), len(heldout), target)
+        why = (
+            f"{kind} student, held-out agreement {best.agreement:.3f}; answers at confidence >= {best.threshold:.3f} "
+            f"({best.served_share:.0%} of items) agree {best.served_agreement:.3f} (target {target}): "
+            f"registered {registration.version}"
         )
+        return DistillOutcome(*facts, registration, why, *serving)
 
-    def register(
-        self, model: StudentModel, task: str, train: int, heldout: int, agreement: float, target: float
-    ) -> Registration:
+    def register(self, best: Candidate, task: str, train: int, heldout: int, target: float) -> Registration:
+        serving = {
+            "threshold": best.threshold,
+            "served_share": best.served_share,
+            "served_agreement": best.served_agreement,
+        }
         registration = self.registry.register(
-            model, task, train, heldout, agreement, target, datetime.now(UTC)
+            best.model, task, train, heldout, best.agreement, target, datetime.now(UTC), serving
         )
         r = registration
         row = (
@@ -146,14 +198,31 @@ class Distiller:
         return registration
 
 
-def propose_policy(current: PolicyFile, task: TaskType, pool: str) -> PolicyFile:
+def propose_policy(
+    current: PolicyFile, task: TaskType, pool: str, cascade: CascadeSettings | None = None
+) -> PolicyFile:
     """`current` with a rule sending `task` to `pool`, placed before the first rule that names the task
-    (rules about priority or deadlines that come earlier keep their say); an older such rule is replaced."""
+    (rules about priority or deadlines that come earlier keep their say); an older such rule is replaced.
+    With `cascade`, the pool's section of `cascades` is set to it (the pool applies it from this file)."""
     name = f"distilled-{task.value}"
     rules = [r for r in current.rules if r.name != name]
     position = next((i for i, r in enumerate(rules) if r.when.task and task in r.when.task), len(rules))
     rules.insert(position, Rule(name=name, when=Condition(task=[task]), pool=pool))
-    return current.model_copy(update={"rules": rules})
+    cascades = {**current.cascades, pool: cascade} if cascade else current.cascades
+    return current.model_copy(update={"rules": rules, "cascades": cascades})
+
+
+def calibrated_cascade(
+    settings: Settings, current: PolicyFile, task: TaskType, pool: str, threshold: float | None
+) -> CascadeSettings | None:
+    """The pool's cascade (from the policy file, else its settings) with `task`'s threshold replaced by the
+    calibrated one; answers below it go to the cascade's pool, or the first teacher pool."""
+    if threshold is None:
+        return None
+    base = current.cascades.get(pool) or settings.pools[pool].cascade
+    to_pool = base.to_pool if base else settings.distill.teacher_pools[0]
+    thresholds = {**(base.min_confidence if base else {}), task: min(threshold, 1.0)}
+    return CascadeSettings(to_pool=to_pool, min_confidence=thresholds)
 
 
 def policy_text(policy: PolicyFile) -> str:
@@ -170,18 +239,27 @@ def policy_diff(current: PolicyFile, proposed: PolicyFile, where: str) -> str:
     return "".join(lines)
 
 
-def cascade_note(pool: str, config: PoolSettings, provider_api: str, task: TaskType) -> str:
-    """What the proposal keeps: the pool's cascade threshold, and whether the pool serves the student."""
+def cascade_note(
+    pool: str,
+    config: PoolSettings,
+    provider_api: str,
+    task: TaskType,
+    applied: tuple[CascadeSettings | None, DistillOutcome],
+) -> str:
+    """What the proposal applies: the calibrated cascade threshold, and whether the pool serves the student."""
+    cascade, outcome = applied
     notes = []
     if provider_api != "distilled":
         notes.append(
             f"pool {pool} calls {config.provider}, not the student: set MODELYARD_POOLS__{pool.upper()}__PROVIDER=distilled"
         )
-    threshold = config.cascade.min_confidence.get(task) if config.cascade else None
-    if threshold is None:
-        notes.append(f"pool {pool} has no cascade for {task.value}: every student answer is final")
+    if cascade is None:
+        notes.append(f"pool {pool} has no calibrated cascade for {task.value}")
     else:
-        notes.append(f"cascade kept: answers below confidence {threshold} go on to {config.cascade.to_pool}")  # type: ignore[union-attr]
+        notes.append(
+            f"cascade (cascades.{pool}): answers below confidence {cascade.min_confidence[task]:.3f} go on to "
+            f"{cascade.to_pool}; held out, {outcome.served_share:.0%} are served at agreement {outcome.served_agreement:.3f}"
+        )
     return "; ".join(notes)
 
 
@@ -199,11 +277,13 @@ def write_proposal(
         set(settings.pools), settings.routes, settings.default_pool, router.policy_file
     )
     config = settings.pools[pool]
-    proposed = propose_policy(current, task, pool)
+    cascade = calibrated_cascade(settings, current, task, pool, outcome.threshold)
+    proposed = propose_policy(current, task, pool, cascade)
+    api = settings.providers[config.provider].api
     header = (
         f"# Proposed by `modelyard distill --task {task.value}`: student {outcome.registration.version if outcome.registration else '-'} "
         f"agrees with the frontier on {outcome.agreement:.3f} of {outcome.heldout} held-out items (target {outcome.target}).\n"
-        f"# {cascade_note(pool, config, settings.providers[config.provider].api, task)}\n"
+        f"# {cascade_note(pool, config, api, task, (cascade, outcome))}\n"
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(header + policy_text(proposed))
@@ -222,6 +302,10 @@ def outcome_table(outcome: DistillOutcome) -> Any:
         "held out",
         "agreement",
         "majority label",
+        "student",
+        "threshold",
+        "served",
+        "served agreement",
         "target",
         "decision",
         title="distillation: student vs frontier answers on the held-out slice",
@@ -234,6 +318,10 @@ def outcome_table(outcome: DistillOutcome) -> Any:
         f"{outcome.heldout:,}",
         f"{outcome.agreement:.3f}",
         f"{outcome.majority_agreement:.3f}",
+        outcome.kind,
+        "-" if outcome.threshold is None else f"{outcome.threshold:.3f}",
+        f"{outcome.served_share:.1%}",
+        f"{outcome.served_agreement:.3f}",
         f"{outcome.target:g}",
         decision,
     )

@@ -10,6 +10,8 @@ from decimal import Decimal
 
 import yaml
 
+from modelyard.core.settings import CascadeSettings
+from schemas import TaskType
 from streams.rules import Condition, PolicyFile, Rule
 from workers.sink.clickhouse import ClickHouseStore
 
@@ -113,15 +115,30 @@ def calibrate_cascade(pairs: list[CascadePair], target: float, steps: int = 20) 
     )
 
 
-def policy_yaml(chosen: dict[str, Recommendation], default_pool: str, cascades: dict[str, Cascade]) -> str:
+def policy_yaml(
+    chosen: dict[str, Recommendation],
+    default_pool: str,
+    cascades: dict[str, Cascade],
+    slm_pool: str = "slm",
+    frontier_pool: str = "frontier",
+) -> str:
+    """The routing policy, with the calibrated thresholds in its `cascades` section: the SLM pool reads them
+    from this file (router.policy_file) and escalates answers below them to the frontier pool."""
     rules = [
         Rule(name=f"recommended-{task}", when=Condition(task=[task]), pool=r.quality.pool)
         for task, r in chosen.items()
     ]
-    policy = PolicyFile(default_pool=default_pool, rules=rules)
+    thresholds = {TaskType(task): min(c.threshold, 1.0) for task, c in cascades.items()}
+    applied = (
+        {slm_pool: CascadeSettings(to_pool=frontier_pool, min_confidence=thresholds)} if thresholds else {}
+    )
+    policy = PolicyFile(default_pool=default_pool, rules=rules, cascades=applied)
     header = "# Recommended by `modelyard policy recommend` from eval results.\n"
     for task, cascade in cascades.items():
-        header += f"# cascade {task}: escalate SLM answers with confidence < {cascade.threshold:.3f}\n"
+        header += (
+            f"# cascade {task}: {slm_pool} escalates answers with confidence < {cascade.threshold:.3f} "
+            f"to {frontier_pool} (held-out quality {cascade.quality:.3f}, {cascade.escalated:.0%} escalated)\n"
+        )
     return header + yaml.safe_dump(policy.model_dump(mode="json", exclude_defaults=False), sort_keys=False)
 
 

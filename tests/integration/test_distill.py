@@ -134,6 +134,10 @@ def test_distillation_raises_agreement_on_the_heldout_slice(
         "distilled-classification",
         "task-classification",
     ]  # before the rule it overrides
+    assert outcome.threshold is not None and 0.9 <= outcome.served_share <= 1.0
+    applied = proposed.cascades["slm"]  # the calibrated threshold, where the pool reads it
+    assert applied.to_pool == "frontier"
+    assert applied.min_confidence[TaskType.CLASSIFICATION] == pytest.approx(min(outcome.threshold, 1.0))
     assert (
         "+- name: distilled-classification" in diff
         and "pool slm calls vllm, not the student" in (settings.state_dir / "p.yaml").read_text()

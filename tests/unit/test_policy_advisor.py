@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import random
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from modelyard.core.settings import load_settings
+from modelyard.core.settings import CascadeSettings, load_settings
 from modelyard.ops.policy_advisor import (
     CascadePair,
     PoolQuality,
@@ -16,7 +17,9 @@ from modelyard.ops.policy_advisor import (
     choose_pools,
     policy_yaml,
 )
+from schemas import TaskType
 from streams.rules import load_policy_file
+from workers.pools.cascade import PolicyCascade
 
 STATS = [
     PoolQuality("classification", "slm", "small", 400, 0.97, Decimal("0.00001")),
@@ -80,3 +83,37 @@ def test_cascade_threshold_is_calibrated_and_holds_on_held_out_data() -> None:
 def test_unreachable_target_escalates_everything() -> None:
     cascade = calibrate_cascade(synthetic_pairs(), target=0.999)
     assert cascade is not None and cascade.threshold > 1 and cascade.escalated == pytest.approx(1.0)
+
+
+def test_the_calibrated_threshold_is_in_the_policy_the_pool_applies(tmp_path: Path) -> None:
+    cascade = calibrate_cascade(synthetic_pairs(), target=0.95)
+    assert cascade is not None
+    path = tmp_path / "policy.yaml"
+    path.write_text(policy_yaml({}, "frontier", {"classification": cascade}, "slm", "frontier"))
+    assert set(load_policy_file(path, set(load_settings().pools)).cascades) == {
+        "slm"
+    }  # the router accepts it
+    configured = CascadeSettings(to_pool="frontier", min_confidence={TaskType.CLASSIFICATION: 0.6})
+    applied = PolicyCascade(path, "slm", configured, reload_interval_s=0.0)
+    first = applied.current()
+    assert first is not None and first.to_pool == "frontier"
+    assert first.min_confidence[TaskType.CLASSIFICATION] == pytest.approx(cascade.threshold)
+    assert PolicyCascade(path, "frontier", None, 0.0).current() is None  # no section for it: its own setting
+    path.write_text(policy_yaml({}, "frontier", {}))  # the file changes: no cascade section any more
+    os.utime(path, (path.stat().st_atime, path.stat().st_mtime + 5))
+    assert applied.current() == configured
+    path.write_text("cascades: [not, a, mapping")  # broken: the cascade already applied stays
+    os.utime(path, (path.stat().st_atime, path.stat().st_mtime + 10))
+    assert applied.current() == configured
+
+
+def test_a_cascade_section_to_an_unconfigured_pool_is_refused(tmp_path: Path) -> None:
+    """The router refuses such a file; a pool reading it keeps the cascade it applies instead of producing to
+    a topic no pool consumes."""
+    path = tmp_path / "policy.yaml"
+    path.write_text("cascades:\n  slm:\n    to_pool: nowhere\n    min_confidence: {classification: 0.9}\n")
+    configured = CascadeSettings(to_pool="frontier", min_confidence={TaskType.CLASSIFICATION: 0.6})
+    pools = set(load_settings().pools)
+    assert PolicyCascade(path, "slm", configured, 0.0, known_pools=pools).current() == configured
+    unchecked = PolicyCascade(path, "slm", configured, 0.0).current()
+    assert unchecked is not None and unchecked.to_pool == "nowhere"

@@ -120,7 +120,10 @@ def test_unknown_model_is_marked_unpriced(catalog: PriceCatalog) -> None:
 def test_bundled_catalog_prices_the_default_pools() -> None:
     catalog = PriceCatalog.load(reference_model="claude-sonnet-5")
     assert {"claude-sonnet-5", "HuggingFaceTB/SmolLM2-135M-Instruct"} <= set(catalog.by_model)
-    assert catalog.version == "anthropic@2026-12-01,distilled@2026-11-01,openai@2026-12-01,recorded@2024-06-01,vllm@2026-11-01"
+    assert (
+        catalog.version
+        == "anthropic@2026-12-01,distilled@2026-11-01,openai@2026-12-01,recorded@2024-06-01,vllm@2026-11-01"
+    )
 
 
 def test_every_registered_student_version_is_priced_as_the_student_on_cpu() -> None:

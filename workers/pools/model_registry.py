@@ -15,6 +15,7 @@ from pathlib import Path
 
 import orjson
 
+from workers.pools.encoder import DEFAULT_ENCODER_DIR
 from workers.pools.student import StudentModel
 
 VERSION = re.compile(r"^v(\d+)$")
@@ -30,11 +31,17 @@ class Registration:
     target: float
     registered_at: datetime
     path: str
+    kind: str = "ngram"
+    temperature: float = 1.0
+    threshold: float | None = None  # the calibrated cascade threshold (None: the student answers everything)
+    served_share: float = 1.0  # held-out share at or above the threshold
+    served_agreement: float | None = None  # held-out agreement on that share
 
 
 class ModelRegistry:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, encoder_dir: Path = DEFAULT_ENCODER_DIR) -> None:
         self.root = root
+        self.encoder_dir = encoder_dir
 
     def register(
         self,
@@ -45,6 +52,7 @@ class ModelRegistry:
         heldout_agreement: float,
         target: float,
         at: datetime,
+        serving: dict[str, float | None] | None = None,
     ) -> Registration:
         """Save the model as the task's next version and make it current."""
         version = f"v{self._last_version(task) + 1}"
@@ -59,6 +67,9 @@ class ModelRegistry:
             target,
             at,
             str(directory.resolve()),
+            model.kind,
+            model.temperature,
+            **(serving or {}),  # type: ignore[arg-type]
         )
         (directory / "registration.json").write_bytes(
             orjson.dumps(asdict(registration), option=orjson.OPT_INDENT_2)
@@ -85,7 +96,7 @@ class ModelRegistry:
         version = self.current_version(task)
         if version is None:
             return None
-        return version, StudentModel.load(self.root / task / version)
+        return version, StudentModel.load(self.root / task / version, self.encoder_dir)
 
     def _last_version(self, task: str) -> int:
         folder = self.root / task

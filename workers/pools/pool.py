@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from decimal import Decimal
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -26,13 +27,19 @@ from modelyard.core.budgets import BudgetGuard, Overrun
 from modelyard.core.kafka import consumer_for, kafka_errors, make_producer
 from modelyard.core.offsets import OffsetTracker
 from modelyard.core.runtime import ConsumeCommit, Fetched, Receipt, Room
-from modelyard.core.settings import KafkaSettings, PoolSettings, SchedulingSettings
+from modelyard.core.settings import CascadeSettings, KafkaSettings, PoolSettings, SchedulingSettings
 from modelyard.core.spend_feed import SpendFeed
 from schemas import Assignment, Result, ResultStatus
 from schemas.decoding import decode
 from schemas.rejection import Rejection
 from workers.pools.batching import Batcher
-from workers.pools.cascade import escalate, escalation_budget, kept_over_budget, needs_escalation
+from workers.pools.cascade import (
+    PolicyCascade,
+    escalate,
+    escalation_budget,
+    kept_over_budget,
+    needs_escalation,
+)
 from workers.pools.deadlines import deadline_passed, expired_result
 from workers.pools.dispatch import Dispatcher
 from workers.pools.read_ahead import ReadAhead
@@ -58,10 +65,13 @@ class PoolWorker:
         scheduling: SchedulingSettings | None = None,
         cache: PoolCache | None = None,
         budget: BudgetGuard | None = None,
-        cascade_pool: PoolSettings | None = None,
+        cascades: PolicyCascade | None = None,
+        cascade_pools: Mapping[str, PoolSettings] | None = None,
     ) -> None:
         """budget: the pool's budget view, when it can start calls that spend from a budgeted pool (shared with
-        the dispatcher's fallbacks); cascade_pool: the settings of `config.cascade.to_pool`."""
+        the dispatcher's fallbacks); cascades: the cascade the pool applies (the routing-policy file's
+        `cascades.<pool>` section over `config.cascade`; `config.cascade` alone when not given);
+        cascade_pools: the settings of the pools a cascade may escalate to, by name (for their budgets)."""
         self.kafka = kafka
         self.group_id = group_id
         self.pool = pool
@@ -69,9 +79,9 @@ class PoolWorker:
         self.batcher = batcher
         self.cache = cache
         self.budget = budget
-        self.cascade_pool = cascade_pool
         self.waiting_for_batch: set[asyncio.Task[None]] = set()
-        self.cascade = config.cascade
+        self.cascades = cascades or PolicyCascade(None, pool, config.cascade, 0.0)
+        self.cascade_pools = dict(cascade_pools or {})
         self.concurrency = config.concurrency
         self.commit_interval_s = config.commit_interval_s
         self._slot_freed = asyncio.Event()  # also set when the read-ahead queues work
@@ -240,22 +250,30 @@ class PoolWorker:
             return [(self.kafka.dead_letter_topic, record.key, letter.model_dump_json().encode())]
         results = await self._answers(tp, assignment)
         key, out = assignment.item.job_id.encode(), list[Outgoing]()
-        if self.cascade is not None and needs_escalation(self.cascade, results[-1]):
-            to_pool = self.cascade.to_pool
-            admitted = (
-                escalation_budget(self.budget, (to_pool, self.cascade_pool), assignment, results[-1])
-                if self.cascade_pool is not None
-                else None
-            )
-            if isinstance(admitted, Overrun):
-                results[-1] = kept_over_budget(results[-1], to_pool, admitted)
-            else:
-                reserved = admitted if admitted is not None else Decimal(0)
-                results[-1], forwarded = escalate(self.cascade, assignment, results[-1], reserved)
-                out.append((self.kafka.pool_topic(to_pool), key, forwarded.model_dump_json().encode()))
+        cascade = self.cascades.current()
+        if cascade is not None and needs_escalation(cascade, results[-1]):
+            out += self._escalation(cascade, assignment, results, key)
         elif self.cache is not None:
             out += self.cache.outgoing(assignment, results[-1], self._keeps)
         return [(self.kafka.results_topic, key, r.model_dump_json().encode()) for r in results] + out
+
+    def _escalation(
+        self, cascade: CascadeSettings, assignment: Assignment, results: list[Result], key: bytes
+    ) -> list[Outgoing]:
+        """Marks the last result escalated and forwards the item to the cascade's pool, unless the tenant's
+        budget refuses the call (then the answer stays final, saying why)."""
+        to_pool = cascade.to_pool
+        settings = self.cascade_pools.get(to_pool)
+        admitted = (
+            escalation_budget(self.budget, (to_pool, settings), assignment, results[-1])
+            if settings is not None
+            else Decimal(0)
+        )
+        if isinstance(admitted, Overrun):
+            results[-1] = kept_over_budget(results[-1], to_pool, admitted)
+            return []
+        results[-1], forwarded = escalate(cascade, assignment, results[-1], admitted)
+        return [(self.kafka.pool_topic(to_pool), key, forwarded.model_dump_json().encode())]
 
     async def _answers(self, tp: TopicPartition, assignment: Assignment) -> list[Result]:
         """An item past its deadline ends expired; an opted-in one may be answered from the cache."""
@@ -268,7 +286,7 @@ class PoolWorker:
 
     def _keeps(self, result: Result) -> bool:
         """A fresh ok answer this pool does not escalate is worth caching."""
-        return result.status is ResultStatus.OK and not needs_escalation(self.cascade, result)
+        return result.status is ResultStatus.OK and not needs_escalation(self.cascades.current(), result)
 
     async def _attempts(self, tp: TopicPartition, assignment: Assignment) -> list[Result]:
         """Deferrable items go through the provider's batch API (workers/batching.py); a batch request that

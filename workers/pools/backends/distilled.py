@@ -6,6 +6,10 @@ simulator and the rate limits count them (four characters a token; the student r
 sink prices them with the self-hosted cost model of `modelyard/data/prices/distilled.yaml`. The model is named
 `<pool model>@<task>-<version>`; prices apply to the part before the `@`.
 
+Concurrent calls are answered together: a `CallBatcher` per loaded student gathers the items the pool
+dispatches at the same time into one `predict` (one encoder batch for an embedding student) and runs it in a
+worker thread, so the event loop keeps consuming and producing while the encoder works.
+
 A newly registered version is picked up within `distill.reload_interval_s` (a task without a model is
 looked up on every call, so the first registration is served at once).
 """
@@ -20,8 +24,9 @@ from modelyard.core._exceptions import ConfigError, ProviderError
 from modelyard.core.settings import PoolSettings
 from schemas import TaskType, Usage, WorkItem
 from workers.pools.backends.base import Completion
+from workers.pools.encoder import CallBatcher
 from workers.pools.model_registry import ModelRegistry
-from workers.pools.student import StudentModel
+from workers.pools.student import Prediction, StudentModel
 
 
 def estimated_tokens(text: str) -> int:
@@ -35,6 +40,14 @@ class _Loaded:
     model: StudentModel | None
     pointer_mtime: float | None
     checked_at: float
+    batcher: CallBatcher[tuple[str, tuple[str, ...]], Prediction | None] | None = None
+
+
+def _batch_predict(student: StudentModel):  # -> Callable[[list[(text, labels)]], list[Prediction | None]]
+    def run(items: list[tuple[str, tuple[str, ...]]]) -> list[Prediction | None]:
+        return student.predict([text for text, _ in items], [labels for _, labels in items])
+
+    return run
 
 
 class DistilledBackend:
@@ -54,9 +67,9 @@ class DistilledBackend:
                 f"{self.provider}: students classify only; route {task_type.value} elsewhere",
                 provider=self.provider,
             )
-        version, student = self._student(task_type)
+        version, batcher = self._student(task_type)
         text = item.input_text()
-        prediction = student.predict([text], [labels])[0]
+        prediction = await batcher((text, tuple(labels)))
         if prediction is None:
             raise ProviderError(
                 f"{self.provider}: the {task_type.value} student ({version}) knows none of the labels {labels[:5]}; "
@@ -67,17 +80,19 @@ class DistilledBackend:
         model = f"{self.pool.model}@{task_type.value}-{version}"
         return Completion(output=prediction.label, usage=usage, model=model, confidence=prediction.confidence)
 
-    def _student(self, task_type: TaskType) -> tuple[str, StudentModel]:
+    def _student(
+        self, task_type: TaskType
+    ) -> tuple[str, CallBatcher[tuple[str, tuple[str, ...]], Prediction | None]]:
         loaded, now = self.loaded.get(task_type), time.monotonic()
         if loaded is None or loaded.model is None or now - loaded.checked_at >= self.reload_interval_s:
             loaded = self._refresh(task_type, loaded, now)
-        if loaded.model is None or loaded.version is None:
+        if loaded.model is None or loaded.version is None or loaded.batcher is None:
             raise ProviderError(
                 f"{self.provider}: no registered student for task {task_type.value} in {self.registry.root}; "
                 f"run `modelyard distill --task {task_type.value}`",
                 provider=self.provider,
             )
-        return loaded.version, loaded.model
+        return loaded.version, loaded.batcher
 
     def _refresh(self, task_type: TaskType, loaded: _Loaded | None, now: float) -> _Loaded:
         """Reload when the task's CURRENT pointer changed; a broken registration keeps the model already served."""
@@ -93,8 +108,13 @@ class DistilledBackend:
                 return loaded
             raise ProviderError(f"{self.provider}: {exc}", provider=self.provider) from exc
         version, model = found if found else (None, None)
-        self.loaded[task_type] = _Loaded(version, model, mtime, now)
+        batcher = CallBatcher(_batch_predict(model)) if model is not None else None
+        if loaded is not None and loaded.batcher is not None:
+            loaded.batcher.close()  # calls already in its batch finish; new ones go to the new model
+        self.loaded[task_type] = _Loaded(version, model, mtime, now, batcher)
         return self.loaded[task_type]
 
     async def close(self) -> None:
-        return None
+        for loaded in self.loaded.values():
+            if loaded.batcher is not None:
+                loaded.batcher.close()
