@@ -33,6 +33,13 @@ class KafkaSettings(Section):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    metadata_max_age_ms: int = Field(
+        default=15_000,
+        ge=1_000,
+        description="How often every client refreshes the cluster's metadata. aiokafka does not refresh it when "
+        "a partition's offset reset is refused by a former leader (NotLeaderForPartition), so this bounds how "
+        "long a consumer stays stuck after a leader moves (aiokafka's default: 5 minutes).",
+    )
     cache_retention_s: float = Field(
         default=7 * 86_400.0,
         gt=0,
@@ -86,10 +93,11 @@ class KafkaSettings(Section):
         return self.topic("cache")
 
     def client_options(self) -> dict[str, Any]:
-        """Security options shared by every aiokafka client."""
+        """Security and metadata options shared by every aiokafka client."""
         options: dict[str, Any] = {
             "bootstrap_servers": self.bootstrap_servers,
             "security_protocol": self.security_protocol,
+            "metadata_max_age_ms": self.metadata_max_age_ms,
         }
         if self.sasl_mechanism:
             options["sasl_mechanism"] = self.sasl_mechanism
