@@ -47,7 +47,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.pools import free_port, start_broker
-from modelyard.app import build_pool_worker, freeze_startup_heap
+from modelyard.app import POOL_YOUNG_OBJECTS, build_pool_worker, freeze_startup_heap
 from modelyard.core.settings import SchedulingSettings, Settings
 from modelyard.core.topics import assigned_partitions, ensure_topics
 from modelyard.local.processes import ProcessSupervisor, wait_for_port
@@ -109,7 +109,7 @@ def pool_process(settings: Settings, stop: ProcessEvent, stats: multiprocessing.
 
 async def _pool_process(settings: Settings, stop: ProcessEvent, stats: multiprocessing.Queue) -> None:
     worker = build_pool_worker(settings, "slm")
-    freeze_startup_heap()
+    freeze_startup_heap(POOL_YOUNG_OBJECTS)
     stopping = asyncio.Event()
     task = asyncio.create_task(worker.run(stopping))
     while not stop.is_set() and not task.done():

@@ -47,7 +47,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from modelyard.app import build_backend, build_pool_worker, freeze_startup_heap
+from modelyard.app import POOL_YOUNG_OBJECTS, build_backend, build_pool_worker, freeze_startup_heap
 from modelyard.core._exceptions import BrokerError
 from modelyard.core.settings import Settings, load_settings
 from modelyard.core.topics import ensure_topics
@@ -129,6 +129,7 @@ async def bench_backend(base: Settings, in_flight: int, rounds: int, sim_pid: in
     await asyncio.gather(
         *(backend.complete(i, TaskType.CLASSIFICATION) for i in items[:in_flight])
     )  # connections up
+    freeze_startup_heap(POOL_YOUNG_OBJECTS)  # the collector set as in the pool process, at every level
     queue = iter(items)
 
     async def caller() -> None:
@@ -165,7 +166,7 @@ async def bench_pool(base: Settings, in_flight: int, rounds: int, sim_pid: int) 
     total = in_flight * (rounds + 1)
     await preload(settings, [assignment(n, run) for n in range(total)])
     worker = build_pool_worker(settings, "slm")
-    freeze_startup_heap()  # as `modelyard pool` does before it starts consuming
+    freeze_startup_heap(POOL_YOUNG_OBJECTS)  # as `modelyard pool` does before it starts consuming
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     await until_processed(worker, in_flight, task)  # group joined, connections up: steady state from here
@@ -239,7 +240,7 @@ def pool_process(settings: Settings, processed: c_longlong, stop: ProcessEvent) 
 
 async def _pool_process(settings: Settings, processed: c_longlong, stop: ProcessEvent) -> None:
     worker = build_pool_worker(settings, "slm")
-    freeze_startup_heap()
+    freeze_startup_heap(POOL_YOUNG_OBJECTS)
     stopping = asyncio.Event()
     task = asyncio.create_task(worker.run(stopping))
     while not stop.is_set() and not task.done():

@@ -163,9 +163,9 @@ class PoolWorker:
         """File a fetch in the read-ahead; each item it queued is a span, durable once its Result is acknowledged
         (the slot loop starts it when the scheduler picks it)."""
         assert self.consumer is not None
-        receipts = []
+        receipts, loop = [], asyncio.get_running_loop()
         for entry in self.read_ahead.absorb(self.consumer, fetched):
-            entry.durable = durable = asyncio.get_running_loop().create_future()
+            entry.durable = durable = loop.create_future()
             offset = entry.record.offset
             receipts.append(Receipt(entry.tp, offset, offset + 1, durable))
         return receipts

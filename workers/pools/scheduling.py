@@ -208,9 +208,10 @@ class FairScheduler:
         self._light_run = 0
         self.tiers = [Tier() for _ in range(PRIORITIES)]
         self._seq = 0
+        self._size = 0  # items waiting in all tiers: asked several times per item read, so kept, not summed
 
     def __len__(self) -> int:
-        return sum(tier.size for tier in self.tiers)
+        return self._size
 
     def waiting(self, tenant: str, priority: int) -> int:
         """Items of one tenant at one priority waiting (a flow: read_ahead caps each)."""
@@ -219,6 +220,7 @@ class FairScheduler:
     def push(self, entry: Queued, now: float) -> None:
         """An item enters the read-ahead: its tenant is charged its estimated tokens, the item stamped."""
         self._seq += 1
+        self._size += 1
         entry.seq = self._seq
         self.tiers[entry.priority].add(entry, self.share.stamp(entry.tenant, entry.cost, now), self.heavy)
 
@@ -233,13 +235,13 @@ class FairScheduler:
         """The next item to start, or None when nothing waits."""
         if self.share.due_for_rescale(now):
             self._rescale(now)
+        if not self._size:
+            return None
+        self._size -= 1
         expired = self._expired(now)
         if expired is not None:
             return expired
-        for tier in reversed(self.tiers):
-            if tier.size:
-                return self._next_in(tier, now)
-        return None
+        return self._next_in(next(tier for tier in reversed(self.tiers) if tier.size), now)
 
     def pop_many(self, n: int, now: float) -> list[Queued]:
         out: list[Queued] = []
@@ -257,6 +259,7 @@ class FairScheduler:
                         tier.take(entry)
                         dropped += 1
             tier.rebuild(self.heavy)
+        self._size -= dropped
         return dropped
 
     def _expired(self, now: float) -> Queued | None:
