@@ -24,6 +24,9 @@ accuracy), and `cost_per_1000_usd` what 1,000 items cost there: prompt tokens co
 output token (the answer letter), priced from the project's price catalog. Ties in a router's scores are broken by
 a seeded jitter far below any score difference (pandas' qcut, which RouteLLM uses, refuses duplicate edges).
 
+`--train-shares 0.5,0.75,1` adds a learning curve: on each split, the category and learned routers are fitted on
+those shares of the training part (a seeded subsample) and scored on the same test part (APGR, mean ± spread).
+
 Labelled datasets ({text, label}): the embedding student's learning curve, from
 modelyard/ops/student_quality.labelled_quality(train_rows, test_rows, seed).
 """
@@ -57,6 +60,7 @@ from modelyard.ops.routing_quality import (
 )
 from schemas import Usage
 from schemas.recording import Recording, parse_recording
+from streams.learned_routing import ItemKeys, RoutingModel
 from workers.pools.token_counts import TokenCounter
 from workers.sink.pricing import PriceCatalog
 
@@ -198,7 +202,8 @@ def _learned(
     model = fit_router(
         train, ["weak", "strong"], [float(cost_weak.mean()), float(cost_strong.mean())], target, seed=seed
     )
-    routed = model.route([o.text for o in test], [o.keys for o in test])
+    texts, keys = [o.text for o in test], [o.keys for o in test]
+    routed = model.route(texts, keys)
     strong_column = model.card.pools.index("strong")
     p, raw = routed.probabilities, routed.raw
     gain = raw[:, strong_column] - raw[:, 1 - strong_column]
@@ -211,7 +216,52 @@ def _learned(
         "expected_accuracy": float(chosen_p.mean()),
         "cost_per_1000_usd": 1000 * float(np.where(to_strong, cost_strong, cost_weak).mean()),
         "margin": model.card.margin,
+        "route_us_per_item": route_us_per_item(model, texts, keys),
     }
+
+
+def route_us_per_item(
+    model: RoutingModel, texts: list[str], keys: list[ItemKeys], batch: int = 5000
+) -> float:
+    """The learned step's CPU time an item (features, scores, choice) in the router's batches (router.batch_max
+    5,000), best of 3, process time: the router's added cost on these texts."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.process_time()
+        for start in range(0, len(texts), batch):
+            model.route(texts[start : start + batch], keys[start : start + batch])
+        best = min(best, time.process_time() - started)
+    return best / len(texts) * 1e6
+
+
+def learning_curve(
+    train: list[Recording], test: list[Recording], pair: Pair, shares: list[float], seed: int
+) -> dict[str, dict[str, float]]:
+    """APGR of the category and learned routers fitted on `shares` of the training part, scored on `test`."""
+    models = {"weak": pair.weak, "strong": pair.strong}
+    test_outcomes = outcomes_from_recordings(test, models)
+    te = np.array([o.right for o in test_outcomes])
+    jitter = np.random.default_rng(seed).random(len(te)) * 1e-9
+    order = np.random.default_rng(seed).permutation(len(train))
+    out: dict[str, dict[str, float]] = {}
+    for share in shares:
+        part = [train[i] for i in sorted(order[: max(1, round(share * len(train)))])]
+        outcomes = outcomes_from_recordings(part, models)
+        tr = np.array([o.right for o in outcomes])
+        scores = category_scores([r.category for r in part], tr[:, 1], tr[:, 0], [r.category for r in test])
+        model = fit_router(outcomes, ["weak", "strong"], [1.0, 2.0], None, seed=seed)
+        raw = model.route([o.text for o in test_outcomes], [o.keys for o in test_outcomes]).raw
+        gain = raw[:, model.card.pools.index("strong")] - raw[:, model.card.pools.index("weak")]
+        out[f"{share:g}"] = {
+            "train_items": float(len(part)),
+            "category": _figures(threshold_curve(scores + jitter, te[:, 1], te[:, 0]), te[:, 1], te[:, 0])[
+                "apgr"
+            ],
+            "learned": _figures(threshold_curve(gain + jitter, te[:, 1], te[:, 0]), te[:, 1], te[:, 0])[
+                "apgr"
+            ],
+        }
+    return out
 
 
 def _figures(curve: Curve, strong: np.ndarray, weak: np.ndarray) -> dict[str, float]:
@@ -236,7 +286,7 @@ def recorded(
             splits.append((args.seed + k, train, test))
     else:
         splits.append((args.seed, train_rows, test_rows))
-    runs = []
+    runs, curves = [], []
     for seed, train, test in splits:
         train_recordings, test_recordings = (
             [parse_recording(r) for r in train],
@@ -244,6 +294,8 @@ def recorded(
         )
         pair = model_pair(train_recordings, args.strong, args.weak)
         runs.append(score_split(train_recordings, test_recordings, pair, costs, seed))
+        if args.train_shares:
+            curves.append(learning_curve(train_recordings, test_recordings, pair, args.train_shares, seed))
         print(
             f"split seed {seed}: {len(train)} train / {len(test)} test items, learned APGR {runs[-1]['learned']['apgr']:.3f}",
             file=sys.stderr,
@@ -255,7 +307,7 @@ def recorded(
         "train_items": len(splits[0][1]),
         "test_items": len(splits[0][2]),
         "routers": _summarise(runs),
-    }
+    } | ({"learning_curve": _summarise(curves)} if curves else {})
 
 
 def _summarise(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, object]]:
@@ -289,6 +341,21 @@ def print_recorded(result: dict) -> None:
             f"{f['accuracy']:>9.3f} {f['cost_per_1000_usd']:>13.2f}"
         )
     print("RouteLLM's best published MMLU router (paper v4): APGR 0.603, CPT(50%) 35.4%, CPT(80%) 70.3%")
+    learned = result["routers"].get("learned", {})
+    if "route_us_per_item" in learned:
+        print(
+            f"learned router's cost: {learned['route_us_per_item']:.2f} ± {learned['route_us_per_item_spread']:.2f} "
+            "CPU µs an item (features, scores, choice; batches of 5,000)"
+        )
+    if "learning_curve" in result:
+        print(
+            f"\nlearning curve: APGR on the same test parts, fitted on part of each training part\n"
+            f"{'share':<8} {'train items':>11} {'category':>14} {'learned':>14}"
+        )
+        for share, f in result["learning_curve"].items():
+            category = f"{f['category']:.3f} ± {f['category_spread']:.3f}"
+            learned = f"{f['learned']:.3f} ± {f['learned_spread']:.3f}"
+            print(f"{share:<8} {f['train_items']:>11.0f} {category:>14} {learned:>14}")
 
 
 def labelled(args: argparse.Namespace, train_rows: list[dict], test_rows: list[dict]) -> tuple[object, dict]:
@@ -322,6 +389,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--strong", help="the strong model's name in the recording (default: the more accurate)"
     )
     parser.add_argument("--weak", help="the weak model's name in the recording")
+    parser.add_argument(
+        "--train-shares",
+        type=lambda text: [float(x) for x in text.split(",")],
+        default=[],
+        help="also fit on these shares of each training part (e.g. 0.5,0.75,1): a learning curve",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
     if (args.train is None) != (args.test is None) or (args.dataset is None) == (args.train is None):

@@ -107,12 +107,27 @@ def text_rows(texts: Sequence[str], idf: np.ndarray) -> SparseRows:
     """TF-IDF rows (1 + ln count, times idf, unit length) of the texts over len(idf) hashed dimensions."""
     dims = len(idf)
     rows, cols = word_entries(texts, dims)
-    unique, counts = np.unique(rows * dims + cols, return_counts=True)
-    rows, cols = unique // dims, unique % dims
+    weighted = idf[cols] > 0  # words the training items never shared add nothing: drop them before the sort
+    rows, cols, counts = _count_pairs(rows[weighted], cols[weighted], dims, len(texts))
     values = (1.0 + np.log(counts)) * idf[cols]
     norms = np.sqrt(np.bincount(rows, weights=values * values, minlength=len(texts)))
     values = values / np.maximum(norms[rows], 1e-12)
     return SparseRows(rows, cols, values, len(texts))
+
+
+def _count_pairs(
+    rows: np.ndarray, cols: np.ndarray, dims: int, count: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct (row, column) pairs, sorted, and how often each occurs: one in-place sort of the pairs packed
+    into one integer (32 bits while they fit: a batch of 5,000 rows over 2**18 columns does; about twice as fast
+    as np.unique on 64 bits, the learned step's largest cost on long texts)."""
+    keys = rows * dims + cols
+    keys = keys.astype(np.uint32) if count * dims <= 2**32 else keys
+    keys.sort()
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, dtype=np.intp)
+    counts = np.diff(np.r_[starts, len(keys)])
+    unique = keys[starts].astype(np.int64)
+    return unique // dims, unique % dims, counts
 
 
 def key_rows(keys: Sequence[ItemKeys], offset: int, key_dims: int = KEY_DIMS) -> SparseRows:
