@@ -263,6 +263,12 @@ class DistillSettings(Section):
         description="A student below the target overall is still registered when its calibrated cascade "
         "threshold serves at least this share of held-out items at the target; the rest escalate.",
     )
+    target_reading: Literal["served", "end_to_end"] = Field(
+        default="served",
+        description="How the cascade threshold reads the target: `served`, the student's own answers are at "
+        "it; `end_to_end`, the job's answers as a whole are (escalated ones being the teacher's), so fewer "
+        "items escalate (modelyard/ops/selective_serving.py).",
+    )
     pool: str = Field(
         default="slm", description="The pool serving students; the proposed policy routes there."
     )

@@ -22,7 +22,7 @@ import yaml
 
 from modelyard.core._exceptions import InvalidInput
 from modelyard.core.settings import CascadeSettings, DistillSettings, PoolSettings, Settings
-from modelyard.ops.selective_serving import serving_threshold
+from modelyard.ops.selective_serving import cascade_threshold
 from schemas import TaskType
 from streams.rules import Condition, PolicyFile, Rule, configured_policy
 from workers.pools.model_registry import ModelRegistry, Registration
@@ -78,17 +78,21 @@ class Candidate:
 
 
 def train_candidate(
-    kind: str, train: list[Example], heldout: list[Example], target: float, encoder_dir: Path
+    kind: str,
+    train: list[Example],
+    heldout: list[Example],
+    target: float,
+    config: DistillSettings,
 ) -> Candidate:
     """Temperature and cascade threshold are fitted on the held-out answers (one parameter each)."""
-    model = StudentModel.train([e.text for e in train], [e.label for e in train], kind, encoder_dir)
+    model = StudentModel.train([e.text for e in train], [e.label for e in train], kind, config.encoder_dir)
     model = model.calibrated([e.text for e in heldout], [e.label for e in heldout])
     predictions = model.predict([e.text for e in heldout], [e.labels for e in heldout])
     confidence = np.array([p.confidence if p else 0.0 for p in predictions])
     correct = np.array(
         [p is not None and p.label == e.label for p, e in zip(predictions, heldout, strict=True)]
     )
-    threshold = serving_threshold(confidence, correct, target)
+    threshold = cascade_threshold(confidence, correct, target, config.target_reading)
     served = confidence >= threshold
     served_agreement = float(correct[served].mean()) if served.any() else 0.0
     return Candidate(model, float(correct.mean()), threshold, float(served.mean()), served_agreement)
@@ -152,7 +156,7 @@ class Distiller:
             )
         config = self.config
         candidates = {
-            kind: train_candidate(kind, train, heldout, target, config.encoder_dir)
+            kind: train_candidate(kind, train, heldout, target, config)
             for kind in student_kinds(config.student, config.encoder_dir)
         }
         kind = max(candidates, key=lambda k: (candidates[k].served_share, candidates[k].agreement))

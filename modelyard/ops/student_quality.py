@@ -19,19 +19,25 @@ are fitted on the calibration fifth, and it is scored on the test rows, which no
 - `accuracy`: the student alone, every item;
 - `coverage_at_target`: the largest share of test items, most confident first, answered at `target`
   accuracy (the share a perfectly placed threshold would serve; the issue's figure);
-- `served_share`, `served_accuracy`: what the threshold fitted on the calibration slice actually serves;
+- `served_share`, `served_accuracy`: what the threshold fitted on the calibration slice actually serves (the
+  threshold reads the target `end_to_end` by default: the cascade's answers as a whole, escalated ones being
+  the teacher's, are at the target; `served`: the student's own answers are; modelyard/ops/selective_serving.py);
 - `end_to_end_accuracy`, `frontier_share`, `cost_ratio`: the cascade with that threshold and a teacher that
   answers the gold label (`teacher_accuracy`), its cost against sending every item to the frontier
   (prices from the bundled catalog: the frontier pool's model and the student's self-hosted rate);
 - `expected_accuracy`: the mean calibrated confidence on the test rows (calibration holds when it is close to
   `accuracy`).
 
-    python -m modelyard.ops.student_quality DATA.jsonl [--test TEST.jsonl] [--seeds 2] [--json]
+With `--seeds N` each seed draws its own 80/20 split (a seeded hash of the text; without --test) and its own
+labels, and the figures of the served student's curve are summarised as mean and standard deviation.
+
+    python -m modelyard.ops.student_quality DATA.jsonl [--test TEST.jsonl] [--seeds 3] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import zlib
 from collections.abc import Sequence
@@ -44,7 +50,7 @@ import numpy as np
 import orjson
 
 from modelyard.core._exceptions import InvalidInput
-from modelyard.ops.selective_serving import coverage_at, serving_threshold
+from modelyard.ops.selective_serving import cascade_threshold, coverage_at
 from schemas import TaskType, Usage
 from workers.pools.backends.distilled import estimated_tokens
 from workers.pools.encoder import DEFAULT_ENCODER_DIR
@@ -98,15 +104,20 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 
 def split_rows(
-    rows: Sequence[dict[str, str]], test_share: float = 0.2
+    rows: Sequence[dict[str, str]], test_share: float = 0.2, seed: int | None = None
 ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-    """80/20 by a hash of the text: a repeated text is never on both sides."""
-    test = [r for r in rows if _hashed(r["text"]) < test_share]
-    return [r for r in rows if _hashed(r["text"]) >= test_share], test
+    """80/20 by a hash of the text (seeded when `seed` is given): a repeated text is never on both sides."""
+    held = [_hashed(r["text"], seed) < test_share for r in rows]
+    return [r for r, h in zip(rows, held, strict=True) if not h], [
+        r for r, h in zip(rows, held, strict=True) if h
+    ]
 
 
-def _hashed(text: str) -> float:
-    return zlib.crc32(text.encode()) % 10_000 / 10_000
+def _hashed(text: str, seed: int | None = None) -> float:
+    if seed is None:
+        return zlib.crc32(text.encode()) % 10_000 / 10_000
+    digest = hashlib.blake2b(f"{seed}:{text}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
 
 
 class _Costs:
@@ -150,6 +161,7 @@ class _Experiment:
         target: float,
         teacher_accuracy: float,
         encoder_dir: Path,
+        reading: str = "end_to_end",
     ) -> None:
         texts = [r["text"] for r in train_rows] + [r["text"] for r in test_rows]
         self.labels = np.array([r["label"] for r in train_rows] + [r["label"] for r in test_rows])
@@ -161,6 +173,7 @@ class _Experiment:
         self.test = np.arange(len(train_rows), len(texts))
         self.hashes = np.array([_hashed("calibration:" + t) for t in texts])
         self.kind, self.target, self.teacher_accuracy = kind, target, teacher_accuracy
+        self.reading = reading
         costs = _Costs(self.classes)
         self.frontier_cost, self.student_cost = costs.per_item(
             [texts[i] for i in self.test], list(self.labels[self.test])
@@ -181,7 +194,7 @@ class _Experiment:
     def point(self, bought: np.ndarray, calibration: np.ndarray, strategy: str) -> CurvePoint:
         model = self.fit(bought)
         model = model.calibrated_on(self.matrix[calibration], list(self.labels[calibration]))
-        threshold = serving_threshold(*self._confident(model, calibration), self.target)
+        threshold = cascade_threshold(*self._confident(model, calibration), self.target, self.reading)
         confidence, correct = self._confident(model, self.test)
         served = confidence >= threshold
         teacher_right = self._teacher(~served)
@@ -258,6 +271,7 @@ def labelled_quality(
     teacher_accuracy: float = 1.0,
     kinds: Sequence[str] = ("embedding", "ngram"),
     encoder_dir: Path = DEFAULT_ENCODER_DIR,
+    reading: str = "end_to_end",
 ) -> dict[str, object]:
     """Per label count: the served student (the active-learning embedding student where an encoder is given)
     with `accuracy`, `coverage_at_target`, `end_to_end_accuracy`, `frontier_share`, `cost_ratio`; and
@@ -266,7 +280,7 @@ def labelled_quality(
         raise InvalidInput("labelled_quality needs train and test rows", field="rows")
     curves: dict[str, list[CurvePoint]] = {}
     for kind in kinds:
-        experiment = _Experiment(train_rows, test_rows, kind, target, teacher_accuracy, encoder_dir)
+        experiment = _Experiment(train_rows, test_rows, kind, target, teacher_accuracy, encoder_dir, reading)
         for active in (False, True):
             curves[f"{kind}/{'active' if active else 'random'}"] = experiment.curve(
                 seed, label_counts, active
@@ -276,6 +290,7 @@ def labelled_quality(
     return {
         "seed": seed,
         "target": target,
+        "target_reading": reading,
         "teacher_accuracy": teacher_accuracy,
         "train_rows": len(train_rows),
         "test_rows": len(test_rows),
@@ -318,6 +333,41 @@ def print_table(result: dict[str, object]) -> None:
     print(_rows_table(result))
 
 
+SUMMARY_FIGURES = (
+    "accuracy",
+    "coverage_at_target",
+    "served_share",
+    "served_accuracy",
+    "end_to_end_accuracy",
+    "frontier_share",
+    "cost_ratio",
+)
+
+
+def summarise(results: Sequence[dict[str, object]]) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """Per curve and label count, each figure's [mean, standard deviation] over the results (seeds)."""
+    summary: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for name in results[0]["curves"]:  # type: ignore[attr-defined]
+        points = [r["curves"][name] for r in results]  # type: ignore[index]
+        summary[name] = {
+            str(at[0]["labels"]): {
+                figure: [_r(np.mean([p[figure] for p in at])), _r(np.std([p[figure] for p in at]))]
+                for figure in SUMMARY_FIGURES
+            }
+            for at in zip(*points, strict=True)
+        }
+    return summary
+
+
+def print_summary(summary: dict[str, dict[str, dict[str, list[float]]]], seeds: int) -> None:
+    print(f"mean ± sd over {seeds} seeds (split and labels drawn per seed)")
+    print(f"{'student':<20} {'labels':>6} " + " ".join(f"{f[:14]:>15}" for f in SUMMARY_FIGURES))
+    for name, counts in summary.items():
+        for count, figures in counts.items():
+            cells = " ".join(f"{m:>8.3f} ±{sd:5.3f}" for m, sd in figures.values())
+            print(f"{name:<20} {count:>6} {cells}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data", type=Path, help="labelled JSONL: {text, label} a line")
@@ -328,20 +378,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--target", type=float, default=0.95)
     parser.add_argument("--kinds", default="embedding,ngram")
+    parser.add_argument("--reading", choices=("end_to_end", "served"), default="end_to_end")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     rows = read_rows(args.data)
-    train, test = (rows, read_rows(args.test)) if args.test else split_rows(rows)
-    counts = tuple(int(c) for c in args.labels.split(","))
-    results = [
-        labelled_quality(train, test, seed, counts, args.target, kinds=tuple(args.kinds.split(",")))
-        for seed in range(args.seeds)
-    ]
-    for result in results:
-        if args.json:
-            print(orjson.dumps(result).decode())
-        else:
+    counts, kinds = tuple(int(c) for c in args.labels.split(",")), tuple(args.kinds.split(","))
+    results = []
+    for seed in range(args.seeds):
+        train, test = (rows, read_rows(args.test)) if args.test else split_rows(rows, seed=seed)
+        result = labelled_quality(train, test, seed, counts, args.target, kinds=kinds, reading=args.reading)
+        results.append(result)
+        if not args.json:
             print_table(result)
+    summary = summarise(results)
+    if args.json:
+        print(orjson.dumps({"runs": results, "summary": summary}).decode())
+    else:
+        print_summary(summary, args.seeds)
     return 0
 
 

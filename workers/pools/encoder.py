@@ -6,10 +6,11 @@ the package's tokenizer.json runs in the `tokenizers` library. Nothing is fetche
 the mean of the real tokens' last hidden states, L2-normalised, as the package's sentence-transformers
 modules define them.
 
-Speed (measured on 2 busy cores, Banking77): texts are sorted by length and encoded in chunks of `chunk`, so
-a chunk pads to its neighbours' length rather than the batch's longest text (15 real tokens a text on
-average against 33 padded in arrival order); onnxruntime runs one intra-op thread a session, which gives
-the most sentences per CPU second when the pool's other work shares the cores.
+Speed (benchmarks/encoder.py, Banking77): a batch is tokenized once, sorted by its texts' token counts and
+run in chunks of `chunk` texts (longer while the next text is as long as the chunk's first, up to
+`MAX_RUN`), each padded to its own longest text: padding to the batch's longest costs ~2.5x the CPU, to a
+fixed 128 tokens ~8x. onnxruntime runs one intra-op thread a session, which gives the most sentences per CPU
+second when the pool's other work shares the cores.
 
 `CallBatcher` groups the single calls a pool makes concurrently into one batch and runs it in a worker
 thread, so the event loop stays free while the encoder runs (onnxruntime releases the GIL).
@@ -37,8 +38,15 @@ Answer = TypeVar("Answer")
 
 
 class SentenceEncoder:
+    DEFAULT_CHUNK = 4
+    MAX_RUN = 64  # texts of one token count run together up to this many
+
     def __init__(
-        self, directory: Path = DEFAULT_ENCODER_DIR, threads: int = 1, max_tokens: int = 128, chunk: int = 8
+        self,
+        directory: Path = DEFAULT_ENCODER_DIR,
+        threads: int = 1,
+        max_tokens: int = 128,
+        chunk: int = DEFAULT_CHUNK,
     ) -> None:
         self.directory = directory
         self.manifest = _read_manifest(directory)
@@ -52,16 +60,35 @@ class SentenceEncoder:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """One L2-normalised float32 row per text."""
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for start in range(0, len(order), self.chunk):
-            rows = order[start : start + self.chunk]
-            out[rows] = self._encode_chunk([texts[i] for i in rows])
+        tokens = self.tokenize(texts)
+        lengths = [len(t) for t in tokens]
+        for rows in self._chunks(sorted(range(len(texts)), key=lengths.__getitem__), lengths):
+            out[rows] = self.encode_tokens([tokens[i] for i in rows])
         return out
 
-    def _encode_chunk(self, texts: list[str]) -> np.ndarray:
-        encodings = self.tokenizer.encode_batch(texts)
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each text's token ids, truncated to `max_tokens`, unpadded."""
+        return [e.ids for e in self.tokenizer.encode_batch(list(texts))]
+
+    def _chunks(self, order: list[int], lengths: list[int]) -> list[list[int]]:
+        """Consecutive runs of the length-sorted texts: `chunk` of them, more while lengths stay equal."""
+        chunks: list[list[int]] = []
+        for i in order:
+            last = chunks[-1] if chunks else None
+            if last is not None and (
+                len(last) < self.chunk or (len(last) < self.MAX_RUN and lengths[last[0]] == lengths[i])
+            ):
+                last.append(i)
+            else:
+                chunks.append([i])
+        return chunks
+
+    def encode_tokens(self, tokens: list[list[int]], width: int | None = None) -> np.ndarray:
+        """Token id lists padded to the longest of them (or `width`) with id 0, masked out."""
+        ids = np.zeros((len(tokens), width or max(len(t) for t in tokens)), dtype=np.int64)
+        for row, text in enumerate(tokens):
+            ids[row, : len(text)] = text
+        mask = (np.arange(ids.shape[1]) < np.array([len(t) for t in tokens])[:, None]).astype(np.int64)
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         hidden = self.session.run(None, {name: feed[name] for name in self.input_names})[0]
         weights = mask[..., None].astype(np.float32)
@@ -98,7 +125,7 @@ def _tokenizer(path: Path, max_tokens: int):
 
     tokenizer = Tokenizer.from_file(str(path))
     tokenizer.enable_truncation(max_tokens)
-    tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # to the chunk's longest text, not a fixed length
+    tokenizer.no_padding()  # encode_tokens pads each chunk to its own longest text
     return tokenizer
 
 
