@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib
 import sys
 import time
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from modelyard.ops import student_quality
 from modelyard.ops.routing_fit import Outcome, fit_router, outcomes_from_recordings
 from modelyard.ops.routing_quality import (
     Curve,
@@ -359,12 +359,6 @@ def print_recorded(result: dict) -> None:
 
 
 def labelled(args: argparse.Namespace, train_rows: list[dict], test_rows: list[dict]) -> tuple[object, dict]:
-    try:
-        student_quality = importlib.import_module("modelyard.ops.student_quality")
-    except ModuleNotFoundError as exc:
-        raise SystemExit(
-            f"labelled datasets need modelyard/ops/student_quality.py (labelled_quality), not here yet: {exc}"
-        ) from exc
     return student_quality, student_quality.labelled_quality(train_rows, test_rows, args.seed)
 
 
