@@ -14,6 +14,7 @@ import pytest
 
 from modelyard.core.settings import Settings, load_settings
 from tests.helpers import broker_port, free_port
+from workers.sink.clickhouse import ClickHouseStore
 
 
 def docker_engine_available() -> bool:
@@ -63,6 +64,15 @@ def _local_broker(data_dir: Path) -> Iterator[tuple[str, object]]:
         yield bootstrap, broker
     finally:
         broker.stop()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ClickHouseStore]:
+    """A migrated chDB store of the test's own (a module may define a wider-scoped `store` of its own)."""
+    store = ClickHouseStore(load_settings(clickhouse={"dsn": f"chdb://{tmp_path / 'chdb'}"}).clickhouse)
+    store.migrate()
+    yield store
+    store.close()
 
 
 @pytest.fixture

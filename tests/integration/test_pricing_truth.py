@@ -4,14 +4,12 @@ job (escalations and failovers included), and the ledger reconciled with the pro
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from modelyard.core.settings import load_settings
 from modelyard.ops.cost_report import CostReport, parse_dimensions, parse_since
 from modelyard.ops.reconcile import ALL_MODELS, reconcile
 from modelyard.ops.usage_exports import read_export
@@ -25,14 +23,6 @@ EXPORTS = ROOT / "tests" / "fixtures" / "exports"
 CATALOG = PriceCatalog.load(reference_model="claude-sonnet-5")
 NOW = datetime.now(UTC).replace(microsecond=0)
 SMOL = "HuggingFaceTB/SmolLM2-135M-Instruct"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ClickHouseStore]:
-    store = ClickHouseStore(load_settings(clickhouse={"dsn": f"chdb://{tmp_path / 'chdb'}"}).clickhouse)
-    store.migrate()
-    yield store
-    store.close()
 
 
 def result(

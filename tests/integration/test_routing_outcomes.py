@@ -3,12 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
-from modelyard.core.settings import load_settings
 from modelyard.ops.routing_fit import outcomes_from_agreement, outcomes_from_evals
 from workers.sink.clickhouse import ClickHouseStore
 
@@ -17,14 +13,6 @@ RESULT_COLUMNS = (
     "job_id, attempt, tenant, task_type, pool, provider, model, status, output, input_tokens, "
     "cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, latency_ms, completed_at"
 )
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[ClickHouseStore]:
-    store = ClickHouseStore(load_settings(clickhouse={"dsn": f"chdb://{tmp_path / 'chdb'}"}).clickhouse)
-    store.migrate()
-    yield store
-    store.close()
 
 
 def inputs(store: ClickHouseStore, *rows: tuple[str, str, str]) -> None:
