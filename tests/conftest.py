@@ -8,13 +8,16 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 import pytest
 
 from modelyard.core.settings import Settings, load_settings
 from tests.helpers import broker_port, free_port
-from workers.sink.clickhouse import ClickHouseStore
+
+if TYPE_CHECKING:  # imported in the fixture: the unit tier does not load ClickHouse
+    from workers.sink.clickhouse import ClickHouseStore
 
 
 def docker_engine_available() -> bool:
@@ -69,6 +72,8 @@ def _local_broker(data_dir: Path) -> Iterator[tuple[str, object]]:
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[ClickHouseStore]:
     """A migrated chDB store of the test's own (a module may define a wider-scoped `store` of its own)."""
+    from workers.sink.clickhouse import ClickHouseStore
+
     store = ClickHouseStore(load_settings(clickhouse={"dsn": f"chdb://{tmp_path / 'chdb'}"}).clickhouse)
     store.migrate()
     yield store
