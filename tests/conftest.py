@@ -8,8 +8,8 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
