@@ -121,7 +121,11 @@ class Following:
         # would be skipped (results land within milliseconds of their jobs)
         ends = await self.consumer.end_offsets(partitions)
         if self.start == "beginning":
-            await self.consumer.seek_to_beginning(*partitions)
+            # explicit offsets here too: seek_to_beginning() only requests a reset, and a reset to the latest
+            # offset already in flight (the consumer's default, requested on assign) could still land after it
+            starts = await self.consumer.beginning_offsets(partitions)
+            for tp in partitions:
+                self.consumer.seek(tp, starts[tp])
             return
         found = {}
         if isinstance(
